@@ -1,0 +1,4 @@
+# cffi's setuptools hook only exists as a setup() keyword; everything else is in pyproject.toml.
+from setuptools import setup
+
+setup(cffi_modules=["csrc/build_ffi.py:ffibuilder"])
