@@ -1,0 +1,111 @@
+"""X.509 credentials and peer verification through cryptography.x509.verification."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import verification
+
+from .constants import AlertDescription
+from .errors import TlsError
+
+# Where Debian, Fedora/RHEL, openSUSE and Alpine keep the system trust bundle.
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+
+
+def load_certificates(path: str | Path) -> list[x509.Certificate]:
+    """Every certificate in a PEM file, or the one certificate of a DER file."""
+    data = Path(path).read_bytes()
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
+def load_private_key(path: str | Path, password: bytes | None = None):  # noqa: ANN201
+    data = Path(path).read_bytes()
+    if b"-----BEGIN" in data:
+        return serialization.load_pem_private_key(data, password)
+    return serialization.load_der_private_key(data, password)
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """A verification store built once per configuration, never per handshake."""
+
+    store: verification.Store
+    source: str
+
+    @classmethod
+    def from_certificates(cls, certs: Sequence[x509.Certificate], source: str = "given") -> TrustStore:
+        if not certs:
+            raise ValueError("a trust store needs at least one certificate")
+        return cls(verification.Store(list(certs)), source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrustStore:
+        return cls.from_certificates(load_certificates(path), str(path))
+
+    @classmethod
+    def system(cls) -> TrustStore:
+        return _system_store()
+
+
+@lru_cache(maxsize=1)
+def _system_store() -> TrustStore:
+    for bundle in SYSTEM_BUNDLES:
+        if Path(bundle).is_file():
+            return TrustStore.from_file(bundle)
+    raise FileNotFoundError("no system CA bundle found in " + ", ".join(SYSTEM_BUNDLES))
+
+
+def _alert_for(error: verification.VerificationError) -> AlertDescription:
+    text = str(error)
+    if "not valid at validation time" in text:
+        return AlertDescription.certificate_expired
+    if "candidates exhausted" in text or "issuer" in text:
+        return AlertDescription.unknown_ca
+    return AlertDescription.bad_certificate
+
+
+def _subject(name: str) -> verification.DNSName | verification.IPAddress:
+    try:
+        return verification.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return verification.DNSName(name)
+
+
+def verify_chain(
+    trust: TrustStore,
+    chain: Sequence[x509.Certificate],
+    *,
+    peer_is_server: bool,
+    server_name: str | None,
+    now: float,
+) -> None:
+    """RFC 8446 §4.4.2.4: reject a chain that does not lead to the store, with the alert
+    RFC 8446 §6.2 names for the reason. A server is checked against `server_name` (DNS name
+    or IP address), which the configuration makes mandatory when verification is on."""
+    builder = verification.PolicyBuilder().store(trust.store).time(
+        datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    )
+    leaf, intermediates = chain[0], list(chain[1:])
+    try:
+        if peer_is_server:
+            if not server_name:
+                raise TlsError(AlertDescription.internal_error, "no server name to verify against")
+            builder.build_server_verifier(_subject(server_name)).verify(leaf, intermediates)
+        else:
+            builder.build_client_verifier().verify(leaf, intermediates)
+    except verification.VerificationError as exc:
+        raise TlsError(_alert_for(exc), f"certificate rejected: {exc}") from None

@@ -1,0 +1,505 @@
+"""TLS 1.3 client for QUIC (RFC 8446 §4, RFC 9001 §4 and §8)."""
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import time
+
+from . import extensions as ext
+from . import keylog as kl
+from .config import ExternalPsk, TlsConfig
+from .constants import (
+    DOWNGRADE_TLS11,
+    DOWNGRADE_TLS12,
+    TLS13_VERSION,
+    AlertDescription,
+    CryptoLevel,
+    Direction,
+    ExtensionType as ET,
+    HandshakeType as HT,
+    PskKeyExchangeMode,
+)
+from .certs import verify_chain
+from .engine import TlsEngine, load_certificate_chain, parse_finished
+from .errors import TlsError, illegal_parameter, protocol_violation
+from .events import HandshakeComplete, PeerTransportParameters, SessionTicketReceived
+from .groups import ClientKeyShare, client_key_share
+from .keyschedule import (
+    KeySchedule,
+    finished_verify_data,
+    message_hash,
+    resumption_psk,
+    verify_finished,
+)
+from .messages import (
+    Certificate,
+    CertificateEntry,
+    CertificateRequest,
+    CertificateVerify,
+    ClientHello,
+    EncryptedExtensions,
+    Finished,
+    NewSessionTicket,
+    ServerHello,
+)
+from .session import MAX_TICKET_LIFETIME, QUIC_MAX_EARLY_DATA, SessionData
+from .signatures import certificate_verify_content, choose_scheme, sign, verify
+from .suites import SUITES, SuiteInfo
+
+
+class ClientState(enum.Enum):
+    START = enum.auto()
+    WAIT_SH = enum.auto()
+    WAIT_EE = enum.auto()
+    WAIT_CERT_CR = enum.auto()
+    WAIT_CERT = enum.auto()
+    WAIT_CV = enum.auto()
+    WAIT_FINISHED = enum.auto()
+    CONNECTED = enum.auto()
+
+
+_I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
+
+# RFC 8446 §A.1, with QUIC's levels (RFC 9001 §4.1.3).
+CLIENT_STATES = {
+    ClientState.START: {},
+    ClientState.WAIT_SH: {HT.SERVER_HELLO: _I},
+    ClientState.WAIT_EE: {HT.ENCRYPTED_EXTENSIONS: _H},
+    ClientState.WAIT_CERT_CR: {HT.CERTIFICATE: _H, HT.CERTIFICATE_REQUEST: _H},
+    ClientState.WAIT_CERT: {HT.CERTIFICATE: _H},
+    ClientState.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
+    ClientState.WAIT_FINISHED: {HT.FINISHED: _H},
+    ClientState.CONNECTED: {HT.NEW_SESSION_TICKET: _A},
+}
+
+# RFC 8446 §4.2: which extensions may appear in which server message.
+_SH_EXTENSIONS = frozenset({ET.SUPPORTED_VERSIONS, ET.KEY_SHARE, ET.PRE_SHARED_KEY})
+_HRR_EXTENSIONS = frozenset({ET.SUPPORTED_VERSIONS, ET.KEY_SHARE, ET.COOKIE})
+_EE_EXTENSIONS = frozenset(
+    {
+        ET.SERVER_NAME,
+        ET.MAX_FRAGMENT_LENGTH,
+        ET.SUPPORTED_GROUPS,
+        ET.USE_SRTP,
+        ET.HEARTBEAT,
+        ET.ALPN,
+        ET.CLIENT_CERTIFICATE_TYPE,
+        ET.SERVER_CERTIFICATE_TYPE,
+        ET.EARLY_DATA,
+        ET.RECORD_SIZE_LIMIT,
+        ET.QUIC_TRANSPORT_PARAMETERS,
+    }
+)
+
+
+class _OfferedPsk:
+    """The one PSK a ClientHello offers: a resumption ticket or an external key."""
+
+    def __init__(self, suite: SuiteInfo, key: bytes, identity: bytes, external: bool,
+                 session: SessionData | None) -> None:
+        self.suite = suite
+        self.key = key
+        self.identity = identity
+        self.external = external
+        self.session = session
+        self.key_schedule = KeySchedule(suite, key)
+        self.binder_key = self.key_schedule.binder_key(external)
+
+
+class ClientEngine(TlsEngine):
+    STATES = CLIENT_STATES
+    is_client = True
+
+    def __init__(self, config: TlsConfig) -> None:
+        config.check_client()
+        super().__init__(config)
+        self.state = ClientState.START
+        self._handlers = {
+            HT.SERVER_HELLO: self._on_server_hello,
+            HT.ENCRYPTED_EXTENSIONS: self._on_encrypted_extensions,
+            HT.CERTIFICATE_REQUEST: self._on_certificate_request,
+            HT.CERTIFICATE: self._on_certificate,
+            HT.CERTIFICATE_VERIFY: self._on_certificate_verify,
+            HT.FINISHED: self._on_finished,
+            HT.NEW_SESSION_TICKET: self._on_new_session_ticket,
+        }
+        self._share: ClientKeyShare | None = None
+        self._hello: ClientHello | None = None
+        self._hello_bytes = b""
+        self._psk: _OfferedPsk | None = None
+        self._retried = False
+        self._early_data_offered = False
+        self._cert_request: CertificateRequest | None = None
+        self._peer_chain: list = []
+        self._peer_scheme: int | None = None
+        self._psk_accepted = False
+        self._alpn: bytes | None = None
+        self._early_accepted = False
+        self._client_hs = self._server_hs = b""
+        self._resumption_master = b""
+        self._retry_prefix = b""
+        self.peer_transport_parameters: bytes | None = None
+
+    # -- ClientHello -------------------------------------------------------------------
+
+    def start(self, now: float | None = None) -> list:
+        """Build the first ClientHello (and the 0-RTT key when resuming with early data)."""
+        if self.state is not ClientState.START:
+            raise RuntimeError("start() called twice")
+        self._now = time.time() if now is None else now
+        return self._guard(self._start)
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._share = client_key_share(cfg.groups[0])
+        self._psk = self._choose_psk()
+        self.client_random = os.urandom(32)
+        session = self._psk.session if self._psk else None
+        self._early_data_offered = bool(
+            cfg.enable_early_data
+            and session is not None
+            and session.max_early_data
+            and session.alpn in cfg.alpn_protocols
+        )
+        hello = self._build_hello(cookie=None)
+        self._send(CryptoLevel.INITIAL, hello)
+        self._hello_bytes = hello
+        self.state = ClientState.WAIT_SH
+        if self._early_data_offered:
+            assert self._psk is not None
+            self.suite = self._psk.suite
+            early = self._psk.key_schedule.client_early_traffic_secret(self._psk.suite.hash(hello))
+            self._install(CryptoLevel.EARLY, Direction.SEND, early, kl.CLIENT_EARLY)
+
+    def _choose_psk(self) -> _OfferedPsk | None:
+        cfg = self.config
+        session = cfg.session
+        if session is not None and not session.expired(self._now):
+            suite = SUITES.get(session.cipher_suite)  # type: ignore[call-overload]
+            if suite is not None and session.cipher_suite in cfg.cipher_suites:
+                return _OfferedPsk(suite, session.psk, session.ticket, False, session)
+        if cfg.psks:
+            psk: ExternalPsk = cfg.psks[0]
+            suite = next(
+                (SUITES[s] for s in cfg.cipher_suites if SUITES[s].hash_name == psk.hash_name), None
+            )
+            if suite is None:
+                raise ValueError(f"no configured suite uses {psk.hash_name} for the external PSK")
+            return _OfferedPsk(suite, psk.key, psk.identity, True, None)
+        return None
+
+    def _build_hello(self, cookie: bytes | None) -> bytes:
+        cfg = self.config
+        assert self._share is not None
+        exts: dict[int, bytes] = {}
+        name = cfg.server_name
+        if name and not _is_ip_literal(name):  # RFC 6066 §3: no IP literals in SNI
+            exts[ET.SERVER_NAME] = ext.encode_server_name(name)
+        exts[ET.SUPPORTED_GROUPS] = ext.encode_u16_list(cfg.groups)
+        exts[ET.SIGNATURE_ALGORITHMS] = ext.encode_u16_list(cfg.signature_schemes)
+        exts[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
+        exts[ET.SUPPORTED_VERSIONS] = ext.encode_supported_versions_client()
+        exts[ET.KEY_SHARE] = ext.encode_key_share_client([(self._share.group, self._share.public)])
+        exts[ET.QUIC_TRANSPORT_PARAMETERS] = cfg.transport_parameters
+        if cookie is not None:
+            exts[ET.COOKIE] = ext.encode_cookie(cookie)
+        # Tickets are only issued to clients that name a PSK mode (RFC 8446 §4.2.9).
+        exts[ET.PSK_KEY_EXCHANGE_MODES] = ext.encode_psk_modes([PskKeyExchangeMode.PSK_DHE_KE])
+        if self._early_data_offered and cookie is None:
+            exts[ET.EARLY_DATA] = b""
+        psk = self._psk
+        if psk is None:
+            hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
+            self._hello = hello
+            return hello.encode()
+        age = psk.session.obfuscated_age(self._now) if psk.session else 0
+        identity = ext.PskIdentity(psk.identity, age)
+        # RFC 8446 §4.2.11.2: binders are computed over the hello with the binders left
+        # out, so encode with a zero placeholder first, then fill the real value in.
+        placeholder = bytes(psk.suite.hash_len)
+        exts[ET.PRE_SHARED_KEY] = ext.encode_offered_psks([identity], [placeholder])
+        hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
+        prefix = hello.binder_prefix()
+        th = psk.suite.new_hash()
+        if self._retried:
+            th.update(self._retry_prefix)
+        th.update(prefix)
+        binder = finished_verify_data(psk.suite.hash_name, psk.binder_key, th.digest())
+        exts[ET.PRE_SHARED_KEY] = ext.encode_offered_psks([identity], [binder])
+        self._hello = hello
+        return hello.encode()
+
+    # -- ServerHello / HelloRetryRequest -----------------------------------------------
+
+    def _on_server_hello(self, sh: ServerHello, raw: bytes) -> None:
+        versions = sh.extensions.get(ET.SUPPORTED_VERSIONS)
+        if versions is None:
+            tail = sh.random[-8:]
+            if tail in (DOWNGRADE_TLS12, DOWNGRADE_TLS11):
+                raise illegal_parameter("downgrade sentinel in ServerHello.random (RFC 8446 §4.1.3)")
+            raise TlsError(AlertDescription.protocol_version, "server did not select TLS 1.3")
+        if ext.decode_u16(versions, "supported_versions") != TLS13_VERSION:
+            raise illegal_parameter("server selected a version we did not offer")
+        if sh.legacy_version != 0x0303:
+            raise TlsError(AlertDescription.protocol_version, "legacy_version is not 0x0303")
+        assert self._hello is not None
+        if sh.legacy_session_id_echo != self._hello.legacy_session_id:
+            raise illegal_parameter("legacy_session_id_echo does not match")
+        if sh.legacy_compression_method != 0:
+            raise illegal_parameter("compression method is not null")
+        if sh.cipher_suite not in self.config.cipher_suites:
+            raise illegal_parameter("server chose a cipher suite we did not offer")
+        if sh.is_hello_retry_request:
+            self._on_hello_retry(sh, raw)
+            return
+        self._check_unsolicited(sh.extensions, _SH_EXTENSIONS, "ServerHello")
+        suite = SUITES[sh.cipher_suite]  # type: ignore[index]
+        if self._retried and self.suite is not None and suite is not self.suite:
+            raise illegal_parameter("ServerHello suite differs from the HelloRetryRequest's")
+        key_schedule = self._accept_psk(sh, suite)
+        share = sh.extensions.get(ET.KEY_SHARE)
+        if share is None:
+            raise TlsError(AlertDescription.missing_extension, "ServerHello without key_share")
+        group, server_share = ext.decode_key_share_server(share)
+        assert self._share is not None
+        if group != self._share.group:
+            raise illegal_parameter("server key share is for a group we did not send")
+        shared = self._share.exchange(server_share)
+        if self._retried:
+            transcript = self.transcript
+            assert transcript is not None
+            transcript.update(self._hello_bytes)
+        else:
+            transcript = self._start_transcript(suite)
+            transcript.update(self._hello_bytes)
+        self.suite = suite
+        transcript.update(raw)
+        self._check_level_drained(CryptoLevel.INITIAL)
+        key_schedule.handshake(shared)
+        self.key_schedule = key_schedule
+        self._client_hs, self._server_hs = key_schedule.handshake_traffic_secrets(self._transcript_hash())
+        self._install_handshake_secrets(self._client_hs, self._server_hs)
+        self.state = ClientState.WAIT_EE
+
+    def _accept_psk(self, sh: ServerHello, suite: SuiteInfo) -> KeySchedule:
+        selected = sh.extensions.get(ET.PRE_SHARED_KEY)
+        if selected is None:
+            return KeySchedule(suite)
+        if self._psk is None:
+            raise TlsError(AlertDescription.unsupported_extension, "pre_shared_key without an offer")
+        if ext.decode_u16(selected, "pre_shared_key") != 0:
+            raise illegal_parameter("server selected a PSK identity we did not offer")
+        if self._psk.suite.hash_name != suite.hash_name:
+            raise illegal_parameter("server chose a suite whose hash does not fit the PSK")
+        self._psk_accepted = True
+        if self._psk.suite is suite:
+            return self._psk.key_schedule
+        return KeySchedule(suite, self._psk.key)
+
+    def _on_hello_retry(self, hrr: ServerHello, raw: bytes) -> None:
+        if self._retried:
+            raise TlsError(AlertDescription.unexpected_message, "second HelloRetryRequest")
+        self._check_unsolicited(hrr.extensions, _HRR_EXTENSIONS, "HelloRetryRequest")
+        suite = SUITES[hrr.cipher_suite]  # type: ignore[index]
+        share = hrr.extensions.get(ET.KEY_SHARE)
+        cookie_ext = hrr.extensions.get(ET.COOKIE)
+        cookie = ext.decode_cookie(cookie_ext) if cookie_ext is not None else None
+        assert self._share is not None
+        if share is not None:
+            group = ext.decode_u16(share, "key_share")
+            if group not in self.config.groups or group == self._share.group:
+                raise illegal_parameter("HelloRetryRequest asks for a group we cannot or did already send")
+            self._share = client_key_share(group)  # type: ignore[arg-type]
+        elif cookie is None:
+            raise illegal_parameter("HelloRetryRequest would not change the ClientHello")
+        self._retried = True
+        # RFC 8446 §4.4.1: ClientHello1 enters the transcript as a message_hash.
+        transcript = self._start_transcript(suite)
+        prefix = message_hash(suite.hash_name, self._hello_bytes) + raw
+        transcript.update(prefix)
+        self._retry_prefix = prefix
+        self._check_level_drained(CryptoLevel.INITIAL)
+        if self._psk is not None and self._psk.suite.hash_name != suite.hash_name:
+            self._psk = None
+        elif self._psk is not None and self._psk.suite is not suite:
+            old = self._psk
+            self._psk = _OfferedPsk(suite, old.key, old.identity, old.external, old.session)
+        # 0-RTT ends with a retry (RFC 8446 §4.2.10): the second hello does not offer it.
+        hello = self._build_hello(cookie)
+        self._hello_bytes = hello
+        self._send(CryptoLevel.INITIAL, hello)
+
+    def _check_unsolicited(self, exts: dict[int, bytes], allowed: frozenset[int], where: str) -> None:
+        assert self._hello is not None
+        for ext_type in exts:
+            if ext_type not in self._hello.extensions and ext_type != ET.COOKIE:
+                raise TlsError(AlertDescription.unsupported_extension, f"unsolicited extension {ext_type} in {where}")
+            if ext_type not in allowed:
+                raise illegal_parameter(f"extension {ext_type} is not allowed in {where}")
+
+    # -- server's encrypted flight -----------------------------------------------------
+
+    def _on_encrypted_extensions(self, ee: EncryptedExtensions, raw: bytes) -> None:
+        self._check_unsolicited(ee.extensions, _EE_EXTENSIONS, "EncryptedExtensions")
+        alpn = ee.extensions.get(ET.ALPN)
+        if alpn is None:
+            raise TlsError(AlertDescription.no_application_protocol, "server did not select an ALPN protocol")
+        chosen = ext.decode_alpn(alpn)
+        if len(chosen) != 1 or chosen[0] not in self.config.alpn_protocols:
+            raise illegal_parameter("server selected an ALPN protocol we did not offer")
+        self._alpn = chosen[0]
+        params = ee.extensions.get(ET.QUIC_TRANSPORT_PARAMETERS)
+        if params is None:
+            raise TlsError(AlertDescription.missing_extension, "no quic_transport_parameters (RFC 9001 §8.2)")
+        if ET.EARLY_DATA in ee.extensions:
+            ext.expect_empty(ee.extensions[ET.EARLY_DATA], "early_data")
+            if not self._psk_accepted or self._retried:
+                raise illegal_parameter("early_data accepted without the offered PSK")
+            if self._psk is not None and self._psk.session is not None and self._alpn != self._psk.session.alpn:
+                raise illegal_parameter("0-RTT accepted under another ALPN protocol")
+            self._early_accepted = True
+        if ET.SERVER_NAME in ee.extensions:
+            ext.expect_empty(ee.extensions[ET.SERVER_NAME], "server_name")
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        self.peer_transport_parameters = params
+        self._events.append(PeerTransportParameters(params))
+        self.state = ClientState.WAIT_FINISHED if self._psk_accepted else ClientState.WAIT_CERT_CR
+
+    def _on_certificate_request(self, cr: CertificateRequest, raw: bytes) -> None:
+        if cr.context:
+            raise illegal_parameter("certificate_request_context must be empty in the handshake")
+        algs = cr.extensions.get(ET.SIGNATURE_ALGORITHMS)
+        if algs is None:
+            raise TlsError(AlertDescription.missing_extension, "CertificateRequest without signature_algorithms")
+        ext.decode_u16_list(algs, "signature_algorithms")
+        self._cert_request = cr
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        self.state = ClientState.WAIT_CERT
+
+    def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
+        if cert.context:
+            raise illegal_parameter("server Certificate has a request context")
+        if not cert.entries:
+            raise TlsError(AlertDescription.decode_error, "server sent an empty Certificate (RFC 8446 §4.4.2.4)")
+        chain = load_certificate_chain([e.cert_data for e in cert.entries])
+        if self.config.verify_peer:
+            verify_chain(
+                self.config.trust_store(), chain, peer_is_server=True,
+                server_name=self.config.server_name, now=self._now,
+            )
+        self._peer_chain = chain
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        self.state = ClientState.WAIT_CV
+
+    def _on_certificate_verify(self, cv: CertificateVerify, raw: bytes) -> None:
+        if cv.scheme not in self.config.signature_schemes:
+            raise illegal_parameter("CertificateVerify uses a scheme we did not offer")
+        content = certificate_verify_content(True, self._transcript_hash())
+        verify(cv.scheme, self._peer_chain[0].public_key(), content, cv.signature)
+        self._peer_scheme = cv.scheme
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        self.state = ClientState.WAIT_FINISHED
+
+    def _on_finished(self, fin: Finished, raw: bytes) -> None:
+        suite, ks, transcript = self.suite, self.key_schedule, self.transcript
+        assert suite is not None and ks is not None and transcript is not None
+        got = parse_finished(fin.verify_data, suite)
+        expected = finished_verify_data(suite.hash_name, self._server_hs, transcript.copy().digest())
+        if not verify_finished(expected, got):
+            raise TlsError(AlertDescription.decrypt_error, "server Finished does not verify")
+        transcript.update(raw)
+        self._check_level_drained(CryptoLevel.HANDSHAKE)
+        ks.master()
+        client_ap, server_ap = ks.application_traffic_secrets(transcript.copy().digest())
+        if self.config.keylog is not None:
+            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.copy().digest()))
+        flight = self._client_auth_flight()
+        finished = Finished(finished_verify_data(suite.hash_name, self._client_hs, transcript.copy().digest())).encode()
+        transcript.update(finished)
+        flight.append(finished)
+        self._resumption_master = ks.resumption_master_secret(transcript.digest())
+        # Spec §2.4 step 7-8: both 1-RTT keys (send first), then the client's flight.
+        self._install(CryptoLevel.APP, Direction.SEND, client_ap, kl.CLIENT_TRAFFIC_0)
+        self._install(CryptoLevel.APP, Direction.RECV, server_ap, kl.SERVER_TRAFFIC_0)
+        self._send(CryptoLevel.HANDSHAKE, *flight)
+        self.state = ClientState.CONNECTED
+        self.handshake_complete = True
+        self._events.append(self._complete_event())
+
+    def _client_auth_flight(self) -> list[bytes]:
+        """Certificate (possibly empty) and CertificateVerify when the server asked."""
+        if self._cert_request is None:
+            return []
+        assert self.transcript is not None
+        creds = self.config.credentials
+        if creds is None:
+            empty = Certificate(b"", []).encode()
+            self.transcript.update(empty)
+            return [empty]
+        algs = ext.decode_u16_list(self._cert_request.extensions[ET.SIGNATURE_ALGORITHMS], "signature_algorithms")
+        scheme = choose_scheme(creds.private_key, [a for a in algs if a in self.config.signature_schemes])
+        cert = Certificate(b"", [CertificateEntry(der) for der in creds.chain_der]).encode()
+        self.transcript.update(cert)
+        content = certificate_verify_content(False, self.transcript.copy().digest())
+        cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
+        self.transcript.update(cv)
+        return [cert, cv]
+
+    def _complete_event(self) -> HandshakeComplete:
+        assert self.suite is not None and self._share is not None
+        return HandshakeComplete(
+            version=TLS13_VERSION,
+            cipher_suite=int(self.suite.suite),
+            group=int(self._share.group),
+            alpn=self._alpn,
+            signature_scheme=self._peer_scheme,
+            peer_certificates=tuple(self._peer_chain),
+            psk_identity=self._psk.identity if self._psk_accepted and self._psk and self._psk.external else None,
+            resumed=self._psk_accepted and bool(self._psk and not self._psk.external),
+            early_data_accepted=self._early_accepted,
+            server_name=self.config.server_name,
+        )
+
+    # -- post-handshake ------------------------------------------------------------------
+
+    def _on_new_session_ticket(self, nst: NewSessionTicket, raw: bytes) -> None:
+        suite = self.suite
+        assert suite is not None
+        if nst.lifetime > MAX_TICKET_LIFETIME:
+            raise illegal_parameter("ticket lifetime over seven days (RFC 8446 §4.6.1)")
+        max_early = 0
+        for ext_type, body in nst.extensions.items():
+            if ext_type == ET.EARLY_DATA:
+                max_early = ext.decode_max_early_data(body)
+                if max_early != QUIC_MAX_EARLY_DATA:
+                    raise protocol_violation("max_early_data_size is not 0xffffffff (RFC 9001 §4.6.1)")
+        if nst.lifetime == 0:
+            return  # RFC 8446 §4.6.1: a ticket that must not be used
+        psk = resumption_psk(suite.hash_name, self._resumption_master, nst.nonce)
+        session = SessionData(
+            ticket=nst.ticket,
+            psk=psk,
+            cipher_suite=int(suite.suite),
+            age_add=nst.age_add,
+            lifetime=nst.lifetime,
+            received_at=self._now,
+            max_early_data=max_early,
+            alpn=self._alpn,
+            server_name=self.config.server_name,
+            transport_parameters=self.peer_transport_parameters or b"",
+        )
+        self._events.append(SessionTicketReceived(session))
+
+
+def _is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+

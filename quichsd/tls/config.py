@@ -1,0 +1,151 @@
+"""Configuration of one side of a handshake. Built once, shared by many connections."""
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .certs import TrustStore, load_certificates, load_private_key
+from .constants import CipherSuite, NamedGroup, SignatureScheme
+from .keylog import KeyLog
+from .session import SessionData, SingleUseTickets, TicketSealer
+
+DEFAULT_SUITES = (
+    CipherSuite.AES_128_GCM_SHA256,
+    CipherSuite.AES_256_GCM_SHA384,
+    CipherSuite.CHACHA20_POLY1305_SHA256,
+)
+DEFAULT_GROUPS = (
+    NamedGroup.X25519,
+    NamedGroup.SECP256R1,
+    NamedGroup.SECP384R1,
+    NamedGroup.X25519MLKEM768,
+)
+DEFAULT_SIGNATURE_SCHEMES = (
+    SignatureScheme.ECDSA_SECP256R1_SHA256,
+    SignatureScheme.RSA_PSS_RSAE_SHA256,
+    SignatureScheme.ED25519,
+    SignatureScheme.ECDSA_SECP384R1_SHA384,
+    SignatureScheme.RSA_PSS_RSAE_SHA384,
+    SignatureScheme.RSA_PSS_RSAE_SHA512,
+)
+
+
+class ClientAuth(enum.IntEnum):
+    """quic_config.certificate_request: 0 ignore, 1 request, 2 require."""
+
+    NONE = 0
+    OPTIONAL = 1
+    REQUIRED = 2
+
+
+@dataclass
+class Credentials:
+    """A certificate chain (leaf first) and the leaf's private key."""
+
+    chain: list[x509.Certificate]
+    private_key: Any = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise ValueError("a certificate chain needs at least the leaf")
+        self.chain_der = [c.public_bytes(Encoding.DER) for c in self.chain]
+
+    @classmethod
+    def from_files(cls, cert_file: str | Path, key_file: str | Path) -> Credentials:
+        return cls(load_certificates(cert_file), load_private_key(key_file))
+
+
+@dataclass(frozen=True)
+class ExternalPsk:
+    """An external PSK as tlshd's psk mode uses it (RFC 8446 §4.2.11; SHA-256 by default)."""
+
+    identity: bytes
+    key: bytes = field(repr=False)
+    hash_name: str = "sha256"
+
+
+@dataclass(frozen=True)
+class ClientHelloInfo:
+    """What a server hook sees of the ClientHello before the server answers."""
+
+    server_name: str | None
+    alpn_protocols: tuple[bytes, ...]
+    transport_parameters: bytes
+
+
+@dataclass
+class ServerChoice:
+    """A hook's answer; None fields keep the configuration's value."""
+
+    credentials: Credentials | None = None
+    trust: TrustStore | None = None
+    alpn_protocols: Sequence[bytes] | None = None
+    transport_parameters: bytes | None = None
+
+
+ClientHelloHook = Callable[[ClientHelloInfo], "ServerChoice | None"]
+
+
+@dataclass
+class TlsConfig:
+    """Shared settings. `alpn_protocols` is mandatory for QUIC (RFC 9001 §8.1)."""
+
+    alpn_protocols: Sequence[bytes]
+    transport_parameters: bytes = b""
+    # Client: SNI and the name the server certificate must match (DNS name or IP).
+    server_name: str | None = None
+    cipher_suites: Sequence[CipherSuite] = DEFAULT_SUITES
+    # The client sends a key share for the first group only and relies on HRR otherwise.
+    groups: Sequence[NamedGroup] = DEFAULT_GROUPS
+    signature_schemes: Sequence[SignatureScheme] = DEFAULT_SIGNATURE_SCHEMES
+    # Server: its certificate. Client: the certificate offered when the server asks.
+    credentials: Credentials | None = None
+    # Trust anchors for verifying the peer; None means the system bundle.
+    trust: TrustStore | None = None
+    # Client: verify the server (on unless explicitly turned off). Server: verify client certs.
+    verify_peer: bool = True
+    client_auth: ClientAuth = ClientAuth.NONE
+    # Client: offers the first. Server: accepts any of them.
+    psks: Sequence[ExternalPsk] = ()
+    # Client: resume this session (and send 0-RTT if enable_early_data and it allows).
+    session: SessionData | None = None
+    enable_early_data: bool = False
+    # Server: the 64-byte key tickets are sealed under; tickets are issued only with one.
+    session_ticket_key: bytes | None = None
+    send_session_ticket: bool = True
+    ticket_lifetime: int = 24 * 3600
+    replay_guard: SingleUseTickets = field(default_factory=SingleUseTickets)
+    keylog: KeyLog | None = None
+    client_hello_hook: ClientHelloHook | None = None
+
+    def __post_init__(self) -> None:
+        self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]
+        if not self.alpn_protocols or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
+            raise ValueError("QUIC needs at least one ALPN protocol of 1..255 bytes (RFC 9001 §8.1)")
+        self._sealer: TicketSealer | None = (
+            TicketSealer(self.session_ticket_key) if self.session_ticket_key else None
+        )
+        self._trust: TrustStore | None = self.trust
+
+    @property
+    def ticket_sealer(self) -> TicketSealer | None:
+        return self._sealer
+
+    def trust_store(self) -> TrustStore:
+        if self._trust is None:
+            self._trust = TrustStore.system()
+        return self._trust
+
+    def check_client(self) -> None:
+        if self.verify_peer and not self.psks and not self.server_name:
+            raise ValueError("verifying the server needs server_name (a host name or IP address)")
+
+    def check_server(self) -> None:
+        if self.credentials is None and not self.psks and self.client_hello_hook is None:
+            raise ValueError("a server needs a certificate or PSKs")

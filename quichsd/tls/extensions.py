@@ -1,0 +1,201 @@
+"""Typed codecs for the extension bodies the engine reads and writes (RFC 8446 §4.2)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .constants import TLS13_VERSION
+from .errors import decode_error, illegal_parameter
+from .wire import Reader, Writer
+
+
+def _finish(r: Reader, what: str) -> None:
+    r.expect_end(what)
+
+
+# server_name, RFC 6066 §3: a list of (type, name); we read and write host_name (0) only.
+def encode_server_name(host: str) -> bytes:
+    name = host.encode("ascii")
+    entry = b"\x00" + len(name).to_bytes(2, "big") + name
+    return len(entry).to_bytes(2, "big") + entry
+
+
+def decode_server_name(data: bytes) -> str | None:
+    r = Reader(data)
+    lst = r.sub(2, min_len=1)
+    _finish(r, "server_name")
+    host = None
+    while not lst.eof():
+        name_type = lst.u8()
+        name = lst.vec(2, min_len=1)
+        if name_type == 0:
+            if host is not None:
+                raise illegal_parameter("two host_name entries")
+            try:
+                host = name.decode("ascii")
+            except UnicodeDecodeError:
+                raise illegal_parameter("server_name is not ASCII") from None
+    return host
+
+
+def encode_u16_list(values: Sequence[int]) -> bytes:
+    w = Writer()
+    w.u16_list(2, values)
+    return w.getvalue()
+
+
+def decode_u16_list(data: bytes, what: str) -> list[int]:
+    """supported_groups, signature_algorithms(_cert): non-empty 16-bit lists."""
+    r = Reader(data)
+    values = r.u16_list(2, min_len=2)
+    _finish(r, what)
+    return values
+
+
+# ALPN, RFC 7301 §3.1.
+def encode_alpn(protocols: Sequence[bytes]) -> bytes:
+    body = b"".join(len(p).to_bytes(1, "big") + p for p in protocols)
+    return len(body).to_bytes(2, "big") + body
+
+
+def decode_alpn(data: bytes) -> list[bytes]:
+    r = Reader(data)
+    lst = r.sub(2, min_len=2)
+    _finish(r, "alpn")
+    out = []
+    while not lst.eof():
+        out.append(lst.vec(1, min_len=1))
+    return out
+
+
+# supported_versions, RFC 8446 §4.2.1.
+def encode_supported_versions_client(versions: Sequence[int] = (TLS13_VERSION,)) -> bytes:
+    body = b"".join(v.to_bytes(2, "big") for v in versions)
+    return bytes((len(body),)) + body
+
+
+def decode_supported_versions_client(data: bytes) -> list[int]:
+    r = Reader(data)
+    raw = r.vec(1, min_len=2)
+    _finish(r, "supported_versions")
+    if len(raw) % 2:
+        raise decode_error("odd supported_versions length")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def encode_u16(value: int) -> bytes:
+    return value.to_bytes(2, "big")
+
+
+def decode_u16(data: bytes, what: str) -> int:
+    if len(data) != 2:
+        raise decode_error(f"{what} is not 2 bytes")
+    return int.from_bytes(data, "big")
+
+
+# key_share, RFC 8446 §4.2.8.
+def encode_key_share_client(shares: Sequence[tuple[int, bytes]]) -> bytes:
+    w = Writer()
+    for group, key in shares:
+        w.u16(group)
+        w.vec(2, key)
+    return len(w.buf).to_bytes(2, "big") + w.getvalue()
+
+
+def decode_key_share_client(data: bytes) -> list[tuple[int, bytes]]:
+    r = Reader(data)
+    lst = r.sub(2)
+    _finish(r, "key_share")
+    out: list[tuple[int, bytes]] = []
+    seen = set()
+    while not lst.eof():
+        group = lst.u16()
+        key = lst.vec(2, min_len=1)
+        if group in seen:
+            raise illegal_parameter("two key shares for one group")
+        seen.add(group)
+        out.append((group, key))
+    return out
+
+
+def encode_key_share_server(group: int, key: bytes) -> bytes:
+    return group.to_bytes(2, "big") + len(key).to_bytes(2, "big") + key
+
+
+def decode_key_share_server(data: bytes) -> tuple[int, bytes]:
+    r = Reader(data)
+    group = r.u16()
+    key = r.vec(2, min_len=1)
+    _finish(r, "key_share")
+    return group, key
+
+
+# psk_key_exchange_modes, RFC 8446 §4.2.9.
+def encode_psk_modes(modes: Sequence[int]) -> bytes:
+    return bytes((len(modes),)) + bytes(modes)
+
+
+def decode_psk_modes(data: bytes) -> list[int]:
+    r = Reader(data)
+    modes = r.vec(1, min_len=1)
+    _finish(r, "psk_key_exchange_modes")
+    return list(modes)
+
+
+# pre_shared_key, RFC 8446 §4.2.11.
+@dataclass(frozen=True)
+class PskIdentity:
+    identity: bytes
+    obfuscated_ticket_age: int
+
+
+def encode_offered_psks(identities: Sequence[PskIdentity], binders: Sequence[bytes]) -> bytes:
+    w = Writer()
+    ids = Writer()
+    for ident in identities:
+        ids.vec(2, ident.identity)
+        ids.u32(ident.obfuscated_ticket_age)
+    w.vec(2, ids.getvalue())
+    bs = b"".join(len(b).to_bytes(1, "big") + b for b in binders)
+    w.vec(2, bs)
+    return w.getvalue()
+
+
+def decode_offered_psks(data: bytes) -> tuple[list[PskIdentity], list[bytes]]:
+    r = Reader(data)
+    ids = r.sub(2, min_len=7)
+    identities = []
+    while not ids.eof():
+        identities.append(PskIdentity(ids.vec(2, min_len=1), ids.u32()))
+    bl = r.sub(2, min_len=33)
+    binders = []
+    while not bl.eof():
+        binders.append(bl.vec(1, min_len=32))
+    _finish(r, "pre_shared_key")
+    if len(binders) != len(identities):
+        raise illegal_parameter("PSK identity and binder counts differ")
+    return identities, binders
+
+
+# cookie, RFC 8446 §4.2.2.
+def encode_cookie(cookie: bytes) -> bytes:
+    return len(cookie).to_bytes(2, "big") + cookie
+
+
+def decode_cookie(data: bytes) -> bytes:
+    r = Reader(data)
+    cookie = r.vec(2, min_len=1)
+    _finish(r, "cookie")
+    return cookie
+
+
+# early_data in NewSessionTicket, RFC 8446 §4.2.10.
+def decode_max_early_data(data: bytes) -> int:
+    if len(data) != 4:
+        raise decode_error("early_data in NewSessionTicket is not 4 bytes")
+    return int.from_bytes(data, "big")
+
+
+def expect_empty(data: bytes, what: str) -> None:
+    if data:
+        raise decode_error(f"{what} must be empty")

@@ -1,0 +1,249 @@
+"""Key exchange for the key_share extension (RFC 8446 §4.2.7, §4.2.8, §7.4) and the
+hybrid X25519MLKEM768 group (draft-ietf-tls-ecdhe-mlkem).
+
+Client side: client_key_share(group) makes the share for the ClientHello, and its
+exchange(server_share) turns the ServerHello's share into the (EC)DHE input of the key
+schedule. Server side: server_key_exchange(group, client_share) does both halves at once.
+Every malformed peer share raises TlsError(illegal_parameter); nothing asserts.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeAlias
+
+from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .constants import NamedGroup
+from .errors import illegal_parameter
+
+# Preference order: what the engine offers first and prefers when choosing (DESIGN §4).
+SUPPORTED_GROUPS: tuple[NamedGroup, ...] = (
+    NamedGroup.X25519,
+    NamedGroup.SECP256R1,
+    NamedGroup.SECP384R1,
+    NamedGroup.X25519MLKEM768,
+)
+
+X25519_LEN = 32
+MLKEM768_ENCAPSULATION_KEY_LEN = 1184  # FIPS 203 §8, ek size for ML-KEM-768
+MLKEM768_CIPHERTEXT_LEN = 1088  # FIPS 203 §8, c size for ML-KEM-768
+
+_ECDH = ec.ECDH()
+# RFC 8446 §4.2.8.2: UncompressedPointRepresentation, legacy_form 4, then X and Y.
+_EC_CURVES: dict[NamedGroup, tuple[ec.EllipticCurve, int]] = {
+    NamedGroup.SECP256R1: (ec.SECP256R1(), 1 + 2 * 32),
+    NamedGroup.SECP384R1: (ec.SECP384R1(), 1 + 2 * 48),
+}
+
+_Private: TypeAlias = (
+    x25519.X25519PrivateKey
+    | ec.EllipticCurvePrivateKey
+    | tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]
+)
+
+
+# --- per-primitive helpers (peer input validated here) ---------------------------------
+
+
+def _x25519_public(data: bytes) -> x25519.X25519PublicKey:
+    if len(data) != X25519_LEN:
+        raise illegal_parameter(f"x25519 share of {len(data)} bytes")
+    return x25519.X25519PublicKey.from_public_bytes(data)
+
+
+def _x25519_exchange(private: x25519.X25519PrivateKey, peer: bytes) -> bytes:
+    try:
+        return private.exchange(_x25519_public(peer))
+    except ValueError:
+        # RFC 8446 §7.4.2: an all-zero X25519 output (a low-order peer point) MUST abort.
+        # OpenSSL refuses to return it; cryptography reports that as ValueError.
+        raise illegal_parameter("x25519 shared secret is all zero") from None
+
+
+def _ec_public(group: NamedGroup, data: bytes) -> ec.EllipticCurvePublicKey:
+    curve, length = _EC_CURVES[group]
+    # RFC 8446 §4.2.8.2: only the uncompressed form; §4.2.8.2 also requires the peer to
+    # validate the point (on the curve, not the identity).
+    if len(data) != length or data[0] != 4:
+        raise illegal_parameter(f"{group.name} share is not an uncompressed point")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, data)
+    except ValueError:
+        raise illegal_parameter(f"{group.name} share is not on the curve") from None
+
+
+def _ec_exchange(group: NamedGroup, private: ec.EllipticCurvePrivateKey, peer: bytes) -> bytes:
+    # RFC 8446 §7.4.1: the shared secret is the x-coordinate, which is what ECDH returns.
+    return private.exchange(_ECDH, _ec_public(group, peer))
+
+
+def _ec_public_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+# X25519MLKEM768, draft-ietf-tls-ecdhe-mlkem §4 (§4.1 client share, §4.2 server share,
+# §4.3 shared secret in the -04/-05 numbering). Unlike the SecP*MLKEM* groups, this one
+# puts ML-KEM FIRST everywhere despite its name:
+#   client share  = ML-KEM-768 encapsulation key (1184) || X25519 public (32)  = 1216
+#   server share  = ML-KEM-768 ciphertext (1088)        || X25519 public (32)  = 1120
+#   shared secret = ML-KEM shared secret (32)           || X25519 secret (32)  = 64
+_HYBRID_CLIENT_LEN = MLKEM768_ENCAPSULATION_KEY_LEN + X25519_LEN
+_HYBRID_SERVER_LEN = MLKEM768_CIPHERTEXT_LEN + X25519_LEN
+
+
+def _mlkem_encapsulation_key(data: bytes) -> mlkem.MLKEM768PublicKey:
+    try:
+        # cryptography runs the FIPS 203 §7.2 encapsulation key check (modulus check).
+        return mlkem.MLKEM768PublicKey.from_public_bytes(data)
+    except ValueError:
+        raise illegal_parameter("invalid ML-KEM-768 encapsulation key") from None
+
+
+def _hybrid_client_exchange(
+    private: tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey], server_share: bytes
+) -> bytes:
+    if len(server_share) != _HYBRID_SERVER_LEN:
+        raise illegal_parameter(f"X25519MLKEM768 server share of {len(server_share)} bytes")
+    kem_private, x_private = private
+    try:
+        # FIPS 203 §7.3 ciphertext type check is the length check above; a well-sized but
+        # forged ciphertext yields the implicit-rejection secret, not an error.
+        kem_secret = kem_private.decapsulate(server_share[:MLKEM768_CIPHERTEXT_LEN])
+    except ValueError:
+        raise illegal_parameter("invalid ML-KEM-768 ciphertext") from None
+    return kem_secret + _x25519_exchange(x_private, server_share[MLKEM768_CIPHERTEXT_LEN:])
+
+
+def _hybrid_server_exchange(client_share: bytes) -> tuple[bytes, bytes]:
+    if len(client_share) != _HYBRID_CLIENT_LEN:
+        raise illegal_parameter(f"X25519MLKEM768 client share of {len(client_share)} bytes")
+    ek = _mlkem_encapsulation_key(client_share[:MLKEM768_ENCAPSULATION_KEY_LEN])
+    x_private = x25519.X25519PrivateKey.generate()
+    x_secret = _x25519_exchange(x_private, client_share[MLKEM768_ENCAPSULATION_KEY_LEN:])
+    kem_secret, ciphertext = ek.encapsulate()
+    return ciphertext + x_private.public_key().public_bytes_raw(), kem_secret + x_secret
+
+
+# --- client side ----------------------------------------------------------------------
+
+
+class ClientKeyShare:
+    """One KeyShareEntry the client offered (§4.2.8) and the private half behind it."""
+
+    __slots__ = ("group", "public", "_private")
+
+    def __init__(self, group: NamedGroup, private: _Private, public: bytes) -> None:
+        self.group = group
+        self.public = public  # key_exchange bytes of the KeyShareEntry
+        self._private = private
+
+    @classmethod
+    def from_private_key(cls, group: NamedGroup, private: _Private) -> ClientKeyShare:
+        """A share around a given private key (test vectors; deterministic replays)."""
+        if group == NamedGroup.X25519 and isinstance(private, x25519.X25519PrivateKey):
+            return cls(group, private, private.public_key().public_bytes_raw())
+        if group in _EC_CURVES and isinstance(private, ec.EllipticCurvePrivateKey):
+            if private.curve.name != _EC_CURVES[group][0].name:
+                raise illegal_parameter(f"private key is not on {group.name}")
+            return cls(group, private, _ec_public_bytes(private))
+        if group == NamedGroup.X25519MLKEM768 and isinstance(private, tuple):
+            kem_private, x_private = private
+            public = (
+                kem_private.public_key().public_bytes_raw()
+                + x_private.public_key().public_bytes_raw()
+            )
+            return cls(group, private, public)
+        raise illegal_parameter(f"private key does not fit group {group!r}")
+
+    def exchange(self, server_share: bytes) -> bytes:
+        """The (EC)DHE shared secret from the ServerHello's key_exchange (§7.4)."""
+        group = self.group
+        private = self._private
+        if group == NamedGroup.X25519:
+            return _x25519_exchange(private, server_share)  # type: ignore[arg-type]
+        if group == NamedGroup.X25519MLKEM768:
+            return _hybrid_client_exchange(private, server_share)  # type: ignore[arg-type]
+        return _ec_exchange(group, private, server_share)  # type: ignore[arg-type]
+
+
+def _new_x25519() -> ClientKeyShare:
+    private = x25519.X25519PrivateKey.generate()
+    return ClientKeyShare(NamedGroup.X25519, private, private.public_key().public_bytes_raw())
+
+
+def _new_ec(group: NamedGroup) -> Callable[[], ClientKeyShare]:
+    curve = _EC_CURVES[group][0]
+
+    def make() -> ClientKeyShare:
+        private = ec.generate_private_key(curve)
+        return ClientKeyShare(group, private, _ec_public_bytes(private))
+
+    return make
+
+
+def _new_hybrid() -> ClientKeyShare:
+    kem_private = mlkem.MLKEM768PrivateKey.generate()
+    x_private = x25519.X25519PrivateKey.generate()
+    public = kem_private.public_key().public_bytes_raw() + x_private.public_key().public_bytes_raw()
+    return ClientKeyShare(NamedGroup.X25519MLKEM768, (kem_private, x_private), public)
+
+
+_CLIENT_SHARE_MAKERS: dict[int, Callable[[], ClientKeyShare]] = {
+    NamedGroup.X25519: _new_x25519,
+    NamedGroup.SECP256R1: _new_ec(NamedGroup.SECP256R1),
+    NamedGroup.SECP384R1: _new_ec(NamedGroup.SECP384R1),
+    NamedGroup.X25519MLKEM768: _new_hybrid,
+}
+
+
+def client_key_share(group: NamedGroup) -> ClientKeyShare:
+    """A fresh ephemeral share for `group`.
+
+    An unsupported group raises illegal_parameter: it can only come from a peer's
+    HelloRetryRequest naming a group we did not offer (§4.1.4).
+    """
+    maker = _CLIENT_SHARE_MAKERS.get(group)
+    if maker is None:
+        raise illegal_parameter(f"unsupported group 0x{int(group):04x}")
+    return maker()
+
+
+# --- server side ----------------------------------------------------------------------
+
+
+def _server_x25519(client_share: bytes) -> tuple[bytes, bytes]:
+    peer = _x25519_public(client_share)
+    private = x25519.X25519PrivateKey.generate()
+    try:
+        secret = private.exchange(peer)
+    except ValueError:
+        raise illegal_parameter("x25519 shared secret is all zero") from None  # §7.4.2
+    return private.public_key().public_bytes_raw(), secret
+
+
+def _server_ec(group: NamedGroup) -> Callable[[bytes], tuple[bytes, bytes]]:
+    curve = _EC_CURVES[group][0]
+
+    def exchange(client_share: bytes) -> tuple[bytes, bytes]:
+        peer = _ec_public(group, client_share)  # validate before spending a keygen
+        private = ec.generate_private_key(curve)
+        return _ec_public_bytes(private), private.exchange(_ECDH, peer)
+
+    return exchange
+
+
+_SERVER_EXCHANGES: dict[int, Callable[[bytes], tuple[bytes, bytes]]] = {
+    NamedGroup.X25519: _server_x25519,
+    NamedGroup.SECP256R1: _server_ec(NamedGroup.SECP256R1),
+    NamedGroup.SECP384R1: _server_ec(NamedGroup.SECP384R1),
+    NamedGroup.X25519MLKEM768: _hybrid_server_exchange,
+}
+
+
+def server_key_exchange(group: NamedGroup, client_share: bytes) -> tuple[bytes, bytes]:
+    """(server key_exchange bytes, shared secret) for the client's share of `group`."""
+    exchange = _SERVER_EXCHANGES.get(group)
+    if exchange is None:
+        raise illegal_parameter(f"unsupported group 0x{int(group):04x}")
+    return exchange(client_share)

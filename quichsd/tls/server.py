@@ -1,0 +1,535 @@
+"""TLS 1.3 server for QUIC (RFC 8446 §4, RFC 9001 §4 and §8)."""
+from __future__ import annotations
+
+import enum
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import extensions as ext
+from . import keylog as kl
+from .certs import TrustStore, verify_chain
+from .config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
+from .constants import (
+    HELLO_RETRY_REQUEST_RANDOM,
+    TLS13_VERSION,
+    AlertDescription,
+    CryptoLevel,
+    Direction,
+    ExtensionType as ET,
+    HandshakeType as HT,
+    PskKeyExchangeMode,
+)
+from .engine import TlsEngine, load_certificate_chain, parse_finished
+from .errors import TlsError, illegal_parameter, protocol_violation
+from .events import HandshakeComplete, PeerTransportParameters
+from .groups import server_key_exchange
+from .keyschedule import KeySchedule, finished_verify_data, message_hash, resumption_psk, verify_finished
+from .messages import (
+    Certificate,
+    CertificateEntry,
+    CertificateRequest,
+    CertificateVerify,
+    ClientHello,
+    EncryptedExtensions,
+    Finished,
+    NewSessionTicket,
+    ServerHello,
+)
+from .session import QUIC_MAX_EARLY_DATA, TICKET_AGE_TOLERANCE_MS, TicketContents
+from .signatures import certificate_verify_content, choose_scheme, sign, verify
+from .suites import SUITES, SuiteInfo
+
+
+class ServerState(enum.Enum):
+    WAIT_CH = enum.auto()
+    WAIT_CH2 = enum.auto()
+    WAIT_CERT = enum.auto()
+    WAIT_CV = enum.auto()
+    WAIT_FINISHED = enum.auto()
+    CONNECTED = enum.auto()
+
+
+_I, _H = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE
+
+# RFC 8446 §A.2, with QUIC's levels (RFC 9001 §4.1.3). Nothing is expected after the
+# handshake: a client sends no post-handshake messages in QUIC.
+SERVER_STATES = {
+    ServerState.WAIT_CH: {HT.CLIENT_HELLO: _I},
+    ServerState.WAIT_CH2: {HT.CLIENT_HELLO: _I},
+    ServerState.WAIT_CERT: {HT.CERTIFICATE: _H},
+    ServerState.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
+    ServerState.WAIT_FINISHED: {HT.FINISHED: _H},
+    ServerState.CONNECTED: {},
+}
+
+# One random key per process for HelloRetryRequest cookies (we keep state anyway; the
+# cookie binds the retried hello to the first one).
+_COOKIE_KEY = secrets.token_bytes(32)
+
+
+@dataclass
+class _Psk:
+    """A PSK the server accepted: external or from one of its tickets."""
+
+    key: bytes
+    index: int
+    external: ExternalPsk | None
+    ticket: TicketContents | None
+
+
+class ServerEngine(TlsEngine):
+    STATES = SERVER_STATES
+    is_client = False
+
+    def __init__(self, config: TlsConfig) -> None:
+        config.check_server()
+        super().__init__(config)
+        self.state = ServerState.WAIT_CH
+        self._handlers = {
+            HT.CLIENT_HELLO: self._on_client_hello,
+            HT.CERTIFICATE: self._on_certificate,
+            HT.CERTIFICATE_VERIFY: self._on_certificate_verify,
+            HT.FINISHED: self._on_finished,
+        }
+        self._credentials: Credentials | None = config.credentials
+        self._trust: TrustStore | None = config.trust
+        self._alpn_choices: list[bytes] = list(config.alpn_protocols)
+        self._local_params = config.transport_parameters
+        self._hello1: ClientHello | None = None
+        self._hrr_group: int | None = None
+        self._cookie = b""
+        self._group: int | None = None
+        self._alpn: bytes | None = None
+        self._server_name: str | None = None
+        self._psk: _Psk | None = None
+        self._early_accepted = False
+        self._peer_chain: list[x509.Certificate] = []
+        self._peer_scheme: int | None = None
+        self._client_hs = b""
+        self._client_ap = b""
+        self._resumption_master = b""
+        self._ticket_modes_ok = False
+        self._client_ticket_age = 0
+        self._retry_prefix = b""
+        self._psk_key_schedule: KeySchedule | None = None
+        self.peer_transport_parameters: bytes | None = None
+
+    # -- ClientHello: parse, validate, decide, emit --------------------------------------
+
+    def _on_client_hello(self, ch: ClientHello, raw: bytes) -> None:
+        retry = self.state is ServerState.WAIT_CH2
+        self._validate_hello(ch)
+        if retry:
+            self._validate_retried_hello(ch)
+        else:
+            self._apply_hook(ch)
+        suite = self._choose_suite(ch)
+        alpn = self._choose_alpn(ch)
+        share = self._choose_share(ch, retry)
+        psk = self._choose_psk(ch, suite, raw, retry)
+        if psk is None and self._credentials is None:
+            raise TlsError(AlertDescription.handshake_failure, "no acceptable PSK and no certificate")
+        if share is None:
+            self._send_hello_retry(ch, suite, raw)
+            return
+        group, client_share = share
+        scheme = None
+        if psk is None:
+            assert self._credentials is not None
+            algs = ch.extensions.get(ET.SIGNATURE_ALGORITHMS)
+            if algs is None:
+                raise TlsError(AlertDescription.missing_extension, "no signature_algorithms")
+            offered = ext.decode_u16_list(algs, "signature_algorithms")
+            scheme = choose_scheme(
+                self._credentials.private_key, [a for a in offered if a in self.config.signature_schemes]
+            )
+        self._alpn = alpn
+        self._group = group
+        self._psk = psk
+        self._early_accepted = self._accept_early_data(ch, psk, suite, alpn, retry)
+        self._emit_server_flight(ch, raw, suite, group, client_share, scheme)
+
+    def _validate_hello(self, ch: ClientHello) -> None:
+        exts = ch.extensions
+        versions = exts.get(ET.SUPPORTED_VERSIONS)
+        if versions is None or TLS13_VERSION not in ext.decode_supported_versions_client(versions):
+            raise TlsError(AlertDescription.protocol_version, "client does not offer TLS 1.3")
+        if ch.legacy_compression_methods != b"\x00":
+            raise illegal_parameter("legacy_compression_methods is not just null (RFC 8446 §4.1.2)")
+        if ch.legacy_session_id:
+            # RFC 9001 §8.4: middlebox compatibility mode is a PROTOCOL_VIOLATION in QUIC.
+            raise protocol_violation("ClientHello with a legacy_session_id")
+        params = exts.get(ET.QUIC_TRANSPORT_PARAMETERS)
+        if params is None:
+            raise TlsError(AlertDescription.missing_extension, "no quic_transport_parameters (RFC 9001 §8.2)")
+        self.peer_transport_parameters = params
+        name = exts.get(ET.SERVER_NAME)
+        self._server_name = ext.decode_server_name(name) if name is not None else None
+        if ET.PRE_SHARED_KEY in exts and ET.PSK_KEY_EXCHANGE_MODES not in exts:
+            raise TlsError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
+        modes = exts.get(ET.PSK_KEY_EXCHANGE_MODES)
+        self._ticket_modes_ok = modes is not None and PskKeyExchangeMode.PSK_DHE_KE in ext.decode_psk_modes(modes)
+
+    def _validate_retried_hello(self, ch: ClientHello) -> None:
+        """RFC 8446 §4.1.2: the second hello may only change what the retry asked for."""
+        first = self._hello1
+        assert first is not None
+        if ch.cipher_suites != first.cipher_suites or ch.random != first.random:
+            raise illegal_parameter("second ClientHello changed its random or suites")
+        if ET.EARLY_DATA in ch.extensions:
+            raise illegal_parameter("early_data after a HelloRetryRequest")
+        cookie = ch.extensions.get(ET.COOKIE)
+        if cookie is None or not hmac.compare_digest(ext.decode_cookie(cookie), self._cookie):
+            raise illegal_parameter("second ClientHello does not echo the cookie")
+        if ch.extensions.get(ET.QUIC_TRANSPORT_PARAMETERS) != first.extensions[ET.QUIC_TRANSPORT_PARAMETERS]:
+            raise illegal_parameter("second ClientHello changed its transport parameters")
+
+    def _apply_hook(self, ch: ClientHello) -> None:
+        hook = self.config.client_hello_hook
+        if hook is None:
+            return
+        alpn = ch.extensions.get(ET.ALPN)
+        info = ClientHelloInfo(
+            server_name=self._server_name,
+            alpn_protocols=tuple(ext.decode_alpn(alpn)) if alpn is not None else (),
+            transport_parameters=self.peer_transport_parameters or b"",
+        )
+        choice: ServerChoice | None = hook(info)
+        if choice is None:
+            return
+        if choice.credentials is not None:
+            self._credentials = choice.credentials
+        if choice.trust is not None:
+            self._trust = choice.trust
+        if choice.alpn_protocols is not None:
+            self._alpn_choices = [bytes(p) for p in choice.alpn_protocols]
+        if choice.transport_parameters is not None:
+            self._local_params = choice.transport_parameters
+
+    def _choose_suite(self, ch: ClientHello) -> SuiteInfo:
+        for suite in self.config.cipher_suites:
+            if suite in ch.cipher_suites:
+                return SUITES[suite]
+        raise TlsError(AlertDescription.handshake_failure, "no cipher suite in common")
+
+    def _choose_alpn(self, ch: ClientHello) -> bytes:
+        """RFC 7301 §3.2 and RFC 9001 §8.1; client preference, as the kernel's dispatch."""
+        raw = ch.extensions.get(ET.ALPN)
+        if raw is None:
+            raise TlsError(AlertDescription.no_application_protocol, "ClientHello without ALPN")
+        for proto in ext.decode_alpn(raw):
+            if proto in self._alpn_choices:
+                return proto
+        raise TlsError(AlertDescription.no_application_protocol, "no ALPN protocol in common")
+
+    def _choose_share(self, ch: ClientHello, retry: bool) -> tuple[int, bytes] | None:
+        exts = ch.extensions
+        if ET.SUPPORTED_GROUPS not in exts:
+            raise TlsError(AlertDescription.missing_extension, "no supported_groups")
+        if ET.KEY_SHARE not in exts:
+            raise TlsError(AlertDescription.missing_extension, "no key_share")
+        groups = ext.decode_u16_list(exts[ET.SUPPORTED_GROUPS], "supported_groups")
+        shares = ext.decode_key_share_client(exts[ET.KEY_SHARE])
+        for group, _ in shares:
+            if group not in groups:
+                raise illegal_parameter("key share for a group not in supported_groups (RFC 8446 §4.2.8)")
+        if retry:
+            if len(shares) != 1 or shares[0][0] != self._hrr_group:
+                raise illegal_parameter("second ClientHello lacks the requested key share")
+            return shares[0]
+        offered = dict(shares)
+        for group in self.config.groups:
+            if group in offered:
+                return group, offered[group]
+        for group in self.config.groups:
+            if group in groups:
+                self._hrr_group = group
+                return None
+        raise TlsError(AlertDescription.handshake_failure, "no key exchange group in common")
+
+    def _choose_psk(self, ch: ClientHello, suite: SuiteInfo, raw: bytes, retry: bool) -> _Psk | None:
+        psk_ext = ch.extensions.get(ET.PRE_SHARED_KEY)
+        if psk_ext is None:
+            return None
+        identities, binders = ext.decode_offered_psks(psk_ext)
+        if not self._ticket_modes_ok:
+            return None  # only psk_ke offered: we require (EC)DHE (tlshd's psk_dhe_ke)
+        unknown = 0
+        for index, identity in enumerate(identities):
+            psk = self._lookup_psk(index, identity, suite)
+            if psk is None:
+                unknown += 1
+                continue
+            self._check_binder(ch, raw, suite, psk, binders[index], retry)
+            return psk
+        if self._credentials is None and unknown == len(identities):
+            raise TlsError(AlertDescription.unknown_psk_identity, "no PSK identity is known")
+        return None
+
+    def _lookup_psk(self, index: int, identity: ext.PskIdentity, suite: SuiteInfo) -> _Psk | None:
+        for external in self.config.psks:
+            if hmac.compare_digest(external.identity, identity.identity):
+                if external.hash_name != suite.hash_name:
+                    return None
+                return _Psk(external.key, index, external, None)
+        sealer = self.config.ticket_sealer
+        if sealer is None:
+            return None
+        contents = sealer.open(identity.identity)
+        if contents is None:
+            return None
+        ticket_suite = SUITES.get(contents.cipher_suite)  # type: ignore[call-overload]
+        if ticket_suite is None or ticket_suite.hash_name != suite.hash_name:
+            return None
+        age_ms = int(self._now * 1000) - contents.created_ms
+        if age_ms < 0 or age_ms >= contents.lifetime * 1000:
+            return None
+        # RFC 8446 §4.2.11.1: the client's view of the ticket age, de-obfuscated.
+        self._client_ticket_age = (identity.obfuscated_ticket_age - contents.age_add) & 0xFFFFFFFF
+        return _Psk(contents.psk, index, None, contents)
+
+    def _check_binder(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, psk: _Psk,
+                      binder: bytes, retry: bool) -> None:
+        """RFC 8446 §4.2.11.2: a binder that does not verify aborts with decrypt_error."""
+        ks = KeySchedule(suite, psk.key)
+        th = suite.new_hash()
+        if retry:
+            th.update(self._retry_prefix)
+        binders_len = len(raw) - len(ch.binder_prefix())
+        th.update(raw[: len(raw) - binders_len])
+        expected = finished_verify_data(suite.hash_name, ks.binder_key(psk.external is not None), th.digest())
+        if not verify_finished(expected, binder):
+            raise TlsError(AlertDescription.decrypt_error, "PSK binder does not verify")
+        self._psk_key_schedule = ks
+
+    def _accept_early_data(self, ch: ClientHello, psk: _Psk | None, suite: SuiteInfo,
+                           alpn: bytes, retry: bool) -> bool:
+        """RFC 8446 §4.2.10 and RFC 9001 §4.6: accept 0-RTT only for the first PSK, from
+        one of our tickets, under the same suite and ALPN, fresh, and used once."""
+        if ET.EARLY_DATA not in ch.extensions or retry:
+            return False
+        ext.expect_empty(ch.extensions[ET.EARLY_DATA], "early_data")
+        if psk is None or psk.index != 0 or psk.ticket is None or not self.config.enable_early_data:
+            return False
+        ticket = psk.ticket
+        if ticket.max_early_data == 0 or ticket.cipher_suite != suite.suite or ticket.alpn != alpn:
+            return False
+        expected_age = int(self._now * 1000) - ticket.created_ms
+        if abs(expected_age - self._client_ticket_age) > TICKET_AGE_TOLERANCE_MS:
+            return False
+        expires = ticket.created_ms / 1000 + ticket.lifetime
+        return self.config.replay_guard.first_use(ticket.nonce, expires, self._now)
+
+    # -- HelloRetryRequest ---------------------------------------------------------------
+
+    def _send_hello_retry(self, ch: ClientHello, suite: SuiteInfo, raw: bytes) -> None:
+        if self.state is ServerState.WAIT_CH2:
+            raise illegal_parameter("second ClientHello still has no usable key share")
+        assert self._hrr_group is not None
+        transcript = self._start_transcript(suite)
+        self._cookie = hmac.digest(_COOKIE_KEY, suite.hash(raw), "sha256")
+        exts = {
+            ET.SUPPORTED_VERSIONS: ext.encode_u16(TLS13_VERSION),
+            ET.KEY_SHARE: ext.encode_u16(self._hrr_group),
+            ET.COOKIE: ext.encode_cookie(self._cookie),
+        }
+        hrr = ServerHello(HELLO_RETRY_REQUEST_RANDOM, int(suite.suite), exts).encode()
+        # RFC 8446 §4.4.1: ClientHello1 enters the transcript as a message_hash.
+        self._retry_prefix = message_hash(suite.hash_name, raw) + hrr
+        transcript.update(self._retry_prefix)
+        self._hello1 = ch
+        self._check_level_drained(CryptoLevel.INITIAL)
+        self._send(CryptoLevel.INITIAL, hrr)
+        self.state = ServerState.WAIT_CH2
+
+    # -- the server's flight --------------------------------------------------------------
+
+    def _emit_server_flight(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, group: int,
+                            client_share: bytes, scheme: int | None) -> None:
+        self.client_random = ch.random
+        if self.state is ServerState.WAIT_CH:
+            transcript = self._start_transcript(suite)
+        else:
+            transcript = self.transcript
+            assert transcript is not None
+        transcript.update(raw)
+        self._check_level_drained(CryptoLevel.INITIAL)
+        psk = self._psk
+        ks = self._psk_key_schedule if psk is not None and self._psk_key_schedule else KeySchedule(suite)
+        self.key_schedule = ks
+        params = self.peer_transport_parameters
+        assert params is not None
+        self._events.append(PeerTransportParameters(params))
+        if self._early_accepted:
+            early = ks.client_early_traffic_secret(transcript.copy().digest())
+            self._install(CryptoLevel.EARLY, Direction.RECV, early, kl.CLIENT_EARLY)
+
+        server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
+        sh_exts = {
+            ET.SUPPORTED_VERSIONS: ext.encode_u16(TLS13_VERSION),
+            ET.KEY_SHARE: ext.encode_key_share_server(group, server_share),
+        }
+        if psk is not None:
+            sh_exts[ET.PRE_SHARED_KEY] = ext.encode_u16(psk.index)
+        sh = ServerHello(os.urandom(32), int(suite.suite), sh_exts).encode()
+        transcript.update(sh)
+        ks.handshake(shared)
+        self._client_hs, server_hs = ks.handshake_traffic_secrets(transcript.copy().digest())
+        self._send(CryptoLevel.INITIAL, sh)
+        self._install_handshake_secrets(self._client_hs, server_hs)
+
+        flight = [self._encrypted_extensions()]
+        request = psk is None and self.config.client_auth is not ClientAuth.NONE
+        if request:
+            cr = CertificateRequest(
+                b"", {ET.SIGNATURE_ALGORITHMS: ext.encode_u16_list(self.config.signature_schemes)}
+            )
+            flight.append(cr.encode())
+        for message in flight:
+            transcript.update(message)
+        if scheme is not None:
+            flight += self._certificate_flight(scheme)
+        finished = Finished(finished_verify_data(suite.hash_name, server_hs, transcript.copy().digest())).encode()
+        transcript.update(finished)
+        flight.append(finished)
+        ks.master()
+        self._client_ap, server_ap = ks.application_traffic_secrets(transcript.copy().digest())
+        if self.config.keylog is not None:
+            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.copy().digest()))
+        self._send(CryptoLevel.HANDSHAKE, *flight)
+        self._install(CryptoLevel.APP, Direction.SEND, server_ap, kl.SERVER_TRAFFIC_0)
+        self.state = ServerState.WAIT_CERT if request else ServerState.WAIT_FINISHED
+
+    def _encrypted_extensions(self) -> bytes:
+        assert self._alpn is not None
+        exts: dict[int, bytes] = {ET.ALPN: ext.encode_alpn([self._alpn])}
+        if self._early_accepted:
+            exts[ET.EARLY_DATA] = b""
+        exts[ET.QUIC_TRANSPORT_PARAMETERS] = self._local_params
+        return EncryptedExtensions(exts).encode()
+
+    def _certificate_flight(self, scheme: int) -> list[bytes]:
+        creds = self._credentials
+        assert creds is not None and self.transcript is not None
+        cert = Certificate(b"", [CertificateEntry(der) for der in creds.chain_der]).encode()
+        self.transcript.update(cert)
+        content = certificate_verify_content(True, self.transcript.copy().digest())
+        cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
+        self.transcript.update(cv)
+        return [cert, cv]
+
+    # -- client's flight ------------------------------------------------------------------
+
+    def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
+        if cert.context:
+            raise illegal_parameter("certificate_request_context must be empty in the handshake")
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        if not cert.entries:
+            if self.config.client_auth is ClientAuth.REQUIRED:
+                raise TlsError(AlertDescription.certificate_required, "client sent no certificate")
+            self.state = ServerState.WAIT_FINISHED
+            return
+        chain = load_certificate_chain([e.cert_data for e in cert.entries])
+        if self.config.verify_peer:
+            trust = self._trust or self.config.trust_store()
+            verify_chain(trust, chain, peer_is_server=False, server_name=None, now=self._now)
+        self._peer_chain = chain
+        self.state = ServerState.WAIT_CV
+
+    def _on_certificate_verify(self, cv: CertificateVerify, raw: bytes) -> None:
+        if cv.scheme not in self.config.signature_schemes:
+            raise illegal_parameter("CertificateVerify uses a scheme we did not offer")
+        content = certificate_verify_content(False, self._transcript_hash())
+        verify(cv.scheme, self._peer_chain[0].public_key(), content, cv.signature)
+        self._peer_scheme = cv.scheme
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        self.state = ServerState.WAIT_FINISHED
+
+    def _on_finished(self, fin: Finished, raw: bytes) -> None:
+        suite, ks, transcript = self.suite, self.key_schedule, self.transcript
+        assert suite is not None and ks is not None and transcript is not None
+        got = parse_finished(fin.verify_data, suite)
+        expected = finished_verify_data(suite.hash_name, self._client_hs, transcript.copy().digest())
+        if not verify_finished(expected, got):
+            raise TlsError(AlertDescription.decrypt_error, "client Finished does not verify")
+        transcript.update(raw)
+        self._check_level_drained(CryptoLevel.HANDSHAKE)
+        self._resumption_master = ks.resumption_master_secret(transcript.digest())
+        self._install(CryptoLevel.APP, Direction.RECV, self._client_ap, kl.CLIENT_TRAFFIC_0)
+        self.state = ServerState.CONNECTED
+        self.handshake_complete = True
+        if self.config.send_session_ticket:
+            self._issue_ticket()
+        self._events.append(self._complete_event())
+
+    # -- tickets --------------------------------------------------------------------------
+
+    def issue_session_ticket(self, now: float | None = None) -> list:
+        """Another NewSessionTicket (level APP) on request, after the handshake."""
+        if not self.handshake_complete:
+            raise RuntimeError("tickets can only be issued after the handshake")
+        self._now = time.time() if now is None else now
+        return self._guard(self._issue_ticket)
+
+    def _issue_ticket(self) -> None:
+        sealer = self.config.ticket_sealer
+        if sealer is None or not self._ticket_modes_ok:
+            return
+        suite = self.suite
+        assert suite is not None
+        nonce = os.urandom(8)
+        age_add = int.from_bytes(os.urandom(4), "big")
+        psk = resumption_psk(suite.hash_name, self._resumption_master, nonce)
+        lifetime = self.config.ticket_lifetime
+        contents = TicketContents(
+            psk=psk,
+            cipher_suite=int(suite.suite),
+            created_ms=int(self._now * 1000),
+            age_add=age_add,
+            lifetime=lifetime,
+            max_early_data=QUIC_MAX_EARLY_DATA if self.config.enable_early_data else 0,
+            alpn=self._alpn,
+            server_name=self._server_name,
+            peer_certificate=self._peer_chain[0].public_bytes(Encoding.DER) if self._peer_chain else self._ticket_peer_cert(),
+            psk_identity=self._psk.external.identity if self._psk and self._psk.external else None,
+        )
+        exts = {ET.EARLY_DATA: QUIC_MAX_EARLY_DATA.to_bytes(4, "big")} if self.config.enable_early_data else {}
+        nst = NewSessionTicket(lifetime, age_add, nonce, sealer.seal(contents), exts)
+        self._send(CryptoLevel.APP, nst.encode())
+
+    def _ticket_peer_cert(self) -> bytes | None:
+        if self._psk is not None and self._psk.ticket is not None:
+            return self._psk.ticket.peer_certificate
+        return None
+
+    def _complete_event(self) -> HandshakeComplete:
+        assert self.suite is not None
+        psk = self._psk
+        peer = tuple(self._peer_chain)
+        identity = None
+        if psk is not None and psk.external is not None:
+            identity = psk.external.identity
+        elif psk is not None and psk.ticket is not None:
+            identity = psk.ticket.psk_identity
+            if psk.ticket.peer_certificate:
+                peer = (x509.load_der_x509_certificate(psk.ticket.peer_certificate),)
+        return HandshakeComplete(
+            version=TLS13_VERSION,
+            cipher_suite=int(self.suite.suite),
+            group=int(self._group) if self._group is not None else None,
+            alpn=self._alpn,
+            signature_scheme=self._peer_scheme,
+            peer_certificates=peer,
+            psk_identity=identity,
+            resumed=psk is not None and psk.ticket is not None,
+            early_data_accepted=self._early_accepted,
+            server_name=self._server_name,
+        )
