@@ -3,10 +3,12 @@ resumption PSK (§4.6.1), traffic keys (§7.3) and exporters (§7.5).
 
 Primitives: HKDF-Extract and HKDF-Expand are cryptography's (HKDF.extract, HKDFExpand),
 HMAC is cryptography's. stdlib's hmac.digest was measured and is not faster for these
-32/48-byte inputs (both are one OpenSSL HMAC; ~2 us either way), so it is not used.
-What is ours: HkdfLabel encoding, cached per (label, length), and the constants that
-do not depend on any handshake (the PSK-less early secret and its "derived" secret)
-computed once per hash at import.
+32/48-byte inputs (one OpenSSL HMAC either way, ~2 us), so it is not used.
+
+What is ours: the HkdfLabel encoding, precomputed at import up to (and including) the
+context length byte for every label the key schedule uses, so a Derive-Secret is one
+dict lookup, one concatenation and one HKDFExpand; and the values that depend on no
+handshake (the PSK-less Early Secret and its "derived" secret), computed once per hash.
 """
 from __future__ import annotations
 
@@ -20,24 +22,61 @@ from .constants import AlertDescription, HandshakeType
 from .errors import TlsError
 from .suites import EMPTY_HASHES, HASH_ALGORITHMS, HASH_CONSTRUCTORS, SuiteInfo
 
-_TLS13_PREFIX = b"tls13 "
 
-# (label, length) -> uint16 length || opaque label<7..255> ("tls13 " + label), the part
-# of HkdfLabel (§7.1) that does not depend on the context. Grows to the small fixed set
-# of labels the engine uses.
-_LABEL_PREFIXES: dict[tuple[bytes, int], bytes] = {}
+def _hkdf_label_prefix(label: bytes, length: int, context_len: int) -> bytes:
+    """HkdfLabel (§7.1) without its context bytes:
+    uint16 length || opaque label<7..255> = "tls13 " + Label || uint8 len(context).
+    """
+    full = b"tls13 " + label
+    if len(full) > 255 or length > 0xFFFF or context_len > 255:
+        raise TlsError(AlertDescription.internal_error, "HkdfLabel out of range")
+    return length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((context_len,))
 
 
-def _label_prefix(label: bytes, length: int) -> bytes:
-    key = (label, length)
-    prefix = _LABEL_PREFIXES.get(key)
+# (label, length, context length) -> prefix; fills up with the few labels the
+# engine and the QUIC layer use (key, iv, hp, ku, exporter labels...).
+_PREFIX_CACHE: dict[tuple[bytes, int, int], bytes] = {}
+
+
+def _prefix(label: bytes, length: int, context_len: int) -> bytes:
+    key = (label, length, context_len)
+    prefix = _PREFIX_CACHE.get(key)
     if prefix is None:
-        full = _TLS13_PREFIX + label
-        if len(full) > 255 or length > 0xFFFF:
-            raise TlsError(AlertDescription.internal_error, "HkdfLabel out of range")
-        prefix = length.to_bytes(2, "big") + bytes((len(full),)) + full
-        _LABEL_PREFIXES[key] = prefix
+        prefix = _PREFIX_CACHE[key] = _hkdf_label_prefix(label, length, context_len)
     return prefix
+
+
+# Derive-Secret labels (§7.1): output and context are both Hash.length long, so their
+# prefixes are fixed per hash. hash name -> label -> prefix.
+_DERIVE_SECRET_LABELS = (
+    b"ext binder",
+    b"res binder",
+    b"c e traffic",
+    b"e exp master",
+    b"derived",
+    b"c hs traffic",
+    b"s hs traffic",
+    b"c ap traffic",
+    b"s ap traffic",
+    b"exp master",
+    b"res master",
+)
+_DS_PREFIXES: dict[str, dict[bytes, bytes]] = {
+    name: {
+        label: _hkdf_label_prefix(label, alg.digest_size, alg.digest_size)
+        for label in _DERIVE_SECRET_LABELS
+    }
+    for name, alg in HASH_ALGORITHMS.items()
+}
+# HKDF-Expand-Label(BaseKey, "finished", "", Hash.length) (§4.4.4): the whole info is fixed.
+_FINISHED_INFO: dict[str, bytes] = {
+    name: _hkdf_label_prefix(b"finished", alg.digest_size, 0)
+    for name, alg in HASH_ALGORITHMS.items()
+}
+# Derive-Secret(., "derived", "") (§7.1): the whole info is fixed too.
+_DERIVED_INFO: dict[str, bytes] = {
+    name: _DS_PREFIXES[name][b"derived"] + EMPTY_HASHES[name] for name in HASH_ALGORITHMS
+}
 
 
 # --- HKDF with HkdfLabel (RFC 8446 §7.1, RFC 5869) -------------------------------------
@@ -51,8 +90,7 @@ def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
 def _expand_label(
     algorithm: hashes.HashAlgorithm, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
-    # HkdfLabel = uint16 length || opaque label<7..255> || opaque context<0..255>
-    info = _label_prefix(label, length) + bytes((len(context),)) + context
+    info = _prefix(label, length, len(context)) + context
     return HKDFExpand(algorithm, length, info).derive(secret)
 
 
@@ -80,7 +118,9 @@ def finished_verify_data(hash_name: str, base_secret: bytes, transcript_hash: by
     binder (§4.2.11.2).
     """
     algorithm = HASH_ALGORITHMS[hash_name]
-    finished_key = _expand_label(algorithm, base_secret, b"finished", b"", algorithm.digest_size)
+    finished_key = HKDFExpand(
+        algorithm, algorithm.digest_size, _FINISHED_INFO[hash_name]
+    ).derive(base_secret)
     mac = HMAC(finished_key, algorithm)
     mac.update(transcript_hash)
     return mac.finalize()
@@ -133,11 +173,11 @@ def export_keying_material(
 ) -> bytes:
     """TLS-Exporter(label, context_value, key_length) (§7.5). `label` excludes "tls13 "."""
     algorithm = HASH_ALGORITHMS[hash_name]
-    ctor = HASH_CONSTRUCTORS[hash_name]
     secret = _expand_label(
         algorithm, exporter_master_secret, label, EMPTY_HASHES[hash_name], algorithm.digest_size
     )
-    return _expand_label(algorithm, secret, b"exporter", ctor(context).digest(), length)
+    context_hash = HASH_CONSTRUCTORS[hash_name](context).digest()
+    return _expand_label(algorithm, secret, b"exporter", context_hash, length)
 
 
 # --- Handshake-independent constants, once per hash ------------------------------------
@@ -148,8 +188,8 @@ _NO_PSK_EARLY: dict[str, bytes] = {}
 _NO_PSK_DERIVED: dict[str, bytes] = {}
 for _name, _alg in HASH_ALGORITHMS.items():
     _NO_PSK_EARLY[_name] = hkdf_extract(_name, b"", bytes(_alg.digest_size))
-    _NO_PSK_DERIVED[_name] = derive_secret(
-        _name, _NO_PSK_EARLY[_name], b"derived", EMPTY_HASHES[_name]
+    _NO_PSK_DERIVED[_name] = HKDFExpand(_alg, _alg.digest_size, _DERIVED_INFO[_name]).derive(
+        _NO_PSK_EARLY[_name]
     )
 del _name, _alg
 
@@ -167,39 +207,43 @@ class KeySchedule:
 
     __slots__ = (
         "suite",
-        "_algorithm",
-        "_hash_len",
-        "_empty_hash",
         "early_secret",
         "handshake_secret",
         "master_secret",
+        "_algorithm",
+        "_hash_len",
+        "_labels",
+        "_derived_info",
         "_derived",
     )
 
     def __init__(self, suite: SuiteInfo, psk: bytes | None = None) -> None:
-        self.suite = suite
         name = suite.hash_name
-        self._algorithm = suite.hash_algorithm
+        self.suite = suite
+        self._algorithm = algorithm = suite.hash_algorithm
         self._hash_len = suite.hash_len
-        self._empty_hash = suite.empty_hash
+        self._labels = _DS_PREFIXES[name]
+        self._derived_info = _DERIVED_INFO[name]
         if psk is None:
             self.early_secret = _NO_PSK_EARLY[name]
             self._derived = _NO_PSK_DERIVED[name]
         else:
-            self.early_secret = HKDF.extract(self._algorithm, b"", psk)
-            self._derived = self._secret(self.early_secret, b"derived", self._empty_hash)
+            self.early_secret = early = HKDF.extract(algorithm, b"", psk)
+            self._derived = HKDFExpand(algorithm, suite.hash_len, self._derived_info).derive(early)
         self.handshake_secret = b""
         self.master_secret = b""
 
     def _secret(self, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
-        # Derive-Secret (§7.1) with the suite's algorithm bound.
-        return _expand_label(self._algorithm, secret, label, transcript_hash, self._hash_len)
+        # Derive-Secret (§7.1) for one of _DERIVE_SECRET_LABELS; the prefix already holds
+        # the context length, so transcript_hash must be a digest of this suite's hash.
+        info = self._labels[label] + transcript_hash
+        return HKDFExpand(self._algorithm, self._hash_len, info).derive(secret)
 
     # Early Secret stage (§7.1)
     def binder_key(self, external: bool) -> bytes:
         """binder_key: "ext binder" for external PSKs, "res binder" for tickets (§7.1)."""
         label = b"ext binder" if external else b"res binder"
-        return self._secret(self.early_secret, label, self._empty_hash)
+        return self._secret(self.early_secret, label, self.suite.empty_hash)
 
     def client_early_traffic_secret(self, transcript_hash: bytes) -> bytes:
         """client_early_traffic_secret over ClientHello (§7.1)."""
@@ -215,9 +259,10 @@ class KeySchedule:
 
         `shared_secret` None means psk_ke mode: the (EC)DHE input is hash_len zeros (§7.1).
         """
+        algorithm = self._algorithm
         ikm = bytes(self._hash_len) if shared_secret is None else shared_secret
-        self.handshake_secret = HKDF.extract(self._algorithm, self._derived, ikm)
-        self._derived = self._secret(self.handshake_secret, b"derived", self._empty_hash)
+        self.handshake_secret = secret = HKDF.extract(algorithm, self._derived, ikm)
+        self._derived = HKDFExpand(algorithm, self._hash_len, self._derived_info).derive(secret)
 
     def handshake_traffic_secrets(self, transcript_hash: bytes) -> tuple[bytes, bytes]:
         """(client, server) handshake traffic secrets over ClientHello..ServerHello (§7.1)."""

@@ -79,6 +79,7 @@ class _Psk:
 
     key: bytes
     index: int
+    hash_name: str
     external: ExternalPsk | None
     ticket: TicketContents | None
 
@@ -129,10 +130,10 @@ class ServerEngine(TlsEngine):
             self._validate_retried_hello(ch)
         else:
             self._apply_hook(ch)
-        suite = self._choose_suite(ch)
+        suites = self._common_suites(ch)
         alpn = self._choose_alpn(ch)
         share = self._choose_share(ch, retry)
-        psk = self._choose_psk(ch, suite, raw, retry)
+        psk, suite = self._choose_psk(ch, suites, raw, retry)
         if psk is None and self._credentials is None:
             raise TlsError(AlertDescription.handshake_failure, "no acceptable PSK and no certificate")
         if share is None:
@@ -212,11 +213,15 @@ class ServerEngine(TlsEngine):
         if choice.transport_parameters is not None:
             self._local_params = choice.transport_parameters
 
-    def _choose_suite(self, ch: ClientHello) -> SuiteInfo:
-        for suite in self.config.cipher_suites:
-            if suite in ch.cipher_suites:
-                return SUITES[suite]
-        raise TlsError(AlertDescription.handshake_failure, "no cipher suite in common")
+    def _common_suites(self, ch: ClientHello) -> list[SuiteInfo]:
+        """Suites both sides support, in our preference order."""
+        common = [SUITES[s] for s in self.config.cipher_suites if s in ch.cipher_suites]
+        if not common:
+            raise TlsError(AlertDescription.handshake_failure, "no cipher suite in common")
+        if self.state is ServerState.WAIT_CH2:
+            assert self.suite is not None
+            return [self.suite]  # RFC 8446 §4.1.4: the suite of the HelloRetryRequest
+        return common
 
     def _choose_alpn(self, ch: ClientHello) -> bytes:
         """RFC 7301 §3.2 and RFC 9001 §8.1; client preference, as the kernel's dispatch."""
@@ -253,31 +258,33 @@ class ServerEngine(TlsEngine):
                 return None
         raise TlsError(AlertDescription.handshake_failure, "no key exchange group in common")
 
-    def _choose_psk(self, ch: ClientHello, suite: SuiteInfo, raw: bytes, retry: bool) -> _Psk | None:
+    def _choose_psk(self, ch: ClientHello, suites: list[SuiteInfo], raw: bytes,
+                    retry: bool) -> tuple[_Psk | None, SuiteInfo]:
+        """The first offered PSK we know, with a suite of its hash (RFC 8446 §4.2.11);
+        without one, our preferred suite."""
         psk_ext = ch.extensions.get(ET.PRE_SHARED_KEY)
         if psk_ext is None:
-            return None
+            return None, suites[0]
         identities, binders = ext.decode_offered_psks(psk_ext)
         if not self._ticket_modes_ok:
-            return None  # only psk_ke offered: we require (EC)DHE (tlshd's psk_dhe_ke)
-        unknown = 0
+            return None, suites[0]  # only psk_ke offered: we require (EC)DHE, as tlshd does
         for index, identity in enumerate(identities):
-            psk = self._lookup_psk(index, identity, suite)
+            psk = self._lookup_psk(index, identity)
             if psk is None:
-                unknown += 1
+                continue
+            suite = next((s for s in suites if s.hash_name == psk.hash_name), None)
+            if suite is None:
                 continue
             self._check_binder(ch, raw, suite, psk, binders[index], retry)
-            return psk
-        if self._credentials is None and unknown == len(identities):
-            raise TlsError(AlertDescription.unknown_psk_identity, "no PSK identity is known")
-        return None
+            return psk, suite
+        if self._credentials is None:
+            raise TlsError(AlertDescription.unknown_psk_identity, "no offered PSK identity is usable")
+        return None, suites[0]
 
-    def _lookup_psk(self, index: int, identity: ext.PskIdentity, suite: SuiteInfo) -> _Psk | None:
+    def _lookup_psk(self, index: int, identity: ext.PskIdentity) -> _Psk | None:
         for external in self.config.psks:
             if hmac.compare_digest(external.identity, identity.identity):
-                if external.hash_name != suite.hash_name:
-                    return None
-                return _Psk(external.key, index, external, None)
+                return _Psk(external.key, index, external.hash_name, external, None)
         sealer = self.config.ticket_sealer
         if sealer is None:
             return None
@@ -285,14 +292,14 @@ class ServerEngine(TlsEngine):
         if contents is None:
             return None
         ticket_suite = SUITES.get(contents.cipher_suite)  # type: ignore[call-overload]
-        if ticket_suite is None or ticket_suite.hash_name != suite.hash_name:
+        if ticket_suite is None:
             return None
         age_ms = int(self._now * 1000) - contents.created_ms
         if age_ms < 0 or age_ms >= contents.lifetime * 1000:
             return None
         # RFC 8446 §4.2.11.1: the client's view of the ticket age, de-obfuscated.
         self._client_ticket_age = (identity.obfuscated_ticket_age - contents.age_add) & 0xFFFFFFFF
-        return _Psk(contents.psk, index, None, contents)
+        return _Psk(contents.psk, index, ticket_suite.hash_name, None, contents)
 
     def _check_binder(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, psk: _Psk,
                       binder: bytes, retry: bool) -> None:

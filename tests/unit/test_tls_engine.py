@@ -1,0 +1,331 @@
+"""Our client against our server in memory: every mode the engine supports."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from quichsd.tls.certs import TrustStore
+from quichsd.tls.client import ClientEngine
+from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
+from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, NamedGroup, SignatureScheme
+from quichsd.tls.errors import TlsError
+from quichsd.tls.events import HandshakeComplete, InstallSecret, PeerTransportParameters, SendHandshake
+from quichsd.tls.keylog import KeyLogFile
+from quichsd.tls.session import SessionData
+from tests.pki import NOW, leaf, make_ca, test_ca
+from tests.tls_pair import run_pair
+
+T = NOW.timestamp()
+CLIENT_TP = b"\x0f\x08clientid"
+SERVER_TP = b"\x0f\x08serverid"
+KERNEL_CIPHER = {
+    CipherSuite.AES_128_GCM_SHA256: 51,
+    CipherSuite.AES_256_GCM_SHA384: 52,
+    CipherSuite.CHACHA20_POLY1305_SHA256: 54,
+}
+
+
+def trust() -> TrustStore:
+    return TrustStore.from_certificates([test_ca().cert])
+
+
+def client_cfg(**kw) -> TlsConfig:
+    base = dict(alpn_protocols=[b"h3"], server_name="localhost", trust=trust(), transport_parameters=CLIENT_TP)
+    base.update(kw)
+    return TlsConfig(**base)
+
+
+def server_cfg(kind: str = "p256", **kw) -> TlsConfig:
+    cert, key = leaf(kind)
+    base = dict(alpn_protocols=[b"h3"], credentials=Credentials([cert], key), transport_parameters=SERVER_TP)
+    base.update(kw)
+    return TlsConfig(**base)
+
+
+def assert_secrets_mirror(client, server) -> None:
+    """What one side sends with, the other receives with, at every level."""
+    cs, ss = client.secrets(), server.secrets()
+    assert cs and set(cs) == {(lvl, 1 - d) for lvl, d in ss}
+    for (level, direction), secret in cs.items():
+        assert ss[(level, 1 - direction)] == secret
+
+
+@pytest.mark.parametrize("suite", list(KERNEL_CIPHER))
+@pytest.mark.parametrize("group", list(NamedGroup.__members__.values())[:0] or [
+    NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1, NamedGroup.X25519MLKEM768])
+def test_full_handshake_every_suite_and_group(suite, group) -> None:
+    client, server = run_pair(client_cfg(cipher_suites=[suite], groups=[group]), server_cfg(), T)
+    assert_secrets_mirror(client, server)
+    for side in (client, server):
+        done = side.complete
+        assert done.cipher_suite == suite and done.group == group and done.alpn == b"h3"
+        assert not done.resumed and not done.early_data_accepted
+        for e in side.of(InstallSecret):
+            assert e.cipher_type == KERNEL_CIPHER[suite]
+            assert len(e.secret) == (48 if suite == CipherSuite.AES_256_GCM_SHA384 else 32)
+    assert client.peer_params == SERVER_TP and server.peer_params == CLIENT_TP
+    assert client.complete.peer_certificates[0].subject.rfc4514_string() == "CN=localhost"
+
+
+@pytest.mark.parametrize(
+    ("kind", "scheme"),
+    [
+        ("p256", SignatureScheme.ECDSA_SECP256R1_SHA256),
+        ("p384", SignatureScheme.ECDSA_SECP384R1_SHA384),
+        ("rsa", SignatureScheme.RSA_PSS_RSAE_SHA256),
+        ("rsa", SignatureScheme.RSA_PSS_RSAE_SHA384),
+        ("rsa", SignatureScheme.RSA_PSS_RSAE_SHA512),
+        ("ed25519", SignatureScheme.ED25519),
+    ],
+)
+def test_every_signature_scheme(kind, scheme) -> None:
+    client, server = run_pair(client_cfg(signature_schemes=[scheme]), server_cfg(kind), T)
+    assert client.complete.signature_scheme == scheme
+    assert_secrets_mirror(client, server)
+
+
+def _order(side) -> list[str]:
+    out = []
+    for e in side.events:
+        if isinstance(e, SendHandshake):
+            out.append(f"send {e.level.name}")
+        elif isinstance(e, InstallSecret):
+            out.append(f"{e.level.name} {e.direction.name}")
+        elif isinstance(e, PeerTransportParameters):
+            out.append("peer tp")
+        elif isinstance(e, HandshakeComplete):
+            out.append("complete")
+        else:
+            out.append(type(e).__name__)
+    return out
+
+
+def test_event_order_is_what_the_kernel_needs() -> None:
+    """spec kernel-quic-abi §2.4: send key before receive key at each level; the peer's
+    transport parameters before the second 1-RTT key; the server's ticket after APP RECV."""
+    client, server = run_pair(client_cfg(), server_cfg(session_ticket_key=os.urandom(64)), T)
+    assert _order(client) == [
+        "send INITIAL",
+        "HANDSHAKE SEND", "HANDSHAKE RECV",
+        "peer tp",
+        "APP SEND", "APP RECV", "send HANDSHAKE", "complete",
+        "SessionTicketReceived",
+    ]
+    assert _order(server) == [
+        "peer tp",
+        "send INITIAL", "HANDSHAKE SEND", "HANDSHAKE RECV", "send HANDSHAKE", "APP SEND",
+        "APP RECV", "send APP", "complete",
+    ]
+
+
+@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1, NamedGroup.X25519MLKEM768])
+def test_hello_retry_request_to_every_group(group) -> None:
+    """The client's one share is for a group the server lacks; the server asks for `group`."""
+    first = NamedGroup.SECP384R1 if group != NamedGroup.SECP384R1 else NamedGroup.X25519
+    client, server = run_pair(client_cfg(groups=[first, group]), server_cfg(groups=[group]), T)
+    initial_sends = [e for e in client.of(SendHandshake) if e.level == CryptoLevel.INITIAL]
+    assert len(initial_sends) == 2  # ClientHello, then the retried ClientHello
+    assert client.complete.group == server.complete.group == group
+    assert_secrets_mirror(client, server)
+
+
+def test_hello_retry_with_resumption_keeps_the_psk_and_drops_0rtt() -> None:
+    scfg = server_cfg(session_ticket_key=os.urandom(64), enable_early_data=True, groups=[NamedGroup.X25519, NamedGroup.SECP256R1])
+    first, _ = run_pair(client_cfg(), scfg, T)
+    scfg_retry = server_cfg(session_ticket_key=scfg.session_ticket_key, enable_early_data=True, groups=[NamedGroup.SECP256R1])
+    client, server = run_pair(client_cfg(session=first.session, enable_early_data=True), scfg_retry, T + 1)
+    assert client.complete.resumed and server.complete.resumed
+    assert not client.complete.early_data_accepted and not server.complete.early_data_accepted
+    assert (CryptoLevel.EARLY, Direction.RECV) not in server.secrets()
+
+
+def test_resumption_and_0rtt_accepted() -> None:
+    scfg = server_cfg(session_ticket_key=os.urandom(64), enable_early_data=True)
+    first, _ = run_pair(client_cfg(), scfg, T)
+    session = first.session
+    assert session is not None and session.max_early_data == 0xFFFFFFFF
+    # The session survives a round trip through its storage format.
+    session = SessionData.decode(session.encode())
+    client, server = run_pair(client_cfg(session=session, enable_early_data=True), scfg, T + 5)
+    assert client.complete.resumed and server.complete.resumed
+    assert client.complete.early_data_accepted and server.complete.early_data_accepted
+    assert client.secrets()[(CryptoLevel.EARLY, Direction.SEND)] == server.secrets()[(CryptoLevel.EARLY, Direction.RECV)]
+    assert_secrets_mirror(client, server)
+    # No certificate on a resumed handshake.
+    assert client.complete.peer_certificates == ()
+
+
+def test_0rtt_rejected_when_the_server_does_not_allow_it() -> None:
+    key = os.urandom(64)
+    first, _ = run_pair(client_cfg(), server_cfg(session_ticket_key=key, enable_early_data=True), T)
+    client, server = run_pair(client_cfg(session=first.session, enable_early_data=True),
+                              server_cfg(session_ticket_key=key, enable_early_data=False), T + 1)
+    assert client.complete.resumed and not client.complete.early_data_accepted
+    assert (CryptoLevel.EARLY, Direction.SEND) in client.secrets()  # it tried
+    assert (CryptoLevel.EARLY, Direction.RECV) not in server.secrets()
+
+
+def test_0rtt_is_single_use_per_ticket() -> None:
+    scfg = server_cfg(session_ticket_key=os.urandom(64), enable_early_data=True)
+    first, _ = run_pair(client_cfg(), scfg, T)
+    a, _ = run_pair(client_cfg(session=first.session, enable_early_data=True), scfg, T + 1)
+    b, _ = run_pair(client_cfg(session=first.session, enable_early_data=True), scfg, T + 2)
+    assert a.complete.early_data_accepted
+    assert b.complete.resumed and not b.complete.early_data_accepted
+
+
+def test_0rtt_refused_when_ticket_age_is_off() -> None:
+    scfg = server_cfg(session_ticket_key=os.urandom(64), enable_early_data=True)
+    first, _ = run_pair(client_cfg(), scfg, T)
+    session = first.session
+    session.received_at -= 60  # the client believes the ticket is a minute older
+    client, _ = run_pair(client_cfg(session=session, enable_early_data=True), scfg, T + 1)
+    assert client.complete.resumed and not client.complete.early_data_accepted
+
+
+def test_ticket_from_another_key_falls_back_to_full_handshake() -> None:
+    first, _ = run_pair(client_cfg(), server_cfg(session_ticket_key=os.urandom(64)), T)
+    client, server = run_pair(client_cfg(session=first.session), server_cfg(session_ticket_key=os.urandom(64)), T + 1)
+    assert not client.complete.resumed and client.complete.peer_certificates
+
+
+def test_expired_session_is_not_offered() -> None:
+    scfg = server_cfg(session_ticket_key=os.urandom(64), ticket_lifetime=10)
+    first, _ = run_pair(client_cfg(), scfg, T)
+    client, _ = run_pair(client_cfg(session=first.session), scfg, T + 11)
+    assert not client.complete.resumed
+
+
+def test_client_certificate_required() -> None:
+    ccert, ckey = leaf("ed25519", "client")
+    client, server = run_pair(
+        client_cfg(credentials=Credentials([ccert], ckey)),
+        server_cfg(client_auth=ClientAuth.REQUIRED, trust=trust()), T,
+    )
+    assert server.complete.peer_certificates[0].subject.rfc4514_string() == "CN=client"
+    assert server.complete.signature_scheme == SignatureScheme.ED25519
+    assert_secrets_mirror(client, server)
+
+
+def test_client_certificate_optional_and_absent() -> None:
+    client, server = run_pair(client_cfg(), server_cfg(client_auth=ClientAuth.OPTIONAL, trust=trust()), T)
+    assert server.complete.peer_certificates == ()
+    assert_secrets_mirror(client, server)
+
+
+def test_client_identity_survives_resumption() -> None:
+    ccert, ckey = leaf("p256", "client")
+    scfg = server_cfg(client_auth=ClientAuth.REQUIRED, trust=trust(), session_ticket_key=os.urandom(64))
+    first, _ = run_pair(client_cfg(credentials=Credentials([ccert], ckey)), scfg, T)
+    _, server = run_pair(client_cfg(session=first.session), scfg, T + 1)
+    assert server.complete.resumed
+    assert server.complete.peer_certificates[0].subject.rfc4514_string() == "CN=client"
+
+
+def test_external_psk() -> None:
+    psk = ExternalPsk(b"nvme-host-1", os.urandom(32))
+    other = ExternalPsk(b"someone-else", os.urandom(32))
+    client, server = run_pair(
+        TlsConfig(alpn_protocols=[b"smb"], psks=[psk], transport_parameters=CLIENT_TP),
+        TlsConfig(alpn_protocols=[b"smb"], psks=[other, psk], transport_parameters=SERVER_TP), T,
+    )
+    assert client.complete.psk_identity == server.complete.psk_identity == b"nvme-host-1"
+    assert client.complete.peer_certificates == ()
+    assert_secrets_mirror(client, server)
+
+
+def test_external_psk_sha384() -> None:
+    psk = ExternalPsk(b"id", os.urandom(48), hash_name="sha384")
+    client, server = run_pair(
+        TlsConfig(alpn_protocols=[b"smb"], psks=[psk]), TlsConfig(alpn_protocols=[b"smb"], psks=[psk]), T,
+    )
+    assert client.complete.cipher_suite == CipherSuite.AES_256_GCM_SHA384
+
+
+def test_alpn_follows_client_preference() -> None:
+    client, server = run_pair(client_cfg(alpn_protocols=[b"smb", b"h3"]), server_cfg(alpn_protocols=[b"h3", b"smb"]), T)
+    assert client.complete.alpn == server.complete.alpn == b"smb"
+
+
+def test_unverified_mode_is_an_explicit_choice() -> None:
+    other = make_ca("another CA")
+    from tests.pki import new_key
+
+    key = new_key("p256")
+    cert = other.issue("localhost", key)
+    scfg = TlsConfig(alpn_protocols=[b"h3"], credentials=Credentials([cert], key))
+    with pytest.raises(TlsError) as err:
+        run_pair(client_cfg(), scfg, T)
+    assert err.value.alert.name == "unknown_ca"
+    client, _ = run_pair(client_cfg(verify_peer=False), scfg, T)
+    assert client.complete.alpn == b"h3"
+
+
+def test_verification_needs_a_name() -> None:
+    with pytest.raises(ValueError, match="server_name"):
+        ClientEngine(TlsConfig(alpn_protocols=[b"h3"]))
+
+
+def test_server_picks_credentials_after_client_hello() -> None:
+    """Per-ALPN credentials: the hook sees SNI and ALPN before the server answers."""
+    smb_cert, smb_key = leaf("ed25519", "smb.example")
+    seen: list[ClientHelloInfo] = []
+
+    def hook(info: ClientHelloInfo) -> ServerChoice | None:
+        seen.append(info)
+        if b"smb" in info.alpn_protocols:
+            return ServerChoice(credentials=Credentials([smb_cert], smb_key), alpn_protocols=[b"smb"])
+        return None
+
+    client, server = run_pair(
+        client_cfg(alpn_protocols=[b"smb"], verify_peer=False),
+        server_cfg(alpn_protocols=[b"h3"], client_hello_hook=hook), T,
+    )
+    assert seen[0].server_name == "localhost" and seen[0].transport_parameters == CLIENT_TP
+    assert client.complete.peer_certificates[0].subject.rfc4514_string() == "CN=smb.example"
+
+
+def test_keylog_file(tmp_path) -> None:
+    path = tmp_path / "keys.log"
+    log = KeyLogFile(path)
+    client, _ = run_pair(client_cfg(keylog=log), server_cfg(), T)
+    log.close()
+    lines = path.read_text().splitlines()
+    labels = [line.split()[0] for line in lines]
+    assert labels == [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "EXPORTER_SECRET", "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0",
+    ]
+    secrets = client.secrets()
+    assert lines[0].split()[2] == secrets[(CryptoLevel.HANDSHAKE, Direction.SEND)].hex()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    client, server = run_pair(client_cfg(), server_cfg(session_ticket_key=os.urandom(64)), T)
+    for side in (client, server):
+        text = repr(side.events)
+        for secret in side.secrets().values():
+            assert secret.hex() not in text and repr(secret) not in text
+    assert repr(client.session.psk) not in repr(client.session)
+
+
+def test_chunked_delivery_completes() -> None:
+    """The kernel hands CRYPTO data over in arbitrary chunks (spec §2.2)."""
+    client = ClientEngine(client_cfg())
+    from quichsd.tls.server import ServerEngine
+
+    server = ServerEngine(server_cfg())
+    pending = [("s", e) for e in client.start(T)]
+    done = 0
+    while pending:
+        to, event = pending.pop(0)
+        if not isinstance(event, SendHandshake):
+            done += isinstance(event, HandshakeComplete)
+            continue
+        target = server if to == "s" else client
+        for i in range(len(event.data)):
+            for out in target.receive(event.level, event.data[i : i + 1], T):
+                pending.append(("c" if to == "s" else "s", out))
+    assert done == 2
