@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NOW = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
+# Midnight today: fixed within a run (tests pass it as `now`), and inside the validity of
+# the certificates for peers that read the real clock (aioquic).
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def new_key(kind: str):

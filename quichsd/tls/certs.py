@@ -78,11 +78,32 @@ def _alert_for(error: verification.VerificationError) -> AlertDescription:
     return AlertDescription.bad_certificate
 
 
-def _subject(name: str) -> verification.DNSName | verification.IPAddress:
+@lru_cache(maxsize=256)
+def is_ip_literal(name: str) -> bool:
     try:
-        return verification.IPAddress(ipaddress.ip_address(name))
+        ipaddress.ip_address(name)
     except ValueError:
-        return verification.DNSName(name)
+        return False
+    return True
+
+
+def _subject(name: str) -> verification.DNSName | verification.IPAddress:
+    if is_ip_literal(name):
+        return verification.IPAddress(ipaddress.ip_address(name))
+    return verification.DNSName(name)
+
+
+@lru_cache(maxsize=64)
+def _server_verifier(store: verification.Store, name: str, second: int) -> verification.ServerVerifier:
+    # Validity is checked to the second, so a verifier serves every handshake of that second.
+    when = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+    return verification.PolicyBuilder().store(store).time(when).build_server_verifier(_subject(name))
+
+
+@lru_cache(maxsize=64)
+def _client_verifier(store: verification.Store, second: int) -> verification.ClientVerifier:
+    when = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+    return verification.PolicyBuilder().store(store).time(when).build_client_verifier()
 
 
 def verify_chain(
@@ -96,16 +117,14 @@ def verify_chain(
     """RFC 8446 §4.4.2.4: reject a chain that does not lead to the store, with the alert
     RFC 8446 §6.2 names for the reason. A server is checked against `server_name` (DNS name
     or IP address), which the configuration makes mandatory when verification is on."""
-    builder = verification.PolicyBuilder().store(trust.store).time(
-        datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-    )
     leaf, intermediates = chain[0], list(chain[1:])
+    second = int(now)
     try:
         if peer_is_server:
             if not server_name:
                 raise TlsError(AlertDescription.internal_error, "no server name to verify against")
-            builder.build_server_verifier(_subject(server_name)).verify(leaf, intermediates)
+            _server_verifier(trust.store, server_name, second).verify(leaf, intermediates)
         else:
-            builder.build_client_verifier().verify(leaf, intermediates)
+            _client_verifier(trust.store, second).verify(leaf, intermediates)
     except verification.VerificationError as exc:
         raise TlsError(_alert_for(exc), f"certificate rejected: {exc}") from None

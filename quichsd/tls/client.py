@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import time
 
@@ -20,7 +19,7 @@ from .constants import (
     HandshakeType as HT,
     PskKeyExchangeMode,
 )
-from .certs import verify_chain
+from .certs import is_ip_literal, verify_chain
 from .engine import TlsEngine, load_certificate_chain, parse_finished
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import HandshakeComplete, PeerTransportParameters, SessionTicketReceived
@@ -34,7 +33,6 @@ from .keyschedule import (
 )
 from .messages import (
     Certificate,
-    CertificateEntry,
     CertificateRequest,
     CertificateVerify,
     ClientHello,
@@ -91,6 +89,25 @@ _EE_EXTENSIONS = frozenset(
         ET.QUIC_TRANSPORT_PARAMETERS,
     }
 )
+
+
+_PSK_DHE_KE = ext.encode_psk_modes([PskKeyExchangeMode.PSK_DHE_KE])
+
+
+def _static_hello_extensions(cfg: TlsConfig) -> dict[int, bytes]:
+    """The ClientHello extensions that depend on the configuration only, encoded once."""
+    cached: dict[int, bytes] | None = getattr(cfg, "_hello_extensions", None)
+    if cached is None:
+        cached = {}
+        name = cfg.server_name
+        if name and not is_ip_literal(name):  # RFC 6066 §3: no IP literals in SNI
+            cached[ET.SERVER_NAME] = ext.encode_server_name(name)
+        cached[ET.SUPPORTED_GROUPS] = ext.encode_u16_list(cfg.groups)
+        cached[ET.SIGNATURE_ALGORITHMS] = ext.encode_u16_list(cfg.signature_schemes)
+        cached[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
+        cached[ET.SUPPORTED_VERSIONS] = ext.encode_supported_versions_client()
+        cfg._hello_extensions = cached  # type: ignore[attr-defined]
+    return cached
 
 
 class _OfferedPsk:
@@ -192,20 +209,13 @@ class ClientEngine(TlsEngine):
     def _build_hello(self, cookie: bytes | None) -> bytes:
         cfg = self.config
         assert self._share is not None
-        exts: dict[int, bytes] = {}
-        name = cfg.server_name
-        if name and not _is_ip_literal(name):  # RFC 6066 §3: no IP literals in SNI
-            exts[ET.SERVER_NAME] = ext.encode_server_name(name)
-        exts[ET.SUPPORTED_GROUPS] = ext.encode_u16_list(cfg.groups)
-        exts[ET.SIGNATURE_ALGORITHMS] = ext.encode_u16_list(cfg.signature_schemes)
-        exts[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
-        exts[ET.SUPPORTED_VERSIONS] = ext.encode_supported_versions_client()
+        exts = dict(_static_hello_extensions(cfg))
         exts[ET.KEY_SHARE] = ext.encode_key_share_client([(self._share.group, self._share.public)])
         exts[ET.QUIC_TRANSPORT_PARAMETERS] = cfg.transport_parameters
         if cookie is not None:
             exts[ET.COOKIE] = ext.encode_cookie(cookie)
         # Tickets are only issued to clients that name a PSK mode (RFC 8446 §4.2.9).
-        exts[ET.PSK_KEY_EXCHANGE_MODES] = ext.encode_psk_modes([PskKeyExchangeMode.PSK_DHE_KE])
+        exts[ET.PSK_KEY_EXCHANGE_MODES] = _PSK_DHE_KE
         if self._early_data_offered and cookie is None:
             exts[ET.EARLY_DATA] = b""
         psk = self._psk
@@ -443,7 +453,7 @@ class ClientEngine(TlsEngine):
             return [empty]
         algs = ext.decode_u16_list(self._cert_request.extensions[ET.SIGNATURE_ALGORITHMS], "signature_algorithms")
         scheme = choose_scheme(creds.private_key, [a for a in algs if a in self.config.signature_schemes])
-        cert = Certificate(b"", [CertificateEntry(der) for der in creds.chain_der]).encode()
+        cert = creds.certificate_message
         self.transcript.update(cert)
         content = certificate_verify_content(False, self.transcript.copy().digest())
         cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
@@ -494,12 +504,4 @@ class ClientEngine(TlsEngine):
             transport_parameters=self.peer_transport_parameters or b"",
         )
         self._events.append(SessionTicketReceived(session))
-
-
-def _is_ip_literal(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 

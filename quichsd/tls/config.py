@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .certs import TrustStore, load_certificates, load_private_key
 from .constants import CipherSuite, NamedGroup, SignatureScheme
 from .keylog import KeyLog
+from .messages import Certificate, CertificateEntry
 from .session import SessionData, SingleUseTickets, TicketSealer
 
 DEFAULT_SUITES = (
@@ -55,6 +56,8 @@ class Credentials:
         if not self.chain:
             raise ValueError("a certificate chain needs at least the leaf")
         self.chain_der = [c.public_bytes(Encoding.DER) for c in self.chain]
+        # RFC 8446 §4.4.2 with an empty context: the same bytes for every handshake.
+        self.certificate_message = Certificate(b"", [CertificateEntry(d) for d in self.chain_der]).encode()
 
     @classmethod
     def from_files(cls, cert_file: str | Path, key_file: str | Path) -> Credentials:

@@ -32,7 +32,6 @@ from .groups import server_key_exchange
 from .keyschedule import KeySchedule, finished_verify_data, message_hash, resumption_psk, verify_finished
 from .messages import (
     Certificate,
-    CertificateEntry,
     CertificateRequest,
     CertificateVerify,
     ClientHello,
@@ -424,7 +423,7 @@ class ServerEngine(TlsEngine):
     def _certificate_flight(self, scheme: int) -> list[bytes]:
         creds = self._credentials
         assert creds is not None and self.transcript is not None
-        cert = Certificate(b"", [CertificateEntry(der) for der in creds.chain_der]).encode()
+        cert = creds.certificate_message
         self.transcript.update(cert)
         content = certificate_verify_content(True, self.transcript.copy().digest())
         cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()

@@ -55,7 +55,12 @@ class Reader:
         return v
 
     def u16(self) -> int:
-        return self.uint(2)
+        pos = self.pos
+        if pos + 2 > self.end:
+            raise decode_error("truncated")
+        self.pos = pos + 2
+        data = self.data
+        return (data[pos] << 8) | data[pos + 1]
 
     def u24(self) -> int:
         return self.uint(3)
@@ -65,10 +70,18 @@ class Reader:
 
     def vec(self, len_width: int, min_len: int = 0, max_len: int | None = None) -> bytes:
         """An opaque vector <min..max> with a `len_width`-byte length prefix."""
-        n = self.uint(len_width)
+        data, pos = self.data, self.pos
+        start = pos + len_width
+        if start > self.end:
+            raise decode_error("truncated")
+        n = int.from_bytes(data[pos:start], "big")
         if n < min_len or (max_len is not None and n > max_len):
             raise decode_error(f"vector length {n} out of range")
-        return self.bytes(n)
+        end = start + n
+        if end > self.end:
+            raise decode_error("truncated")
+        self.pos = end
+        return data[start:end]
 
     def sub(self, len_width: int, min_len: int = 0) -> Reader:
         """A Reader over the next length-prefixed vector; the parent skips past it."""
