@@ -381,19 +381,25 @@ class MessageBuffer:
     def feed(self, data: bytes) -> list[bytes]:
         """Append data; return every complete message (header included) now available."""
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = bytes(data)  # common case: whole messages, no copy into the buffer
         out = []
         pos = 0
-        n = len(buf)
+        n = len(src)
         while n - pos >= 4:
-            length = int.from_bytes(buf[pos + 1 : pos + 4], "big")
+            length = (src[pos + 1] << 16) | (src[pos + 2] << 8) | src[pos + 3]
             if length > MAX_MESSAGE_SIZE:
                 raise illegal_parameter(f"handshake message of {length} bytes is over our limit")
             end = pos + 4 + length
             if end > n:
                 break
-            out.append(bytes(buf[pos:end]))
+            out.append(bytes(src[pos:end]) if src is buf else src[pos:end])
             pos = end
-        if pos:
+        if src is buf:
             del buf[:pos]
+        elif pos < n:
+            buf += src[pos:]
         return out

@@ -1,0 +1,97 @@
+"""Throw-away certificates for demos and tests: a CA and leaves made on the fly.
+
+Never for production: keys live in memory and certificates are issued without checks.
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Midnight today: fixed within a run (tests pass it as `now`), and inside the validity of
+# the certificates for peers that read the real clock (aioquic).
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def new_key(kind: str):  # noqa: ANN201 (one of four key types)
+    if kind == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "rsa":
+        return rsa.generate_private_key(65537, 2048)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(kind)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+@dataclass
+class Ca:
+    key: object
+    cert: x509.Certificate
+
+    def issue(self, cn: str, key, *, names=("localhost",), ips=("127.0.0.1", "::1"),
+              days=(-30, 365), server=True, client=True, ca=False) -> x509.Certificate:
+        eku = []
+        if server:
+            eku.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        if client:
+            eku.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW + datetime.timedelta(days=days[0]))
+            .not_valid_after(NOW + datetime.timedelta(days=days[1]))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+        )
+        if ca:
+            b = b.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        else:
+            b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+            if san:
+                b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(self.key, None if isinstance(self.key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+
+
+def make_ca(cn: str = "quichsd test CA", kind: str = "p256") -> Ca:
+    key = new_key(kind)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(days=365))
+        .not_valid_after(NOW + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    return Ca(key, b.sign(key, hashes.SHA256()))
+
+
+@lru_cache(maxsize=None)
+def demo_ca() -> Ca:
+    return make_ca()
+
+
+@lru_cache(maxsize=None)
+def leaf(kind: str = "p256", cn: str = "localhost"):
+    key = new_key(kind)
+    return demo_ca().issue(cn, key), key
