@@ -271,7 +271,11 @@ class ServerEngine(TlsEngine):
             psk = self._lookup_psk(index, identity)
             if psk is None:
                 continue
-            suite = next((s for s in suites if s.hash_name == psk.hash_name), None)
+            # A ticket resumes under its own suite when the client still offers it (that
+            # keeps 0-RTT possible); otherwise any suite of the same hash (RFC 8446 §4.6.1).
+            fits = [s for s in suites if s.hash_name == psk.hash_name]
+            own = [s for s in fits if psk.ticket is not None and s.suite == psk.ticket.cipher_suite]
+            suite = (own or fits or [None])[0]
             if suite is None:
                 continue
             self._check_binder(ch, raw, suite, psk, binders[index], retry)
