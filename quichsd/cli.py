@@ -10,7 +10,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quichsd", description="Userspace TLS 1.3 handshake agent for in-kernel QUIC")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run client/server handshakes in memory and show what was negotiated")
+    commands.add_parser("demo", help="handshakes in memory, then over loopback sockets, showing what was negotiated")
+
+    server = commands.add_parser("server", help="accept QUIC connections, complete handshakes, echo stream data")
+    server.add_argument("--listen", required=True, metavar="ADDR:PORT")
+    server.add_argument("--cert", help="certificate chain (PEM)")
+    server.add_argument("--key", help="private key (PEM)")
+    server.add_argument("--alpn", required=True, metavar="LIST", help="comma-separated ALPN protocols")
+    server.add_argument("--psk", metavar="FILE", help="PSK file, identity:hexkey per line")
+    server.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
+    server.add_argument("--no-early-data", action="store_true", help="refuse 0-RTT")
+
+    client = commands.add_parser("client", help="handshake with a QUIC server and exchange stream data")
+    client.add_argument("server", metavar="ADDR:PORT")
+    client.add_argument("--alpn", required=True, metavar="LIST")
+    client.add_argument("--cafile", help="trust anchors (PEM); default: the system store")
+    client.add_argument("--sni", help="server name to send and verify (default: the address)")
+    client.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    client.add_argument("--session", metavar="FILE", help="resume from FILE if it exists; store the new ticket in it")
+    client.add_argument("--early-data", metavar="TEXT", help="send TEXT as 0-RTT when resuming")
+    client.add_argument("--data", metavar="TEXT", help="send TEXT on a stream and print the echo")
+    client.add_argument("--psk", metavar="FILE", help="PSK file, identity:hexkey per line")
+    client.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
     return parser
 
 
@@ -21,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo()
+    from . import echo
+
+    if args.command == "server":
+        if not args.psk and not (args.cert and args.key):
+            print("quichsd server: needs --cert and --key, or --psk", file=sys.stderr)
+            return 2
+        return echo.serve(echo.ServerOptions(args.listen, args.alpn, args.cert, args.key, args.psk,
+                                             args.backend, not args.no_early_data), sys.stdout)
+    if args.command == "client":
+        return echo.run_client(echo.ClientOptions(args.server, args.alpn, args.cafile, args.sni, args.insecure,
+                                                  args.session, args.early_data, args.data, args.psk,
+                                                  args.backend), sys.stdout)
     return 2
 
 

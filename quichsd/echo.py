@@ -1,0 +1,158 @@
+"""`quichsd server` and `quichsd client`: handshakes on real sockets, then stream echo."""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import abi
+from .handshake import HandshakeConfig, HandshakeError, HandshakeResult, quic_handshake, read_psk_file
+from .sock import QuicSocket
+from .tls.constants import CipherSuite, NamedGroup
+
+log = logging.getLogger(__name__)
+
+
+def parse_address(text: str) -> tuple[int, tuple[str, int]]:
+    """`host:port` or `[v6]:port` -> (family, (host, port))."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected ADDR:PORT, got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return family, (host, int(port))
+
+
+def summary(result: HandshakeResult) -> str:
+    def name(enum: Any, value: int | None) -> str:
+        try:
+            return enum(value).name if value is not None else "-"
+        except ValueError:
+            return hex(value or 0)
+
+    if result.peer_certificates:
+        peer = result.peer_certificates[0].subject.rfc4514_string()
+    elif result.psk_identity:
+        peer = "psk:" + result.psk_identity.decode(errors="replace")
+    else:
+        peer = "-"
+    return (
+        f"alpn={result.alpn} suite={name(CipherSuite, result.cipher_suite)} "
+        f"group={name(NamedGroup, result.group)} peer={peer} "
+        f"resumed={'yes' if result.resumed else 'no'} 0rtt={'yes' if result.early_data_accepted else 'no'}"
+    )
+
+
+@dataclass
+class ServerOptions:
+    listen: str
+    alpn: str
+    cert: str | None = None
+    key: str | None = None
+    psk: str | None = None
+    backend: str = "auto"
+    early_data: bool = True
+    max_connections: int = 0  # 0: serve forever
+
+
+def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> int:
+    family, address = parse_address(opts.listen)
+    listener = QuicSocket(family, backend=opts.backend)
+    listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, opts.alpn.encode())
+    listener.bind(address)
+    listener.listen(16)
+    listener.settimeout(0.2)
+    config = HandshakeConfig(
+        server=True, alpns=opts.alpn.split(","), cert_file=opts.cert, key_file=opts.key,
+        psks=read_psk_file(opts.psk) if opts.psk else (), early_data=opts.early_data, timeout=10,
+    )
+    print(f"listening on {opts.listen} ({listener.backend_name} backend)", file=out, flush=True)
+    if ready is not None:
+        ready.set()
+    served = 0
+    try:
+        while stop is None or not stop.is_set():
+            try:
+                conn, peer = listener.accept()
+            except TimeoutError:
+                continue
+            served += 1
+            threading.Thread(target=_serve_one, args=(conn, peer, config, out), daemon=True).start()
+            if opts.max_connections and served >= opts.max_connections:
+                break
+    finally:
+        listener.close()
+    return 0
+
+
+def _serve_one(conn: QuicSocket, peer: Any, config: HandshakeConfig, out: TextIO) -> None:
+    with conn:
+        try:
+            result = quic_handshake(conn, config)
+        except HandshakeError as exc:
+            print(f"handshake with {peer[0]}:{peer[1]} failed: {exc.strerror}", file=out, flush=True)
+            return
+        print(f"handshake with {peer[0]}:{peer[1]} succeeded: {summary(result)}", file=out, flush=True)
+        conn.settimeout(10)
+        try:
+            while True:
+                data, stream_id, fin = conn.recv()
+                conn.send(data, stream_id, fin=fin)
+                if fin:
+                    break
+        except (OSError, TimeoutError) as exc:
+            log.debug("echo on %s ended: %s", peer, exc)
+
+
+@dataclass
+class ClientOptions:
+    server: str
+    alpn: str
+    cafile: str | None = None
+    sni: str | None = None
+    insecure: bool = False
+    session: str | None = None
+    early_data: str | None = None
+    data: str | None = None
+    psk: str | None = None
+    backend: str = "auto"
+
+
+def run_client(opts: ClientOptions, out: TextIO) -> int:
+    family, address = parse_address(opts.server)
+    session_file = Path(opts.session) if opts.session else None
+    session_data = session_file.read_bytes() if session_file and session_file.exists() else None
+    with QuicSocket(family, backend=opts.backend) as sock:
+        sock.connect(address)
+        early = opts.early_data.encode() if opts.early_data and session_data else None
+        config = HandshakeConfig(
+            alpns=opts.alpn.split(","), hostname=opts.sni or address[0], cafile=opts.cafile,
+            verify=not opts.insecure, session_data=session_data, early_data=early is not None,
+            psks=read_psk_file(opts.psk) if opts.psk else (), ticket_wait=2.0 if session_file else 0.0,
+            early_stream_data=early,
+        )
+        try:
+            result = quic_handshake(sock, config)
+        except HandshakeError as exc:
+            print(f"handshake failed: {exc.strerror}", file=out, flush=True)
+            return 1
+        print(f"handshake succeeded ({sock.backend_name} backend): {summary(result)}", file=out, flush=True)
+        if session_file is not None and result.session_data:
+            session_file.write_bytes(result.session_data)
+        sock.settimeout(10)
+        if early is not None:
+            data, _, _ = sock.recv()
+            print(f"echo of 0-RTT data: {data.decode(errors='replace')}", file=out, flush=True)
+        if opts.data:
+            sock.send(opts.data.encode(), -1, new=True, fin=True)
+            received = b""
+            fin = False
+            while not fin:
+                chunk, _, fin = sock.recv()
+                received += chunk
+            print(f"echo: {received.decode(errors='replace')}", file=out, flush=True)
+    return 0

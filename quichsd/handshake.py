@@ -1,0 +1,349 @@
+"""The handshake API: drive the TLS engine over an IPPROTO_QUIC socket (kernel or sim).
+
+One code path for both backends: CRYPTO bytes come from recvmsg with a level cmsg, go to
+the engine, and the engine's events become setsockopt(CRYPTO_SECRET), setsockopt(
+TRANSPORT_PARAM_EXT) and sendmsg at a level, in the order kernel-quic-abi §2.4 needs.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from . import abi
+from .tls.certs import TrustStore
+from .tls.client import ClientEngine
+from .tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
+from .tls.constants import AlertDescription, CryptoLevel
+from .tls.engine import TlsEngine
+from .tls.errors import TlsError
+from .tls.events import (
+    Event,
+    HandshakeComplete,
+    InstallSecret,
+    PeerTransportParameters,
+    SendHandshake,
+    SessionTicketReceived,
+)
+from .tls.keylog import KeyLogFile
+from .tls.server import ServerEngine
+from .tls.session import SessionData
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+RECV_BUFFER = 65536
+TRANSPORT_PARAM_EXT_MAX = 512  # kernel limit (spec §1.2)
+SESSION_TICKET_MAX = 4096
+MSG_MORE = 0x8000
+MSG_NOSIGNAL = 0x4000
+
+
+class HandshakeError(OSError):
+    """A failed handshake: `errno` as tlshd reports it, `alert` for TLS failures."""
+
+    def __init__(self, err: int, reason: str, alert: AlertDescription | None = None) -> None:
+        super().__init__(err, reason)
+        self.alert = alert
+
+
+@dataclass
+class HandshakeConfig:
+    """Everything a handshake can be told, for either role."""
+
+    server: bool = False
+    alpns: Sequence[str | bytes] = ()
+    hostname: str | None = None
+    # Trust anchors: a PEM file, or certificates; None means the system bundle.
+    cafile: str | None = None
+    trust: TrustStore | None = None
+    verify: bool = True
+    cert_file: str | None = None
+    key_file: str | None = None
+    credentials: Credentials | None = None
+    psks: Sequence[ExternalPsk] = ()
+    client_auth: ClientAuth = ClientAuth.NONE
+    # Client: session data from a previous HandshakeResult to resume (and maybe 0-RTT).
+    session_data: bytes | None = None
+    early_data: bool = False
+    # Client: stream data queued before the handshake, to leave as 0-RTT when accepted
+    # (on a new bidirectional stream, with FIN).
+    early_stream_data: bytes | None = None
+    # Server: issue a NewSessionTicket after the handshake.
+    session_tickets: bool = True
+    # Client: seconds to wait for the server's ticket after the handshake (0 = don't).
+    ticket_wait: float = 0.0
+    keylog_file: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    client_hello_hook: Any = None
+
+
+@dataclass
+class HandshakeResult:
+    version: int
+    cipher_suite: int
+    group: int | None
+    alpn: str | None
+    peer_certificates: tuple[x509.Certificate, ...]
+    psk_identity: bytes | None
+    resumed: bool
+    early_data_accepted: bool
+    session_data: bytes | None = field(default=None, repr=False)
+
+
+def read_psk_file(path: str | os.PathLike[str]) -> list[ExternalPsk]:
+    """libquic's PSK file format: `identity:hexkey` per line."""
+    psks = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        identity, sep, key = line.partition(":")
+        try:
+            if not sep or not identity:
+                raise ValueError("expected identity:hexkey")
+            psks.append(ExternalPsk(identity.encode(), bytes.fromhex(key.strip())))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+    return psks
+
+
+def _alpn_list(alpns: str | Sequence[str | bytes] | None) -> list[bytes]:
+    if alpns is None:
+        return []
+    if isinstance(alpns, (str, bytes)):
+        text = alpns.decode() if isinstance(alpns, bytes) else alpns
+        return [item.strip().encode() for item in text.split(",") if item.strip()]
+    return [a.encode() if isinstance(a, str) else bytes(a) for a in alpns]
+
+
+def _backend(sock: Any) -> Any:
+    """A QuicSocket, a socket.socket or a bare fd of an IPPROTO_QUIC socket."""
+    from .sock import QuicSocket
+
+    if isinstance(sock, QuicSocket):
+        return sock.backend
+    if isinstance(sock, (socket.socket, int)):
+        from .sock.kernel import KernelQuicSocket
+
+        return KernelQuicSocket.from_fd(sock.fileno() if isinstance(sock, socket.socket) else sock)
+    if hasattr(sock, "recv_item"):
+        return sock
+    raise TypeError(f"not a QUIC socket: {sock!r}")
+
+
+class _Driver:
+    """Runs one handshake: engine events out to the socket, socket items in to the engine."""
+
+    def __init__(self, backend: Any, config: HandshakeConfig) -> None:
+        self.sock = backend
+        self.config = config
+        self.deadline = time.monotonic() + config.timeout
+        self.result: HandshakeComplete | None = None
+        self.session: SessionData | None = None
+        self.peer_params_set = False
+        self.keylog: KeyLogFile | None = None
+
+    # -- configuration -----------------------------------------------------------------
+
+    def tls_config(self) -> TlsConfig:
+        cfg = self.config
+        alpns = _alpn_list(cfg.alpns) or self._socket_alpns()
+        if not alpns:
+            raise HandshakeError(errno.EINVAL, "QUIC needs ALPN (RFC 9001 §8.1): no alpns given or set on the socket")
+        credentials = cfg.credentials
+        if credentials is None and cfg.cert_file and cfg.key_file:
+            credentials = Credentials.from_files(cfg.cert_file, cfg.key_file)
+        trust = cfg.trust or (TrustStore.from_file(cfg.cafile) if cfg.cafile else None)
+        if cfg.keylog_file:
+            self.keylog = KeyLogFile(cfg.keylog_file)
+        common: dict[str, Any] = dict(
+            alpn_protocols=alpns, credentials=credentials, trust=trust, verify_peer=cfg.verify,
+            psks=list(cfg.psks), keylog=self.keylog,
+        )
+        if cfg.server:
+            ticket_key = self._ticket_key() if cfg.session_tickets else None
+            return TlsConfig(
+                **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
+                send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
+                client_hello_hook=self._client_hello_hook,
+            )
+        if not cfg.verify:
+            log.warning("server certificate verification is OFF for this handshake (verify=False)")
+        session = SessionData.decode(cfg.session_data) if cfg.session_data else None
+        if session is not None and cfg.early_data and len(session.transport_parameters) == 56:
+            # spec §2.6: restore the server's parameters so 0-RTT stream data can be queued.
+            self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM, b"\x01" + session.transport_parameters[1:])
+            if cfg.early_stream_data:
+                flags = abi.lib.MSG_QUIC_STREAM_NEW | abi.lib.MSG_QUIC_STREAM_FIN
+                self.sock.send_stream(cfg.early_stream_data, -1, flags, 0)
+        local_params = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
+        return TlsConfig(
+            **common, server_name=cfg.hostname, session=session, enable_early_data=cfg.early_data,
+            transport_parameters=local_params,
+        )
+
+    def _socket_alpns(self) -> list[bytes]:
+        try:
+            raw = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_ALPN, 256)
+        except OSError:
+            return []
+        return _alpn_list(raw)
+
+    def _ticket_key(self) -> bytes | None:
+        try:
+            key = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, SESSION_TICKET_MAX)
+        except OSError as exc:
+            log.debug("no session ticket key from the socket: %s", exc)
+            return None
+        return key if len(key) >= 32 else None
+
+    def _client_hello_hook(self, info: ClientHelloInfo) -> ServerChoice | None:
+        """spec §2.4 server step 3: set the client's blob, then read ours (it may echo
+        version information only because the client sent it)."""
+        self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, info.transport_parameters)
+        self.peer_params_set = True
+        local = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
+        choice = ServerChoice(transport_parameters=local)
+        user = self.config.client_hello_hook
+        if user is not None:
+            extra = user(info)
+            if extra is not None:
+                extra.transport_parameters = local
+                choice = extra
+        return choice
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, engine: TlsEngine) -> None:
+        if isinstance(engine, ClientEngine):
+            self.apply(engine.start(time.time()))
+        while not engine.handshake_complete:
+            item = self.recv()
+            if item.kind != "HANDSHAKE":
+                continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
+            self.apply(engine.receive(CryptoLevel(item.level), item.data, time.time()))
+        if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0:
+            self.collect_ticket(engine)
+
+    def apply(self, events: list[Event]) -> None:
+        """Secrets are installed as they come; a handshake send carries MSG_MORE when
+        another send follows in the same batch, so a flight leaves as one burst and the
+        last message flushes it (spec §2.3, pitfall 7)."""
+        last_send = max((i for i, e in enumerate(events) if type(e) is SendHandshake), default=-1)
+        for index, event in enumerate(events):
+            if type(event) is SendHandshake:
+                flags = MSG_NOSIGNAL | (MSG_MORE if index < last_send else 0)
+                self.sock.send_handshake(int(event.level), event.data, flags)
+            elif type(event) is InstallSecret:
+                self.sock.setsockopt(
+                    abi.lib.QUIC_SOCKOPT_CRYPTO_SECRET,
+                    abi.pack_crypto_secret(int(event.level), bool(event.direction), event.cipher_type, event.secret),
+                )
+            elif type(event) is PeerTransportParameters:
+                if not self.peer_params_set:
+                    self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, event.data)
+                    self.peer_params_set = True
+            elif type(event) is HandshakeComplete:
+                self.result = event
+            elif type(event) is SessionTicketReceived:
+                self.session = event.session
+
+    def recv(self) -> Any:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise HandshakeError(errno.ETIMEDOUT, "handshake timed out")
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv_item(RECV_BUFFER)
+        except (TimeoutError, socket.timeout):
+            raise HandshakeError(errno.ETIMEDOUT, "handshake timed out") from None
+
+    def collect_ticket(self, engine: ClientEngine) -> None:
+        """spec §2.6: the kernel captures the first NewSessionTicket; poll for it."""
+        end = min(self.deadline, time.monotonic() + self.config.ticket_wait)
+        while time.monotonic() < end:
+            blob = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, SESSION_TICKET_MAX)
+            if blob:
+                self.apply(engine.receive(CryptoLevel.APP, blob, time.time()))
+                break
+            time.sleep(0.01)
+        if self.session is not None:
+            try:
+                remote = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM, b"\x01" + bytes(55))
+            except OSError:
+                remote = b""
+            self.session.transport_parameters = remote
+
+    def fail(self, exc: TlsError) -> None:
+        """Tell the peer why (CONNECTION_CLOSE carries 0x100+alert where the backend can)."""
+        try:
+            self.sock.setsockopt(
+                abi.lib.QUIC_SOCKOPT_CONNECTION_CLOSE,
+                abi.pack_connection_close(exc.quic_error, exc.alert.name.encode()[:63]),
+            )
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError as err:
+            log.debug("closing after a failed handshake: %s", err)
+
+
+def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
+    """Run a handshake on a QUIC socket in ESTABLISHING state; returns what was agreed."""
+    driver = _Driver(_backend(sock), config)
+    try:
+        tls = driver.tls_config()
+        engine: TlsEngine = ServerEngine(tls) if config.server else ClientEngine(tls)
+        try:
+            driver.run(engine)
+        except TlsError as exc:
+            driver.fail(exc)
+            raise HandshakeError(errno.EACCES, f"TLS handshake failed: {exc}", exc.alert) from None
+        except HandshakeError as exc:
+            if exc.errno == errno.ETIMEDOUT:
+                driver.fail(TlsError(AlertDescription.user_canceled, "handshake timed out"))
+            raise
+    except ValueError as exc:
+        raise HandshakeError(errno.EINVAL, str(exc)) from None
+    finally:
+        if driver.keylog is not None:
+            driver.keylog.close()
+    done = driver.result
+    assert done is not None
+    return HandshakeResult(
+        version=done.version,
+        cipher_suite=done.cipher_suite,
+        group=done.group,
+        alpn=done.alpn.decode() if done.alpn else None,
+        peer_certificates=done.peer_certificates,
+        psk_identity=done.psk_identity,
+        resumed=done.resumed,
+        early_data_accepted=done.early_data_accepted,
+        session_data=driver.session.encode() if driver.session else None,
+    )
+
+
+def quic_client_handshake(sock: Any, pkey_file: str | None = None, hostname: str | None = None,
+                          alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
+    """libquic's quic_client_handshake(): `pkey_file` is a PSK file (identity:hexkey lines)."""
+    psks = read_psk_file(pkey_file) if pkey_file else opts.pop("psks", ())
+    return quic_handshake(sock, HandshakeConfig(server=False, hostname=hostname, alpns=_alpn_list(alpns),
+                                                psks=psks, **opts))
+
+
+def quic_server_handshake(sock: Any, pkey_file: str, cert_file: str | None = None,
+                          alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
+    """libquic's quic_server_handshake(): with `cert_file`, `pkey_file` is the private key;
+    without, it is a PSK file."""
+    if cert_file:
+        return quic_handshake(sock, HandshakeConfig(server=True, cert_file=cert_file, key_file=pkey_file,
+                                                    alpns=_alpn_list(alpns), **opts))
+    return quic_handshake(sock, HandshakeConfig(server=True, psks=read_psk_file(pkey_file),
+                                                alpns=_alpn_list(alpns), **opts))

@@ -1,0 +1,76 @@
+"""QuicSocket: one socket API over the kernel's IPPROTO_QUIC or the UDP simulation."""
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "kernel", "sim")
+
+
+def _make_backend(family: int, backend: str) -> tuple[Any, str]:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend in ("auto", "kernel"):
+        from .kernel import KernelQuicSocket, kernel_quic_available
+
+        if kernel_quic_available():
+            return KernelQuicSocket(family), "kernel"
+        if backend == "kernel":
+            raise OSError("IPPROTO_QUIC is not available in this kernel (load the quic module)")
+    from .sim.simsocket import SimQuicSocket
+
+    return SimQuicSocket(family), "sim"
+
+
+class QuicSocket:
+    """`QuicSocket(AF_INET, backend="auto")`: the kernel when socket(AF_INET, SOCK_DGRAM,
+    IPPROTO_QUIC) works, the simulation otherwise; `.backend_name` says which."""
+
+    def __init__(self, family: int = socket.AF_INET, backend: str = "auto", *, _wrap: Any = None,
+                 _name: str = "") -> None:
+        self.family = family
+        if _wrap is not None:
+            self.backend, self.backend_name = _wrap, _name
+        else:
+            self.backend, self.backend_name = _make_backend(family, backend)
+            if backend == "auto":
+                log.info("QUIC socket backend: %s", self.backend_name)
+
+    def __enter__(self) -> QuicSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<QuicSocket backend={self.backend_name}>"
+
+    def accept(self) -> tuple[QuicSocket, Any]:
+        child = self.backend.accept()
+        return QuicSocket(self.family, _wrap=child, _name=self.backend_name), child.getpeername()
+
+    def send(self, data: bytes, stream_id: int = -1, flags: int = 0, *, fin: bool = False,
+             new: bool = False, uni: bool = False) -> int:
+        """libquic's quic_sendmsg(): data on a stream (-1: the last opened, or a new one)."""
+        from .. import abi
+
+        sflags = (abi.lib.MSG_QUIC_STREAM_FIN if fin else 0) | (abi.lib.MSG_QUIC_STREAM_NEW if new else 0)
+        sflags |= abi.lib.MSG_QUIC_STREAM_UNI if uni else 0
+        return self.backend.send_stream(data, stream_id, sflags, flags)
+
+    def recv(self, bufsize: int = 65536, flags: int = 0) -> tuple[bytes, int, bool]:
+        """libquic's quic_recvmsg(): (data, stream_id, fin) of the next stream data."""
+        from .. import abi
+
+        while True:
+            item = self.backend.recv_item(bufsize, flags)
+            if item.kind == "STREAM":
+                return item.data, item.stream_id, bool(item.stream_flags & abi.lib.MSG_QUIC_STREAM_FIN)
+
+    def __getattr__(self, name: str) -> Any:
+        # bind, listen, connect, close, shutdown, fileno, setsockopt, getsockopt,
+        # send_handshake, recv_item, settimeout, getsockname, getpeername ...
+        return getattr(self.backend, name)

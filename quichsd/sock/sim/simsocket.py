@@ -1,0 +1,436 @@
+"""SimQuicSocket: the IPPROTO_QUIC socket API served by the userspace simulation.
+
+Same option numbers, same struct bytes (packed and unpacked through quichsd.abi), same
+errno for the same misuse as the kernel (spec kernel-quic-abi §1.4), so the handshake code
+above it has no `if sim:` branch.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import socket
+import time
+from typing import Any
+
+from ... import abi
+from ..base import RecvItem
+from .connection import SimConnection, SimError
+from .endpoint import Endpoint, Listener, shared_endpoint
+
+L = abi.lib
+MSG_MORE = 0x8000
+MSG_DONTWAIT = 0x40
+
+# struct quic_transport_param / quic_config defaults (spec §1.3).
+DEFAULT_CONFIG: dict[str, int] = {}
+
+
+def _err(code: int, what: str) -> OSError:
+    return OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
+
+
+class SimQuicSocket:
+    """One simulated QUIC socket: unbound, listening, or a connection."""
+
+    def __init__(self, family: int = socket.AF_INET) -> None:
+        self.family = family
+        self.endpoint: Endpoint | None = None
+        self.conn: SimConnection | None = None
+        self.listener: Listener | None = None
+        self.timeout: float | None = None
+        self.peer: tuple[Any, ...] | None = None
+        self.alpn = b""
+        self.config: dict[str, int] = {}
+        self.local_params: dict[str, int] = {}
+        self.token = b""
+        self.ticket_blob = b""
+        self.events = 0
+        self.close_request: tuple[int, bytes] = (0, b"")
+        self._listener_secret = b""
+        self._bound: tuple[Any, ...] | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def bind(self, address: tuple[Any, ...]) -> None:
+        if self._bound is not None or self.conn is not None:
+            raise _err(errno.EINVAL, "bind")
+        self._bound = tuple(address)
+
+    def listen(self, backlog: int = 128) -> None:
+        if self._bound is None:
+            raise _err(errno.EINVAL, "listen on an unbound socket")
+        if backlog <= 0:
+            if self.listener is not None and self.endpoint is not None:
+                self.endpoint.remove_listener(self.listener)
+                self.listener = None
+            return
+        self.endpoint = shared_endpoint(self.family, self._bound)
+        self.endpoint.acquire()
+        alpns = [a for a in self.alpn.split(b",") if a] if self.alpn else []
+        listener = Listener(alpns, backlog, self._make_server_connection)
+        self.endpoint.add_listener(listener)
+        self.listener = listener
+
+    def _make_server_connection(self, *, version: int, original_dcid: bytes, peer_cid: bytes,
+                                peer_addr: tuple[Any, ...], token: bytes, now: float,
+                                listener: Listener) -> SimConnection:
+        conn = SimConnection(is_client=False, version=version, local_params=dict(self.local_params) or None,
+                             config=dict(self.config) or None, peer_cid=peer_cid,
+                             original_dcid=original_dcid, token=token, now=now, peer_addr=peer_addr)
+        conn.sim_peer_addr = peer_addr  # type: ignore[attr-defined]
+        return conn
+
+    def accept(self) -> SimQuicSocket:
+        listener, endpoint = self.listener, self.endpoint
+        if listener is None or endpoint is None:
+            raise _err(errno.EINVAL, "accept on a socket that is not listening")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        with endpoint.changed:
+            while not listener.pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("accept timed out")
+                endpoint.changed.wait(remaining)
+            conn = listener.pending.popleft()
+        child = SimQuicSocket(self.family)
+        child.endpoint, child.conn = endpoint, conn
+        child.alpn, child.config, child.local_params = self.alpn, dict(self.config), dict(self.local_params)
+        child.events, child.timeout = self.events, self.timeout
+        child.peer = conn.sim_peer_addr  # type: ignore[attr-defined]
+        child._listener_secret = listener.secret
+        child._bound = self._bound
+        endpoint.acquire()
+        return child
+
+    def connect(self, address: tuple[Any, ...]) -> None:
+        if self.conn is not None:
+            raise _err(errno.EINVAL, "connect on a connected socket")
+        if self._bound is not None:
+            endpoint = Endpoint(self.family, self._bound)
+        else:
+            endpoint = Endpoint(self.family)
+        endpoint.acquire()
+        peer = _resolve(self.family, address)
+        version = self.config.get("version") or 1
+        conn = SimConnection(is_client=True, version=version, local_params=dict(self.local_params) or None,
+                             config=dict(self.config) or None, token=self.token, now=time.time(),
+                             peer_addr=peer)
+        self.endpoint, self.conn, self.peer = endpoint, conn, peer
+        endpoint.add_connection(conn)
+
+    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        conn, endpoint = self.conn, self.endpoint
+        if conn is None or endpoint is None:
+            raise _err(errno.ENOTCONN, "shutdown")
+        with endpoint.lock:
+            if conn.state != "CLOSED" and how != socket.SHUT_RD:
+                errcode, phrase = self.close_request
+                conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
+            endpoint.changed.notify_all()
+        endpoint.wake()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.conn is not None and self.endpoint is not None:
+            if self.conn.state != "CLOSED":
+                self.shutdown()
+            endpoint, conn = self.endpoint, self.conn
+            # Let the I/O thread send the CONNECTION_CLOSE before the connection goes.
+            with endpoint.lock:
+                endpoint._flush_all(time.time())
+                endpoint.remove_connection(conn)
+            endpoint.release()
+        elif self.listener is not None and self.endpoint is not None:
+            self.endpoint.remove_listener(self.listener)
+            self.endpoint.release()
+
+    def fileno(self) -> int | None:
+        return None  # no kernel object behind a simulated socket
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.timeout = None if flag else 0.0
+
+    def getsockname(self) -> tuple[Any, ...]:
+        if self.endpoint is not None:
+            return self.endpoint.local_address
+        return self._bound or ("0.0.0.0", 0)
+
+    def getpeername(self) -> tuple[Any, ...]:
+        if self.peer is None:
+            raise _err(errno.ENOTCONN, "getpeername")
+        return self.peer
+
+    # -- data ----------------------------------------------------------------------------
+
+    def _connection(self, what: str) -> tuple[SimConnection, Endpoint]:
+        if self.listener is not None:
+            raise _err(errno.EPIPE, what)
+        if self.conn is None or self.endpoint is None:
+            raise _err(errno.ENOTCONN, what)
+        return self.conn, self.endpoint
+
+    def send_handshake(self, level: int, data: bytes, flags: int = 0) -> int:
+        conn, endpoint = self._connection("sendmsg")
+        with endpoint.lock:
+            try:
+                conn.send_crypto(level, data, more=bool(flags & MSG_MORE))
+            except SimError as exc:
+                raise OSError(exc.errno, exc.strerror) from None
+        if not flags & MSG_MORE:
+            endpoint.wake()
+        return len(data)
+
+    def send_stream(self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0) -> int:
+        conn, endpoint = self._connection("sendmsg")
+        with endpoint.lock:
+            if stream_id < 0:
+                stream_id = conn.open_stream(uni=bool(stream_flags & L.MSG_QUIC_STREAM_UNI))
+            try:
+                sent = conn.stream_send(stream_id, data, fin=bool(stream_flags & L.MSG_QUIC_STREAM_FIN))
+            except SimError as exc:
+                raise OSError(exc.errno, exc.strerror) from None
+        endpoint.wake()
+        return sent
+
+    def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
+        """One item, as the kernel's recvmsg returns: handshake data first, then stream data."""
+        conn, endpoint = self._connection("recvmsg")
+        timeout = 0.0 if flags & MSG_DONTWAIT else self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with endpoint.changed:
+            while True:
+                crypto = conn.recv_crypto(bufsize)
+                if crypto is not None:
+                    level, data, eor = crypto
+                    return RecvItem(kind="HANDSHAKE", data=data, level=level,
+                                    msg_flags=0x80 if eor else 0)
+                stream = conn.stream_recv(bufsize)
+                if stream is not None:
+                    stream_id, data, fin = stream
+                    return RecvItem(kind="STREAM", data=data, stream_id=stream_id,
+                                    stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
+                if conn.state == "CLOSED":
+                    raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if timeout == 0.0:
+                        raise _err(errno.EAGAIN, "recvmsg")
+                    raise TimeoutError("recvmsg timed out")
+                endpoint.changed.wait(remaining)
+
+    # -- socket options (spec §1.4) -------------------------------------------------------
+
+    def setsockopt(self, optname: int, value: bytes | None) -> None:
+        value = value or b""
+        if len(value) > 4096:
+            raise _err(errno.EINVAL, "optlen over 4096")
+        handler = _SETTERS.get(optname)
+        if handler is None:
+            raise _err(errno.ENOPROTOOPT, f"setsockopt {optname}")
+        if self.endpoint is not None:
+            with self.endpoint.lock:
+                handler(self, value)
+            self.endpoint.wake()
+        else:
+            handler(self, value)
+
+    def getsockopt(self, optname: int, arg: int | bytes) -> bytes:
+        handler = _GETTERS.get(optname)
+        if handler is None:
+            raise _err(errno.ENOPROTOOPT, f"getsockopt {optname}")
+        buflen = arg if isinstance(arg, int) else len(arg)
+        given = b"" if isinstance(arg, int) else bytes(arg)
+        if self.endpoint is not None:
+            with self.endpoint.lock:
+                out = handler(self, given, buflen)
+        else:
+            out = handler(self, given, buflen)
+        return out
+
+    def _need_establishing(self, what: str) -> SimConnection:
+        if self.conn is None or self.conn.state != "ESTABLISHING":
+            raise _err(errno.EINVAL, f"{what} outside ESTABLISHING")
+        return self.conn
+
+    # setters
+    def _set_crypto_secret(self, value: bytes) -> None:
+        conn = self._need_establishing("CRYPTO_SECRET")
+        s = abi.unpack_crypto_secret(value)
+        _sim(conn.install_secret, s.level, bool(s.send), s.type, s.secret)
+
+    def _set_tp_ext(self, value: bytes) -> None:
+        conn = self._need_establishing("TRANSPORT_PARAM_EXT")
+        if len(value) > 512:
+            raise _err(errno.EINVAL, "TRANSPORT_PARAM_EXT over 512 bytes")
+        _sim(conn.set_peer_transport_params_blob, value)
+
+    def _set_transport_param(self, value: bytes) -> None:
+        fields = abi.unpack_transport_param(value)
+        remote = bool(fields.pop("remote", 0))
+        if self.conn is not None:
+            if self.conn.state == "ESTABLISHED" or (remote and self.conn.state != "ESTABLISHING"):
+                raise _err(errno.EINVAL, "TRANSPORT_PARAM")
+            _sim(self.conn.set_transport_param, fields, remote)
+            return
+        if remote:
+            raise _err(errno.EINVAL, "remote TRANSPORT_PARAM before connect")
+        self.local_params.update({k: v for k, v in fields.items() if v})
+
+    def _set_config(self, value: bytes) -> None:
+        if self.conn is not None and self.conn.state == "ESTABLISHED":
+            raise _err(errno.EINVAL, "CONFIG after the handshake")
+        fields = abi.unpack_config(value)
+        cipher = fields.get("payload_cipher_type", 0)
+        if cipher and cipher not in abi.CIPHER_SECRET_LEN:
+            raise _err(errno.EINVAL, "payload_cipher_type")
+        self.config.update({k: v for k, v in fields.items() if isinstance(v, int) and v})
+
+    def _set_alpn(self, value: bytes) -> None:
+        if not 0 < len(value) <= 128:
+            raise _err(errno.EINVAL, "ALPN length")
+        if self.listener is not None:
+            raise _err(errno.EINVAL, "ALPN on a listening socket")
+        items = [item.lstrip(b" ") for item in value.split(b",")]
+        if any(len(i) > 255 for i in items):
+            raise _err(errno.EINVAL, "ALPN item over 255 bytes")
+        self.alpn = b",".join(items)
+
+    def _set_session_ticket(self, value: bytes) -> None:
+        if not 64 <= len(value) <= 4096:
+            raise _err(errno.EINVAL, "SESSION_TICKET length")
+        self.ticket_blob = value
+
+    def _set_token(self, value: bytes) -> None:
+        if self.conn is not None and not self.conn.is_client:
+            raise _err(errno.EINVAL, "server NEW_TOKEN is not simulated")
+        if not 0 < len(value) <= 120:
+            raise _err(errno.EINVAL, "TOKEN length")
+        self.token = value
+
+    def _set_close(self, value: bytes) -> None:
+        info = abi.unpack_connection_close(value)
+        self.close_request = (info.errcode, info.phrase[:63])
+
+    def _set_event(self, value: bytes) -> None:
+        event_type, on = (value + b"\0\0")[0], (value + b"\0\0")[1]
+        if not 1 <= event_type <= 9:
+            raise _err(errno.EINVAL, "event type")
+        self.events = self.events | (1 << event_type) if on else self.events & ~(1 << event_type)
+
+    # getters
+    def _get_tp_ext(self, given: bytes, buflen: int) -> bytes:
+        conn = self._need_establishing("TRANSPORT_PARAM_EXT")
+        blob = _sim(conn.local_transport_params_blob)
+        if buflen < len(blob):
+            raise _err(errno.EINVAL, "buffer smaller than the transport parameters")
+        return blob
+
+    def _get_transport_param(self, given: bytes, buflen: int) -> bytes:
+        remote = bool(given[:1] == b"\x01")
+        if self.conn is not None:
+            fields = self.conn.get_transport_param(remote)
+        else:
+            fields = dict(self.local_params)
+        return abi.pack_transport_param(remote=int(remote), **fields)[:buflen]
+
+    def _get_config(self, given: bytes, buflen: int) -> bytes:
+        return abi.pack_config(**self.config)[:buflen]
+
+    def _get_alpn(self, given: bytes, buflen: int) -> bytes:
+        if self.alpn and buflen < len(self.alpn) + 1:
+            raise _err(errno.EINVAL, "ALPN buffer too small")
+        return self.alpn
+
+    def _get_session_ticket(self, given: bytes, buflen: int) -> bytes:
+        if self.listener is not None:
+            raise _err(errno.EPIPE, "SESSION_TICKET on a listener")
+        conn = self.conn
+        if conn is not None and conn.is_client and conn.state != "ESTABLISHING":
+            blob = conn.session_ticket()
+        elif conn is not None and not conn.is_client:
+            if conn.state == "CLOSED":
+                raise _err(errno.EPIPE, "SESSION_TICKET on a closed socket")
+            blob = self.ticket_blob or self._server_ticket_key()
+        else:
+            blob = self.ticket_blob
+        if buflen < len(blob):
+            raise _err(errno.EINVAL, "SESSION_TICKET buffer too small")
+        return blob
+
+    def _server_ticket_key(self) -> bytes:
+        """64 bytes from the listener's secret and the client's IP address (port left
+        out), so tickets from one connection open on the next (spec §1.4)."""
+        host = str(self.peer[0]) if self.peer else ""
+        prk = hmac.digest(host.encode(), self._listener_secret, hashlib.sha256)
+        first = hmac.digest(prk, b"session_ticket\x01", hashlib.sha256)
+        return first + hmac.digest(prk, first + b"session_ticket\x02", hashlib.sha256)
+
+    def _get_token(self, given: bytes, buflen: int) -> bytes:
+        if self.conn is not None and not self.conn.is_client:
+            raise _err(errno.EINVAL, "TOKEN on a server socket")
+        if buflen < len(self.token):
+            raise _err(errno.EINVAL, "TOKEN buffer too small")
+        return self.token
+
+    def _get_close(self, given: bytes, buflen: int) -> bytes:
+        info = self.conn.close_info if self.conn is not None else None
+        if info is not None:
+            errcode, frame, phrase = info
+        else:
+            (errcode, phrase), frame = self.close_request, 0
+        return abi.pack_connection_close(errcode, phrase[:63], frame & 0xFF)[:buflen]
+
+    def _get_event(self, given: bytes, buflen: int) -> bytes:
+        event_type = given[0] if given else 0
+        if not 1 <= event_type <= 9:
+            raise _err(errno.EINVAL, "event type")
+        return abi.pack_event_option(event_type, bool(self.events & (1 << event_type)))
+
+    def _get_crypto_secret(self, given: bytes, buflen: int) -> bytes:
+        raise _err(errno.ENOPROTOOPT, "CRYPTO_SECRET is set-only")
+
+
+def _sim(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except SimError as exc:
+        raise OSError(exc.errno, exc.strerror) from None
+
+
+def _resolve(family: int, address: tuple[Any, ...]) -> tuple[Any, ...]:
+    host, port = address[0], address[1]
+    info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+    return info[0][4]
+
+
+_SETTERS = {
+    L.QUIC_SOCKOPT_CRYPTO_SECRET: SimQuicSocket._set_crypto_secret,
+    L.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT: SimQuicSocket._set_tp_ext,
+    L.QUIC_SOCKOPT_TRANSPORT_PARAM: SimQuicSocket._set_transport_param,
+    L.QUIC_SOCKOPT_CONFIG: SimQuicSocket._set_config,
+    L.QUIC_SOCKOPT_ALPN: SimQuicSocket._set_alpn,
+    L.QUIC_SOCKOPT_SESSION_TICKET: SimQuicSocket._set_session_ticket,
+    L.QUIC_SOCKOPT_TOKEN: SimQuicSocket._set_token,
+    L.QUIC_SOCKOPT_CONNECTION_CLOSE: SimQuicSocket._set_close,
+    L.QUIC_SOCKOPT_EVENT: SimQuicSocket._set_event,
+}
+_GETTERS = {
+    L.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT: SimQuicSocket._get_tp_ext,
+    L.QUIC_SOCKOPT_TRANSPORT_PARAM: SimQuicSocket._get_transport_param,
+    L.QUIC_SOCKOPT_CONFIG: SimQuicSocket._get_config,
+    L.QUIC_SOCKOPT_ALPN: SimQuicSocket._get_alpn,
+    L.QUIC_SOCKOPT_SESSION_TICKET: SimQuicSocket._get_session_ticket,
+    L.QUIC_SOCKOPT_TOKEN: SimQuicSocket._get_token,
+    L.QUIC_SOCKOPT_CONNECTION_CLOSE: SimQuicSocket._get_close,
+    L.QUIC_SOCKOPT_EVENT: SimQuicSocket._get_event,
+}
