@@ -83,6 +83,9 @@ class HandshakeConfig:
     ticket_wait: float = 0.0
     keylog_file: str | None = None
     timeout: float = DEFAULT_TIMEOUT
+    # None keeps the engine's defaults (tls/config.py); the first group gets the key share.
+    groups: Sequence[int] | None = None
+    cipher_suites: Sequence[int] | None = None
     client_hello_hook: Any = None
 
 
@@ -169,6 +172,10 @@ class _Driver:
             alpn_protocols=alpns, credentials=credentials, trust=trust, verify_peer=cfg.verify,
             psks=list(cfg.psks), keylog=self.keylog,
         )
+        if cfg.groups:
+            common["groups"] = list(cfg.groups)
+        if cfg.cipher_suites:
+            common["cipher_suites"] = list(cfg.cipher_suites)
         if cfg.server:
             ticket_key = self._ticket_key() if cfg.session_tickets else None
             return TlsConfig(

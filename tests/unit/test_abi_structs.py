@@ -195,6 +195,21 @@ CONSTANTS: dict[str, int] = {
     "QUIC_TRANSPORT_ERROR_NO_VIABLE_PATH": 0x10,
     "QUIC_TRANSPORT_ERROR_VERSION_NEGOTIATION": 0x11,
     "QUIC_TRANSPORT_ERROR_CRYPTO": 0x100,
+    # generic MSG_* bits the QUIC API uses (§1.2 "other flags that matter")
+    "MSG_PEEK": 0x2,
+    "MSG_CTRUNC": 0x8,
+    "MSG_DONTWAIT": 0x40,
+    "MSG_EOR": 0x80,
+    "MSG_WAITALL": 0x100,
+    "MSG_NOSIGNAL": 0x4000,
+    "MSG_MORE": 0x8000,
+    "MSG_BATCH": 0x40000,
+    # csrc/quic_sock.h: quic_recvmsg_any's item kinds and its control buffer
+    "QUICHSD_RECV_HANDSHAKE": 1,
+    "QUICHSD_RECV_STREAM": 2,
+    "QUICHSD_RECV_EVENT": 3,
+    "QUICHSD_RECV_DATAGRAM": 4,
+    "QUICHSD_RECV_CONTROL_SIZE": 32 + 24 + 80,  # CMSG_SPACE(16) + CMSG_SPACE(1) + CMSG_SPACE(64)
 }
 
 

@@ -1,0 +1,246 @@
+"""The socket facade both backends implement: the kernel's IPPROTO_QUIC socket
+(sock/kernel.py) and the UDP simulation (sock/sim/).
+
+The interface is the kernel ABI (spec kernel-quic-abi §1, §2.2, §2.3), not an
+abstraction over it: options are SOL_QUIC option numbers whose values are the kernel's
+struct bytes (pack/unpack them with quichsd.abi), levels are the kernel's level numbers,
+one recv_item() is one recvmsg(), and every failure is an OSError carrying the errno the
+kernel gives for it. That is what lets handshake.py run on either backend unchanged.
+
+Blocking follows Python's socket model: settimeout(None) blocks, settimeout(0) (or
+MSG_DONTWAIT in flags) raises BlockingIOError instead of waiting, settimeout(t) raises
+TimeoutError after t seconds.
+"""
+from __future__ import annotations
+
+import abc
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ..abi import lib
+
+__all__ = [
+    "Address",
+    "RecvKind",
+    "RecvItem",
+    "QuicSocketBackend",
+    # constants, all from the compiled ABI (csrc/quic_abi.h, <sys/socket.h>)
+    "IPPROTO_QUIC",
+    "SOL_QUIC",
+    "QUIC_STREAM_INFO",
+    "QUIC_HANDSHAKE_INFO",
+    "QUIC_CRYPTO_APP",
+    "QUIC_CRYPTO_INITIAL",
+    "QUIC_CRYPTO_HANDSHAKE",
+    "QUIC_CRYPTO_EARLY",
+    "QUIC_SOCKOPT_EVENT",
+    "QUIC_SOCKOPT_STREAM_OPEN",
+    "QUIC_SOCKOPT_STREAM_RESET",
+    "QUIC_SOCKOPT_STREAM_STOP_SENDING",
+    "QUIC_SOCKOPT_CONNECTION_ID",
+    "QUIC_SOCKOPT_CONNECTION_CLOSE",
+    "QUIC_SOCKOPT_CONNECTION_MIGRATION",
+    "QUIC_SOCKOPT_KEY_UPDATE",
+    "QUIC_SOCKOPT_TRANSPORT_PARAM",
+    "QUIC_SOCKOPT_CONFIG",
+    "QUIC_SOCKOPT_TOKEN",
+    "QUIC_SOCKOPT_ALPN",
+    "QUIC_SOCKOPT_SESSION_TICKET",
+    "QUIC_SOCKOPT_CRYPTO_SECRET",
+    "QUIC_SOCKOPT_TRANSPORT_PARAM_EXT",
+    "MSG_QUIC_STREAM_NEW",
+    "MSG_QUIC_STREAM_FIN",
+    "MSG_QUIC_STREAM_UNI",
+    "MSG_QUIC_STREAM_DONTWAIT",
+    "MSG_QUIC_STREAM_SNDBLOCK",
+    "MSG_QUIC_DATAGRAM",
+    "MSG_QUIC_NOTIFICATION",
+    "MSG_PEEK",
+    "MSG_CTRUNC",
+    "MSG_DONTWAIT",
+    "MSG_EOR",
+    "MSG_WAITALL",
+    "MSG_NOSIGNAL",
+    "MSG_MORE",
+    "MSG_BATCH",
+]
+
+IPPROTO_QUIC: int = lib.IPPROTO_QUIC
+SOL_QUIC: int = lib.SOL_QUIC
+
+# cmsg types at SOL_QUIC
+QUIC_STREAM_INFO: int = lib.QUIC_STREAM_INFO
+QUIC_HANDSHAKE_INFO: int = lib.QUIC_HANDSHAKE_INFO
+
+# enum quic_crypto_level: APP is 0, not TLS epoch order (pitfall 1)
+QUIC_CRYPTO_APP: int = lib.QUIC_CRYPTO_APP
+QUIC_CRYPTO_INITIAL: int = lib.QUIC_CRYPTO_INITIAL
+QUIC_CRYPTO_HANDSHAKE: int = lib.QUIC_CRYPTO_HANDSHAKE
+QUIC_CRYPTO_EARLY: int = lib.QUIC_CRYPTO_EARLY
+
+# option names at SOL_QUIC
+QUIC_SOCKOPT_EVENT: int = lib.QUIC_SOCKOPT_EVENT
+QUIC_SOCKOPT_STREAM_OPEN: int = lib.QUIC_SOCKOPT_STREAM_OPEN
+QUIC_SOCKOPT_STREAM_RESET: int = lib.QUIC_SOCKOPT_STREAM_RESET
+QUIC_SOCKOPT_STREAM_STOP_SENDING: int = lib.QUIC_SOCKOPT_STREAM_STOP_SENDING
+QUIC_SOCKOPT_CONNECTION_ID: int = lib.QUIC_SOCKOPT_CONNECTION_ID
+QUIC_SOCKOPT_CONNECTION_CLOSE: int = lib.QUIC_SOCKOPT_CONNECTION_CLOSE
+QUIC_SOCKOPT_CONNECTION_MIGRATION: int = lib.QUIC_SOCKOPT_CONNECTION_MIGRATION
+QUIC_SOCKOPT_KEY_UPDATE: int = lib.QUIC_SOCKOPT_KEY_UPDATE
+QUIC_SOCKOPT_TRANSPORT_PARAM: int = lib.QUIC_SOCKOPT_TRANSPORT_PARAM
+QUIC_SOCKOPT_CONFIG: int = lib.QUIC_SOCKOPT_CONFIG
+QUIC_SOCKOPT_TOKEN: int = lib.QUIC_SOCKOPT_TOKEN
+QUIC_SOCKOPT_ALPN: int = lib.QUIC_SOCKOPT_ALPN
+QUIC_SOCKOPT_SESSION_TICKET: int = lib.QUIC_SOCKOPT_SESSION_TICKET
+QUIC_SOCKOPT_CRYPTO_SECRET: int = lib.QUIC_SOCKOPT_CRYPTO_SECRET
+QUIC_SOCKOPT_TRANSPORT_PARAM_EXT: int = lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT
+
+# message flags: the QUIC aliases, then the generic bits the API uses
+MSG_QUIC_STREAM_NEW: int = lib.MSG_QUIC_STREAM_NEW
+MSG_QUIC_STREAM_FIN: int = lib.MSG_QUIC_STREAM_FIN
+MSG_QUIC_STREAM_UNI: int = lib.MSG_QUIC_STREAM_UNI
+MSG_QUIC_STREAM_DONTWAIT: int = lib.MSG_QUIC_STREAM_DONTWAIT
+MSG_QUIC_STREAM_SNDBLOCK: int = lib.MSG_QUIC_STREAM_SNDBLOCK
+MSG_QUIC_DATAGRAM: int = lib.MSG_QUIC_DATAGRAM
+MSG_QUIC_NOTIFICATION: int = lib.MSG_QUIC_NOTIFICATION
+MSG_PEEK: int = lib.MSG_PEEK
+MSG_CTRUNC: int = lib.MSG_CTRUNC
+MSG_DONTWAIT: int = lib.MSG_DONTWAIT
+MSG_EOR: int = lib.MSG_EOR
+MSG_WAITALL: int = lib.MSG_WAITALL
+MSG_NOSIGNAL: int = lib.MSG_NOSIGNAL
+MSG_MORE: int = lib.MSG_MORE
+MSG_BATCH: int = lib.MSG_BATCH
+
+# A socket address as Python's socket module spells it: (host, port[, flow, scope]).
+Address = tuple[Any, ...]
+
+
+class RecvKind(StrEnum):
+    """What one recvmsg returned (spec §1.5: exactly one of these per call)."""
+
+    HANDSHAKE = "HANDSHAKE"  # CRYPTO stream bytes; `level` says which (1 or 2)
+    STREAM = "STREAM"  # stream bytes; `stream_id`, `stream_flags` (FIN)
+    EVENT = "EVENT"  # MSG_QUIC_NOTIFICATION: data[0] = event type, then its payload
+    DATAGRAM = "DATAGRAM"  # an unreliable DATAGRAM frame's payload
+
+
+@dataclass(frozen=True, slots=True)
+class RecvItem:
+    """One received item. `level` is set for HANDSHAKE only; `stream_id` for STREAM
+    only, and is -1 when the kernel's stream cmsg did not arrive (MSG_CTRUNC in
+    msg_flags). A partial read (buffer too small) lacks MSG_EOR for the first three
+    kinds; the rest comes with the next call."""
+
+    kind: RecvKind
+    data: bytes
+    level: int | None = None
+    stream_id: int | None = None
+    stream_flags: int = 0
+    msg_flags: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, RecvKind):
+            object.__setattr__(self, "kind", RecvKind(self.kind))
+
+    @property
+    def eor(self) -> bool:
+        """The item was read to its end (MSG_EOR)."""
+        return bool(self.msg_flags & MSG_EOR)
+
+    @property
+    def fin(self) -> bool:
+        """Stream data ending the stream (the FIN flag, from cmsg or msg_flags)."""
+        return bool(self.stream_flags & MSG_QUIC_STREAM_FIN)
+
+
+class QuicSocketBackend(abc.ABC):
+    """One QUIC socket: unbound, listening, or a connection (ESTABLISHING/ESTABLISHED).
+
+    Errors are OSError with the kernel's errno (BlockingIOError for EAGAIN,
+    TimeoutError when the socket's timeout expires).
+    """
+
+    # -- lifecycle (socket(2) semantics) ------------------------------------------------
+
+    @abc.abstractmethod
+    def bind(self, address: Address) -> None: ...
+
+    @abc.abstractmethod
+    def listen(self, backlog: int = 128) -> None:
+        """backlog 0 on a listening socket stops listening (spec §1.1)."""
+
+    @abc.abstractmethod
+    def accept(self) -> QuicSocketBackend:
+        """The next connection, in ESTABLISHING with the ClientHello already queued."""
+
+    @abc.abstractmethod
+    def connect(self, address: Address) -> None:
+        """Installs the Initial keys and enters ESTABLISHING; sends nothing yet."""
+
+    @abc.abstractmethod
+    def shutdown(self, how: int = socket.SHUT_RDWR) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Idempotent. ESTABLISHING sends CONNECTION_CLOSE 0x0c at Initial (§1.1)."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int | None:
+        """The kernel fd, or None when there is none (simulation, or closed)."""
+
+    # -- SOL_QUIC options: values are the kernel's struct bytes -------------------------
+
+    @abc.abstractmethod
+    def setsockopt(self, optname: int, value: bytes | None = None) -> None:
+        """setsockopt(SOL_QUIC, optname, value); None or b"" passes NULL/0."""
+
+    @abc.abstractmethod
+    def getsockopt(self, optname: int, buflen_or_input: int | bytes) -> bytes:
+        """getsockopt(SOL_QUIC, optname). An int is the buffer size (zero filled); bytes
+        are the buffer's initial content, for options that read input (TRANSPORT_PARAM
+        `remote`, EVENT `type`, STREAM_OPEN, CONNECTION_ID `dest`). Returns the bytes
+        the kernel reported (optlen)."""
+
+    # -- data -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def send_handshake(self, level: int, data: bytes, flags: int = 0) -> int:
+        """Append `data` to `level`'s CRYPTO stream (one QUIC_HANDSHAKE_INFO cmsg).
+        MSG_MORE holds the frames until a send without it (spec §2.3)."""
+
+    @abc.abstractmethod
+    def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
+        """One recvmsg: handshake bytes, stream bytes, an event or a datagram."""
+
+    @abc.abstractmethod
+    def send_stream(
+        self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0
+    ) -> int:
+        """sendmsg with one QUIC_STREAM_INFO cmsg; stream_id -1 = last opened (or,
+        with MSG_QUIC_STREAM_NEW, the next one). Returns the bytes accepted."""
+
+    # -- blocking and names --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def settimeout(self, timeout: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def gettimeout(self) -> float | None: ...
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    @abc.abstractmethod
+    def getsockname(self) -> Address: ...
+
+    @abc.abstractmethod
+    def getpeername(self) -> Address: ...
+
+    def __enter__(self) -> QuicSocketBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,329 @@
+"""KernelQuicSocket: the socket facade on a real IPPROTO_QUIC socket.
+
+bind/listen/connect/shutdown/close and the address calls go through Python's
+socket.socket; everything that carries SOL_QUIC data (options, handshake and stream
+sendmsg, recvmsg of any item) goes through the C helpers of csrc/quic_sock.c, because
+CPython's getsockopt cannot pass input and caps buffers at 1024 bytes (spec §7).
+
+Blocking: every send/recv is issued with MSG_DONTWAIT and, when the kernel says EAGAIN,
+waits in poll() for the socket's timeout. The fd's O_NONBLOCK is never changed, so an fd
+the caller (or the kernel's handshake upcall) owns keeps its mode; a timed accept() on a
+blocking listener is the one place it is set for the duration of one accept4 call.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..abi import ffi, lib
+from .base import (
+    IPPROTO_QUIC,
+    MSG_DONTWAIT,
+    Address,
+    QuicSocketBackend,
+    RecvItem,
+    RecvKind,
+)
+
+__all__ = ["KernelQuicSocket", "kernel_quic_available"]
+
+_KINDS: dict[int, RecvKind] = {
+    lib.QUICHSD_RECV_HANDSHAKE: RecvKind.HANDSHAKE,
+    lib.QUICHSD_RECV_STREAM: RecvKind.STREAM,
+    lib.QUICHSD_RECV_EVENT: RecvKind.EVENT,
+    lib.QUICHSD_RECV_DATAGRAM: RecvKind.DATAGRAM,
+}
+_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
+_POLL_TROUBLE = select.POLLHUP | select.POLLERR
+
+
+def _error(code: int, what: str | None = None) -> OSError:
+    """OSError for `code`; Python picks the subclass (BlockingIOError, ...)."""
+    message = os.strerror(code)
+    return OSError(code, f"{what}: {message}" if what else message)
+
+
+@functools.cache
+def kernel_quic_available() -> bool:
+    """True when this kernel makes IPPROTO_QUIC sockets (probed once per process)."""
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    except OSError:
+        return False
+    probe.close()
+    return True
+
+
+def _wrap_fd(fd: int) -> socket.socket:
+    """socket.socket over `fd`, leaving the file's O_NONBLOCK as it was (a process-wide
+    socket.setdefaulttimeout() would otherwise switch it on)."""
+    was_blocking = os.get_blocking(fd)
+    sock = socket.socket(fileno=fd)
+    if os.get_blocking(fd) != was_blocking:
+        os.set_blocking(fd, was_blocking)
+    return sock
+
+
+class KernelQuicSocket(QuicSocketBackend):
+    """An IPPROTO_QUIC socket (spec kernel-quic-abi §1).
+
+    KernelQuicSocket(family) makes a new socket; KernelQuicSocket(sock=s) adopts a
+    socket.socket (closing this object closes it); KernelQuicSocket.from_fd(fd) works on
+    a duplicate of a bare fd, e.g. one the kernel handed over, leaving `fd` to its owner.
+    The helpers do not check the protocol, so any datagram socket can stand in for tests.
+    """
+
+    def __init__(
+        self,
+        family: int = socket.AF_INET,
+        type: int = socket.SOCK_DGRAM,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        if sock is None:
+            sock = socket.socket(family, type, IPPROTO_QUIC)
+        self._sock = sock
+        self._timeout: float | None = sock.gettimeout()
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> KernelQuicSocket:
+        return cls(sock=sock)
+
+    @classmethod
+    def from_fd(cls, fd: int, *, dup: bool = True) -> KernelQuicSocket:
+        """Wrap a bare fd. dup=True (default) works on os.dup(fd): closing this object
+        leaves the caller's fd open. dup=False takes ownership of `fd` itself."""
+        own = os.dup(fd) if dup else fd
+        try:
+            sock = _wrap_fd(own)
+        except BaseException:
+            if dup:
+                os.close(own)
+            raise
+        wrapped = cls(sock=sock)
+        wrapped._timeout = None if os.get_blocking(own) else 0.0
+        return wrapped
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def family(self) -> int:
+        return int(self._sock.family)
+
+    @property
+    def sock(self) -> socket.socket:
+        """The underlying socket.socket (for poll/selectors, SOL_SOCKET options)."""
+        return self._sock
+
+    def __repr__(self) -> str:
+        return f"<KernelQuicSocket fd={self.fileno()} family={self._sock.family!r}>"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def bind(self, address: Address) -> None:
+        self._sock.bind(address)
+
+    def listen(self, backlog: int = 128) -> None:
+        self._sock.listen(backlog)
+
+    def connect(self, address: Address) -> None:
+        self._sock.connect(address)
+
+    def accept(self) -> KernelQuicSocket:
+        fd = self._fd()
+        nonblocking = self._timeout == 0
+        deadline = self._deadline()
+        while True:
+            conn = self._accept_once(fd, wait=self._timeout is None)
+            if conn >= 0:
+                break
+            if -conn == errno.EINTR:
+                continue
+            if -conn not in _WOULD_BLOCK or nonblocking:
+                raise _error(-conn, "accept")
+            self._wait(fd, select.POLLIN, deadline)
+        try:
+            child = KernelQuicSocket(sock=_wrap_fd(conn))
+        except BaseException:
+            os.close(conn)
+            raise
+        child._timeout = self._timeout
+        return child
+
+    def _accept_once(self, fd: int, *, wait: bool) -> int:
+        """One accept4. A blocking fd with no timeout may block in the kernel; with a
+        timeout, O_NONBLOCK is set just for this call (there is no MSG_DONTWAIT for
+        accept) and then put back."""
+        if wait or not os.get_blocking(fd):
+            return int(lib.quic_accept(fd))
+        os.set_blocking(fd, False)
+        try:
+            return int(lib.quic_accept(fd))
+        finally:
+            os.set_blocking(fd, True)
+
+    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def fileno(self) -> int | None:
+        fd = self._sock.fileno()
+        return None if fd < 0 else fd
+
+    def _fd(self) -> int:
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise _error(errno.EBADF)
+        return fd
+
+    # -- SOL_QUIC options ----------------------------------------------------------------
+
+    def setsockopt(self, optname: int, value: bytes | None = None) -> None:
+        fd = self._fd()
+        if value:
+            data = ffi.from_buffer(value)
+            rc = lib.quic_setsockopt(fd, optname, data, len(data))
+        else:
+            rc = lib.quic_setsockopt(fd, optname, ffi.NULL, 0)
+        if rc < 0:
+            raise _error(-rc, f"setsockopt(SOL_QUIC, {optname})")
+
+    def getsockopt(self, optname: int, buflen_or_input: int | bytes) -> bytes:
+        fd = self._fd()
+        buf, length = _inout_buffer(buflen_or_input)
+        rc = lib.quic_getsockopt_inout(fd, optname, buf, length)
+        if rc < 0:
+            raise _error(-rc, f"getsockopt(SOL_QUIC, {optname})")
+        return ffi.buffer(buf, length[0])[:]
+
+    # -- data ----------------------------------------------------------------------------
+
+    def send_handshake(self, level: int, data: bytes, flags: int = 0) -> int:
+        fd = self._fd()
+        payload = ffi.from_buffer(data)
+        return self._io(
+            lambda f: lib.quic_sendmsg_handshake(fd, payload, len(payload), level, f),
+            select.POLLOUT, flags, "sendmsg",
+        )
+
+    def send_stream(
+        self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0
+    ) -> int:
+        fd = self._fd()
+        payload = ffi.from_buffer(data)
+        return self._io(
+            lambda f: lib.quic_sendmsg_stream(
+                fd, payload, len(payload), stream_id, stream_flags, f
+            ),
+            select.POLLOUT, flags, "sendmsg",
+        )
+
+    def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
+        if bufsize < 0:
+            raise ValueError("negative buffer size in recv_item")
+        fd = self._fd()
+        buf = ffi.new("char[]", bufsize or 1)
+        kind = ffi.new("int *")
+        level = ffi.new("uint8_t *")
+        stream_id = ffi.new("int64_t *")
+        stream_flags = ffi.new("uint32_t *")
+        msg_flags = ffi.new("int *")
+        got = self._io(
+            lambda f: lib.quic_recvmsg_any(
+                fd, buf, bufsize, f, kind, level, stream_id, stream_flags, msg_flags
+            ),
+            select.POLLIN, flags, "recvmsg",
+        )
+        what = _KINDS[kind[0]]
+        return RecvItem(
+            kind=what,
+            data=ffi.buffer(buf, got)[:],
+            level=int(level[0]) if what is RecvKind.HANDSHAKE else None,
+            stream_id=int(stream_id[0]) if what is RecvKind.STREAM else None,
+            stream_flags=int(stream_flags[0]),
+            msg_flags=int(msg_flags[0]),
+        )
+
+    def _io(self, attempt: Callable[[int], int], events: int, flags: int, what: str) -> int:
+        """Run `attempt(flags | MSG_DONTWAIT)` (a helper returning n or -errno) until it
+        succeeds, waiting in poll() on EAGAIN within the socket's timeout."""
+        nonblocking = bool(flags & MSG_DONTWAIT) or self._timeout == 0
+        deadline = self._deadline()
+        fd = self._fd()
+        troubled = False
+        while True:
+            result = int(attempt(flags | MSG_DONTWAIT))
+            if result >= 0:
+                return result
+            code = -result
+            if code == errno.EINTR:
+                continue  # PEP 475; a signal handler that raises has run by now
+            if code not in _WOULD_BLOCK or nonblocking:
+                raise _error(code, what)
+            if troubled:
+                # poll said hang-up/error but the call still would block: report it
+                # rather than spin (a QUIC socket answers ENOTCONN/EPIPE itself).
+                raise _error(errno.ENOTCONN, what)
+            revents = self._wait(fd, events, deadline)
+            troubled = bool(revents & _POLL_TROUBLE) and not revents & events
+
+    def _deadline(self) -> float | None:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    @staticmethod
+    def _wait(fd: int, events: int, deadline: float | None) -> int:
+        """poll() until `fd` has `events`, the deadline passes (TimeoutError), or
+        trouble; returns the revents."""
+        poller = select.poll()
+        poller.register(fd, events)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError("timed out")
+        ready = poller.poll(None if remaining is None else remaining * 1000.0)
+        if not ready:
+            raise TimeoutError("timed out")
+        revents = ready[0][1]
+        if revents & select.POLLNVAL:
+            raise _error(errno.EBADF)
+        return revents
+
+    # -- blocking and names --------------------------------------------------------------
+
+    def settimeout(self, timeout: float | None) -> None:
+        if timeout is not None:
+            timeout = float(timeout)
+            if timeout < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def getsockname(self) -> Address:
+        return self._sock.getsockname()
+
+    def getpeername(self) -> Address:
+        return self._sock.getpeername()
+
+
+def _inout_buffer(buflen_or_input: int | bytes) -> tuple[Any, Any]:
+    """A zeroed C buffer and its in/out length for getsockopt: `n` bytes, or a copy of
+    the input bytes the option reads."""
+    if isinstance(buflen_or_input, int):
+        if buflen_or_input < 0:
+            raise ValueError("negative getsockopt buffer length")
+        size, data = buflen_or_input, b""
+    else:
+        data = bytes(buflen_or_input)
+        size = len(data)
+    buf = ffi.new("char[]", size or 1)
+    ffi.memmove(buf, data, len(data))
+    return buf, ffi.new("unsigned int *", size)
