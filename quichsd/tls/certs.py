@@ -128,3 +128,5 @@ def verify_chain(
             _client_verifier(trust.store, second).verify(leaf, intermediates)
     except verification.VerificationError as exc:
         raise TlsError(_alert_for(exc), f"certificate rejected: {exc}") from None
+    except ValueError as exc:  # a field the verifier parses lazily (e.g. a name) is malformed
+        raise TlsError(AlertDescription.bad_certificate, f"certificate rejected: {exc}") from None

@@ -20,7 +20,7 @@ from .constants import (
     PskKeyExchangeMode,
 )
 from .certs import is_ip_literal, verify_chain
-from .engine import TlsEngine, load_certificate_chain, parse_finished
+from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import HandshakeComplete, PeerTransportParameters, SessionTicketReceived
 from .groups import ClientKeyShare, client_key_share
@@ -29,12 +29,10 @@ from .keyschedule import (
     finished_verify_data,
     message_hash,
     resumption_psk,
-    verify_finished,
 )
 from .messages import (
     Certificate,
     CertificateRequest,
-    CertificateVerify,
     ClientHello,
     EncryptedExtensions,
     Finished,
@@ -42,7 +40,7 @@ from .messages import (
     ServerHello,
 )
 from .session import MAX_TICKET_LIFETIME, QUIC_MAX_EARLY_DATA, SessionData
-from .signatures import certificate_verify_content, choose_scheme, sign, verify
+from .signatures import choose_scheme
 from .suites import SUITES, SuiteInfo
 
 
@@ -110,6 +108,13 @@ def _static_hello_extensions(cfg: TlsConfig) -> dict[int, bytes]:
     return cached
 
 
+def _check_hello_fits(exts: dict[int, bytes]) -> None:
+    """The extension block has a 16-bit length; only a HelloRetryRequest's cookie, which
+    the second hello echoes, can make it overflow: the peer's fault, not internal_error."""
+    if sum(4 + len(body) for body in exts.values()) > 0xFFFF:
+        raise illegal_parameter("HelloRetryRequest cookie too large to echo in a ClientHello")
+
+
 class _OfferedPsk:
     """The one PSK a ClientHello offers: a resumption ticket or an external key."""
 
@@ -126,6 +131,7 @@ class _OfferedPsk:
 
 class ClientEngine(TlsEngine):
     STATES = CLIENT_STATES
+    AFTER_CERTIFICATE_VERIFY = ClientState.WAIT_FINISHED
     is_client = True
 
     def __init__(self, config: TlsConfig) -> None:
@@ -148,8 +154,6 @@ class ClientEngine(TlsEngine):
         self._retried = False
         self._early_data_offered = False
         self._cert_request: CertificateRequest | None = None
-        self._peer_chain: list = []
-        self._peer_scheme: int | None = None
         self._psk_accepted = False
         self._alpn: bytes | None = None
         self._early_accepted = False
@@ -220,6 +224,7 @@ class ClientEngine(TlsEngine):
             exts[ET.EARLY_DATA] = b""
         psk = self._psk
         if psk is None:
+            _check_hello_fits(exts)
             hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
             self._hello = hello
             return hello.encode()
@@ -229,6 +234,7 @@ class ClientEngine(TlsEngine):
         # out, so encode with a zero placeholder first, then fill the real value in.
         placeholder = bytes(psk.suite.hash_len)
         exts[ET.PRE_SHARED_KEY] = ext.encode_offered_psks([identity], [placeholder])
+        _check_hello_fits(exts)
         hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
         prefix = hello.binder_prefix()
         th = psk.suite.new_hash()
@@ -380,6 +386,7 @@ class ClientEngine(TlsEngine):
     def _on_certificate_request(self, cr: CertificateRequest, raw: bytes) -> None:
         if cr.context:
             raise illegal_parameter("certificate_request_context must be empty in the handshake")
+        ext.check_placement(cr.extensions, ext.CERTIFICATE_REQUEST_EXTENSIONS, "CertificateRequest")
         algs = cr.extensions.get(ET.SIGNATURE_ALGORITHMS)
         if algs is None:
             raise TlsError(AlertDescription.missing_extension, "CertificateRequest without signature_algorithms")
@@ -390,38 +397,23 @@ class ClientEngine(TlsEngine):
         self.state = ClientState.WAIT_CERT
 
     def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
-        if cert.context:
-            raise illegal_parameter("server Certificate has a request context")
-        if not cert.entries:
+        chain = load_certificate_chain(cert)
+        if not chain:
             raise TlsError(AlertDescription.decode_error, "server sent an empty Certificate (RFC 8446 §4.4.2.4)")
-        chain = load_certificate_chain([e.cert_data for e in cert.entries])
         if self.config.verify_peer:
             verify_chain(
                 self.config.trust_store(), chain, peer_is_server=True,
                 server_name=self.config.server_name, now=self._now,
             )
-        self._peer_chain = chain
+        self.peer_chain = chain
         assert self.transcript is not None
         self.transcript.update(raw)
         self.state = ClientState.WAIT_CV
 
-    def _on_certificate_verify(self, cv: CertificateVerify, raw: bytes) -> None:
-        if cv.scheme not in self.config.signature_schemes:
-            raise illegal_parameter("CertificateVerify uses a scheme we did not offer")
-        content = certificate_verify_content(True, self._transcript_hash())
-        verify(cv.scheme, self._peer_chain[0].public_key(), content, cv.signature)
-        self._peer_scheme = cv.scheme
-        assert self.transcript is not None
-        self.transcript.update(raw)
-        self.state = ClientState.WAIT_FINISHED
-
     def _on_finished(self, fin: Finished, raw: bytes) -> None:
         suite, ks, transcript = self.suite, self.key_schedule, self.transcript
         assert suite is not None and ks is not None and transcript is not None
-        got = parse_finished(fin.verify_data, suite)
-        expected = finished_verify_data(suite.hash_name, self._server_hs, transcript.copy().digest())
-        if not verify_finished(expected, got):
-            raise TlsError(AlertDescription.decrypt_error, "server Finished does not verify")
+        self._check_peer_finished(fin, self._server_hs)
         transcript.update(raw)
         self._check_level_drained(CryptoLevel.HANDSHAKE)
         ks.master()
@@ -453,12 +445,7 @@ class ClientEngine(TlsEngine):
             return [empty]
         algs = ext.decode_u16_list(self._cert_request.extensions[ET.SIGNATURE_ALGORITHMS], "signature_algorithms")
         scheme = choose_scheme(creds.private_key, [a for a in algs if a in self.config.signature_schemes])
-        cert = creds.certificate_message
-        self.transcript.update(cert)
-        content = certificate_verify_content(False, self.transcript.copy().digest())
-        cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
-        self.transcript.update(cv)
-        return [cert, cv]
+        return self._sign_certificate(creds, scheme)
 
     def _complete_event(self) -> HandshakeComplete:
         assert self.suite is not None and self._share is not None
@@ -467,8 +454,8 @@ class ClientEngine(TlsEngine):
             cipher_suite=int(self.suite.suite),
             group=int(self._share.group),
             alpn=self._alpn,
-            signature_scheme=self._peer_scheme,
-            peer_certificates=tuple(self._peer_chain),
+            signature_scheme=self.peer_scheme,
+            peer_certificates=tuple(self.peer_chain),
             psk_identity=self._psk.identity if self._psk_accepted and self._psk and self._psk.external else None,
             resumed=self._psk_accepted and bool(self._psk and not self._psk.external),
             early_data_accepted=self._early_accepted,
@@ -482,6 +469,7 @@ class ClientEngine(TlsEngine):
         assert suite is not None
         if nst.lifetime > MAX_TICKET_LIFETIME:
             raise illegal_parameter("ticket lifetime over seven days (RFC 8446 §4.6.1)")
+        ext.check_placement(nst.extensions, ext.NEW_SESSION_TICKET_EXTENSIONS, "NewSessionTicket")
         max_early = 0
         for ext_type, body in nst.extensions.items():
             if ext_type == ET.EARLY_DATA:

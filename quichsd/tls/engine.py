@@ -13,14 +13,17 @@ import time
 from collections.abc import Callable, Mapping
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
+from . import extensions as ext
 from . import keylog as kl
-from .config import TlsConfig
+from .config import Credentials, TlsConfig
 from .constants import AlertDescription, CryptoLevel, Direction, HandshakeType
-from .errors import TlsError, decode_error, protocol_violation, unexpected_message
+from .errors import TlsError, decode_error, illegal_parameter, protocol_violation, unexpected_message
 from .events import Event, InstallSecret, SendHandshake
-from .keyschedule import KeySchedule
-from .messages import HandshakeMessage, MessageBuffer, decode_body
+from .keyschedule import KeySchedule, finished_verify_data, verify_finished
+from .messages import Certificate, CertificateVerify, Finished, HandshakeMessage, MessageBuffer, decode_body
+from .signatures import certificate_verify_content, sign, verify
 from .suites import SuiteInfo, TranscriptHash
 
 log = logging.getLogger(__name__)
@@ -32,17 +35,32 @@ StateTable = Mapping[enum.Enum, Mapping[HandshakeType, CryptoLevel]]
 _RECEIVE_LEVELS = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
 
 
-def load_certificate_chain(entries: list[bytes]) -> list[x509.Certificate]:
+def load_certificate_chain(cert: Certificate) -> list[x509.Certificate]:
+    """RFC 8446 §4.4.2: a peer's chain, leaf first (empty if it sent none)."""
+    if cert.context:
+        raise illegal_parameter("certificate_request_context must be empty in the handshake")
+    if not cert.entries:
+        return []
+    for entry in cert.entries:
+        ext.check_entry_extensions(entry.extensions, "Certificate")
+    entries = [entry.cert_data for entry in cert.entries]
     try:
-        return [x509.load_der_x509_certificate(der) for der in entries]
-    except ValueError as exc:
+        chain = [x509.load_der_x509_certificate(der) for der in entries]
+        # Parse the leaf's key now: CertificateVerify needs it, and a peer's unknown or
+        # malformed key must end as an alert about the certificate, not internal_error.
+        chain[0].public_key()
+    except UnsupportedAlgorithm as exc:
+        raise TlsError(AlertDescription.unsupported_certificate, f"unsupported certificate key: {exc}") from None
+    except (ValueError, x509.InvalidVersion) as exc:
         raise TlsError(AlertDescription.bad_certificate, f"unparsable certificate: {exc}") from None
+    return chain
 
 
 class TlsEngine:
     """Base of ClientEngine and ServerEngine. Subclasses define STATES and handlers."""
 
     STATES: StateTable
+    AFTER_CERTIFICATE_VERIFY: enum.Enum
     is_client: bool
 
     def __init__(self, config: TlsConfig) -> None:
@@ -57,6 +75,8 @@ class TlsEngine:
         self.transcript: TranscriptHash | None = None
         self.client_random = b""
         self.handshake_complete = False
+        self.peer_chain: list[x509.Certificate] = []
+        self.peer_scheme: int | None = None
         self._handlers: dict[HandshakeType, Handler] = {}
 
     # -- public API --------------------------------------------------------------------
@@ -95,6 +115,9 @@ class TlsEngine:
         raise exc
 
     def _receive(self, level: CryptoLevel, data: bytes) -> None:
+        if level == CryptoLevel.EARLY:
+            # RFC 9001 §8.3: a CRYPTO frame in a 0-RTT packet is a PROTOCOL_VIOLATION.
+            raise protocol_violation("handshake data in 0-RTT")
         try:
             level = CryptoLevel(level)
             buffer = self._buffers[level]
@@ -124,9 +147,10 @@ class TlsEngine:
         self._handlers[HandshakeType(msg_type)](body, message)
 
     def _check_level_drained(self, level: CryptoLevel) -> None:
-        """RFC 8446 §5.1: messages must not span a key change; leftovers are an error."""
+        """RFC 8446 §5.1: messages must not span a key change (unexpected_message); RFC 9001
+        §4.1.3: unconsumed data of a previous level is a PROTOCOL_VIOLATION."""
         if len(self._buffers[level]):
-            raise unexpected_message(f"partial message left at level {level.name} after a key change")
+            raise protocol_violation(f"partial message left at level {level.name} after a key change")
 
     # -- helpers for subclasses ----------------------------------------------------------
 
@@ -147,6 +171,38 @@ class TlsEngine:
         self._install(CryptoLevel.HANDSHAKE, Direction.SEND, mine, mine_label)
         self._install(CryptoLevel.HANDSHAKE, Direction.RECV, theirs, theirs_label)
 
+    # -- authentication messages both roles send and check (RFC 8446 §4.4) ----------------
+
+    def _on_certificate_verify(self, cv: CertificateVerify, raw: bytes) -> None:
+        if cv.scheme not in self.config.signature_schemes:
+            raise illegal_parameter("CertificateVerify uses a scheme we did not offer")
+        # The peer signed as the other role: a client checks the server's context string.
+        content = certificate_verify_content(self.is_client, self._transcript_hash())
+        verify(cv.scheme, self.peer_chain[0].public_key(), content, cv.signature)
+        self.peer_scheme = cv.scheme
+        assert self.transcript is not None
+        self.transcript.update(raw)
+        self.state = self.AFTER_CERTIFICATE_VERIFY
+
+    def _check_peer_finished(self, fin: Finished, base_secret: bytes) -> None:
+        suite, transcript = self.suite, self.transcript
+        assert suite is not None and transcript is not None
+        if len(fin.verify_data) != suite.hash_len:
+            raise decode_error("Finished of the wrong length")
+        expected = finished_verify_data(suite.hash_name, base_secret, transcript.copy().digest())
+        if not verify_finished(expected, fin.verify_data):
+            raise TlsError(AlertDescription.decrypt_error, "peer Finished does not verify")
+
+    def _sign_certificate(self, creds: Credentials, scheme: int) -> list[bytes]:
+        """Our Certificate and CertificateVerify, added to the transcript."""
+        assert self.transcript is not None
+        cert = creds.certificate_message
+        self.transcript.update(cert)
+        content = certificate_verify_content(not self.is_client, self.transcript.copy().digest())
+        cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
+        self.transcript.update(cv)
+        return [cert, cv]
+
     def _start_transcript(self, suite: SuiteInfo) -> TranscriptHash:
         self.suite = suite
         self.transcript = suite.new_hash()
@@ -163,8 +219,3 @@ def _type_name(msg_type: int) -> str:
     except ValueError:
         return f"message type {msg_type}"
 
-
-def parse_finished(verify_data: bytes, suite: SuiteInfo) -> bytes:
-    if len(verify_data) != suite.hash_len:
-        raise decode_error("Finished of the wrong length")
-    return verify_data

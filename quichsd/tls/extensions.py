@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .constants import TLS13_VERSION
-from .errors import decode_error, illegal_parameter
+from .constants import TLS13_VERSION, AlertDescription, ExtensionType
+from .errors import TlsError, decode_error, illegal_parameter
 from .wire import Reader, Writer
 
 
@@ -31,6 +31,9 @@ def decode_server_name(data: bytes) -> str | None:
         if name_type == 0:
             if host is not None:
                 raise illegal_parameter("two host_name entries")
+            if len(name) > 255:
+                # No DNS name is this long (RFC 1035 §2.3.4); it would not fit a ticket either.
+                raise TlsError(AlertDescription.unrecognized_name, "host_name over 255 bytes")
             try:
                 host = name.decode("ascii")
             except UnicodeDecodeError:
@@ -199,3 +202,37 @@ def decode_max_early_data(data: bytes) -> int:
 def expect_empty(data: bytes, what: str) -> None:
     if data:
         raise decode_error(f"{what} must be empty")
+
+
+# RFC 8446 §4.2: the messages each extension may appear in. A recognised extension in any
+# other message aborts with illegal_parameter; an unrecognised one is ignored, except in a
+# reply, where anything the peer did not ask for is unsupported_extension (checked by the
+# caller, which knows what it asked for).
+KNOWN_EXTENSIONS = frozenset(int(e) for e in ExtensionType)
+
+
+CLIENT_HELLO_EXTENSIONS = KNOWN_EXTENSIONS - {ExtensionType.OID_FILTERS}
+CERTIFICATE_REQUEST_EXTENSIONS = frozenset(
+    {
+        ExtensionType.SIGNATURE_ALGORITHMS,
+        ExtensionType.SIGNATURE_ALGORITHMS_CERT,
+        ExtensionType.CERTIFICATE_AUTHORITIES,
+        ExtensionType.OID_FILTERS,
+        ExtensionType.STATUS_REQUEST,
+        ExtensionType.SIGNED_CERTIFICATE_TIMESTAMP,
+    }
+)
+NEW_SESSION_TICKET_EXTENSIONS = frozenset({ExtensionType.EARLY_DATA})
+
+
+def check_placement(exts: dict[int, bytes], allowed: frozenset[int], where: str) -> None:
+    for ext_type in exts:
+        if ext_type in KNOWN_EXTENSIONS and ext_type not in allowed:
+            raise illegal_parameter(f"extension {ext_type} is not allowed in {where} (RFC 8446 §4.2)")
+
+
+def check_entry_extensions(exts: dict[int, bytes], where: str) -> None:
+    """RFC 8446 §4.4.2: CertificateEntry extensions must answer ones we sent; we request
+    none (no OCSP stapling or SCTs), so any is unsolicited."""
+    if exts:
+        raise TlsError(AlertDescription.unsupported_extension, f"unsolicited extension in a {where} entry")

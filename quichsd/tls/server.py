@@ -25,7 +25,7 @@ from .constants import (
     HandshakeType as HT,
     PskKeyExchangeMode,
 )
-from .engine import TlsEngine, load_certificate_chain, parse_finished
+from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import HandshakeComplete, PeerTransportParameters
 from .groups import server_key_exchange
@@ -33,7 +33,6 @@ from .keyschedule import KeySchedule, finished_verify_data, message_hash, resump
 from .messages import (
     Certificate,
     CertificateRequest,
-    CertificateVerify,
     ClientHello,
     EncryptedExtensions,
     Finished,
@@ -41,7 +40,7 @@ from .messages import (
     ServerHello,
 )
 from .session import QUIC_MAX_EARLY_DATA, TICKET_AGE_TOLERANCE_MS, TicketContents
-from .signatures import certificate_verify_content, choose_scheme, sign, verify
+from .signatures import choose_scheme
 from .suites import SUITES, SuiteInfo
 
 
@@ -85,6 +84,7 @@ class _Psk:
 
 class ServerEngine(TlsEngine):
     STATES = SERVER_STATES
+    AFTER_CERTIFICATE_VERIFY = ServerState.WAIT_FINISHED
     is_client = False
 
     def __init__(self, config: TlsConfig) -> None:
@@ -109,8 +109,6 @@ class ServerEngine(TlsEngine):
         self._server_name: str | None = None
         self._psk: _Psk | None = None
         self._early_accepted = False
-        self._peer_chain: list[x509.Certificate] = []
-        self._peer_scheme: int | None = None
         self._client_hs = b""
         self._client_ap = b""
         self._resumption_master = b""
@@ -157,6 +155,7 @@ class ServerEngine(TlsEngine):
 
     def _validate_hello(self, ch: ClientHello) -> None:
         exts = ch.extensions
+        ext.check_placement(exts, ext.CLIENT_HELLO_EXTENSIONS, "ClientHello")
         versions = exts.get(ET.SUPPORTED_VERSIONS)
         if versions is None or TLS13_VERSION not in ext.decode_supported_versions_client(versions):
             raise TlsError(AlertDescription.protocol_version, "client does not offer TLS 1.3")
@@ -404,7 +403,8 @@ class ServerEngine(TlsEngine):
         for message in flight:
             transcript.update(message)
         if scheme is not None:
-            flight += self._certificate_flight(scheme)
+            assert self._credentials is not None
+            flight += self._sign_certificate(self._credentials, scheme)
         finished = Finished(finished_verify_data(suite.hash_name, server_hs, transcript.copy().digest())).encode()
         transcript.update(finished)
         flight.append(finished)
@@ -424,52 +424,27 @@ class ServerEngine(TlsEngine):
         exts[ET.QUIC_TRANSPORT_PARAMETERS] = self._local_params
         return EncryptedExtensions(exts).encode()
 
-    def _certificate_flight(self, scheme: int) -> list[bytes]:
-        creds = self._credentials
-        assert creds is not None and self.transcript is not None
-        cert = creds.certificate_message
-        self.transcript.update(cert)
-        content = certificate_verify_content(True, self.transcript.copy().digest())
-        cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
-        self.transcript.update(cv)
-        return [cert, cv]
-
     # -- client's flight ------------------------------------------------------------------
 
     def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
-        if cert.context:
-            raise illegal_parameter("certificate_request_context must be empty in the handshake")
+        chain = load_certificate_chain(cert)
         assert self.transcript is not None
         self.transcript.update(raw)
-        if not cert.entries:
+        if not chain:
             if self.config.client_auth is ClientAuth.REQUIRED:
                 raise TlsError(AlertDescription.certificate_required, "client sent no certificate")
             self.state = ServerState.WAIT_FINISHED
             return
-        chain = load_certificate_chain([e.cert_data for e in cert.entries])
         if self.config.verify_peer:
             trust = self._trust or self.config.trust_store()
             verify_chain(trust, chain, peer_is_server=False, server_name=None, now=self._now)
-        self._peer_chain = chain
+        self.peer_chain = chain
         self.state = ServerState.WAIT_CV
-
-    def _on_certificate_verify(self, cv: CertificateVerify, raw: bytes) -> None:
-        if cv.scheme not in self.config.signature_schemes:
-            raise illegal_parameter("CertificateVerify uses a scheme we did not offer")
-        content = certificate_verify_content(False, self._transcript_hash())
-        verify(cv.scheme, self._peer_chain[0].public_key(), content, cv.signature)
-        self._peer_scheme = cv.scheme
-        assert self.transcript is not None
-        self.transcript.update(raw)
-        self.state = ServerState.WAIT_FINISHED
 
     def _on_finished(self, fin: Finished, raw: bytes) -> None:
         suite, ks, transcript = self.suite, self.key_schedule, self.transcript
         assert suite is not None and ks is not None and transcript is not None
-        got = parse_finished(fin.verify_data, suite)
-        expected = finished_verify_data(suite.hash_name, self._client_hs, transcript.copy().digest())
-        if not verify_finished(expected, got):
-            raise TlsError(AlertDescription.decrypt_error, "client Finished does not verify")
+        self._check_peer_finished(fin, self._client_hs)
         transcript.update(raw)
         self._check_level_drained(CryptoLevel.HANDSHAKE)
         self._resumption_master = ks.resumption_master_secret(transcript.digest())
@@ -508,7 +483,7 @@ class ServerEngine(TlsEngine):
             max_early_data=QUIC_MAX_EARLY_DATA if self.config.enable_early_data else 0,
             alpn=self._alpn,
             server_name=self._server_name,
-            peer_certificate=self._peer_chain[0].public_bytes(Encoding.DER) if self._peer_chain else self._ticket_peer_cert(),
+            peer_certificate=self.peer_chain[0].public_bytes(Encoding.DER) if self.peer_chain else self._ticket_peer_cert(),
             psk_identity=self._psk.external.identity if self._psk and self._psk.external else None,
         )
         exts = {ET.EARLY_DATA: QUIC_MAX_EARLY_DATA.to_bytes(4, "big")} if self.config.enable_early_data else {}
@@ -523,7 +498,7 @@ class ServerEngine(TlsEngine):
     def _complete_event(self) -> HandshakeComplete:
         assert self.suite is not None
         psk = self._psk
-        peer = tuple(self._peer_chain)
+        peer = tuple(self.peer_chain)
         identity = None
         if psk is not None and psk.external is not None:
             identity = psk.external.identity
@@ -536,7 +511,7 @@ class ServerEngine(TlsEngine):
             cipher_suite=int(self.suite.suite),
             group=int(self._group) if self._group is not None else None,
             alpn=self._alpn,
-            signature_scheme=self._peer_scheme,
+            signature_scheme=self.peer_scheme,
             peer_certificates=peer,
             psk_identity=identity,
             resumed=psk is not None and psk.ticket is not None,
