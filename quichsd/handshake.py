@@ -317,6 +317,8 @@ def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
             if exc.errno == errno.ETIMEDOUT:
                 driver.fail(TlsError(AlertDescription.user_canceled, "handshake timed out"))
             raise
+        except OSError as exc:  # the socket failed under us: peer close, idle timeout, ...
+            raise HandshakeError(exc.errno or errno.EIO, f"socket error during the handshake: {exc}") from None
     except ValueError as exc:
         raise HandshakeError(errno.EINVAL, str(exc)) from None
     finally:

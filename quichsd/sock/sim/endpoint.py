@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .connection import SimConnection, parse_initial_header, peek_client_hello_alpn
+from .connection import SimConnection
+from .listener_peek import ClientHelloRejected, packet_dcid, parse_initial_header, peek_client_hello_alpn
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,16 @@ class Endpoint:
         if last:
             self.shutdown()
 
-    def add_connection(self, conn: SimConnection, *extra_cids: bytes) -> None:
+    def add_connection(self, conn: SimConnection) -> None:
         with self.lock:
-            self.connections[conn.local_cid] = conn
-            for cid in extra_cids:
-                self.connections[cid] = conn
+            self._register(conn)
         self.wake()
+
+    def _register(self, conn: SimConnection) -> None:
+        """Map every CID the peer may address `conn` with (they change as it issues
+        NEW_CONNECTION_IDs and retires old ones)."""
+        for cid in conn.local_cids():
+            self.connections[cid] = conn
 
     def remove_connection(self, conn: SimConnection) -> None:
         with self.lock:
@@ -143,6 +148,8 @@ class Endpoint:
                         if timer is not None and timer <= now:
                             conn.handle_timer(now)
                     self._flush_all(now)
+                    for conn in set(self.connections.values()):
+                        self._register(conn)
                     self.changed.notify_all()
         except Exception:  # the simulated kernel must not die silently
             log.exception("simulation endpoint thread failed")
@@ -180,15 +187,9 @@ class Endpoint:
                 self._deliver(data, addr, now)
 
     def _deliver(self, data: bytes, addr: Address, now: float) -> None:
-        if not data:
+        dcid = packet_dcid(data, SHORT_HEADER_CID_LEN)
+        if dcid is None:
             return
-        if data[0] & 0x80:
-            header = parse_initial_header(data)
-            if header is None:
-                return
-            dcid = header[1]
-        else:
-            dcid = data[1 : 1 + SHORT_HEADER_CID_LEN]
         conn = self.connections.get(dcid)
         if conn is None:
             conn = self._new_server_connection(data, addr, now)
@@ -204,13 +205,17 @@ class Endpoint:
         if header is None:
             return None
         version, dcid, scid, token = header
-        listener = self._pick_listener(peek_client_hello_alpn(data))
+        try:
+            alpns = peek_client_hello_alpn(data)
+        except ClientHelloRejected as exc:  # the kernel drops these too (spec §2.7)
+            log.debug("dropping an Initial from %s: %s", addr, exc)
+            return None
+        listener = self._pick_listener(alpns)
         if listener is None or len(listener.pending) >= max(1, listener.backlog):
             return None
         conn = listener.make_connection(version=version, original_dcid=dcid, peer_cid=scid, peer_addr=addr,
                                         token=token, now=now, listener=listener)
-        self.connections[conn.local_cid] = conn
-        self.connections[dcid] = conn  # the client keeps this DCID until it learns ours
+        self._register(conn)  # includes the client's first DCID, used until it learns ours
         listener.pending.append(conn)
         self.changed.notify_all()
         return conn

@@ -15,7 +15,8 @@ from typing import Any
 
 from ... import abi
 from ..base import RecvItem
-from .connection import SimConnection, SimError
+from .connection import SimConnection
+from .errors import SimError
 from .endpoint import Endpoint, Listener, shared_endpoint
 
 L = abi.lib
@@ -79,7 +80,6 @@ class SimQuicSocket:
         conn = SimConnection(is_client=False, version=version, local_params=dict(self.local_params) or None,
                              config=dict(self.config) or None, peer_cid=peer_cid,
                              original_dcid=original_dcid, token=token, now=now, peer_addr=peer_addr)
-        conn.sim_peer_addr = peer_addr  # type: ignore[attr-defined]
         return conn
 
     def accept(self) -> SimQuicSocket:
@@ -98,7 +98,7 @@ class SimQuicSocket:
         child.endpoint, child.conn = endpoint, conn
         child.alpn, child.config, child.local_params = self.alpn, dict(self.config), dict(self.local_params)
         child.events, child.timeout = self.events, self.timeout
-        child.peer = conn.sim_peer_addr  # type: ignore[attr-defined]
+        child.peer = conn.peer_addr
         child._listener_secret = listener.secret
         child._bound = self._bound
         endpoint.acquire()
@@ -125,6 +125,8 @@ class SimQuicSocket:
         if conn is None or endpoint is None:
             raise _err(errno.ENOTCONN, "shutdown")
         with endpoint.lock:
+            # As the kernel: what was queued (a client's last Finished) leaves before the close.
+            endpoint._flush_all(time.time())
             if conn.state != "CLOSED" and how != socket.SHUT_RD:
                 errcode, phrase = self.close_request
                 conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
@@ -266,7 +268,9 @@ class SimQuicSocket:
     def _set_crypto_secret(self, value: bytes) -> None:
         conn = self._need_establishing("CRYPTO_SECRET")
         s = abi.unpack_crypto_secret(value)
-        _sim(conn.install_secret, s.level, bool(s.send), s.type, s.secret)
+        # Only secretlen(type) bytes count (spec §1.4); the connection rejects a bad type.
+        length = abi.CIPHER_SECRET_LEN.get(s.cipher_type, len(s.secret))
+        _sim(conn.install_secret, s.level, bool(s.send), s.cipher_type, s.secret[:length])
 
     def _set_tp_ext(self, value: bytes) -> None:
         conn = self._need_establishing("TRANSPORT_PARAM_EXT")

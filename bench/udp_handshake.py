@@ -1,0 +1,160 @@
+"""Full QUIC handshakes per second over loopback UDP: quichsd (auto backend: the
+simulation where the kernel has no IPPROTO_QUIC) against aioquic's asyncio client and
+server, each with client and server in one process and in two, in one run.
+
+Same certificate (ECDSA P-256), same group (X25519), verification on, one handshake at a
+time. Ends with `udp_handshake: quichsd/aioquic=R`, R taken from the two-process runs.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+
+from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake  # noqa: E402
+from quichsd.devcerts import demo_ca, leaf  # noqa: E402
+
+ALPN = "bench"
+
+
+def write_pki(directory: Path) -> tuple[str, str, str]:
+    cert, key = leaf("p256")
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(demo_ca().cert.public_bytes(Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return tuple(str(p) for p in paths)  # type: ignore[return-value]
+
+
+# -- quichsd ------------------------------------------------------------------------------
+
+def quichsd_server(pki: tuple[str, str, str], port_out: mp.Queue | None, ready: threading.Event | None,
+                   port_box: list[int] | None) -> None:
+    listener = QuicSocket(socket.AF_INET)
+    listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, ALPN.encode())
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    if port_out is not None:
+        port_out.put(port)
+    if port_box is not None:
+        port_box.append(port)
+    if ready is not None:
+        ready.set()
+    config = HandshakeConfig(server=True, alpns=[ALPN], cert_file=pki[1], key_file=pki[2],
+                             session_tickets=False, timeout=10)
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            quic_handshake(conn, config)
+
+
+def quichsd_clients(port: int, pki: tuple[str, str, str], seconds: float) -> float:
+    config = HandshakeConfig(alpns=[ALPN], hostname="localhost", cafile=pki[0], timeout=10)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        with QuicSocket(socket.AF_INET) as sock:
+            sock.connect(("127.0.0.1", port))
+            quic_handshake(sock, config)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+# -- aioquic ------------------------------------------------------------------------------
+
+def aioquic_server(pki: tuple[str, str, str], port_out: mp.Queue | None, ready: threading.Event | None,
+                   port_box: list[int] | None) -> None:
+    from aioquic.asyncio import serve
+    from aioquic.quic.configuration import QuicConfiguration
+
+    async def main() -> None:
+        cfg = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
+        cfg.load_cert_chain(pki[1], pki[2])
+        server = await serve("127.0.0.1", 0, configuration=cfg)
+        port = server._transport.get_extra_info("sockname")[1]
+        if port_out is not None:
+            port_out.put(port)
+        if port_box is not None:
+            port_box.append(port)
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def aioquic_clients(port: int, pki: tuple[str, str, str], seconds: float) -> float:
+    from aioquic.asyncio import connect
+    from aioquic.quic.configuration import QuicConfiguration
+
+    async def main() -> float:
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            cfg = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], server_name="localhost",
+                                    verify_mode=ssl.CERT_REQUIRED)
+            cfg.load_verify_locations(pki[0])
+            async with connect("127.0.0.1", port, configuration=cfg, wait_connected=True):
+                pass
+            count += 1
+        return count / (time.perf_counter() - start)
+
+    return asyncio.run(main())
+
+
+# -- harness ------------------------------------------------------------------------------
+
+def one_process(server, clients, pki, seconds: float) -> float:
+    ready, box = threading.Event(), []
+    threading.Thread(target=server, args=(pki, None, ready, box), daemon=True).start()
+    ready.wait(10)
+    return clients(box[0], pki, seconds)
+
+
+def two_processes(server, clients, pki, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    ports: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=server, args=(pki, ports, None, None), daemon=True)
+    proc.start()
+    try:
+        port = ports.get(timeout=20)
+        return clients(port, pki, seconds)
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = write_pki(Path(tmp))
+        backend = QuicSocket(socket.AF_INET).backend_name
+        rates = {}
+        for name, server, clients in (("quichsd", quichsd_server, quichsd_clients),
+                                      ("aioquic", aioquic_server, aioquic_clients)):
+            one_process(server, clients, pki, 0.5)  # warm-up
+            rates[(name, 1)] = one_process(server, clients, pki, args.seconds)
+            rates[(name, 2)] = two_processes(server, clients, pki, args.seconds)
+        print(f"quichsd backend: {backend}")
+        for procs in (1, 2):
+            q, a = rates[("quichsd", procs)], rates[("aioquic", procs)]
+            print(f"{procs} process(es): quichsd {q:7.1f}/s  aioquic {a:7.1f}/s  ratio {q / a:.2f}")
+        print(f"udp_handshake: quichsd/aioquic={rates[('quichsd', 2)] / rates[('aioquic', 2)]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,510 @@
+"""SimConnection: one QUIC connection as the kernel's IPPROTO_QUIC socket sees it (spec
+§1, §2), implemented over plain UDP datagrams, sans-I/O.
+
+The TLS handshake is not done here: userspace hands CRYPTO bytes per level in and out
+(`send_crypto` / `recv_crypto`), installs traffic secrets (`install_secret`) and exchanges
+the transport-parameter blobs, exactly through the calls the kernel offers. Everything
+below that is ours: packets (RFC 9000 §17, RFC 9001, RFC 9369), frames, ACKs and loss
+recovery (RFC 9002, simplified), streams and flow control, connection IDs, idle timeout.
+
+No sockets, threads or clocks: time comes in as `now` (seconds), datagrams go out through
+`datagrams_to_send(now)`, and `get_timer()` / `handle_timer(now)` drive the timers.
+Not simulated: Retry, Version Negotiation packets (compatible version negotiation of RFC
+9368 between v1 and v2 is), key update initiated by us, path migration and preferred
+address, PLPMTUD, DATAGRAM beyond a basic queue, disable_1rtt_encryption.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import os
+from collections import deque
+from typing import Any
+
+from ...quic.errors import QuicError, QuicErrorCode
+from ...quic.packet_protection import CIPHERS, PacketKey, initial_keys
+from ...quic.versions import QUIC_V1, SUPPORTED_VERSIONS, QuicVersion
+from . import frames as fr
+from . import tparams
+from .crypto_stream import CryptoStream
+from .errors import SimError, sim_error
+from .levels import APP, EARLY, HANDSHAKE, INITIAL
+from .listener_peek import ClientHelloRejected, packet_dcid, parse_initial_header, peek_client_hello_alpn
+from .receiver import Receiver
+from .recovery import MAX_DATAGRAM, PacketSpace, Recovery
+from .sender import Sender
+from .streams import StreamManager
+
+__all__ = [
+    "SimConnection",
+    "SimError",
+    "ClientHelloRejected",
+    "parse_initial_header",
+    "peek_client_hello_alpn",
+    "packet_dcid",
+]
+
+CONFIG_DEFAULTS = {
+    "version": 0,
+    "plpmtud_probe_interval": 0,
+    "initial_smoothed_rtt": 333_000,
+    "payload_cipher_type": 0,
+    "congestion_control_algo": 0,
+    "validate_peer_address": 0,
+    "stream_data_nodelay": 0,
+    "receive_session_ticket": 0,
+    "certificate_request": 0,
+    "keepalive_probe_interval": 0,
+}
+CONN_ID_LIMIT = 8  # QUIC_CONN_ID_LIMIT
+TICKET_MAX = 4096
+
+
+class SimConnection(Receiver, Sender):
+    """A QUIC connection driven through the kernel's socket semantics."""
+
+    def __init__(self, *, is_client: bool, version: int = QUIC_V1.number,
+                 local_params: dict[str, int] | None = None, config: dict[str, Any] | None = None,
+                 local_cid: bytes | None = None, peer_cid: bytes | None = None,
+                 original_dcid: bytes | None = None, token: bytes = b"", now: float,
+                 peer_addr: Any = None) -> None:
+        self._now = now
+        self.is_client = is_client
+        self.config = {**CONFIG_DEFAULTS, **{k: v for k, v in (config or {}).items()
+                                             if k in CONFIG_DEFAULTS and v}}
+        version = version or self.config["version"] or QUIC_V1.number
+        if version not in SUPPORTED_VERSIONS:
+            raise sim_error(errno.EINVAL, f"unsupported QUIC version 0x{version:08x}")
+        self.version = version
+        self._qv: QuicVersion = SUPPORTED_VERSIONS[version]
+        # A client keeps its configured version; a server prefers its own (spec §5).
+        self._preferred_version = self.config["version"] or (version if is_client else QUIC_V1.number)
+        try:
+            self._local = tparams.merge_fields(tparams.LOCAL_DEFAULTS, local_params or {}, remote=False)
+        except ValueError as exc:
+            raise sim_error(errno.EINVAL, f"local transport parameter {exc}") from None
+        self._remote = dict(tparams.ZERO)  # what TRANSPORT_PARAM remote=1 reports
+        self._peer = dict(tparams.PEER_DEFAULTS)  # effective peer values
+        self._peer_params_set = False
+        self._peer_sent_version_info = False
+
+        self.local_cid = local_cid or os.urandom(8)
+        if is_client:
+            self.peer_cid = peer_cid or os.urandom(8)
+            self.original_dcid = self.peer_cid
+        else:
+            if peer_cid is None or original_dcid is None:
+                raise sim_error(errno.EINVAL, "a server connection needs peer_cid and original_dcid")
+            self.peer_cid = peer_cid
+            self.original_dcid = original_dcid
+        self.token = token
+        self.peer_addr = peer_addr
+        self.state = "ESTABLISHING"
+        self.close_info: tuple[int, int, bytes] | None = None
+        self.new_token = b""  # client: the last NEW_TOKEN received
+
+        self._secret = os.urandom(32)  # for our stateless reset tokens and NEW_TOKENs
+        self._send_keys: dict[int, PacketKey] = {}
+        self._recv_keys: dict[int, PacketKey] = {}
+        self._level_cipher: dict[int, int] = {}
+        self._discarded: set[int] = set()
+        self._alt_initial_recv: dict[int, PacketKey] = {}
+        self._install_initial_keys()
+        self._key_phase = 0
+        self._prev_recv_app: PacketKey | None = None
+        self._next_recv_app: PacketKey | None = None
+
+        self._crypto = {level: CryptoStream() for level in (INITIAL, HANDSHAKE, APP)}
+        self._spaces = {space: PacketSpace() for space in (INITIAL, HANDSHAKE, APP)}
+        self._recovery = Recovery(self.config["initial_smoothed_rtt"] / 1e6)
+        self._streams = StreamManager(is_client, self._local)
+        self._crypto_queue: deque[list] = deque()  # [level, chunk, read position]
+        self._ticket = bytearray()
+        self._ticket_ready = False
+        self._ticket_open = True
+
+        self._pending: list[fr.Frame] = []  # connection-level frames for 1-RTT packets
+        self._probes: dict[int, int] = {}  # space -> ack-eliciting probe packets owed
+        self._buffered: dict[int, list[tuple[bytes, float]]] = {HANDSHAKE: [], EARLY: [], APP: []}
+        self._corked = False
+        self._close_frames: list[tuple[int, fr.ConnectionClose]] = []
+        self._close_datagram: bytes | None = None
+        self._close_resends = 0
+        self._close_resend_due = False
+        self._handshake_confirmed = False
+        self._validated = is_client  # server: address validated (RFC 9000 §8.1)
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        self._idle_timeout = self._local["max_idle_timeout"] / 1e6
+        self._idle_deadline: float | None = now + self._idle_timeout if self._idle_timeout else None
+        self._idle_restart_on_send = True
+        self._last_send = now
+        self._server_packet_seen = False  # client: the server's SCID is known
+
+        self._local_cids: dict[int, bytes] = {0: self.local_cid}
+        self._next_cid_seq = 1
+        self._peer_cids: dict[int, tuple[bytes, bytes]] = {0: (self.peer_cid, b"")}
+        self._peer_cid_seq = 0
+        self._peer_reset_tokens: set[bytes] = set()
+        self._datagrams_in: deque[bytes] = deque()
+        self._datagrams_out: deque[bytes] = deque()
+
+    # ==== keys ==================================================================================
+
+    def _install_initial_keys(self) -> None:
+        client, server = initial_keys(self.original_dcid, self._qv)
+        self._send_keys[INITIAL], self._recv_keys[INITIAL] = (client, server) if self.is_client else (server, client)
+
+    def _change_version(self, version: int) -> None:
+        """Compatible version negotiation (RFC 9368 §2.3): new Initial keys, same DCID."""
+        if INITIAL in self._recv_keys:
+            self._alt_initial_recv[self.version] = self._recv_keys[INITIAL]
+        self.version = version
+        self._qv = SUPPORTED_VERSIONS[version]
+        if INITIAL not in self._discarded:
+            self._install_initial_keys()
+
+    def install_secret(self, level: int, send: bool, cipher_type: int, secret: bytes) -> None:
+        """CRYPTO_SECRET (spec §1.4, §2.4)."""
+        if self.state != "ESTABLISHING":
+            raise sim_error(errno.EINVAL, "CRYPTO_SECRET outside ESTABLISHING")
+        if level not in (APP, HANDSHAKE, EARLY):
+            raise sim_error(errno.EINVAL, f"CRYPTO_SECRET at level {level}")
+        ctype = self._level_cipher.get(level, cipher_type)
+        cipher = CIPHERS.get(ctype)
+        if cipher is None:
+            raise sim_error(errno.EINVAL, f"cipher type {cipher_type}")
+        if len(secret) < cipher.secret_len:
+            raise sim_error(errno.EINVAL, f"{cipher.name} needs a {cipher.secret_len}-byte secret")
+        key = PacketKey(cipher, bytes(secret[:cipher.secret_len]), self._qv)
+        self._level_cipher[level] = ctype
+        self._corked = False  # a key install is a transmit trigger
+        if send:
+            self._send_keys[level] = key
+            if level == APP and APP in self._recv_keys:
+                self._complete()
+            return
+        self._recv_keys[level] = key
+        if level == APP:
+            self._ticket_open = True
+        self._replay_buffered(level)  # packets that waited for this key (spec §2.4)
+        if self.state == "CLOSED":
+            raise sim_error(errno.EPIPE, "a buffered packet closed the connection")
+        if level == APP and APP in self._send_keys:
+            self._complete()
+
+    def _complete(self) -> None:
+        """Both 1-RTT keys are in: the kernel's completion step (spec §2.4)."""
+        self.state = "ESTABLISHED"
+        if not self.is_client:
+            self._handshake_confirmed = True
+            self._discard_level(HANDSHAKE)  # all Handshake packets count as acknowledged
+            self._pending.append(fr.NewToken(self._make_token()))
+            self._pending.append(fr.HandshakeDone())
+        self._issue_connection_ids()
+
+    def _discard_level(self, level: int) -> None:
+        if level in self._discarded:
+            return
+        self._discarded.add(level)
+        self._send_keys.pop(level, None)
+        self._recv_keys.pop(level, None)
+        if level == INITIAL:
+            self._alt_initial_recv.clear()
+        self._buffered.pop(level, None)
+        self._recovery.forget(self._spaces[level].discard())
+        self._crypto[level].send.reset()
+        self._probes.pop(level, None)
+
+    # ==== handshake data path (spec §2.2, §2.3) =================================================
+
+    def send_crypto(self, level: int, data: bytes, more: bool = False) -> None:
+        if self.state == "CLOSED":
+            raise sim_error(errno.EPIPE, "handshake send on a closed connection")
+        if level not in (APP, INITIAL, HANDSHAKE):
+            raise sim_error(errno.EINVAL, f"handshake send at level {level}")
+        if level not in self._send_keys:
+            raise sim_error(errno.EINVAL, f"no send key at level {level}")
+        if not data:
+            raise sim_error(errno.EMSGSIZE, "empty handshake send")
+        self._crypto[level].send.write(bytes(data))
+        self._corked = more
+
+    def recv_crypto(self, max_len: int) -> tuple[int, bytes, bool] | None:
+        if not self._crypto_queue:
+            return None
+        entry = self._crypto_queue[0]
+        level, chunk, pos = entry
+        end = min(len(chunk), pos + max(0, max_len))
+        data = chunk[pos:end]
+        if end >= len(chunk):
+            self._crypto_queue.popleft()
+            return level, data, True
+        entry[2] = end
+        return level, data, False
+
+    def session_ticket(self) -> bytes:
+        return bytes(self._ticket) if self._ticket_ready else b""
+
+    def _capture_ticket(self, chunk: bytes) -> None:
+        """Client side of spec §2.6: the first NewSessionTicket, from APP CRYPTO offset 0."""
+        if self._ticket_ready or not self._ticket_open:
+            return
+        if len(self._ticket) + len(chunk) > TICKET_MAX:
+            self._ticket_open = False
+            return
+        self._ticket += chunk
+        if len(self._ticket) >= 4 and len(self._ticket) >= 4 + int.from_bytes(self._ticket[1:4], "big"):
+            self._ticket_ready = True
+
+    # ==== transport parameters (spec §1.4, §5) ==================================================
+
+    def local_transport_params_blob(self) -> bytes:
+        if self.state != "ESTABLISHING":
+            raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
+        return tparams.build_local_blob(
+            self._local, is_client=self.is_client, local_cid=self.local_cid,
+            original_dcid=self.original_dcid, version=self.version,
+            peer_sent_version_info=self._peer_sent_version_info,
+            reset_token=self._reset_token(self.local_cid))
+
+    def set_peer_transport_params_blob(self, blob: bytes) -> None:
+        if self.state != "ESTABLISHING":
+            raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
+        if len(blob) > tparams.MAX_BLOB:
+            raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT over 512 bytes")
+        try:
+            peer = tparams.parse_peer_blob(bytes(blob), we_are_client=self.is_client,
+                                           original_dcid=self.original_dcid, peer_cid=self.peer_cid)
+            self._negotiate_version(peer)
+        except QuicError as exc:
+            self._close_locally(exc.error_code, 0, exc.reason.encode()[:63])
+            code = errno.EPROTONOSUPPORT if exc.error_code == QuicErrorCode.VERSION_NEGOTIATION_ERROR else errno.EINVAL
+            raise sim_error(code, f"peer transport parameters: {exc}") from None
+        self._remote = dict(peer.fields)
+        self._peer_params_set = True
+        self._peer_sent_version_info = peer.version_information is not None
+        if peer.stateless_reset_token is not None:
+            self._peer_reset_tokens.add(peer.stateless_reset_token)
+            self._peer_cids[0] = (self.peer_cid, peer.stateless_reset_token)
+        self._apply_peer_params()
+
+    def _negotiate_version(self, peer: tparams.PeerParams) -> None:
+        vi = peer.version_information
+        if vi is None:
+            return
+        if self.is_client:
+            if vi.chosen_version != self.version:  # RFC 9368 §4
+                raise QuicError(QuicErrorCode.VERSION_NEGOTIATION_ERROR, "server's chosen version is not in use")
+            if vi.available_versions:
+                tparams.select_version(vi.available_versions, is_server=False, current=self.version,
+                                       preferred=self._preferred_version)
+            return
+        chosen = tparams.select_version(vi.available_versions, is_server=True, current=self.version,
+                                        preferred=self._preferred_version)
+        if chosen != self.version:
+            self._change_version(chosen)
+
+    def _apply_peer_params(self) -> None:
+        self._peer = {**tparams.PEER_DEFAULTS, **{k: v for k, v in self._remote.items() if v}}
+        if not self._remote["disable_compatible_version"] and self._peer_params_set:
+            self._peer["disable_compatible_version"] = 0
+        self._streams.apply_peer_params(self._peer)
+        self._update_idle_timeout()
+
+    def _update_idle_timeout(self) -> None:
+        mine, theirs = self._local["max_idle_timeout"], self._remote["max_idle_timeout"]
+        values = [v for v in (mine, theirs if self._peer_params_set else 0) if v]
+        self._idle_timeout = min(values) / 1e6 if values else 0.0
+        self._idle_deadline = self._now + self._idle_timeout if self._idle_timeout else None
+
+    def get_transport_param(self, remote: bool) -> dict[str, int]:
+        return dict(self._remote if remote else self._local)
+
+    def set_transport_param(self, fields: dict[str, int], remote: bool) -> None:
+        if self.state == "ESTABLISHED" or (remote and self.state != "ESTABLISHING"):
+            raise sim_error(errno.EINVAL, "TRANSPORT_PARAM after the handshake")
+        try:
+            merged = tparams.merge_fields(self._remote if remote else self._local, fields, remote)
+        except ValueError as exc:
+            raise sim_error(errno.EINVAL, f"transport parameter {exc}") from None
+        if remote:
+            self._remote = merged
+            self._apply_peer_params()
+        else:
+            self._local = merged
+            self._streams.apply_local_params(merged)
+            self._update_idle_timeout()
+
+    # ==== streams and datagrams ==================================================================
+
+    def _stream_limit_errno(self) -> int:
+        # Before the 1-RTT keys an over-limit open fails with EINVAL, later with EAGAIN.
+        return errno.EAGAIN if self.state == "ESTABLISHED" else errno.EINVAL
+
+    def open_stream(self, uni: bool) -> int:
+        if self.state == "CLOSED":
+            raise sim_error(errno.EPIPE, "stream open on a closed connection")
+        return self._streams.open_local(uni, self._stream_limit_errno())
+
+    def stream_send(self, stream_id: int, data: bytes, fin: bool = False) -> int:
+        """Queue stream data; returns how much the flow-control credit let in (EAGAIN if
+        none of a non-empty send)."""
+        if self.state == "CLOSED":
+            raise sim_error(errno.EPIPE, "stream send on a closed connection")
+        if not data and not fin:
+            raise sim_error(errno.EINVAL, "empty stream send without FIN")
+        stream = self._streams.stream_for_send(stream_id, self._stream_limit_errno())
+        if stream.send is None or stream.send.fin or stream.reset_pending is not None:
+            raise sim_error(errno.EINVAL, f"stream {stream_id} is finished for sending")
+        sent = self._streams.write(stream, bytes(data), fin)
+        self._corked = False
+        return sent
+
+    def stream_recv(self, max_len: int) -> tuple[int, bytes, bool] | None:
+        # 0-RTT data waits on the "early list" until the 1-RTT receive key (spec §2.6).
+        if APP not in self._recv_keys and APP not in self._discarded:
+            return None
+        return self._streams.read(max_len)
+
+    def datagram_send(self, data: bytes) -> None:
+        """RFC 9221 DATAGRAM (MSG_QUIC_DATAGRAM)."""
+        if self.state == "CLOSED":
+            raise sim_error(errno.EPIPE, "datagram send on a closed connection")
+        limit = self._peer["max_datagram_frame_size"]
+        if not limit:
+            raise sim_error(errno.EINVAL, "the peer does not accept DATAGRAM frames")
+        if not data or len(data) + 3 > min(limit, MAX_DATAGRAM - 64):
+            raise sim_error(errno.EMSGSIZE, "datagram empty or too large")
+        self._datagrams_out.append(bytes(data))
+        self._corked = False
+
+    def datagram_recv(self) -> bytes | None:
+        return self._datagrams_in.popleft() if self._datagrams_in else None
+
+    def pending_readable(self) -> bool:
+        return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self._datagrams_in)
+                or (APP in self._recv_keys and self._streams.readable()))
+
+    # ==== connection IDs ==========================================================================
+
+    def local_cids(self) -> list[bytes]:
+        """Every CID the peer may address us with (the endpoint demultiplexes on them)."""
+        cids = list(self._local_cids.values())
+        if not self.is_client and self.original_dcid not in cids:
+            cids.append(self.original_dcid)
+        return cids
+
+    def _reset_token(self, cid: bytes) -> bytes:
+        return hmac.digest(self._secret, b"stateless_reset" + cid, hashlib.sha256)[:16]
+
+    def _make_token(self) -> bytes:
+        addr = repr(self.peer_addr).encode()
+        return b"\x00" + hmac.digest(self._secret, b"token" + addr, hashlib.sha256)[:24]
+
+    def _issue_connection_ids(self) -> None:
+        limit = min(self._peer["active_connection_id_limit"], CONN_ID_LIMIT)
+        while len(self._local_cids) < limit:
+            cid = os.urandom(8)
+            seq = self._next_cid_seq
+            self._next_cid_seq += 1
+            self._local_cids[seq] = cid
+            self._pending.append(fr.NewConnectionId(seq, 0, cid, self._reset_token(cid)))
+
+    # ==== close ===================================================================================
+
+    def close(self, errcode: int | None = 0, phrase: bytes = b"", app: bool = True) -> None:
+        """ESTABLISHING: transport CONNECTION_CLOSE (errcode None = 0x0c APPLICATION_ERROR)
+        at Initial and Handshake level; ESTABLISHED: 0x1d (or 0x1c if not app) in 1-RTT."""
+        if self.state == "CLOSED":
+            return
+        phrase = bytes(phrase)[:63]
+        if self.state == "ESTABLISHING":
+            code = QuicErrorCode.APPLICATION_ERROR if errcode is None else errcode
+            self._close_locally(int(code), 0, phrase)
+        else:
+            self._close_locally(errcode or 0, 0, phrase, app=app)
+
+    def _close_locally(self, code: int, frame_type: int, phrase: bytes, app: bool = False) -> None:
+        self.close_info = (code, frame_type, phrase)
+        frames: list[tuple[int, fr.ConnectionClose]] = []
+        if self.state == "ESTABLISHED" and APP in self._send_keys:
+            frames.append((APP, fr.ConnectionClose(code, frame_type, phrase, app)))
+        # Before the handshake is confirmed the peer may only read Initial/Handshake packets:
+        # an application close there becomes APPLICATION_ERROR (RFC 9000 §10.2.3).
+        if not self._handshake_confirmed or self.state != "ESTABLISHED":
+            hs_code = QuicErrorCode.APPLICATION_ERROR if app else code
+            for level in (INITIAL, HANDSHAKE):
+                if level in self._send_keys:
+                    frames.append((level, fr.ConnectionClose(int(hs_code), 0 if app else frame_type, phrase)))
+        self._close_frames = frames
+        self._enter_closed()
+
+    def _enter_closed(self) -> None:
+        self.state = "CLOSED"
+        self._idle_deadline = None
+
+    # ==== timers ==================================================================================
+
+    def _loss_or_pto(self) -> tuple[float, int, bool] | None:
+        """(when, space, is_loss_timer) of the loss-detection timer."""
+        losses = [(s.loss_time, sid) for sid, s in self._spaces.items() if s.loss_time is not None]
+        if losses:
+            when, sid = min(losses)
+            return when, sid, True
+        best: tuple[float, int, bool] | None = None
+        for sid, space in self._spaces.items():
+            if space.discarded or space.last_ack_eliciting_time is None:
+                continue
+            if not space.has_ack_eliciting_in_flight():
+                continue
+            if sid == APP and self.state != "ESTABLISHED":
+                continue  # RFC 9002 §6.2.1: no 1-RTT PTO before the handshake completes
+            max_ack = self._peer["max_ack_delay"] / 1e6 if sid == APP else 0.0
+            when = space.last_ack_eliciting_time + self._recovery.pto_interval(max_ack)
+            if best is None or when < best[0]:
+                best = (when, sid, False)
+        if best is None and self.is_client and self.state == "ESTABLISHING":
+            # RFC 9002 §6.2.2.1: keep probing so a server stuck at its amplification
+            # limit gets more credit.
+            sid = HANDSHAKE if HANDSHAKE in self._send_keys else INITIAL
+            if sid in self._send_keys:
+                best = (self._last_send + self._recovery.pto_interval(0.0), sid, False)
+        return best
+
+    def get_timer(self) -> float | None:
+        if self.state == "CLOSED":
+            return None
+        timers = [t for t in (self._idle_deadline,) if t is not None]
+        loss = self._loss_or_pto()
+        if loss is not None:
+            timers.append(loss[0])
+        timers.extend(s.ack_deadline for s in self._spaces.values()
+                      if s.ack_deadline is not None and not s.discarded)
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        if self.state == "CLOSED":
+            return
+        if self._idle_deadline is not None and now >= self._idle_deadline:
+            if self.close_info is None:
+                self.close_info = (0, 0, b"")  # idle timeout: an all-zero close (spec §1.5)
+            self._enter_closed()
+            return
+        self._corked = False
+        loss = self._loss_or_pto()
+        if loss is None or loss[0] > now:
+            return
+        _, sid, is_loss = loss
+        if is_loss:
+            self._on_packets_lost(self._recovery.detect_lost(self._spaces[sid], now))
+            return
+        self._recovery.pto_count += 1
+        if sid not in self._discarded:
+            self._crypto[sid].send.retransmit_all()
+        if sid == APP:
+            self._streams.retransmit_all()
+        self._probes[sid] = 2 if self._spaces[sid].has_ack_eliciting_in_flight() else 1
+        self._last_send = now

@@ -1,0 +1,169 @@
+"""Packet headers (RFC 9000 §17): parse one packet of a (possibly coalesced) datagram, and
+build protected long and short header packets.
+
+Parsing stops at what header protection hides (the packet number): `unprotect_packet`
+finishes the job with the level's PacketKey. Long header packets carry a 2-byte Length
+field on output, so a packet can be built before the datagram around it is known.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...quic.packet_number import encode_packet_number
+from ...quic.packet_protection import TAG_LEN, PacketKey, UnprotectError
+from ...quic.varint import VarintError, decode_varint, encode_varint, encode_varint_fixed
+from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType, QuicVersion
+
+__all__ = [
+    "LongPacketType",
+    "PacketHeader",
+    "PacketError",
+    "parse_header",
+    "unprotect_packet",
+    "build_long_packet",
+    "build_short_packet",
+    "long_packet_overhead",
+    "short_packet_overhead",
+    "MIN_INITIAL_DATAGRAM",
+    "MAX_CID_LEN",
+]
+
+MIN_INITIAL_DATAGRAM = 1200  # RFC 9000 §14.1
+MAX_CID_LEN = 20  # RFC 9000 §17.2 (v1 and v2)
+_LENGTH_FIELD = 2  # bytes of the Length varint we write (up to 16383)
+
+
+class PacketError(Exception):
+    """A header that cannot be parsed: the rest of the datagram is dropped (§12.2)."""
+
+
+@dataclass(slots=True)
+class PacketHeader:
+    start: int  # offset of the first byte in the datagram
+    end: int  # offset just after the packet
+    pn_offset: int  # offset of the packet number (absolute)
+    is_long: bool
+    version: int = 0  # 0 for short headers and Version Negotiation
+    packet_type: LongPacketType | None = None  # None for short headers and unknown versions
+    dcid: bytes = b""
+    scid: bytes = b""
+    token: bytes = b""
+
+    @property
+    def supported(self) -> bool:
+        return not self.is_long or self.version in SUPPORTED_VERSIONS
+
+
+def parse_header(data: bytes, pos: int, short_cid_len: int) -> PacketHeader:
+    """The header of the packet at data[pos:], up to (not including) the packet number."""
+    n = len(data)
+    if pos >= n:
+        raise PacketError("empty packet")
+    first = data[pos]
+    if not first & 0x80:
+        dcid_end = pos + 1 + short_cid_len
+        if dcid_end > n:
+            raise PacketError("short header shorter than its connection ID")
+        return PacketHeader(pos, n, dcid_end, False, dcid=data[pos + 1:dcid_end])
+    if pos + 7 > n:
+        raise PacketError("truncated long header")
+    version = int.from_bytes(data[pos + 1:pos + 5], "big")
+    p = pos + 5
+    dcid_len = data[p]
+    dcid = data[p + 1:p + 1 + dcid_len]
+    p += 1 + dcid_len
+    if p >= n or len(dcid) != dcid_len:
+        raise PacketError("truncated destination connection ID")
+    scid_len = data[p]
+    scid = data[p + 1:p + 1 + scid_len]
+    p += 1 + scid_len
+    if len(scid) != scid_len:
+        raise PacketError("truncated source connection ID")
+    header = PacketHeader(pos, n, n, True, version, None, dcid, scid)
+    descriptor = SUPPORTED_VERSIONS.get(version)
+    if descriptor is None:  # Version Negotiation (0) or a version we do not speak
+        return header
+    if dcid_len > MAX_CID_LEN or scid_len > MAX_CID_LEN:
+        raise PacketError("connection ID over 20 bytes")
+    ptype = descriptor.long_packet_type(first)
+    header.packet_type = ptype
+    if ptype is LongPacketType.RETRY:
+        return header
+    try:
+        if ptype is LongPacketType.INITIAL:
+            token_len, p = decode_varint(data, p)
+            header.token = data[p:p + token_len]
+            p += token_len
+        length, p = decode_varint(data, p)
+    except VarintError:
+        raise PacketError("truncated long header") from None
+    if p + length > n or p > n:
+        raise PacketError("Length field runs past the datagram")
+    header.pn_offset = p
+    header.end = p + length
+    return header
+
+
+def unprotect_packet(key: PacketKey, data: bytes, header: PacketHeader,
+                     largest_pn: int) -> tuple[int, int, bytes]:
+    """(first byte in clear, packet number, payload); raises UnprotectError."""
+    packet = data[header.start:header.end]
+    clear_header, payload, pn = key.unprotect(packet, header.pn_offset - header.start, largest_pn)
+    return clear_header[0], pn, payload
+
+
+def long_packet_overhead(dcid: bytes, scid: bytes, token: bytes | None, pn_len: int) -> int:
+    """Bytes a long header packet adds around its payload (header, Length, pn, tag)."""
+    size = 7 + len(dcid) + len(scid) + _LENGTH_FIELD + pn_len + TAG_LEN
+    if token is not None:
+        size += len(encode_varint(len(token))) + len(token)
+    return size
+
+
+def short_packet_overhead(dcid: bytes, pn_len: int) -> int:
+    return 1 + len(dcid) + pn_len + TAG_LEN
+
+
+def _pad_for_sample(payload: bytes, pn_len: int) -> bytes:
+    # RFC 9001 §5.4.2: packet number + payload must give the sample 4 bytes of lead.
+    short = 4 - pn_len - len(payload)
+    return payload + bytes(short) if short > 0 else payload
+
+
+def build_long_packet(key: PacketKey, version: QuicVersion, ptype: LongPacketType, dcid: bytes,
+                      scid: bytes, token: bytes | None, pn: int, largest_acked: int | None,
+                      payload: bytes) -> bytes:
+    """A protected Initial / 0-RTT / Handshake packet. `token` only for Initial."""
+    pn_bytes = encode_packet_number(pn, largest_acked)
+    pn_len = len(pn_bytes)
+    payload = _pad_for_sample(payload, pn_len)
+    first = 0xC0 | (version.long_type_bits(ptype) << 4) | (pn_len - 1)
+    head = bytearray((first,))
+    head += version.number.to_bytes(4, "big")
+    head.append(len(dcid))
+    head += dcid
+    head.append(len(scid))
+    head += scid
+    if ptype is LongPacketType.INITIAL:
+        tok = token or b""
+        head += encode_varint(len(tok))
+        head += tok
+    head += encode_varint_fixed(pn_len + len(payload) + TAG_LEN, _LENGTH_FIELD)
+    head += pn_bytes
+    return key.protect(bytes(head), payload, pn)
+
+
+def build_short_packet(key: PacketKey, dcid: bytes, pn: int, largest_acked: int | None,
+                       payload: bytes, key_phase: int = 0) -> bytes:
+    pn_bytes = encode_packet_number(pn, largest_acked)
+    pn_len = len(pn_bytes)
+    payload = _pad_for_sample(payload, pn_len)
+    first = 0x40 | (0x04 if key_phase else 0) | (pn_len - 1)
+    return key.protect(bytes((first,)) + dcid + pn_bytes, payload, pn)
+
+
+def pn_length(pn: int, largest_acked: int | None) -> int:
+    return len(encode_packet_number(pn, largest_acked))
+
+
+__all__ += ["pn_length", "UnprotectError"]
