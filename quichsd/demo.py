@@ -1,13 +1,27 @@
 """`quichsd demo`: handshakes between our client and server, shown step by step.
 
-Runs in memory through the TLS engine (no sockets): a full handshake with certificate
-verification, then a resumption with 0-RTT from the ticket the first one left, then a
-post-quantum hybrid key exchange reached through HelloRetryRequest.
+First in memory through the TLS engine alone: a full handshake with certificate
+verification, a resumption with 0-RTT from the ticket the first one left, and a
+post-quantum hybrid key exchange reached through HelloRetryRequest. Then the same product
+on loopback sockets (the kernel's IPPROTO_QUIC when present, the UDP simulation
+otherwise): `quichsd server` and `quichsd client` doing a full handshake with data both
+ways, then a resumption that carries 0-RTT data.
 """
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from . import echo
 
 from .devcerts import NOW, demo_ca, leaf
 from .tls.certs import TrustStore
@@ -55,6 +69,39 @@ def describe(title: str, done: HandshakeComplete, flights: int) -> str:
     return "\n".join(lines)
 
 
+def run_socket_demo(out: TextIO) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = leaf("p256")
+        ca_file, cert_file, key_file = (os.path.join(tmp, n) for n in ("ca.pem", "cert.pem", "key.pem"))
+        Path(ca_file).write_bytes(demo_ca().cert.public_bytes(Encoding.PEM))
+        Path(cert_file).write_bytes(cert.public_bytes(Encoding.PEM))
+        Path(key_file).write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        port = _free_udp_port()
+        ready, stop = threading.Event(), threading.Event()
+        server = threading.Thread(target=echo.serve, daemon=True, args=(
+            echo.ServerOptions(f"127.0.0.1:{port}", "smb", cert_file, key_file), out, ready, stop))
+        server.start()
+        ready.wait(5)
+        session = os.path.join(tmp, "session.bin")
+        client = echo.ClientOptions(f"127.0.0.1:{port}", "smb", cafile=ca_file, sni="localhost",
+                                    session=session, data="hello over QUIC")
+        print("4. over sockets: full handshake, then data both ways", file=out)
+        echo.run_client(client, out)
+        time.sleep(0.2)
+        print("\n5. over sockets: resumption with 0-RTT data", file=out)
+        client.early_data = "sent before the handshake finished"
+        echo.run_client(client, out)
+        time.sleep(0.2)
+        stop.set()
+        server.join(2)
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def run_demo() -> int:
     now = NOW.timestamp()
     cert, key = leaf("p256")
@@ -93,4 +140,5 @@ def run_demo() -> int:
         assert done is not None
         print(describe(title, done, flights))
         print()
+    run_socket_demo(sys.stdout)
     return 0

@@ -97,13 +97,11 @@ def _serve_one(conn: QuicSocket, peer: Any, config: HandshakeConfig, out: TextIO
             print(f"handshake with {peer[0]}:{peer[1]} failed: {exc.strerror}", file=out, flush=True)
             return
         print(f"handshake with {peer[0]}:{peer[1]} succeeded: {summary(result)}", file=out, flush=True)
-        conn.settimeout(10)
-        try:
+        conn.settimeout(30)
+        try:  # echo every stream until the client closes the connection
             while True:
                 data, stream_id, fin = conn.recv()
                 conn.send(data, stream_id, fin=fin)
-                if fin:
-                    break
         except (OSError, TimeoutError) as exc:
             log.debug("echo on %s ended: %s", peer, exc)
 
