@@ -239,11 +239,9 @@ _registry_lock = threading.Lock()
 def shared_endpoint(family: int, local: Address) -> Endpoint:
     """Sockets bound to the same address share one UDP endpoint (spec §1.1)."""
     with _registry_lock:
-        key = (family, local)
-        endpoint = _registry.get(key)
+        key = (family, tuple(local[:2]))
+        endpoint = _registry.get(key) if local[1] else None  # port 0: always a new port
         if endpoint is None or endpoint._closed:
             endpoint = Endpoint(family, local)
-            _registry[key] = endpoint
-            if local[1] == 0:
-                _registry[(family, endpoint.local_address[:2])] = endpoint
+            _registry[(family, tuple(endpoint.local_address[:2]))] = endpoint
         return endpoint

@@ -55,8 +55,8 @@ def packet_dcid(datagram: bytes, short_cid_len: int = 8) -> bytes | None:
 
 def peek_client_hello_alpn(datagram: bytes) -> list[bytes] | None:
     """The ClientHello's ALPN protocols: a list (empty if it has no ALPN extension), or
-    None when no decision is possible (first frame not CRYPTO at offset 0, hello truncated
-    before the ALPN extension). Raises ClientHelloRejected when the kernel drops it."""
+    None when the hello is truncated in this packet before the ALPN extension. Raises
+    ClientHelloRejected when the kernel drops the packet."""
     header = _first_initial(datagram)
     if header is None:
         raise ClientHelloRejected("not an Initial packet of a supported version")
@@ -68,15 +68,17 @@ def peek_client_hello_alpn(datagram: bytes) -> list[bytes] | None:
     pos = 0
     while pos < len(payload) and payload[pos] == 0:
         pos += 1
+    # spec §2.7: the first non-PADDING frame must be CRYPTO at offset 0, else the kernel
+    # drops the packet (a retransmission or a later packet of the hello cannot pick).
     if pos >= len(payload) or payload[pos] != 0x06:
-        return None
+        raise ClientHelloRejected("first frame is not CRYPTO")
     try:
         offset, pos = decode_varint(payload, pos + 1)
         length, pos = decode_varint(payload, pos)
     except VarintError:
-        return None
+        raise ClientHelloRejected("malformed CRYPTO frame") from None
     if offset != 0 or pos + length > len(payload):
-        return None
+        raise ClientHelloRejected("CRYPTO frame not at offset 0")
     return _hello_alpn(payload[pos:pos + length])
 
 

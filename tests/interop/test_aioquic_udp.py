@@ -1,0 +1,188 @@
+"""Over loopback UDP against aioquic's asyncio client and server (a QUIC stack no one
+here wrote): our handshake on the simulation backend, both directions."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
+from tests.sockets import client_socket
+
+aioquic = pytest.importorskip("aioquic", reason="aioquic (the test peer) is not installed")
+from aioquic.asyncio import QuicConnectionProtocol, connect, serve  # noqa: E402
+from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
+from aioquic.quic.events import StreamDataReceived  # noqa: E402
+from aioquic.tls import SessionTicket  # noqa: E402
+
+pytestmark = pytest.mark.interop
+V1, V2 = 0x00000001, 0x6B3343CF
+
+
+class Echo(QuicConnectionProtocol):
+    def quic_event_received(self, event) -> None:
+        if isinstance(event, StreamDataReceived):
+            self._quic.send_stream_data(event.stream_id, event.data.upper(), event.end_stream)
+            self.transmit()
+
+
+class AioquicServer:
+    """aioquic's asyncio server on its own loop in a thread."""
+
+    def __init__(self, pki, *, version: int = V1, early: bool = True) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.tickets: dict[bytes, SessionTicket] = {}
+        cfg = QuicConfiguration(is_client=False, alpn_protocols=["h3", "smb"], supported_versions=[version, V1])
+        cfg.load_cert_chain(pki.cert_file, pki.key_file)
+        self.cfg = cfg
+        self.early = early
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self.server = await serve(
+                "127.0.0.1", 0, configuration=self.cfg, create_protocol=Echo,
+                session_ticket_fetcher=self.tickets.pop if self.early else self.tickets.get,
+                session_ticket_handler=lambda t: self.tickets.__setitem__(t.ticket, t),
+            )
+            self.port = self.server._transport.get_extra_info("sockname")[1]
+            ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def aioquic_server(pki):
+    servers = []
+
+    def make(**kw) -> AioquicServer:
+        srv = AioquicServer(pki, **kw)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def our_client(pki, **kw) -> HandshakeConfig:
+    return HandshakeConfig(**{**dict(alpns=["smb", "h3"], hostname="localhost", cafile=pki.ca_file, timeout=5), **kw})
+
+
+def exchange(sock: QuicSocket, payload: bytes) -> bytes:
+    sock.settimeout(5)
+    sock.send(payload, -1, new=True, fin=True)
+    received, fin = b"", False
+    while not fin:
+        chunk, _, fin = sock.recv()
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
+def test_our_client_against_aioquic_server(pki, aioquic_server, version) -> None:
+    srv = aioquic_server(version=version)
+    sock = QuicSocket(socket.AF_INET, backend="sim")
+    sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(version=version))
+    sock.connect(("127.0.0.1", srv.port))
+    with sock:
+        result = quic_handshake(sock, our_client(pki))
+        assert result.alpn == "h3"  # aioquic chooses by its own preference order
+        assert exchange(sock, b"over the wire") == b"OVER THE WIRE"
+
+
+def test_our_client_resumes_with_0rtt_against_aioquic(pki, aioquic_server) -> None:
+    srv = aioquic_server()
+    with client_socket("sim", ("127.0.0.1", srv.port)) as sock:
+        first = quic_handshake(sock, our_client(pki, ticket_wait=3))
+    assert first.session_data
+    with client_socket("sim", ("127.0.0.1", srv.port)) as sock:
+        second = quic_handshake(sock, our_client(pki, session_data=first.session_data, early_data=True,
+                                                 early_stream_data=b"zero rtt"))
+        assert second.resumed and second.early_data_accepted
+        sock.settimeout(5)
+        data, _, _ = sock.recv()
+        assert data == b"ZERO RTT"
+
+
+async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionTicket | None = None,
+                          early: bytes | None = None, alpn: str = "h3") -> tuple[bytes, list, dict]:
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=[alpn], server_name="localhost",
+                            supported_versions=[version])
+    cfg.load_verify_locations(pki.ca_file)
+    cfg.session_ticket = ticket
+    tickets: list[SessionTicket] = []
+    async with connect("127.0.0.1", port, configuration=cfg, session_ticket_handler=tickets.append,
+                       wait_connected=early is None) as client:
+        reader, writer = await client.create_stream()
+        writer.write(early or b"from aioquic")
+        writer.write_eof()
+        data = await asyncio.wait_for(reader.read(), 5)
+        info = {"resumed": client._quic.tls.session_resumed, "early": client._quic.tls.early_data_accepted,
+                "alpn": client._quic.tls.alpn_negotiated}
+        await asyncio.sleep(0.2)  # let the server's ticket arrive
+    return data, tickets, info
+
+
+def _echo(conn: QuicSocket, result) -> None:
+    conn.settimeout(5)
+    data, stream_id, fin = conn.recv()
+    conn.send(data.upper(), stream_id, fin=True)
+    try:
+        conn.recv()  # keep the connection until the client closes it
+    except (OSError, TimeoutError):
+        pass
+
+
+@pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
+def test_aioquic_client_against_our_server(pki, server_factory, version) -> None:
+    srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
+                                                key_file=pki.key_file, timeout=5), after=_echo)
+    data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, version=version))
+    assert data == b"FROM AIOQUIC" and info["alpn"] == "h3"
+    assert srv.wait()[0].alpn == "h3"
+
+
+def test_aioquic_client_resumes_with_0rtt_on_our_server(pki, server_factory) -> None:
+    srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
+                                                key_file=pki.key_file, early_data=True, timeout=5), after=_echo)
+    _, tickets, _ = asyncio.run(_aioquic_client(srv.address[1], pki))
+    assert tickets, "our server sent no NewSessionTicket"
+    data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, ticket=tickets[0], early=b"early bird"))
+    assert data == b"EARLY BIRD"
+    assert info["resumed"] and info["early"]
+    second = srv.wait(2)[1]
+    assert second.resumed and second.early_data_accepted
+
+
+def test_aioquic_client_with_unknown_alpn_gets_no_application_protocol(pki, server_factory) -> None:
+    """The listener takes the hello (its ALPN list has "other"); the handshake offers only
+    h3, so the server fails with no_application_protocol and closes with 0x178."""
+    srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
+                                                key_file=pki.key_file, timeout=5), alpn=b"h3,other")
+    with pytest.raises(ConnectionError):
+        asyncio.run(asyncio.wait_for(_aioquic_client(srv.address[1], pki, alpn="other"), 5))
+    (failure,) = srv.wait()
+    assert failure.alert.name == "no_application_protocol"
+
+
+def test_listener_alpn_dispatch_drops_a_hello_no_listener_takes(pki, server_factory) -> None:
+    """As the kernel (spec §2.7): no listener offers the client's ALPN, so nobody answers."""
+    srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
+                                                key_file=pki.key_file, timeout=5))
+    with pytest.raises((asyncio.TimeoutError, ConnectionError)):
+        asyncio.run(asyncio.wait_for(_aioquic_client(srv.address[1], pki, alpn="other"), 1.5))
+    assert srv.results == []
