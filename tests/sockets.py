@@ -1,0 +1,119 @@
+"""Socket-tier fixtures: certificates on disk, a server thread, a client socket."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from quichsd import HandshakeConfig, HandshakeError, QuicSocket, quic_handshake
+from quichsd import abi
+from quichsd.sock.kernel import kernel_quic_available
+from tests.pki import leaf, test_ca
+
+BACKENDS = [
+    "sim",
+    pytest.param("kernel", marks=pytest.mark.skipif(
+        not kernel_quic_available(), reason="no IPPROTO_QUIC in this kernel (needs the quic module; the QEMU tier runs these)")),
+]
+
+
+@dataclass
+class Pki:
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    cert, key = leaf("p256")
+    (d / "ca.pem").write_bytes(test_ca().cert.public_bytes(Encoding.PEM))
+    (d / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return Pki(str(d / "ca.pem"), str(d / "cert.pem"), str(d / "key.pem"))
+
+
+@dataclass
+class Server:
+    """A listener on loopback whose accepted connections run `quic_handshake(config)`."""
+
+    backend: str
+    config: HandshakeConfig
+    alpn: bytes = b"h3"
+    results: list[Any] = field(default_factory=list)
+    after: Callable[[QuicSocket, Any], None] | None = None
+
+    def start(self) -> Server:
+        self.sock = QuicSocket(socket.AF_INET, backend=self.backend)
+        self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, self.alpn)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.address = self.sock.getsockname()[:2]
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self.errors: list[Exception] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: QuicSocket) -> None:
+        try:
+            result: Any = quic_handshake(conn, self.config)
+        except HandshakeError as exc:
+            result = exc
+        with self._changed:
+            self.results.append(result)
+            self._changed.notify_all()
+        if self.after is not None and not isinstance(result, Exception):
+            try:
+                self.after(conn, result)
+            except Exception as exc:  # surfaced through errors for the test to see
+                self.errors.append(exc)
+
+    def wait(self, n: int = 1, timeout: float = 10) -> list[Any]:
+        """The first `n` handshake outcomes (results or HandshakeErrors)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.results) >= n, timeout)
+        return self.results
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(backend: str, config: HandshakeConfig, **kw: Any) -> Server:
+        srv = Server(backend, config, **kw).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def client_socket(backend: str, address) -> QuicSocket:
+    sock = QuicSocket(socket.AF_INET, backend=backend)
+    sock.connect(address)
+    return sock
