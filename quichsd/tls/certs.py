@@ -54,11 +54,20 @@ class TrustStore:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrustStore:
-        return cls.from_certificates(load_certificates(path), str(path))
+        """One store per file version: a CA file named in every handshake's configuration
+        is read and parsed once, and again only when it changes."""
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+        return _store_from_file(resolved, stat.st_mtime_ns, stat.st_size)
 
     @classmethod
     def system(cls) -> TrustStore:
         return _system_store()
+
+
+@lru_cache(maxsize=32)
+def _store_from_file(path: Path, mtime_ns: int, size: int) -> TrustStore:
+    return TrustStore.from_certificates(load_certificates(path), str(path))
 
 
 @lru_cache(maxsize=1)

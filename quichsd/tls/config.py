@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,15 @@ class Credentials:
 
     @classmethod
     def from_files(cls, cert_file: str | Path, key_file: str | Path) -> Credentials:
-        return cls(load_certificates(cert_file), load_private_key(key_file))
+        """Loaded once per file version, not once per handshake."""
+        stamps = tuple((str(Path(f).resolve()), Path(f).stat().st_mtime_ns) for f in (cert_file, key_file))
+        return _credentials_from_files(stamps)
+
+
+@lru_cache(maxsize=32)
+def _credentials_from_files(stamps: tuple[tuple[str, int], ...]) -> Credentials:
+    (cert_file, _), (key_file, _) = stamps
+    return Credentials(load_certificates(cert_file), load_private_key(key_file))
 
 
 @dataclass(frozen=True)

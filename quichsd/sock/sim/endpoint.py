@@ -107,9 +107,11 @@ class Endpoint:
     # -- the I/O thread --------------------------------------------------------------------
 
     def wake(self) -> None:
+        if self._closed:
+            return
         try:
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
+        except (BlockingIOError, OSError):  # full pipe, or closed under us by the thread
             pass
 
     def shutdown(self) -> None:
