@@ -9,9 +9,12 @@ recovery (RFC 9002, simplified), streams and flow control, connection IDs, idle 
 
 No sockets, threads or clocks: time comes in as `now` (seconds), datagrams go out through
 `datagrams_to_send(now)`, and `get_timer()` / `handle_timer(now)` drive the timers.
-Not simulated: Retry, Version Negotiation packets (compatible version negotiation of RFC
-9368 between v1 and v2 is), key update initiated by us, path migration and preferred
-address, PLPMTUD, DATAGRAM beyond a basic queue, disable_1rtt_encryption.
+The receiving half lives in receiver.py, the sending half in sender.py (mixins over the
+state set up here).
+
+Not simulated: Retry and Version Negotiation packets (compatible version negotiation of
+RFC 9368 between v1 and v2 is), path migration and preferred_address, PLPMTUD (datagrams
+are 1200 bytes), disable_1rtt_encryption, events (the socket layer's business), ECN.
 """
 from __future__ import annotations
 
@@ -111,7 +114,9 @@ class SimConnection(Receiver, Sender):
         self._discarded: set[int] = set()
         self._alt_initial_recv: dict[int, PacketKey] = {}
         self._install_initial_keys()
-        self._key_phase = 0
+        self._send_phase = False  # 1-RTT key phase bits (RFC 9001 §6)
+        self._recv_phase = False
+        self._phase_first_pn = 0  # first 1-RTT packet number sent in the current phase
         self._prev_recv_app: PacketKey | None = None
         self._next_recv_app: PacketKey | None = None
 
@@ -141,8 +146,10 @@ class SimConnection(Receiver, Sender):
         self._idle_restart_on_send = True
         self._last_send = now
         self._server_packet_seen = False  # client: the server's SCID is known
+        self._version_followed = False  # client: moved to the server's compatible version
 
         self._local_cids: dict[int, bytes] = {0: self.local_cid}
+        self.cid_generation = 0  # bumped whenever local_cids() changes
         self._next_cid_seq = 1
         self._peer_cids: dict[int, tuple[bytes, bytes]] = {0: (self.peer_cid, b"")}
         self._peer_cid_seq = 0
@@ -216,6 +223,28 @@ class SimConnection(Receiver, Sender):
         self._recovery.forget(self._spaces[level].discard())
         self._crypto[level].send.reset()
         self._probes.pop(level, None)
+
+    def key_update(self) -> None:
+        """QUIC_SOCKOPT_KEY_UPDATE: start a key update (RFC 9001 §6.1)."""
+        if self.state != "ESTABLISHED":
+            raise sim_error(errno.EPIPE, "key update outside ESTABLISHED")
+        # RFC 9001 §6.1: not before a packet of the current phase was acknowledged.
+        largest_acked = self._spaces[APP].largest_acked
+        if (not self._handshake_confirmed or self._send_phase != self._recv_phase
+                or APP not in self._send_keys or largest_acked is None
+                or largest_acked < self._phase_first_pn):
+            raise sim_error(errno.EINVAL, "a key update is still pending")
+        self._send_keys[APP] = self._send_keys[APP].next_phase()
+        self._send_phase = not self._send_phase
+        self._phase_first_pn = self._spaces[APP].next_pn
+
+    @property
+    def key_phase(self) -> int:
+        return int(self._send_phase)
+
+    @property
+    def handshake_confirmed(self) -> bool:
+        return self._handshake_confirmed
 
     # ==== handshake data path (spec §2.2, §2.3) =================================================
 
@@ -362,6 +391,20 @@ class SimConnection(Receiver, Sender):
         self._corked = False
         return sent
 
+    def stream_reset(self, stream_id: int, errcode: int) -> None:
+        """QUIC_SOCKOPT_STREAM_RESET: abandon sending, RESET_STREAM to the peer."""
+        if self.state != "ESTABLISHED":
+            raise sim_error(errno.EINVAL, "stream reset outside ESTABLISHED")
+        self._streams.reset(stream_id, errcode)
+        self._corked = False
+
+    def stream_stop_sending(self, stream_id: int, errcode: int) -> None:
+        """QUIC_SOCKOPT_STREAM_STOP_SENDING: ask the peer to stop sending on a stream."""
+        if self.state != "ESTABLISHED":
+            raise sim_error(errno.EINVAL, "stop sending outside ESTABLISHED")
+        self._streams.stop_sending(stream_id, errcode)
+        self._corked = False
+
     def stream_recv(self, max_len: int) -> tuple[int, bytes, bool] | None:
         # 0-RTT data waits on the "early list" until the 1-RTT receive key (spec §2.6).
         if APP not in self._recv_keys and APP not in self._discarded:
@@ -410,6 +453,7 @@ class SimConnection(Receiver, Sender):
             seq = self._next_cid_seq
             self._next_cid_seq += 1
             self._local_cids[seq] = cid
+            self.cid_generation += 1
             self._pending.append(fr.NewConnectionId(seq, 0, cid, self._reset_token(cid)))
 
     # ==== close ===================================================================================

@@ -64,8 +64,9 @@ class Receiver:
             if level != INITIAL:
                 return False
             key = self._alt_initial_recv.get(header.version)
-            if key is None and self.is_client and not self._server_packet_seen:
-                # The server answered in another compatible version (RFC 9368 §2.3).
+            if key is None and self.is_client and not self._version_followed and not self._crypto[INITIAL].recv.offset:
+                # The server moved to another compatible version (RFC 9368 §2.3): follow it
+                # once, before its ServerHello (it may have ACKed in the old version first).
                 key = initial_keys(self.original_dcid, SUPPORTED_VERSIONS[header.version])[1]
                 switch_to = header.version
             if key is None:
@@ -82,6 +83,7 @@ class Receiver:
             return False
         if switch_to is not None:
             self._change_version(switch_to)
+            self._version_followed = True
         try:
             if first & (0x0C if header.is_long else 0x18):
                 raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "reserved header bits set")
@@ -128,28 +130,32 @@ class Receiver:
             return unprotect_packet(key, data, header, largest)
         try:
             first, pn, payload = unprotect_packet(key, data, header, largest)
-            if bool(first & 0x04) == bool(self._key_phase):
+            if bool(first & 0x04) == self._recv_phase:
                 return first, pn, payload
         except UnprotectError:
             pass
-        # A packet of the other key phase: the peer updated keys, or a late one (RFC 9001 §6).
+        # The other key phase (RFC 9001 §6): a late packet of the previous phase, or the
+        # first of the next one, which rolls our receive keys (and our send keys if the
+        # peer started the update).
         if self._prev_recv_app is not None:
             try:
                 first, pn, payload = unprotect_packet(self._prev_recv_app, data, header, largest)
-                if bool(first & 0x04) != bool(self._key_phase):
+                if bool(first & 0x04) != self._recv_phase:
                     return first, pn, payload
             except UnprotectError:
                 pass
         if self._next_recv_app is None:
             self._next_recv_app = key.next_phase()
         first, pn, payload = unprotect_packet(self._next_recv_app, data, header, largest)
-        if bool(first & 0x04) == bool(self._key_phase):
+        if bool(first & 0x04) == self._recv_phase:
             raise UnprotectError("key phase did not change")
         self._prev_recv_app, self._recv_keys[APP] = key, self._next_recv_app
         self._next_recv_app = None
-        self._key_phase ^= 1
-        if APP in self._send_keys:
+        self._recv_phase = not self._recv_phase
+        if self._recv_phase != self._send_phase and APP in self._send_keys:
             self._send_keys[APP] = self._send_keys[APP].next_phase()
+            self._send_phase = self._recv_phase
+            self._phase_first_pn = self._spaces[APP].next_pn
         return first, pn, payload
 
     def _replay_buffered(self, level: int) -> None:
@@ -303,6 +309,8 @@ class Receiver:
         if f.sequence >= self._next_cid_seq:
             raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "retiring a CID never issued", 0x19)
         cid = self._local_cids.pop(f.sequence, None)
+        if cid is not None:
+            self.cid_generation += 1
         if cid is not None and cid == self.local_cid and self._local_cids:
             self.local_cid = self._local_cids[min(self._local_cids)]
         self._issue_connection_ids()

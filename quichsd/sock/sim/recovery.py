@@ -42,6 +42,7 @@ class PacketSpace:
         self.next_pn = 0
         self.largest_acked: int | None = None
         self.sent: dict[int, SentPacket] = {}  # insertion order is pn order
+        self.eliciting_in_flight = 0  # ack-eliciting packets in `sent`
         self.loss_time: float | None = None
         self.last_ack_eliciting_time: float | None = None
         # receiving
@@ -80,12 +81,18 @@ class PacketSpace:
         self.ack_deadline = None
 
     def has_ack_eliciting_in_flight(self) -> bool:
-        return any(p.ack_eliciting for p in self.sent.values())
+        return self.eliciting_in_flight > 0
+
+    def remove(self, packet: SentPacket) -> None:
+        del self.sent[packet.pn]
+        if packet.ack_eliciting:
+            self.eliciting_in_flight -= 1
 
     def discard(self) -> list[SentPacket]:
         """Keys are gone: forget everything (RFC 9002 §6.4). Returns packets in flight."""
         dropped = [p for p in self.sent.values() if p.in_flight]
         self.sent.clear()
+        self.eliciting_in_flight = 0
         self.loss_time = None
         self.last_ack_eliciting_time = None
         self.ack_deadline = None
@@ -113,6 +120,8 @@ class Recovery:
 
     def on_sent(self, space: PacketSpace, packet: SentPacket) -> None:
         space.sent[packet.pn] = packet
+        if packet.ack_eliciting:
+            space.eliciting_in_flight += 1
         if packet.in_flight:
             self.bytes_in_flight += packet.size
         if packet.ack_eliciting:
@@ -130,15 +139,13 @@ class Recovery:
         sent = space.sent
         for start, end in ack.ranges:
             if end - start <= len(sent):
-                for pn in range(start, end):
-                    packet = sent.pop(pn, None)
-                    if packet is not None:
-                        acked.append(packet)
+                acked.extend(sent[pn] for pn in range(start, end) if pn in sent)
             else:
-                for pn in [pn for pn in sent if start <= pn < end]:
-                    acked.append(sent.pop(pn))
+                acked.extend(p for pn, p in sent.items() if start <= pn < end)
         if not acked:
             return [], []
+        for packet in acked:
+            space.remove(packet)
         largest = ack.largest
         if space.largest_acked is None or largest > space.largest_acked:
             space.largest_acked = largest
@@ -197,7 +204,7 @@ class Recovery:
                 if space.loss_time is None or when < space.loss_time:
                     space.loss_time = when
         for packet in lost:
-            del space.sent[packet.pn]
+            space.remove(packet)
         self.on_lost(lost, now)
         return lost
 

@@ -209,7 +209,7 @@ class Sender:
         pn = space.next_pn
         space.next_pn += 1
         if level == APP:
-            return build_short_packet(key, self.peer_cid, pn, space.largest_acked, payload, self._key_phase)
+            return build_short_packet(key, self.peer_cid, pn, space.largest_acked, payload, int(self._send_phase))
         token = (self.token if self.is_client else b"") if level == INITIAL else None
         return build_long_packet(key, self._qv, LONG_TYPE[level], self.peer_cid, self.local_cid, token,
                                  pn, space.largest_acked, payload)

@@ -34,7 +34,7 @@ def is_local(stream_id: int, is_client: bool) -> bool:
 class Stream:
     __slots__ = ("id", "send", "send_max", "recv", "recv_window", "recv_max", "recv_highest",
                  "recv_final", "recv_consumed", "recv_done", "msd_pending", "reset_pending",
-                 "stop_pending", "reset_done", "counted")
+                 "stop_pending", "stop_inflight", "reset_done", "counted")
 
     def __init__(self, stream_id: int, *, can_send: bool, can_recv: bool, send_max: int,
                  recv_window: int) -> None:
@@ -51,6 +51,7 @@ class Stream:
         self.msd_pending = False
         self.reset_pending: int | None = None  # error code of a RESET_STREAM to send
         self.stop_pending: int | None = None  # error code of a STOP_SENDING to send
+        self.stop_inflight = False  # our STOP_SENDING is not acknowledged yet
         self.reset_done = False  # our RESET_STREAM was acknowledged
         self.counted = False
 
@@ -257,6 +258,7 @@ class StreamManager:
                 yield fr.MaxStreamData(stream.id, stream.recv_max)
             if stream.stop_pending is not None:
                 code, stream.stop_pending = stream.stop_pending, None
+                stream.stop_inflight = True
                 yield fr.StopSending(stream.id, code)
             if stream.reset_pending is not None and stream.send is not None:
                 yield fr.ResetStream(stream.id, stream.reset_pending, stream.send.end)
@@ -280,20 +282,42 @@ class StreamManager:
                 stream.msd_pending = True
         elif isinstance(frame, fr.StopSending):
             stream = self.streams.get(frame.stream_id)
-            if stream is not None and not stream.recv_done:
-                stream.stop_pending = frame.error_code
+            if stream is not None:
+                stream.stop_inflight = False
+                if not stream.recv_done:
+                    stream.stop_pending = frame.error_code
         elif isinstance(frame, fr.ResetStream):
             stream = self.streams.get(frame.stream_id)
             if stream is not None:
                 stream.reset_pending = frame.error_code
 
     def on_control_acked(self, frame: fr.Frame) -> None:
-        if isinstance(frame, fr.ResetStream):
+        if isinstance(frame, fr.StopSending):
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                stream.stop_inflight = False
+        elif isinstance(frame, fr.ResetStream):
             stream = self.streams.get(frame.stream_id)
             if stream is not None and stream.send is not None:
                 stream.reset_done = True
                 stream.send.reset()
                 self._maybe_forget(stream)
+
+    # -- the application ends streams (STREAM_RESET / STREAM_STOP_SENDING, spec §1.4) ----------
+
+    def reset(self, stream_id: int, code: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.send is None or stream.send.all_acked or stream.reset_pending is not None:
+            raise sim_error(errno.EINVAL, f"stream {stream_id} cannot be reset")
+        stream.reset_pending = code
+
+    def stop_sending(self, stream_id: int, code: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.recv is None or stream.recv_done:
+            raise sim_error(errno.EINVAL, f"stream {stream_id} has nothing more to receive")
+        if stream.stop_pending is not None or stream.stop_inflight:
+            raise sim_error(errno.EAGAIN, f"a STOP_SENDING for stream {stream_id} is in flight")
+        stream.stop_pending = code
 
     # -- peer frames ----------------------------------------------------------------------------
 

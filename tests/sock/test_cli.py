@@ -1,0 +1,69 @@
+"""`quichsd server` and `quichsd client` as separate processes on loopback."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(pki):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quichsd", "server", "--listen", f"127.0.0.1:{port}", "--cert", pki.cert_file,
+         "--key", pki.key_file, "--alpn", "smb,h3", "--backend", "sim"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert "listening on" in proc.stdout.readline()
+    yield f"127.0.0.1:{port}", proc
+    proc.terminate()
+    proc.wait(5)
+
+
+def client(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "quichsd", "client", *args, "--backend", "sim"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_client_server_echo_and_resumption(server, pki, tmp_path) -> None:
+    address, proc = server
+    session = str(tmp_path / "session")
+    first = client(address, "--alpn", "h3", "--cafile", pki.ca_file, "--sni", "localhost",
+                   "--session", session, "--data", "ping")
+    assert first.returncode == 0, first.stderr
+    assert "resumed=no" in first.stdout and "echo: ping" in first.stdout
+    second = client(address, "--alpn", "h3", "--cafile", pki.ca_file, "--sni", "localhost",
+                    "--session", session, "--early-data", "early", "--data", "pong")
+    assert second.returncode == 0, second.stderr
+    assert "resumed=yes 0rtt=yes" in second.stdout
+    assert "echo of 0-RTT data: early" in second.stdout and "echo: pong" in second.stdout
+    line = proc.stdout.readline()
+    assert "succeeded: alpn=h3" in line
+
+
+def test_client_reports_a_failed_verification(server, tmp_path) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.pki import make_ca
+
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(make_ca("not the server's CA").cert.public_bytes(Encoding.PEM))
+    address, _ = server
+    result = client(address, "--alpn", "h3", "--sni", "localhost", "--cafile", str(other))
+    assert result.returncode == 1
+    assert "handshake failed" in result.stdout and "unknown_ca" in result.stdout
+
+
+def test_insecure_is_explicit_and_logged(server) -> None:
+    address, _ = server
+    result = client(address, "--alpn", "h3", "--insecure", "--data", "x")
+    assert result.returncode == 0 and "echo: x" in result.stdout
+    assert "verification is OFF" in result.stderr

@@ -1,0 +1,168 @@
+"""Our client against our server over real sockets (the simulation here; the kernel in QEMU)."""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+
+import pytest
+
+from quichsd import HandshakeConfig, HandshakeError, QuicSocket, quic_client_handshake, quic_handshake
+from quichsd import abi
+from quichsd.handshake import read_psk_file
+from quichsd.tls.config import ClientAuth, Credentials
+from quichsd.tls.constants import NamedGroup
+from tests.pki import leaf
+from tests.sockets import BACKENDS, client_socket
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def server_config(pki, **kw) -> HandshakeConfig:
+    base = dict(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file, timeout=5)
+    base.update(kw)
+    return HandshakeConfig(**base)
+
+
+def client_config(pki, **kw) -> HandshakeConfig:
+    base = dict(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
+    base.update(kw)
+    return HandshakeConfig(**base)
+
+
+def echo(conn: QuicSocket, result) -> None:
+    conn.settimeout(5)
+    data, stream_id, fin = conn.recv()
+    conn.send(data.upper(), stream_id, fin=True)
+
+
+def test_full_handshake_and_data(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki), after=echo)
+    with client_socket(backend, srv.address) as sock:
+        result = quic_handshake(sock, client_config(pki))
+        assert result.alpn == "h3" and not result.resumed
+        assert result.peer_certificates[0].subject.rfc4514_string() == "CN=localhost"
+        sock.settimeout(5)
+        sock.send(b"hello", -1, new=True, fin=True)
+        data, _, fin = sock.recv()
+        assert data == b"HELLO" and fin
+    (server_result,) = srv.wait()
+    assert server_result.alpn == "h3"
+
+
+def test_libquic_style_call_with_psk_file(backend, tmp_path, server_factory) -> None:
+    psk = tmp_path / "psk.txt"
+    psk.write_text("client1:" + os.urandom(32).hex() + "\n")
+    srv = server_factory(backend, HandshakeConfig(server=True, alpns=["smb"], psks=read_psk_file(psk), timeout=5),
+                         alpn=b"smb")
+    with client_socket(backend, srv.address) as sock:
+        result = quic_client_handshake(sock, str(psk), None, "smb", timeout=5)
+    assert result.psk_identity == b"client1"
+    assert srv.wait()[0].psk_identity == b"client1"
+
+
+def test_hello_retry_request(backend, pki, server_factory) -> None:
+    """The client's one key share is x25519; a P-384-only server asks again."""
+    srv = server_factory(backend, server_config(pki, groups=[NamedGroup.SECP384R1]))
+    with client_socket(backend, srv.address) as sock:
+        result = quic_handshake(sock, client_config(pki))
+    assert result.group == NamedGroup.SECP384R1
+
+
+def test_resumption_with_0rtt_accepted(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki, early_data=True), after=echo)
+    with client_socket(backend, srv.address) as sock:
+        first = quic_handshake(sock, client_config(pki, ticket_wait=3))
+    assert first.session_data
+    with client_socket(backend, srv.address) as sock:
+        second = quic_handshake(sock, client_config(pki, session_data=first.session_data, early_data=True,
+                                                    early_stream_data=b"early"))
+        assert second.resumed and second.early_data_accepted
+        sock.settimeout(5)
+        data, _, _ = sock.recv()
+        assert data == b"EARLY"
+
+
+def test_0rtt_rejected_still_resumes(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki, early_data=False), after=echo)
+    with client_socket(backend, srv.address) as sock:
+        first = quic_handshake(sock, client_config(pki, ticket_wait=3))
+    with client_socket(backend, srv.address) as sock:
+        second = quic_handshake(sock, client_config(pki, session_data=first.session_data, early_data=True,
+                                                    early_stream_data=b"again"))
+        assert second.resumed and not second.early_data_accepted
+        sock.settimeout(5)
+        data, _, _ = sock.recv()  # the early data is retransmitted in 1-RTT
+        assert data == b"AGAIN"
+
+
+def test_alpn_mismatch_closes_with_no_application_protocol(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki, alpns=["h3"]))
+    with client_socket(backend, srv.address) as sock:
+        # The listener takes h3 only; the server's handshake offers h3 only, the client smb.
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"smb")
+        with pytest.raises(HandshakeError) as err:
+            quic_handshake(sock, client_config(pki, alpns=["smb"], timeout=2))
+    assert err.value.errno in (errno.ETIMEDOUT, errno.EACCES, errno.ENOTCONN)
+
+
+def test_server_side_alpn_failure_is_0x178_on_the_wire(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki, alpns=["other"]))
+    with client_socket(backend, srv.address) as sock:
+        with pytest.raises(OSError):
+            quic_handshake(sock, client_config(pki, timeout=3))
+        info = abi.unpack_connection_close(sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONNECTION_CLOSE, 72))
+    if backend == "kernel":
+        assert info.errcode == 0x0C  # the kernel always closes a handshake with APPLICATION_ERROR
+    else:
+        assert info.errcode == 0x100 + 120  # no_application_protocol
+    (server_err,) = srv.wait()
+    assert server_err.alert.name == "no_application_protocol"
+
+
+def test_unknown_ca_fails_with_eacces(backend, pki, server_factory, tmp_path) -> None:
+    from tests.pki import make_ca
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(make_ca("another CA").cert.public_bytes(Encoding.PEM))
+    srv = server_factory(backend, server_config(pki))
+    with client_socket(backend, srv.address) as sock:
+        with pytest.raises(HandshakeError) as err:
+            quic_handshake(sock, client_config(pki, cafile=str(other)))
+    assert err.value.errno == errno.EACCES and err.value.alert.name == "unknown_ca"
+    server_err = srv.wait()[0]
+    assert isinstance(server_err, HandshakeError)
+
+
+def test_client_certificate_required(backend, pki, server_factory) -> None:
+    ccert, ckey = leaf("ed25519", "client")
+    srv = server_factory(backend, server_config(pki, client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file))
+    with client_socket(backend, srv.address) as sock:
+        quic_handshake(sock, client_config(pki, credentials=Credentials([ccert], ckey)))
+    assert srv.wait()[0].peer_certificates[0].subject.rfc4514_string() == "CN=client"
+
+
+def test_silent_peer_times_out(backend, pki) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        with client_socket(backend, silent.getsockname()) as sock:
+            start = time.monotonic()
+            with pytest.raises(HandshakeError) as err:
+                quic_handshake(sock, client_config(pki, timeout=1.0))
+            assert time.monotonic() - start < 3
+        assert err.value.errno == errno.ETIMEDOUT
+    finally:
+        silent.close()
+
+
+def test_v2(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki))
+    sock = QuicSocket(socket.AF_INET, backend=backend)
+    sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(version=abi.lib.QUIC_VERSION_V2))
+    sock.connect(srv.address)
+    with sock:
+        quic_handshake(sock, client_config(pki))
+    assert srv.wait()[0].alpn == "h3"

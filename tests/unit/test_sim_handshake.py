@@ -1,0 +1,269 @@
+"""SimConnection against SimConnection, each driven by our TLS engine as the kernel and the
+handshake agent would be (tests/sim_driver.py): handshakes in v1 and v2, stream data both
+ways, the session ticket capture, 0-RTT, and recovery from lost datagrams."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from quichsd.sock.sim.packets import parse_header
+from tests.sim_driver import START, V1, V2, SimServer, Wire, handshake, sim_client
+
+
+def _packets(datagram: bytes) -> list[tuple[bool, int]]:
+    """(is_long, first byte) of every packet in a datagram (coalescing check)."""
+    out, pos = [], 0
+    while pos < len(datagram):
+        header = parse_header(datagram, pos, 8)
+        out.append((header.is_long, datagram[pos]))
+        pos = header.end
+    return out
+
+
+@pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
+def test_handshake_streams_and_ticket(version):
+    client, server = sim_client(version=version), SimServer(config={"version": version})
+    wire = handshake(client, server)
+    cc, sc = client.conn, server.conn
+    assert cc.state == sc.state == "ESTABLISHED"
+    assert cc.version == sc.version == version
+    assert client.done is not None and server.done is not None
+    assert client.done.alpn == b"quichsd-sim"
+    # the client's first flight is one padded Initial; the server's coalesces Initial and
+    # Handshake packets in its first datagram
+    assert wire.log[0] == ("c2s", 1200)
+
+    # client -> server, echoed back (bidi), and a server-initiated uni stream
+    sid = cc.open_stream(uni=False)
+    payload = bytes(range(256)) * 300
+    assert cc.stream_send(sid, payload, fin=True) == len(payload)
+    wire.run(lambda: sid in client.finished)
+    assert bytes(client.received[sid]) == payload
+    assert bytes(server.received[sid]) == payload
+    usid = sc.open_stream(uni=True)
+    assert usid == 3
+    sc.stream_send(usid, b"from the server", fin=True)
+    wire.run(lambda: usid in client.finished)
+    assert bytes(client.received[usid]) == b"from the server"
+
+    # spec §2.6: the client captures the first NewSessionTicket from APP-level CRYPTO
+    wire.run(lambda: bool(cc.session_ticket()))
+    ticket = cc.session_ticket()
+    assert ticket[0] == 4 and len(ticket) == 4 + int.from_bytes(ticket[1:4], "big")
+    client.feed_ticket(wire.now)
+    assert client.session is not None
+    # NEW_TOKEN and HANDSHAKE_DONE arrived; the client issued NEW_CONNECTION_IDs
+    wire.run(lambda: cc.new_token != b"" and cc._handshake_confirmed)
+    assert len(sc.local_cids()) > 1 and len(cc.local_cids()) > 1
+
+
+def test_first_flight_is_coalesced():
+    client, server = sim_client(), SimServer()
+    wire = Wire(client, server)
+    client.start(wire.now)
+    (first,) = client.send(wire.now)
+    assert len(first) == 1200 and _packets(first)[0][0]
+    server.recv(first, wire.now)
+    server.pump(wire.now)
+    flight = server.send(wire.now)
+    kinds = _packets(flight[0])
+    assert len(kinds) >= 2 and all(is_long for is_long, _ in kinds)  # Initial + Handshake
+    assert len(flight[0]) >= 1200  # carries an ack-eliciting Initial: padded
+
+
+def test_more_holds_the_flight():
+    """MSG_MORE: nothing leaves until a send without it (spec §2.3)."""
+    client = sim_client()
+    conn = client.conn
+    conn.send_crypto(1, b"\x01\x00\x00\x02ab", more=True)
+    assert conn.datagrams_to_send(START) == []
+    conn.send_crypto(1, b"cd")
+    assert len(conn.datagrams_to_send(START)) == 1
+
+
+@pytest.mark.parametrize("client_version,server_version,expected", [
+    (V1, V2, V2),  # the server prefers v2 and the client offered it: switch
+    (V2, 0, V1),  # a server with no configured version prefers v1 (kernel rule)
+])
+def test_compatible_version_negotiation(client_version, server_version, expected):
+    client, server = sim_client(version=client_version), SimServer(config={"version": server_version})
+    handshake(client, server)
+    assert client.conn.version == server.conn.version == expected
+
+
+def test_client_follows_version_change_after_an_ack_in_the_old_version():
+    """An endpoint flushes the server's ACK (still v2) before the agent has read the
+    ClientHello and switched the connection to v1 (spec §5, kernel version selection)."""
+    client, server = sim_client(version=V2), SimServer(config={"version": V1})
+    wire = Wire(client, server)
+    client.start(wire.now)
+    for data in client.send(wire.now):
+        server.recv(data, wire.now)
+    (ack,) = server.send(wire.now)  # ACK-only Initial, v2, not padded
+    assert ack[1:5] == V2.to_bytes(4, "big") and len(ack) < 1200
+    client.recv(ack, wire.now)
+    server.pump(wire.now)  # now the hook sets the client's blob: the server moves to v1
+    wire.run(lambda: client.completed and server.conn.state == "ESTABLISHED")
+    assert client.conn.version == server.conn.version == V1
+
+
+def test_zero_rtt():
+    client, server = sim_client(), SimServer(early_data=True)
+    wire = handshake(client, server)
+    wire.run(lambda: bool(client.conn.session_ticket()))
+    client.feed_ticket(wire.now)
+    remote = client.conn.get_transport_param(remote=True)
+
+    # spec §2.6: restore the server's parameters, queue data, the EARLY key releases it
+    again = sim_client(now=wire.now, session=client.session, early_data=True, remote_params=remote)
+    sid = again.conn.open_stream(uni=False)
+    again.conn.stream_send(sid, b"early bird", fin=True)
+    server2 = SimServer(early_data=True)
+    wire2 = Wire(again, server2, now=wire.now)
+    again.start(wire2.now)
+    (first,) = again.send(wire2.now)
+    assert len(_packets(first)) == 2  # Initial + 0-RTT in one datagram
+    server2.recv(first, wire2.now)
+    server2.pump(wire2.now)
+    # decrypted, but held on the "early list" until the 1-RTT receive key
+    assert server2.conn._streams.readable()
+    assert server2.conn.stream_recv(100) is None
+    wire2.run(lambda: sid in again.finished)
+    assert again.done.early_data_accepted and again.done.resumed
+    assert bytes(again.received[sid]) == b"early bird"
+    assert wire2.sent["c2s"] <= 3
+
+
+def test_stream_send_before_handshake_needs_peer_limits():
+    client = sim_client()
+    with pytest.raises(OSError) as info:
+        client.conn.open_stream(uni=False)
+    assert info.value.errno == 22  # EINVAL: no remote params, stream limit 0
+
+
+# ---- loss ------------------------------------------------------------------------------------
+
+
+LOSS_PATTERNS = {
+    "client-initial": {("c2s", 0)},
+    "server-first-flight": {("s2c", 0), ("s2c", 1)},
+    "both-first": {("c2s", 0), ("s2c", 0)},
+    "client-finished": {("c2s", 1)},
+    "handshake-done": {("s2c", 2), ("s2c", 3)},
+}
+
+
+@pytest.mark.parametrize("pattern", LOSS_PATTERNS, ids=list(LOSS_PATTERNS))
+def test_handshake_recovers_from_loss(pattern):
+    lost = LOSS_PATTERNS[pattern]
+    client, server = sim_client(), SimServer()
+    wire = handshake(client, server, drop=lambda d, i, _data: (d, i) in lost)
+    sid = client.conn.open_stream(uni=False)
+    client.conn.stream_send(sid, b"after loss", fin=True)
+    wire.run(lambda: sid in client.finished)
+    assert bytes(client.received[sid]) == b"after loss"
+    wire.run(lambda: client.conn._handshake_confirmed)
+    assert set(wire.dropped) == lost
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_transfer_under_random_loss(seed):
+    rng = random.Random(seed)
+    client, server = sim_client(version=(V1, V2)[seed % 2]), SimServer(config={"version": (V1, V2)[seed % 2]})
+    wire = handshake(client, server, drop=lambda *_: rng.random() < 0.2)
+    payload = rng.randbytes(150_000)
+    sid = client.conn.open_stream(uni=False)
+    assert client.conn.stream_send(sid, payload, fin=True) == len(payload)
+    wire.run(lambda: sid in client.finished, max_time=300, max_steps=20000)
+    assert bytes(client.received[sid]) == payload
+    assert wire.dropped
+
+
+def test_flow_control_credit_is_refilled():
+    """More data than the peer's initial stream credit: MAX_STREAM_DATA / MAX_DATA
+    updates let the rest through, and stream_send takes what the credit allows."""
+    small = {"max_stream_data_bidi_remote": 4000, "max_data": 6000}
+    client, server = sim_client(), SimServer(local_params=small)
+    wire = handshake(client, server)
+    sid = client.conn.open_stream(uni=False)
+    payload = bytes(50_000)
+    sent = client.conn.stream_send(sid, payload)
+    assert sent == 4000
+    with pytest.raises(OSError) as info:
+        client.conn.stream_send(sid, payload[sent:])
+    assert info.value.errno == 11  # EAGAIN
+
+    def refill():
+        nonlocal sent
+        while sent < len(payload):
+            try:
+                sent += client.conn.stream_send(sid, payload[sent:], fin=True)
+            except OSError:
+                return False
+        return sid in client.finished
+
+    wire.run(refill)
+    assert bytes(client.received[sid]) == payload
+
+
+def test_key_update_both_ways():
+    client, server = sim_client(), SimServer()
+    wire = handshake(client, server)
+    wire.run(lambda: client.conn.handshake_confirmed)
+    cc, sc = client.conn, server.conn
+    for initiator in (cc, sc, cc):
+        before = initiator.key_phase
+        initiator.key_update()
+        with pytest.raises(OSError) as info:
+            initiator.key_update()  # the previous one is not answered yet
+        assert info.value.errno == 22
+        sid = cc.open_stream(uni=False)
+        cc.stream_send(sid, b"across a key update", fin=True)
+        wire.run(lambda: sid in client.finished)
+        assert bytes(client.received[sid]) == b"across a key update"
+        assert cc.key_phase == sc.key_phase == 1 - before
+        # a new update waits until a packet of this phase is acknowledged: one more exchange
+        sid = cc.open_stream(uni=False)
+        cc.stream_send(sid, b"settle", fin=True)
+        wire.run(lambda: sid in client.finished)
+
+
+def test_stream_reset_and_stop_sending():
+    client, server = sim_client(), SimServer()
+    server.echo = False
+    wire = handshake(client, server)
+    cc, sc = client.conn, server.conn
+    sid = cc.open_stream(uni=False)
+    cc.stream_send(sid, b"partial")
+    wire.run(lambda: sid in server.received)
+    # the server asks the client to stop: the client answers with RESET_STREAM
+    sc.stream_stop_sending(sid, 0x77)
+    with pytest.raises(OSError) as info:
+        sc.stream_stop_sending(sid, 0x77)
+    assert info.value.errno == 11  # EAGAIN: one is in flight
+    wire.run(lambda: cc._streams.streams.get(sid) is None or cc._streams.streams[sid].reset_pending is not None)
+    # and the client resets a stream it opened itself
+    sid2 = cc.open_stream(uni=True)
+    cc.stream_send(sid2, b"x" * 100)
+    cc.stream_reset(sid2, 9)
+    with pytest.raises(OSError):
+        cc.stream_reset(sid2, 9)
+    wire.run(lambda: sc._streams.peer_closed[True] == 1)  # the peer's uni stream is done
+    with pytest.raises(OSError) as info:
+        cc.stream_reset(999 * 4, 1)
+    assert info.value.errno == 22
+
+
+def test_datagrams():
+    params = {"max_datagram_frame_size": 1200}
+    client, server = sim_client(local_params=params), SimServer(local_params=params)
+    wire = handshake(client, server)
+    client.conn.datagram_send(b"unreliable")
+    wire.run(lambda: server.conn.pending_readable())
+    assert server.conn.datagram_recv() == b"unreliable"
+    plain_client, plain_server = sim_client(), SimServer()
+    handshake(plain_client, plain_server)
+    with pytest.raises(OSError) as info:
+        plain_client.conn.datagram_send(b"x")
+    assert info.value.errno == 22
