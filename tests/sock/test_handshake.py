@@ -166,3 +166,30 @@ def test_v2(backend, pki, server_factory) -> None:
     with sock:
         quic_handshake(sock, client_config(pki))
     assert srv.wait()[0].alpn == "h3"
+
+
+def test_asyncio_form(backend, pki, server_factory) -> None:
+    import asyncio
+
+    from quichsd import aio
+
+    srv = server_factory(backend, server_config(pki))
+
+    async def main():
+        with client_socket(backend, srv.address) as sock:
+            # Another task keeps running while the handshake is awaited.
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.001)
+
+            task = asyncio.create_task(ticker())
+            result = await aio.client_handshake(sock, None, "localhost", "h3", cafile=pki.ca_file, timeout=5)
+            task.cancel()
+            return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert result.alpn == "h3" and ticks > 0
