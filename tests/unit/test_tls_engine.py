@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from quichsd.tls.certs import TrustStore
 from quichsd.tls.client import ClientEngine
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
 from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, NamedGroup, SignatureScheme
@@ -13,34 +12,15 @@ from quichsd.tls.errors import TlsError
 from quichsd.tls.events import HandshakeComplete, InstallSecret, PeerTransportParameters, SendHandshake
 from quichsd.tls.keylog import KeyLogFile
 from quichsd.tls.session import SessionData
-from tests.pki import NOW, leaf, make_ca, test_ca
+from tests.pki import leaf, make_ca
+from tests.tls_tamper import CLIENT_TP, SERVER_TP, T, client_cfg, server_cfg, trust
 from tests.tls_pair import run_pair
 
-T = NOW.timestamp()
-CLIENT_TP = b"\x0f\x08clientid"
-SERVER_TP = b"\x0f\x08serverid"
 KERNEL_CIPHER = {
     CipherSuite.AES_128_GCM_SHA256: 51,
     CipherSuite.AES_256_GCM_SHA384: 52,
     CipherSuite.CHACHA20_POLY1305_SHA256: 54,
 }
-
-
-def trust() -> TrustStore:
-    return TrustStore.from_certificates([test_ca().cert])
-
-
-def client_cfg(**kw) -> TlsConfig:
-    base = dict(alpn_protocols=[b"h3"], server_name="localhost", trust=trust(), transport_parameters=CLIENT_TP)
-    base.update(kw)
-    return TlsConfig(**base)
-
-
-def server_cfg(kind: str = "p256", **kw) -> TlsConfig:
-    cert, key = leaf(kind)
-    base = dict(alpn_protocols=[b"h3"], credentials=Credentials([cert], key), transport_parameters=SERVER_TP)
-    base.update(kw)
-    return TlsConfig(**base)
 
 
 def assert_secrets_mirror(client, server) -> None:
