@@ -18,19 +18,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
+from ..quic.hkdf import hkdf_label_prefix
 from .constants import AlertDescription, HandshakeType
 from .errors import TlsError
 from .suites import EMPTY_HASHES, HASH_ALGORITHMS, HASH_CONSTRUCTORS, SuiteInfo
 
 
 def _hkdf_label_prefix(label: bytes, length: int, context_len: int) -> bytes:
-    """HkdfLabel (§7.1) without its context bytes:
-    uint16 length || opaque label<7..255> = "tls13 " + Label || uint8 len(context).
-    """
-    full = b"tls13 " + label
-    if len(full) > 255 or length > 0xFFFF or context_len > 255:
-        raise TlsError(AlertDescription.internal_error, "HkdfLabel out of range")
-    return length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((context_len,))
+    try:
+        return hkdf_label_prefix(label, length, context_len)
+    except ValueError:
+        raise TlsError(AlertDescription.internal_error, "HkdfLabel out of range") from None
 
 
 # (label, length, context length) -> prefix; fills up with the few labels the
