@@ -305,6 +305,7 @@ class _Driver:
 def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
     """Run a handshake on a QUIC socket in ESTABLISHING state; returns what was agreed."""
     driver = _Driver(_backend(sock), config)
+    saved_timeout = driver.sock.gettimeout()
     try:
         tls = driver.tls_config()
         engine: TlsEngine = ServerEngine(tls) if config.server else ClientEngine(tls)
@@ -324,6 +325,10 @@ def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
     finally:
         if driver.keylog is not None:
             driver.keylog.close()
+        try:
+            driver.sock.settimeout(saved_timeout)  # the handshake's deadline is not the caller's
+        except OSError:
+            pass
     done = driver.result
     assert done is not None
     return HandshakeResult(

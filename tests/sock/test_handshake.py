@@ -193,3 +193,11 @@ def test_asyncio_form(backend, pki, server_factory) -> None:
 
     result, ticks = asyncio.run(main())
     assert result.alpn == "h3" and ticks > 0
+
+
+def test_the_callers_timeout_is_left_as_it_was(backend, pki, server_factory) -> None:
+    srv = server_factory(backend, server_config(pki))
+    with client_socket(backend, srv.address) as sock:
+        sock.settimeout(42.0)
+        quic_handshake(sock, client_config(pki))
+        assert sock.gettimeout() == 42.0
