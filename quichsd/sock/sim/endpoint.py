@@ -119,9 +119,9 @@ class Endpoint:
             if self._closed:
                 return
             self._closed = True
+        # The I/O thread sends the last CONNECTION_CLOSEs and closes the UDP socket on its
+        # way out; nobody needs to wait for that.
         self.wake()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2)
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
