@@ -224,7 +224,8 @@ class ClientEngine(TlsEngine):
             exts[ET.EARLY_DATA] = b""
         psk = self._psk
         if psk is None:
-            _check_hello_fits(exts)
+            if cookie is not None:
+                _check_hello_fits(exts)
             hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
             self._hello = hello
             return hello.encode()
@@ -234,7 +235,8 @@ class ClientEngine(TlsEngine):
         # out, so encode with a zero placeholder first, then fill the real value in.
         placeholder = bytes(psk.suite.hash_len)
         exts[ET.PRE_SHARED_KEY] = ext.encode_offered_psks([identity], [placeholder])
-        _check_hello_fits(exts)
+        if cookie is not None:
+            _check_hello_fits(exts)
         hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
         prefix = hello.binder_prefix()
         th = psk.suite.new_hash()

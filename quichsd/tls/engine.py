@@ -118,11 +118,9 @@ class TlsEngine:
         if level == CryptoLevel.EARLY:
             # RFC 9001 §8.3: a CRYPTO frame in a 0-RTT packet is a PROTOCOL_VIOLATION.
             raise protocol_violation("handshake data in 0-RTT")
-        try:
-            level = CryptoLevel(level)
-            buffer = self._buffers[level]
-        except (ValueError, KeyError):
-            raise unexpected_message(f"handshake data at level {level}") from None
+        buffer = self._buffers.get(level)  # keyed by CryptoLevel; a plain int finds it too
+        if buffer is None:
+            raise unexpected_message(f"handshake data at level {level}")
         for message in buffer.feed(data):
             self._dispatch(level, message)
 
@@ -141,10 +139,10 @@ class TlsEngine:
             )
         if level != want_level:
             raise unexpected_message(
-                f"{_type_name(msg_type)} at level {level.name}, expected {want_level.name}"
+                f"{_type_name(msg_type)} at level {CryptoLevel(level).name}, expected {want_level.name}"
             )
         body = decode_body(msg_type, message[4:])
-        self._handlers[HandshakeType(msg_type)](body, message)
+        self._handlers[msg_type](body, message)  # type: ignore[index]
 
     def _check_level_drained(self, level: CryptoLevel) -> None:
         """RFC 8446 §5.1: messages must not span a key change (unexpected_message); RFC 9001

@@ -5,6 +5,7 @@ byte; extensions.py decodes the bodies the engine needs, when it needs them.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
@@ -19,6 +20,8 @@ from .errors import TlsError, decode_error, illegal_parameter, unexpected_messag
 from .wire import Reader, Writer
 
 Extensions = dict[int, bytes]
+_U16 = struct.Struct(">H")
+_EXT_HEADER = struct.Struct(">HH")
 
 # RFC 8446 §4: a message body is at most 2^24-1 bytes; we refuse anything this large anyway
 # long before, to bound buffering (a certificate chain of 64 KiB is already generous).
@@ -54,13 +57,18 @@ def decode_extensions(r: Reader, *, psk_last: bool = False) -> Extensions:
     return exts
 
 
-def encode_extensions(w: Writer, exts: Extensions) -> None:
-    body = bytearray()
+def extensions_block(exts: Extensions) -> bytes:
+    """The encoded block: a 16-bit length, then type, length and body of each."""
+    parts = []
     for ext_type, data in exts.items():
-        body += ext_type.to_bytes(2, "big")
-        body += len(data).to_bytes(2, "big")
-        body += data
-    w.vec(2, bytes(body))
+        parts.append(_EXT_HEADER.pack(ext_type, len(data)))
+        parts.append(data)
+    body = b"".join(parts)
+    return _U16.pack(len(body)) + body
+
+
+def encode_extensions(w: Writer, exts: Extensions) -> None:
+    w.raw(extensions_block(exts))
 
 
 def frame(msg_type: int, body: bytes) -> bytes:
@@ -90,14 +98,15 @@ class ClientHello(HandshakeMessage):
     legacy_version: int = LEGACY_VERSION
 
     def encode_body(self) -> bytes:
-        w = Writer()
-        w.u16(self.legacy_version)
-        w.raw(self.random)
-        w.vec(1, self.legacy_session_id)
-        w.u16_list(2, self.cipher_suites)
-        w.vec(1, self.legacy_compression_methods)
-        encode_extensions(w, self.extensions)
-        return w.getvalue()
+        suites = self.cipher_suites
+        sid, comp = self.legacy_session_id, self.legacy_compression_methods
+        return b"".join((
+            _U16.pack(self.legacy_version), self.random,
+            bytes((len(sid),)), sid,
+            struct.pack(f">H{len(suites)}H", 2 * len(suites), *suites),
+            bytes((len(comp),)), comp,
+            extensions_block(self.extensions),
+        ))
 
     @classmethod
     def decode(cls, r: Reader) -> ClientHello:
@@ -140,14 +149,12 @@ class ServerHello(HandshakeMessage):
         return self.random == HELLO_RETRY_REQUEST_RANDOM
 
     def encode_body(self) -> bytes:
-        w = Writer()
-        w.u16(self.legacy_version)
-        w.raw(self.random)
-        w.vec(1, self.legacy_session_id_echo)
-        w.u16(self.cipher_suite)
-        w.u8(self.legacy_compression_method)
-        encode_extensions(w, self.extensions)
-        return w.getvalue()
+        sid = self.legacy_session_id_echo
+        return b"".join((
+            _U16.pack(self.legacy_version), self.random, bytes((len(sid),)), sid,
+            _U16.pack(self.cipher_suite), bytes((self.legacy_compression_method,)),
+            extensions_block(self.extensions),
+        ))
 
     @classmethod
     def decode(cls, r: Reader) -> ServerHello:
