@@ -55,7 +55,8 @@ def packet_dcid(datagram: bytes, short_cid_len: int = 8) -> bytes | None:
 
 def peek_client_hello_alpn(datagram: bytes) -> list[bytes] | None:
     """The ClientHello's ALPN protocols: a list (empty if it has no ALPN extension), or
-    None when the hello is truncated in this packet before the ALPN extension. Raises
+    None when the packet does not start with the hello (first frame not CRYPTO at offset 0)
+    or the hello is truncated in this packet before the ALPN extension. Raises
     ClientHelloRejected when the kernel drops the packet."""
     header = _first_initial(datagram)
     if header is None:
@@ -68,17 +69,19 @@ def peek_client_hello_alpn(datagram: bytes) -> list[bytes] | None:
     pos = 0
     while pos < len(payload) and payload[pos] == 0:
         pos += 1
-    # spec §2.7: the first non-PADDING frame must be CRYPTO at offset 0, else the kernel
-    # drops the packet (a retransmission or a later packet of the hello cannot pick).
+    # spec §2.7: the ALPN is read only from a CRYPTO frame at offset 0 that is the first
+    # non-PADDING frame. Anything else (picoquic puts a PING first, a later packet of a
+    # split hello starts past offset 0) gives no ALPN and the packet goes to any listener,
+    # as the kernel's quic_packet_get_alpn() returns 0 with no ALPN data: not a drop.
     if pos >= len(payload) or payload[pos] != 0x06:
-        raise ClientHelloRejected("first frame is not CRYPTO")
+        return None
     try:
         offset, pos = decode_varint(payload, pos + 1)
         length, pos = decode_varint(payload, pos)
     except VarintError:
-        raise ClientHelloRejected("malformed CRYPTO frame") from None
+        return None
     if offset != 0 or pos + length > len(payload):
-        raise ClientHelloRejected("CRYPTO frame not at offset 0")
+        return None
     return _hello_alpn(payload[pos:pos + length])
 
 
