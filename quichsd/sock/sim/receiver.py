@@ -64,9 +64,10 @@ class Receiver:
             if level != INITIAL:
                 return False
             key = self._alt_initial_recv.get(header.version)
-            if key is None and self.is_client and not self._version_followed and not self._crypto[INITIAL].recv.offset:
+            if key is None and self.is_client and not self._version_followed and HANDSHAKE not in self._recv_keys:
                 # The server moved to another compatible version (RFC 9368 §2.3): follow it
-                # once, before its ServerHello (it may have ACKed in the old version first).
+                # once, up to its ServerHello (it may have ACKed, or sent a HelloRetryRequest,
+                # in the old version first).
                 key = initial_keys(self.original_dcid, SUPPORTED_VERSIONS[header.version])[1]
                 switch_to = header.version
             if key is None:
