@@ -44,4 +44,4 @@ bench: $(STAMP)
 	$(VPY) bench/handshake.py
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so quichsd/_sysabi*.so

@@ -290,6 +290,23 @@ class _Driver:
                 remote = b""
             self.session.transport_parameters = remote
 
+    def closed_error(self, exc: OSError) -> HandshakeError:
+        """The error for a connection the peer (or the transport) closed: a peer's TLS
+        alert (CONNECTION_CLOSE 0x100+alert, RFC 9001 §4.8) is a TLS failure, EACCES."""
+        try:
+            info = abi.unpack_connection_close(self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONNECTION_CLOSE, 72))
+        except OSError:
+            info = None
+        if info is not None and 0x100 <= info.errcode <= 0x1FF:
+            try:
+                alert = AlertDescription(info.errcode - 0x100)
+            except ValueError:
+                alert = None
+            name = alert.name if alert is not None else f"alert {info.errcode - 0x100}"
+            return HandshakeError(errno.EACCES, f"peer closed the connection: {name} (0x{info.errcode:x})", alert)
+        detail = f" (close code 0x{info.errcode:x})" if info is not None and info.errcode else ""
+        return HandshakeError(exc.errno or errno.EIO, f"connection closed during the handshake: {exc}{detail}")
+
     def fail(self, exc: TlsError) -> None:
         """Tell the peer why (CONNECTION_CLOSE carries 0x100+alert where the backend can)."""
         try:
@@ -319,7 +336,7 @@ def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
                 driver.fail(TlsError(AlertDescription.user_canceled, "handshake timed out"))
             raise
         except OSError as exc:  # the socket failed under us: peer close, idle timeout, ...
-            raise HandshakeError(exc.errno or errno.EIO, f"socket error during the handshake: {exc}") from None
+            raise driver.closed_error(exc) from None
     except ValueError as exc:
         raise HandshakeError(errno.EINVAL, str(exc)) from None
     finally:

@@ -1,0 +1,1 @@
+"""The tlshd-compatible daemon: one file per job (config, netlink, keyring, ...)."""
