@@ -117,3 +117,18 @@ def client_socket(backend: str, address) -> QuicSocket:
     sock = QuicSocket(socket.AF_INET, backend=backend)
     sock.connect(address)
     return sock
+
+
+def echo_upper(conn: QuicSocket, result: Any = None) -> None:
+    """A server's side of one stream: read it to FIN, answer upper-cased with FIN, then
+    hold the connection until the client closes it."""
+    conn.settimeout(5)
+    data, fin, stream_id = b"", False, -1
+    while not fin:
+        chunk, stream_id, fin = conn.recv()
+        data += chunk
+    conn.send(data.upper(), stream_id, fin=True)
+    try:
+        conn.recv()
+    except (OSError, TimeoutError):
+        pass

@@ -319,7 +319,7 @@ class KeyUpdate(HandshakeMessage):
         return cls(value)
 
 
-Message = Union[
+MESSAGE_TYPES = (
     ClientHello,
     ServerHello,
     EncryptedExtensions,
@@ -330,23 +330,9 @@ Message = Union[
     NewSessionTicket,
     EndOfEarlyData,
     KeyUpdate,
-]
-
-MESSAGE_CLASSES: dict[int, type[HandshakeMessage]] = {
-    cls.msg_type: cls
-    for cls in (
-        ClientHello,
-        ServerHello,
-        EncryptedExtensions,
-        CertificateRequest,
-        Certificate,
-        CertificateVerify,
-        Finished,
-        NewSessionTicket,
-        EndOfEarlyData,
-        KeyUpdate,
-    )
-}
+)
+Message = Union[MESSAGE_TYPES]  # type: ignore[valid-type]
+MESSAGE_CLASSES: dict[int, type[HandshakeMessage]] = {cls.msg_type: cls for cls in MESSAGE_TYPES}
 
 
 def decode_body(msg_type: int, body: bytes) -> Message:

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
-from tests.sockets import client_socket
+from tests.sockets import client_socket, echo_upper
 
 aioquic = pytest.importorskip("aioquic", reason="aioquic (the test peer) is not installed")
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve  # noqa: E402
@@ -137,20 +137,10 @@ async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionT
     return data, tickets, info
 
 
-def _echo(conn: QuicSocket, result) -> None:
-    conn.settimeout(5)
-    data, stream_id, fin = conn.recv()
-    conn.send(data.upper(), stream_id, fin=True)
-    try:
-        conn.recv()  # keep the connection until the client closes it
-    except (OSError, TimeoutError):
-        pass
-
-
 @pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
 def test_aioquic_client_against_our_server(pki, server_factory, version) -> None:
     srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
-                                                key_file=pki.key_file, timeout=5), after=_echo)
+                                                key_file=pki.key_file, timeout=5), after=echo_upper)
     data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, version=version))
     assert data == b"FROM AIOQUIC" and info["alpn"] == "h3"
     assert srv.wait()[0].alpn == "h3"
@@ -158,7 +148,7 @@ def test_aioquic_client_against_our_server(pki, server_factory, version) -> None
 
 def test_aioquic_client_resumes_with_0rtt_on_our_server(pki, server_factory) -> None:
     srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
-                                                key_file=pki.key_file, early_data=True, timeout=5), after=_echo)
+                                                key_file=pki.key_file, early_data=True, timeout=5), after=echo_upper)
     _, tickets, _ = asyncio.run(_aioquic_client(srv.address[1], pki))
     assert tickets, "our server sent no NewSessionTicket"
     data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, ticket=tickets[0], early=b"early bird"))

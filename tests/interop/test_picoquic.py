@@ -17,7 +17,7 @@ import pytest
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from quichsd.tls.config import ClientAuth
 from quichsd.tls.constants import NamedGroup
-from tests.sockets import client_socket
+from tests.sockets import client_socket, echo_upper
 
 pytestmark = pytest.mark.interop
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,18 +138,8 @@ def quic_version(sock: QuicSocket) -> int:
 
 
 def _echo(conn: QuicSocket, result) -> None:
-    """Our server's side of a stream: read it to FIN, answer upper-cased with FIN."""
     result.quic_version = quic_version(conn)
-    conn.settimeout(5)
-    data, fin = b"", False
-    while not fin:
-        chunk, stream_id, fin = conn.recv()
-        data += chunk
-    conn.send(data.upper(), stream_id, fin=True)
-    try:
-        conn.recv()  # keep the connection until the client closes it
-    except (OSError, TimeoutError):
-        pass
+    echo_upper(conn, result)
 
 
 # --- our client, picoquic server -------------------------------------------------------------

@@ -14,7 +14,7 @@ from quichsd.handshake import read_psk_file
 from quichsd.tls.config import ClientAuth, Credentials
 from quichsd.tls.constants import NamedGroup
 from tests.pki import leaf
-from tests.sockets import BACKENDS, client_socket
+from tests.sockets import BACKENDS, client_socket, echo_upper
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -31,14 +31,8 @@ def client_config(pki, **kw) -> HandshakeConfig:
     return HandshakeConfig(**base)
 
 
-def echo(conn: QuicSocket, result) -> None:
-    conn.settimeout(5)
-    data, stream_id, fin = conn.recv()
-    conn.send(data.upper(), stream_id, fin=True)
-
-
 def test_full_handshake_and_data(backend, pki, server_factory) -> None:
-    srv = server_factory(backend, server_config(pki), after=echo)
+    srv = server_factory(backend, server_config(pki), after=echo_upper)
     with client_socket(backend, srv.address) as sock:
         result = quic_handshake(sock, client_config(pki))
         assert result.alpn == "h3" and not result.resumed
@@ -71,7 +65,7 @@ def test_hello_retry_request(backend, pki, server_factory) -> None:
 
 
 def test_resumption_with_0rtt_accepted(backend, pki, server_factory) -> None:
-    srv = server_factory(backend, server_config(pki, early_data=True), after=echo)
+    srv = server_factory(backend, server_config(pki, early_data=True), after=echo_upper)
     with client_socket(backend, srv.address) as sock:
         first = quic_handshake(sock, client_config(pki, ticket_wait=3))
     assert first.session_data
@@ -85,7 +79,7 @@ def test_resumption_with_0rtt_accepted(backend, pki, server_factory) -> None:
 
 
 def test_0rtt_rejected_still_resumes(backend, pki, server_factory) -> None:
-    srv = server_factory(backend, server_config(pki, early_data=False), after=echo)
+    srv = server_factory(backend, server_config(pki, early_data=False), after=echo_upper)
     with client_socket(backend, srv.address) as sock:
         first = quic_handshake(sock, client_config(pki, ticket_wait=3))
     with client_socket(backend, srv.address) as sock:
