@@ -42,6 +42,7 @@ peer-venv:
 
 bench: $(STAMP)
 	$(VPY) bench/handshake.py
+	$(VPY) bench/udp_handshake.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so quichsd/_sysabi*.so
