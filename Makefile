@@ -9,7 +9,7 @@ AIOPQUIC_VERSION := 0.6.1
 PEER_STAMP := $(PEER_VENV)/.aiopquic-$(AIOPQUIC_VERSION)
 PEER_PYTHONS ?= $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)
 
-.PHONY: demo test bench clean peer-venv
+.PHONY: demo test bench clean peer-venv system-deps
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 demo: $(STAMP)
 	$(VPY) -m quichsd demo
 
-test: $(STAMP) peer-venv
+test: $(STAMP) peer-venv system-deps
 	$(VPY) -m pytest -q tests
 
 # No Python 3.12 here is not an error: the picoquic tests then skip and say why.
@@ -39,6 +39,17 @@ peer-venv:
 	rm -rf $(PEER_VENV) && "$$py" -m venv $(PEER_VENV) && \
 	$(PEER_VENV)/bin/python -m pip install -q aiopquic==$(AIOPQUIC_VERSION) && \
 	touch $(PEER_STAMP) || { rm -rf $(PEER_VENV); echo "peer-venv: installing aiopquic failed"; exit 1; }
+
+# Programs the tests start for real: dbus-daemon (the D-Bus tests start a private bus).
+# Installed with apt-get where it is missing and we may; otherwise those tests skip and say why.
+system-deps:
+	@command -v dbus-daemon >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "system-deps: installing dbus-daemon"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dbus-daemon >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dbus-daemon >/dev/null; } || \
+	  echo "system-deps: could not install dbus-daemon; the D-Bus tests will skip"; \
+	else echo "system-deps: dbus-daemon missing and not root with apt-get; the D-Bus tests will skip"; fi
 
 bench: $(STAMP)
 	$(VPY) bench/handshake.py
