@@ -89,6 +89,8 @@ class ClientHelloInfo:
     server_name: str | None
     alpn_protocols: tuple[bytes, ...]
     transport_parameters: bytes
+    # External PSK identities offered (pre_shared_key), in the client's order.
+    psk_identities: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -99,6 +101,8 @@ class ServerChoice:
     trust: TrustStore | None = None
     alpn_protocols: Sequence[bytes] | None = None
     transport_parameters: bytes | None = None
+    # Server: external PSKs to accept for this connection (e.g. looked up by identity).
+    psks: Sequence[ExternalPsk] | None = None
 
 
 ClientHelloHook = Callable[[ClientHelloInfo], "ServerChoice | None"]

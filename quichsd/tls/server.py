@@ -100,6 +100,7 @@ class ServerEngine(TlsEngine):
         self._credentials: Credentials | None = config.credentials
         self._trust: TrustStore | None = config.trust
         self._alpn_choices: list[bytes] = list(config.alpn_protocols)
+        self._psks: list[ExternalPsk] = list(config.psks)
         self._local_params = config.transport_parameters
         self._hello1: ClientHello | None = None
         self._hrr_group: int | None = None
@@ -194,10 +195,12 @@ class ServerEngine(TlsEngine):
         if hook is None:
             return
         alpn = ch.extensions.get(ET.ALPN)
+        psk_ext = ch.extensions.get(ET.PRE_SHARED_KEY)
         info = ClientHelloInfo(
             server_name=self._server_name,
             alpn_protocols=tuple(ext.decode_alpn(alpn)) if alpn is not None else (),
             transport_parameters=self.peer_transport_parameters or b"",
+            psk_identities=tuple(i.identity for i in ext.decode_offered_psks(psk_ext)[0]) if psk_ext else (),
         )
         choice: ServerChoice | None = hook(info)
         if choice is None:
@@ -210,6 +213,8 @@ class ServerEngine(TlsEngine):
             self._alpn_choices = [bytes(p) for p in choice.alpn_protocols]
         if choice.transport_parameters is not None:
             self._local_params = choice.transport_parameters
+        if choice.psks is not None:
+            self._psks = list(choice.psks)
 
     def _common_suites(self, ch: ClientHello) -> list[SuiteInfo]:
         """Suites both sides support, in our preference order."""
@@ -284,7 +289,7 @@ class ServerEngine(TlsEngine):
         return None, suites[0]
 
     def _lookup_psk(self, index: int, identity: ext.PskIdentity) -> _Psk | None:
-        for external in self.config.psks:
+        for external in self._psks:
             if hmac.compare_digest(external.identity, identity.identity):
                 return _Psk(external.key, index, external.hash_name, external, None)
         sealer = self.config.ticket_sealer

@@ -1,0 +1,411 @@
+"""One handshake request: what an ACCEPT reply carries, run to a DONE status (spec tlshd-behaviour
+§1.5, §1.7, §3.1-3.4, §6, §9.3).
+
+`handle(request, config)` never raises and returns exactly one `DoneResult` per request:
+
+    status       0, or a positive errno as DONE's STATUS attribute carries it (§9.3):
+                 EACCES       a TLS failure (certificate, alert received, no common cipher ...)
+                 ETIMEDOUT    the request's timeout (or the configured default) expired
+                 EIO          anything before or after the handshake: unknown message type
+                              or auth mode, unreadable key serials or credential files, no PSK
+                              identity, no ALPN, an unexpected exception
+                 EOPNOTSUPP   the socket is not IPPROTO_QUIC (the TCP/kTLS path is not done yet)
+                 EKEYREJECTED a PSK identity was unknown: we (server) found no key for the
+                              client's identity, or the peer answered unknown_psk_identity
+                 other errno  a QUIC socket option / send / recv failure, passed through
+    remote_auth  DONE's REMOTE_AUTH serials (§6.4), only when status is 0
+
+How the QUIC path is configured (§3.4, §6):
+
+    client x509    trust store [authenticate.client] x509.truststore (None: system), server
+                   name = PEERNAME. Client certificate from the CERT/PRIVKEY serials, else
+                   from x509.certificate / x509.private_key; with neither it is EIO, as
+                   tlshd (spec §6.1: the client certificate and key are required).
+    client unauth  no client certificate. DIFFERENCE FROM tlshd: tlshd's QUIC client does no
+                   server verification at all in UNAUTH mode (and when the socket's
+                   certificate_request is 3); we still verify the server's chain against
+                   the client trust store and its name against PEERNAME, as tlshd's TCP
+                   unauth client does. Without PEERNAME that is impossible, so it is EIO.
+    client psk     the first PEER_IDENTITY only: identity = the key's description, key = its
+                   payload (any readable key type). No remote peer id.
+    server x509    certificate/key from the serials, else [alpn:...] / [authenticate.server]
+                   via config.server_x509(alpn, sni), chosen in the ClientHello hook; client
+                   certificates per the socket's certificate_request (0 ignore, 1 request,
+                   2 require), verified against the chosen truststore.
+    server psk     each offered identity is looked up ("psk" key, then "user" key) from
+                   the session keyring; the first found is accepted and its serial is the
+                   remote peer id. None found: the handshake fails with EKEYREJECTED.
+    server unauth  EIO, as tlshd.
+    ALPN           the socket's QUIC_SOCKOPT_ALPN list; the server writes the selected
+                   protocol back to the socket from the ClientHello hook, as tlshd does.
+
+Not done yet: the TCP (kTLS) path, client session-ticket resumption and ticket export through
+QUIC_SOCKOPT_SESSION_TICKET, reverse DNS for a missing PEERNAME.
+"""
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .. import abi
+from ..handshake import HandshakeConfig, HandshakeError, HandshakeResult, quic_handshake
+from ..sock import QuicSocket
+from ..tls.certs import TrustStore
+from ..tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice
+from ..tls.constants import AlertDescription, CipherSuite
+from ..tls.errors import TlsError
+from . import keyring as kr
+from .config import DaemonConfig
+from .keyring import AuthMode
+
+log = logging.getLogger(__name__)
+
+IPPROTO_QUIC = 261
+SO_PROTOCOL = getattr(socket, "SO_PROTOCOL", 38)
+ALPN_BUFFER = 256
+CONFIG_BUFFER = 24
+# quic_config.certificate_request on a client socket: no client cert, no verification (§3.4).
+CLIENT_NO_VERIFY = 3
+# quic_config.payload_cipher_type (TLS_CIPHER_*) -> the suite it restricts the handshake to.
+_CIPHERS = {
+    51: CipherSuite.AES_128_GCM_SHA256,
+    52: CipherSuite.AES_256_GCM_SHA384,
+    54: CipherSuite.CHACHA20_POLY1305_SHA256,
+}
+
+
+class MessageType(enum.IntEnum):
+    """ACCEPT MESSAGE_TYPE (§1.5)."""
+
+    CLIENTHELLO = 1
+    SERVERHELLO = 2
+
+
+@dataclass(frozen=True)
+class HandshakeRequest:
+    """The fields of one ACCEPT reply (§1.5). Serials are key serials; 0 means none."""
+
+    sock: Any  # a QuicSocket, a socket.socket, or the fd number from SOCKFD
+    message_type: int
+    auth_mode: int
+    peer_identities: tuple[int, ...] = ()
+    certificate: int = 0
+    private_key: int = 0
+    peername: str | None = None
+    timeout_ms: int = 0  # 0 (absent): config.default_timeout
+    keyring: int = 0
+
+
+@dataclass(frozen=True)
+class DoneResult:
+    """What DONE reports: STATUS and, on success, REMOTE_AUTH (§1.7)."""
+
+    status: int
+    remote_auth: list[int] = field(default_factory=list)
+
+
+class _SetupError(Exception):
+    """A failure before or after the TLS exchange itself: DONE gets `status` (EIO usually)."""
+
+    def __init__(self, message: str, status: int = errno.EIO) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
+    """Run `request` to its DONE result. Never raises."""
+    try:
+        return _handle(request, config)
+    except _SetupError as exc:
+        log.error("handshake setup failed: %s", exc)
+        return DoneResult(exc.status)
+    except Exception as exc:  # never let a request go without its DONE
+        # Type and text only: no traceback locals, no key material.
+        log.error("handshake failed unexpectedly: %s: %s", type(exc).__name__, exc)
+        log.debug("unexpected handshake failure", exc_info=True)
+        return DoneResult(errno.EIO)
+
+
+def _handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
+    proto = _transport(request.sock)
+    if proto == socket.IPPROTO_TCP:
+        log.error("TLS over TCP (kTLS) is not supported yet")
+        return DoneResult(errno.EOPNOTSUPP)
+    if proto != IPPROTO_QUIC:
+        log.error("Unsupported ip_proto (%d)", proto)
+        return DoneResult(errno.EOPNOTSUPP)
+    try:
+        message_type = MessageType(request.message_type)
+    except ValueError:
+        raise _SetupError(f"Unrecognized handshake type ({request.message_type})") from None
+    try:
+        mode = AuthMode(request.auth_mode)
+    except ValueError:
+        raise _SetupError(f"Unrecognized auth mode ({request.auth_mode})") from None
+    if request.keyring:
+        try:
+            kr.link(request.keyring, kr.KEY_SPEC_SESSION_KEYRING)
+        except OSError as exc:
+            log.debug("linking request keyring %d: %s", request.keyring, exc)
+    backend, owned = _quic_backend(request.sock)
+    try:
+        quic = _QuicHandshake(request, config, backend, mode)
+        if message_type is MessageType.CLIENTHELLO:
+            return quic.client()
+        return quic.server()
+    finally:
+        if owned:
+            try:
+                backend.close()
+            except OSError:
+                pass
+
+
+def _transport(sock: Any) -> int:
+    """SO_PROTOCOL of the socket (§3.1); simulated QUIC sockets count as IPPROTO_QUIC."""
+    if isinstance(sock, QuicSocket):
+        if sock.backend_name == "sim":
+            return IPPROTO_QUIC
+        fd = sock.fileno()
+    elif isinstance(sock, socket.socket):
+        fd = sock.fileno()
+    elif isinstance(sock, int):
+        fd = sock
+    elif hasattr(sock, "recv_item"):  # a bare backend object (the simulation)
+        return IPPROTO_QUIC
+    else:
+        raise _SetupError(f"not a socket: {type(sock).__name__}")
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=os.dup(fd))
+    except OSError as exc:
+        raise _SetupError(f"socket fd {fd}: {exc}", exc.errno or errno.EIO) from None
+    try:
+        return probe.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+    except OSError as exc:
+        raise _SetupError(f"getsockopt(SO_PROTOCOL) on fd {fd}: {exc}", exc.errno or errno.EIO) from None
+    finally:
+        probe.close()
+
+
+def _quic_backend(sock: Any) -> tuple[Any, bool]:
+    """The socket object to drive, and whether we opened it (a dup of a bare fd)."""
+    if isinstance(sock, QuicSocket):
+        return sock.backend, False
+    if isinstance(sock, (socket.socket, int)):
+        from ..sock.kernel import KernelQuicSocket
+
+        fd = sock.fileno() if isinstance(sock, socket.socket) else sock
+        return KernelQuicSocket.from_fd(fd), True
+    return sock, False
+
+
+def _serial_credentials(cert_serial: int, key_serial: int) -> Credentials | None:
+    """Credentials from CERT/PRIVKEY serials; None when both are 0; EIO when unreadable."""
+    if not cert_serial and not key_serial:
+        return None
+    if not cert_serial or not key_serial:
+        raise _SetupError("x509 needs both a certificate and a private key serial")
+    try:
+        return Credentials([kr.read_certificate(cert_serial)], kr.read_private_key(key_serial))
+    except (OSError, ValueError) as exc:
+        raise _SetupError(f"reading x509 credentials from the keyring: {exc}") from None
+
+
+def _file_credentials(cert_file: str | None, key_file: str | None) -> Credentials | None:
+    if not cert_file and not key_file:
+        return None
+    if not cert_file or not key_file:
+        raise _SetupError("x509.certificate and x509.private_key must be set together")
+    try:
+        return Credentials.from_files(cert_file, key_file)
+    except (OSError, ValueError) as exc:
+        raise _SetupError(f"loading {cert_file} / {key_file}: {exc}") from None
+
+
+def _trust(path: str | None) -> TrustStore | None:
+    """The configured trust store; None (the system store) if unset or missing (§4.3)."""
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        return TrustStore.from_file(path)
+    except (OSError, ValueError) as exc:
+        raise _SetupError(f"loading trust store {path}: {exc}") from None
+
+
+class _QuicHandshake:
+    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: Any, mode: AuthMode) -> None:
+        self.request = request
+        self.config = config
+        self.sock = sock
+        self.mode = mode
+        self.timeout = request.timeout_ms / 1000 if request.timeout_ms else config.default_timeout
+        # Set by the server's ClientHello hook.
+        self.hook_error: _SetupError | None = None
+        self.psk_serials: dict[bytes, int] = {}
+        self.psk_missing = False
+        self.qcfg: dict[str, Any] = {}
+
+    # -- socket options ----------------------------------------------------------------
+
+    def _alpns(self) -> list[bytes]:
+        try:
+            raw = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_ALPN, ALPN_BUFFER)
+        except OSError as exc:
+            raise _SetupError(f"getsockopt(ALPN): {exc}", exc.errno or errno.EIO) from None
+        alpns = [item.lstrip(b" ") for item in raw.rstrip(b"\0").split(b",")]
+        alpns = [a for a in alpns if a]
+        if not alpns:
+            raise _SetupError("no ALPN set on the socket (QUIC needs one, RFC 9001 §8.1)")
+        return alpns
+
+    def _quic_config(self) -> dict[str, Any]:
+        try:
+            return abi.unpack_config(self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, CONFIG_BUFFER))
+        except OSError as exc:
+            raise _SetupError(f"getsockopt(CONFIG): {exc}", exc.errno or errno.EIO) from None
+        except Exception as exc:
+            log.debug("unreadable quic_config (%s); using defaults", exc)
+            return {}
+
+    def _base(self, server: bool) -> HandshakeConfig:
+        qcfg = self.qcfg = self._quic_config()
+        suite = _CIPHERS.get(int(qcfg.get("payload_cipher_type", 0) or 0))
+        cfg = HandshakeConfig(
+            server=server, alpns=self._alpns(), timeout=self.timeout,
+            cipher_suites=[suite] if suite is not None else None, keylog_file=self.config.keylog,
+        )
+        return cfg
+
+    # -- outcome -----------------------------------------------------------------------
+
+    def _run(self, hcfg: HandshakeConfig) -> HandshakeResult | DoneResult:
+        try:
+            return quic_handshake(self.sock, hcfg)
+        except HandshakeError as exc:
+            if self.hook_error is not None:
+                raise self.hook_error from None
+            if self.psk_missing or exc.alert is AlertDescription.unknown_psk_identity:
+                log.error("PSK identity rejected: %s", exc.strerror)
+                return DoneResult(errno.EKEYREJECTED)
+            status = exc.errno or errno.EIO
+            if status == errno.EINVAL:  # our own configuration was refused: setup failure
+                status = errno.EIO
+            log.error("QUIC handshake failed (%s): %s", errno.errorcode.get(status, status), exc.strerror)
+            return DoneResult(status)
+
+    # -- client ------------------------------------------------------------------------
+
+    def client(self) -> DoneResult:
+        req, mode = self.request, self.mode
+        hcfg = self._base(server=False)
+        hcfg.hostname = req.peername
+        settings = self.config.client
+        no_verify_socket = self.qcfg.get("certificate_request") == CLIENT_NO_VERIFY
+        if mode is AuthMode.PSK:
+            if not req.peer_identities:
+                raise _SetupError("No key identities")
+            serial = req.peer_identities[0]
+            try:
+                psk = kr.read_psk(serial)
+            except (OSError, ValueError) as exc:
+                raise _SetupError(f"reading PSK {serial}: {exc}") from None
+            hcfg.psks = [ExternalPsk(psk.identity.encode(), psk.key)]
+            hcfg.trust = _trust(settings.truststore)
+        else:
+            if mode is AuthMode.UNAUTH or no_verify_socket:
+                mode = AuthMode.UNAUTH
+            else:
+                creds = _serial_credentials(req.certificate, req.private_key)
+                if creds is None:
+                    creds = _file_credentials(settings.certificate, settings.private_key)
+                if creds is None:
+                    raise _SetupError("x509 mode without a client certificate and key (serials or config)")
+                hcfg.credentials = creds
+            hcfg.trust = _trust(settings.truststore)
+            if not req.peername:
+                raise _SetupError("no PEERNAME: cannot verify the server's certificate")
+        result = self._run(hcfg)
+        if isinstance(result, DoneResult):
+            return result
+        chain = [c.public_bytes(Encoding.DER) for c in result.peer_certificates]
+        ids = kr.remote_peer_ids(mode, server=False, quic=True, peer_chain=chain, peername=req.peername)
+        log.info("QUIC client handshake with %s done (alpn %s)", req.peername, result.alpn)
+        return DoneResult(0, ids)
+
+    # -- server ------------------------------------------------------------------------
+
+    def server(self) -> DoneResult:
+        req, mode = self.request, self.mode
+        if mode is AuthMode.UNAUTH:
+            raise _SetupError("Unrecognized auth mode (unauth server)")
+        hcfg = self._base(server=True)
+        alpns = list(hcfg.alpns)  # type: ignore[arg-type]
+        request_cert = int(self.qcfg.get("certificate_request", 0) or 0)
+        serial_creds = None
+        if mode is AuthMode.X509:
+            serial_creds = _serial_credentials(req.certificate, req.private_key)
+            hcfg.client_auth = ClientAuth(request_cert) if request_cert in (0, 1, 2) else ClientAuth.NONE
+
+        def hook(info: ClientHelloInfo) -> ServerChoice | None:
+            try:
+                return self._server_choice(info, alpns, serial_creds)
+            except _SetupError as exc:
+                self.hook_error = exc
+                raise TlsError(AlertDescription.access_denied, str(exc)) from None
+            except Exception as exc:
+                self.hook_error = _SetupError(f"{type(exc).__name__}: {exc}")
+                raise TlsError(AlertDescription.internal_error, "server setup failed") from None
+
+        hcfg.client_hello_hook = hook
+        result = self._run(hcfg)
+        if isinstance(result, DoneResult):
+            return result
+        psk_serial = self.psk_serials.get(result.psk_identity or b"", 0)
+        chain = [c.public_bytes(Encoding.DER) for c in result.peer_certificates]
+        ids = kr.remote_peer_ids(mode, server=True, quic=True, peer_chain=chain, psk_serial=psk_serial)
+        log.info("QUIC server handshake done (alpn %s)", result.alpn)
+        return DoneResult(0, ids)
+
+    def _server_choice(self, info: ClientHelloInfo, alpns: Sequence[bytes],
+                       serial_creds: Credentials | None) -> ServerChoice:
+        # The engine picks the client's first protocol that we list; so do we, to write it
+        # back (tlshd's post-ClientHello hook) and to pick per-ALPN credentials.
+        selected = next((p for p in info.alpn_protocols if p in alpns), None)
+        if selected is not None:
+            try:
+                self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, selected)
+            except OSError as exc:
+                raise _SetupError(f"setsockopt(ALPN, {selected!r}): {exc}", exc.errno or errno.EIO) from None
+        choice = ServerChoice()
+        if self.mode is AuthMode.PSK:
+            psks = []
+            for identity in info.psk_identities:
+                try:
+                    text = identity.decode()
+                    psk = kr.find_server_psk(text, quic=True)
+                except (UnicodeDecodeError, OSError) as exc:
+                    log.debug("no server PSK for identity %r: %s", identity, exc)
+                    continue
+                self.psk_serials[identity] = psk.serial
+                psks.append(ExternalPsk(identity, psk.key))
+                break
+            if not psks:
+                self.psk_missing = True
+                log.error("no PSK key for the client's identities %r", list(info.psk_identities))
+            choice.psks = psks
+            return choice
+        settings = self.config.server_x509(selected, info.server_name)
+        creds = serial_creds or _file_credentials(settings.certificate, settings.private_key)
+        if creds is None:
+            raise _SetupError("No usable server certificate/key - check the configuration")
+        choice.credentials = creds
+        choice.trust = _trust(settings.truststore)
+        return choice

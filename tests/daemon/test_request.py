@@ -1,0 +1,350 @@
+"""quichsd.daemon.request.handle() over simulated QUIC sockets (spec tlshd-behaviour §1.7, §3, §6, §9.3).
+
+The other end is our own quic_handshake, in a thread. Keys are `user` keys in a fresh
+session keyring joined by the test thread (the thread that runs handle()).
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
+from quichsd.daemon import keyring as kr
+from quichsd.daemon.config import AlpnCredentials, DaemonConfig, X509Settings
+from quichsd.daemon.keyring import MUTUAL_AUTH_PEER_ID, AuthMode, KeyringError
+from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType, handle
+from quichsd.tls.config import ClientAuth, ExternalPsk
+from tests.pki import make_ca, new_key
+from tests.sockets import client_socket, pki, server_factory  # noqa: F401  (fixtures)
+
+CLIENT, SERVER = MessageType.CLIENTHELLO, MessageType.SERVERHELLO
+PSK_KEY = bytes(range(32))
+
+
+def _keyctl_unavailable() -> str | None:
+    try:
+        kr.session_keyring(create=True)
+    except KeyringError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EPERM):
+            return f"keyctl(2) unavailable here: {exc}"
+    return None
+
+
+needs_keyctl = pytest.mark.skipif(bool(_keyctl_unavailable()), reason=str(_keyctl_unavailable()))
+
+
+@pytest.fixture
+def session() -> int:
+    return kr.join_session_keyring()
+
+
+@pytest.fixture
+def user_keyring_cleanup() -> Iterator[list[int]]:
+    """REMOTE_AUTH serials an x509 client added to the user keyring; unlinked afterwards."""
+    added: list[int] = []
+    yield added
+    for serial in added:
+        if serial:
+            try:
+                kr.unlink(serial, kr.KEY_SPEC_USER_KEYRING)
+            except KeyringError:
+                pass
+
+
+def der_cert(path: str) -> bytes:
+    return x509.load_pem_x509_certificate(open(path, "rb").read()).public_bytes(Encoding.DER)
+
+
+def der_key(path: str) -> bytes:
+    key = serialization.load_pem_private_key(open(path, "rb").read(), None)
+    return key.private_bytes(Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def client_config(pki, **kw: Any) -> DaemonConfig:
+    return DaemonConfig(client=X509Settings(truststore=pki.ca_file, **kw))
+
+
+def quic_client(srv, alpn: bytes = b"h3") -> QuicSocket:
+    sock = client_socket("sim", srv.address)
+    sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, alpn)
+    return sock
+
+
+class Peer:
+    """Our quic_handshake as the client of a daemon-side server socket."""
+
+    def __init__(self, alpn: bytes = b"h3", listen_alpn: bytes = b"h3") -> None:
+        self.listener = QuicSocket(socket.AF_INET, backend="sim")
+        self.listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, listen_alpn)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.client = client_socket("sim", self.listener.getsockname()[:2])
+        self.client.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, alpn)
+        self.outcome: Any = None
+
+    def start(self, config: HandshakeConfig) -> QuicSocket:
+        def run() -> None:
+            try:
+                self.outcome = quic_handshake(self.client, config)
+            except HandshakeError as exc:
+                self.outcome = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        self.listener.settimeout(5)
+        conn, _ = self.listener.accept()
+        return conn
+
+    def join(self) -> Any:
+        self.thread.join(10)
+        return self.outcome
+
+    def close(self) -> None:
+        self.client.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    made: list[Peer] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+def peer(peers: list[Peer], **kw: Any) -> Peer:
+    p = Peer(**kw)
+    peers.append(p)
+    return p
+
+
+# ---- client role ----------------------------------------------------------------------------
+
+
+def test_x509_client_without_client_cert_is_eio(pki, server_factory):
+    """As tlshd (spec §6.1): x509 mode needs the client's certificate and key."""
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, peername="localhost"), client_config(pki))
+    assert done.status == errno.EIO and done.remote_auth == []
+
+
+@needs_keyctl
+def test_x509_client_cert_from_serials(pki, server_factory, session, user_keyring_cleanup):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file,
+                                                cafile=pki.ca_file, client_auth=ClientAuth.REQUIRED))
+    cert = kr.add_key("user", "client cert", der_cert(pki.cert_file), session)
+    key = kr.add_key("user", "client key", der_key(pki.key_file), session)
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, certificate=cert, private_key=key,
+                           peername="localhost", timeout_ms=5000)
+    done = handle(req, client_config(pki))
+    user_keyring_cleanup.extend(done.remote_auth)
+    assert done.status == 0
+    (result,) = srv.wait(1)
+    assert len(result.peer_certificates) == 1
+
+
+def test_x509_client_cert_from_config(pki, server_factory, user_keyring_cleanup):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file,
+                                                cafile=pki.ca_file, client_auth=ClientAuth.REQUIRED))
+    config = client_config(pki, certificate=pki.cert_file, private_key=pki.key_file)
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, peername="localhost"), config)
+    user_keyring_cleanup.extend(done.remote_auth)
+    assert done.status == 0
+    assert len(srv.wait(1)[0].peer_certificates) == 1
+
+
+def test_unauth_client(pki, server_factory):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost"),
+                  client_config(pki))
+    assert done == DoneResult(0, [])
+
+
+def test_unauth_client_still_verifies_the_server(pki, server_factory, tmp_path):
+    """Unlike tlshd's QUIC unauth client, the server's chain is checked: wrong CA -> EACCES."""
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(make_ca("another CA").cert.public_bytes(Encoding.PEM))
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+                  DaemonConfig(client=X509Settings(truststore=str(other))))
+    assert done == DoneResult(errno.EACCES, [])
+
+
+def test_x509_client_wrong_name_is_eacces(pki, server_factory):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    config = client_config(pki, certificate=pki.cert_file, private_key=pki.key_file)
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, peername="elsewhere.example",
+                                   timeout_ms=5000), config)
+    assert done.status == errno.EACCES
+
+
+@needs_keyctl
+def test_psk_client(server_factory, session):
+    srv = server_factory("sim", HandshakeConfig(server=True, psks=[ExternalPsk(b"host-1", PSK_KEY)]))
+    serial = kr.add_key("user", "host-1", PSK_KEY, session)
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK, peer_identities=(serial,)), DaemonConfig())
+    assert done == DoneResult(0, [])  # QUIC PSK client: no remote peer id (§6.4)
+    assert srv.wait(1)[0].psk_identity == b"host-1"
+
+
+@needs_keyctl
+def test_psk_client_unknown_to_server_is_ekeyrejected(server_factory, session):
+    srv = server_factory("sim", HandshakeConfig(server=True, psks=[ExternalPsk(b"someone-else", PSK_KEY)]))
+    serial = kr.add_key("user", "host-1", PSK_KEY, session)
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK, peer_identities=(serial,),
+                                   timeout_ms=5000), DaemonConfig())
+    assert done == DoneResult(errno.EKEYREJECTED, [])
+
+
+def test_psk_client_without_identity_is_eio(server_factory):
+    srv = server_factory("sim", HandshakeConfig(server=True, psks=[ExternalPsk(b"x", PSK_KEY)]))
+    assert handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK), DaemonConfig()).status == errno.EIO
+
+
+def test_silent_peer_is_etimedout():
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        sock = QuicSocket(socket.AF_INET, backend="sim")
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"h3")
+        sock.connect(sink.getsockname())
+        done = handle(HandshakeRequest(sock, CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=300),
+                      DaemonConfig())
+        assert done == DoneResult(errno.ETIMEDOUT, [])
+        sock.close()
+    finally:
+        sink.close()
+
+
+@needs_keyctl
+def test_bad_key_serials_are_eio(pki, server_factory, session):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    junk = kr.add_key("user", "not a certificate", b"junk", session)
+    key = kr.add_key("user", "client key", der_key(pki.key_file), session)
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, certificate=junk, private_key=key,
+                           peername="localhost")
+    assert handle(req, client_config(pki)) == DoneResult(errno.EIO, [])
+    ring = kr.add_key("keyring", "not a psk", None, session)
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK, peer_identities=(ring,))
+    assert handle(req, DaemonConfig()).status == errno.EIO
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK, peer_identities=(0x7FFFFFF0,))
+    assert handle(req, DaemonConfig()).status == errno.EIO
+
+
+# ---- server role ----------------------------------------------------------------------------
+
+
+def test_x509_server(pki, peers):
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost"))
+    config = DaemonConfig(server=X509Settings(certificate=pki.cert_file, private_key=pki.key_file))
+    done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509), config)
+    assert done == DoneResult(0, [])  # no client certificate requested: no peer id
+    assert p.join().alpn == "h3"
+    assert conn.getsockopt(abi.lib.QUIC_SOCKOPT_ALPN, 256).rstrip(b"\0") == b"h3"  # written back
+
+
+@needs_keyctl
+def test_x509_server_from_serials_with_client_cert(pki, peers, session):
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost",
+                                   cert_file=pki.cert_file, key_file=pki.key_file))
+    conn.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(certificate_request=2))
+    cert = kr.add_key("user", "server cert", der_cert(pki.cert_file), session)
+    key = kr.add_key("user", "server key", der_key(pki.key_file), session)
+    config = DaemonConfig(server=X509Settings(truststore=pki.ca_file))
+    done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, certificate=cert, private_key=key), config)
+    assert done == DoneResult(0, [MUTUAL_AUTH_PEER_ID])
+    assert not isinstance(p.join(), Exception)
+
+
+def test_x509_server_per_alpn_credentials(pki, peers, tmp_path):
+    smb_ca = make_ca("smb CA")
+    smb_key = new_key("p256")
+    (tmp_path / "ca.pem").write_bytes(smb_ca.cert.public_bytes(Encoding.PEM))
+    (tmp_path / "smb.pem").write_bytes(smb_ca.issue("localhost", smb_key).public_bytes(Encoding.PEM))
+    (tmp_path / "smb.key").write_bytes(smb_key.private_bytes(
+        Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    p = peer(peers, alpn=b"smb", listen_alpn=b"h3,smb")
+    conn = p.start(HandshakeConfig(cafile=str(tmp_path / "ca.pem"), hostname="localhost"))
+    config = DaemonConfig(
+        server=X509Settings(certificate=pki.cert_file, private_key=pki.key_file),
+        alpn=(AlpnCredentials(b"smb", certificate=str(tmp_path / "smb.pem"), private_key=str(tmp_path / "smb.key")),),
+    )
+    assert handle(HandshakeRequest(conn, SERVER, AuthMode.X509), config) == DoneResult(0, [])
+    assert p.join().alpn == "smb"
+    assert conn.getsockopt(abi.lib.QUIC_SOCKOPT_ALPN, 256).rstrip(b"\0") == b"smb"
+
+
+def test_x509_server_without_certificate_is_eio(pki, peers):
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", timeout=5))
+    assert handle(HandshakeRequest(conn, SERVER, AuthMode.X509), DaemonConfig()) == DoneResult(errno.EIO, [])
+    assert isinstance(p.join(), HandshakeError)
+
+
+@needs_keyctl
+def test_psk_server(peers, session):
+    serial = kr.add_key("user", "client-7", PSK_KEY, session)
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(psks=[ExternalPsk(b"client-7", PSK_KEY)]))
+    done = handle(HandshakeRequest(conn, SERVER, AuthMode.PSK), DaemonConfig())
+    assert done == DoneResult(0, [serial])
+    assert p.join().psk_identity == b"client-7"
+
+
+@needs_keyctl
+def test_psk_server_unknown_identity_is_ekeyrejected(peers, session):
+    kr.add_key("user", "client-7", PSK_KEY, session)
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(psks=[ExternalPsk(b"stranger", PSK_KEY)], timeout=5))
+    assert handle(HandshakeRequest(conn, SERVER, AuthMode.PSK, timeout_ms=5000), DaemonConfig()) == \
+        DoneResult(errno.EKEYREJECTED, [])
+    assert isinstance(p.join(), HandshakeError)
+
+
+def test_unauth_server_is_eio(peers):
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(hostname="localhost", timeout=1))
+    assert handle(HandshakeRequest(conn, SERVER, AuthMode.UNAUTH), DaemonConfig()) == DoneResult(errno.EIO, [])
+
+
+# ---- dispatch and request validation ---------------------------------------------------------
+
+
+def test_tcp_socket_is_eopnotsupp():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    try:
+        for sock in (client, client.fileno()):
+            assert handle(HandshakeRequest(sock, CLIENT, AuthMode.X509), DaemonConfig()) == \
+                DoneResult(errno.EOPNOTSUPP, [])
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_unix_socketpair_is_eopnotsupp():
+    a, b = socket.socketpair()
+    with a, b:
+        assert handle(HandshakeRequest(a.fileno(), SERVER, AuthMode.PSK), DaemonConfig()).status == errno.EOPNOTSUPP
+
+
+@pytest.mark.parametrize("message_type, auth_mode", [(0, AuthMode.X509), (3, AuthMode.X509), (CLIENT, 0),
+                                                     (CLIENT, 7)])
+def test_unrecognized_type_or_mode_is_eio(message_type, auth_mode):
+    with QuicSocket(socket.AF_INET, backend="sim") as sock:
+        assert handle(HandshakeRequest(sock, message_type, auth_mode), DaemonConfig()) == DoneResult(errno.EIO, [])
+
+
+def test_never_raises():
+    assert handle(HandshakeRequest(object(), CLIENT, AuthMode.X509), DaemonConfig()) == DoneResult(errno.EIO, [])
+    assert handle(HandshakeRequest(-1, CLIENT, AuthMode.X509), DaemonConfig()).status != 0
