@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import functools
 import time
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,39 +16,13 @@ from cryptography.hazmat.primitives import serialization
 from quichsd.daemon import keyring as kr
 from quichsd.daemon.keyring import AuthMode, KeyPayloadError, KeyringError
 from quichsd.devcerts import leaf, make_ca
+from tests.daemon.conftest import needs_keyctl
 
 
-def _keyctl_unavailable() -> str | None:
-    try:
-        kr.session_keyring(create=True)
-    except KeyringError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EPERM):
-            return f"keyctl(2) unavailable here: {exc}"
-    return None
-
-
-pytestmark = pytest.mark.skipif(bool(_keyctl_unavailable()), reason=str(_keyctl_unavailable()))
+pytestmark = needs_keyctl
 
 NVME_IDENTITY = "NVMe0R01 nqn.2014-08.org.nvmexpress:uuid:host nqn.2014-08.org.nvmexpress:subsys"
 PSK32 = bytes(range(32))
-
-
-@pytest.fixture
-def session() -> int:
-    """A fresh anonymous session keyring for this test; its serial."""
-    return kr.join_session_keyring()
-
-
-@pytest.fixture
-def user_keyring_links() -> Iterator[list[int]]:
-    """Serials the test links into root's user keyring; unlinked afterwards."""
-    links: list[int] = []
-    yield links
-    for serial in links:
-        try:
-            kr.unlink(serial, kr.KEY_SPEC_USER_KEYRING)
-        except KeyringError:
-            pass
 
 
 def has_key_type(name: str, payload: bytes = b"x") -> bool:

@@ -19,44 +19,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from quichsd.daemon import keyring as kr
 from quichsd.daemon.config import AlpnCredentials, DaemonConfig, X509Settings
-from quichsd.daemon.keyring import MUTUAL_AUTH_PEER_ID, AuthMode, KeyringError
+from quichsd.daemon.keyring import MUTUAL_AUTH_PEER_ID, AuthMode
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType, handle
 from quichsd.tls.config import ClientAuth, ExternalPsk
+from tests.daemon.conftest import needs_keyctl
 from tests.pki import make_ca, new_key
-from tests.sockets import client_socket, pki, server_factory  # noqa: F401  (fixtures)
+from tests.sockets import client_socket
 
 CLIENT, SERVER = MessageType.CLIENTHELLO, MessageType.SERVERHELLO
 PSK_KEY = bytes(range(32))
-
-
-def _keyctl_unavailable() -> str | None:
-    try:
-        kr.session_keyring(create=True)
-    except KeyringError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EPERM):
-            return f"keyctl(2) unavailable here: {exc}"
-    return None
-
-
-needs_keyctl = pytest.mark.skipif(bool(_keyctl_unavailable()), reason=str(_keyctl_unavailable()))
-
-
-@pytest.fixture
-def session() -> int:
-    return kr.join_session_keyring()
-
-
-@pytest.fixture
-def user_keyring_cleanup() -> Iterator[list[int]]:
-    """REMOTE_AUTH serials an x509 client added to the user keyring; unlinked afterwards."""
-    added: list[int] = []
-    yield added
-    for serial in added:
-        if serial:
-            try:
-                kr.unlink(serial, kr.KEY_SPEC_USER_KEYRING)
-            except KeyringError:
-                pass
 
 
 def der_cert(path: str) -> bytes:
@@ -137,7 +108,7 @@ def test_x509_client_without_client_cert_is_eio(pki, server_factory):
 
 
 @needs_keyctl
-def test_x509_client_cert_from_serials(pki, server_factory, session, user_keyring_cleanup):
+def test_x509_client_cert_from_serials(pki, server_factory, session, user_keyring_links):
     srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file,
                                                 cafile=pki.ca_file, client_auth=ClientAuth.REQUIRED))
     cert = kr.add_key("user", "client cert", der_cert(pki.cert_file), session)
@@ -145,18 +116,18 @@ def test_x509_client_cert_from_serials(pki, server_factory, session, user_keyrin
     req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, certificate=cert, private_key=key,
                            peername="localhost", timeout_ms=5000)
     done = handle(req, client_config(pki))
-    user_keyring_cleanup.extend(done.remote_auth)
+    user_keyring_links.extend(done.remote_auth)
     assert done.status == 0
     (result,) = srv.wait(1)
     assert len(result.peer_certificates) == 1
 
 
-def test_x509_client_cert_from_config(pki, server_factory, user_keyring_cleanup):
+def test_x509_client_cert_from_config(pki, server_factory, user_keyring_links):
     srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file,
                                                 cafile=pki.ca_file, client_auth=ClientAuth.REQUIRED))
     config = client_config(pki, certificate=pki.cert_file, private_key=pki.key_file)
     done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, peername="localhost"), config)
-    user_keyring_cleanup.extend(done.remote_auth)
+    user_keyring_links.extend(done.remote_auth)
     assert done.status == 0
     assert len(srv.wait(1)[0].peer_certificates) == 1
 
