@@ -1,0 +1,258 @@
+"""netlink/handshake.yaml against quichsd.daemon.netlink (spec tlshd-behaviour §1, §9.2):
+the pyroute2 classes must carry exactly the YAML's attributes, and every message must survive
+an encode/decode round trip. The YAML is read with the stdlib json module (see netlink/README.md)."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from quichsd.daemon import netlink as nl
+
+SPEC = json.loads((Path(__file__).resolve().parents[2] / "netlink" / "handshake.yaml").read_text())
+SETS = {s["name"]: s for s in SPEC["attribute-sets"]}
+OPS = {o["name"]: o for o in SPEC["operations"]["list"]}
+
+# attribute set -> the pyroute2 classes that must implement it
+CLASSES = {
+    "x509": [nl.x509_attrs],
+    "accept": [nl.ready_msg, nl.accept_msg],
+    "done": [nl.done_msg],
+}
+NEST_CLASSES = {"x509": "x509_attrs"}
+TYPES = {"u32": "uint32", "s32": "int32", "string": "asciiz"}
+FAKE_FAMILY_ID = 0x1F
+
+
+def c_name(aset: dict, attr: dict) -> str:
+    return (aset["name-prefix"] + attr["name"]).upper().replace("-", "_")
+
+
+def expected_map(aset: dict) -> set[tuple[int, str, str]]:
+    out = set()
+    for i, attr in enumerate(aset["attributes"]):
+        if attr["type"] == "nest":
+            ptype = NEST_CLASSES[attr["nested-attributes"]] + "|nested"
+        else:
+            ptype = TYPES[attr["type"]]
+        out.add((attr.get("value", i + 1), c_name(aset, attr), ptype))
+    return out
+
+
+def check_class(cls, aset: dict) -> None:
+    got = {tuple(x) for x in cls.nla_map}
+    assert len(got) == len(cls.nla_map)
+    assert got == expected_map(aset), f"{cls.__name__} differs from attribute set {aset['name']}"
+    multi = {c_name(aset, a) for a in aset["attributes"] if a.get("multi-attr")}
+    assert set(getattr(cls, "multi_attrs", ())) == multi
+
+
+def test_yaml_header():
+    assert SPEC["name"] == nl.FAMILY_NAME == "handshake"
+    assert SPEC["protocol"] == "genetlink"
+    assert [g["name"] for g in SPEC["mcast-groups"]["list"]] == ["none", "tlshd"]
+    # the multicast group index equals the handler class (§1.1)
+    groups = [g["name"] for g in SPEC["mcast-groups"]["list"]]
+    assert groups.index(nl.MCAST_GROUP) == nl.HANDSHAKE_HANDLER_CLASS_TLSHD
+
+
+def test_enums():
+    defs = {d["name"]: d for d in SPEC["definitions"]}
+    values = {name: {e: i + d.get("value-start", 0) for i, e in enumerate(d["entries"])} for name, d in defs.items()}
+    assert values["handler-class"] == {"none": 0, "tlshd": 1, "max": 2}
+    assert values["msg-type"] == {
+        "unspec": nl.HANDSHAKE_MSG_TYPE_UNSPEC,
+        "clienthello": nl.HANDSHAKE_MSG_TYPE_CLIENTHELLO,
+        "serverhello": nl.HANDSHAKE_MSG_TYPE_SERVERHELLO,
+    }
+    assert values["auth"] == {
+        "unspec": nl.HANDSHAKE_AUTH_UNSPEC,
+        "unauth": nl.HANDSHAKE_AUTH_UNAUTH,
+        "psk": nl.HANDSHAKE_AUTH_PSK,
+        "x509": nl.HANDSHAKE_AUTH_X509,
+    }
+    for aset in SETS.values():
+        for attr in aset["attributes"]:
+            if "enum" in attr:
+                assert attr["enum"] in defs
+
+
+@pytest.mark.parametrize("set_name", sorted(CLASSES))
+def test_attribute_set_matches_classes(set_name):
+    assert set(SETS) == set(CLASSES)
+    for cls in CLASSES[set_name]:
+        check_class(cls, SETS[set_name])
+
+
+def test_mismatch_is_detected():
+    class wrong(nl.done_msg):
+        nla_map = tuple(
+            (n, name, "uint32" if name.endswith("SOCKFD") else t) for n, name, t in nl.done_msg.nla_map
+        )
+
+    class renumbered(nl.done_msg):
+        nla_map = tuple((n + 1, name, t) for n, name, t in nl.done_msg.nla_map)
+
+    for cls in (wrong, renumbered):
+        with pytest.raises(AssertionError):
+            check_class(cls, SETS["done"])
+
+
+def test_operations():
+    assert [o["name"] for o in SPEC["operations"]["list"]] == ["ready", "accept", "done"]
+    assert OPS["ready"]["value"] == nl.HANDSHAKE_CMD_READY == 1
+    assert OPS["accept"]["value"] == nl.HANDSHAKE_CMD_ACCEPT == 2
+    assert OPS["done"]["value"] == nl.HANDSHAKE_CMD_DONE == 3
+    assert OPS["ready"]["mcgrp"] == "tlshd"
+    assert OPS["ready"]["event"]["attributes"] == ["handler-class"]
+    assert OPS["accept"]["do"]["request"]["attributes"] == ["handler-class"]
+    for op in OPS.values():
+        names = {a["name"] for a in SETS[op["attribute-set"]]["attributes"]}
+        parts = [op.get("event", {})] + [op.get("do", {}).get(k, {}) for k in ("request", "reply")]
+        for part in parts:
+            assert set(part.get("attributes", ())) <= names, op["name"]
+    reply = set(OPS["accept"]["do"]["reply"]["attributes"])
+    assert reply == {a["name"] for a in SETS["accept"]["attributes"]} - {"handler-class"}
+    assert OPS["done"]["do"]["request"]["attributes"] == [a["name"] for a in SETS["done"]["attributes"]]
+
+
+def pairs(msg) -> list[tuple]:
+    return [(a[0], a[1]) for a in msg["attrs"]]
+
+
+def round_trip(msg, cls):
+    msg["header"]["type"] = FAKE_FAMILY_ID
+    msg.encode()
+    data = bytes(msg.data)
+    out = cls(data)
+    out.decode()
+    assert out["header"]["type"] == FAKE_FAMILY_ID
+    assert out["header"]["length"] == len(data)
+    return out, data
+
+
+def test_ready_round_trip():
+    msg = nl.ready_msg()
+    msg["cmd"] = nl.HANDSHAKE_CMD_READY
+    msg["version"] = 1
+    msg["attrs"] = [["HANDSHAKE_A_ACCEPT_HANDLER_CLASS", 1]]
+    out, _ = round_trip(msg, nl.ready_msg)
+    assert out["cmd"] == 1
+    assert nl.ready_handler_class(out) == 1
+
+
+def test_accept_request_round_trip():
+    out, data = round_trip(nl.build_accept(), nl.accept_msg)
+    assert out["cmd"] == nl.HANDSHAKE_CMD_ACCEPT
+    assert pairs(out) == [("HANDSHAKE_A_ACCEPT_HANDLER_CLASS", 1)]
+    # nlmsghdr + genlmsghdr + one u32 TLV (len 8, type 2)
+    assert data[20:] == struct.pack("=HHI", 8, 2, 1)
+
+
+def test_accept_reply_round_trip():
+    msg = nl.accept_msg()
+    msg["cmd"] = nl.HANDSHAKE_CMD_ACCEPT
+    msg["version"] = 1
+    msg["attrs"] = [
+        ["HANDSHAKE_A_ACCEPT_SOCKFD", 11],
+        ["HANDSHAKE_A_ACCEPT_MESSAGE_TYPE", nl.HANDSHAKE_MSG_TYPE_SERVERHELLO],
+        ["HANDSHAKE_A_ACCEPT_TIMEOUT", 20000],
+        ["HANDSHAKE_A_ACCEPT_AUTH_MODE", nl.HANDSHAKE_AUTH_X509],
+        ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x11111111],
+        ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x22222222],
+        ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x33333333],
+        ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 101], ["HANDSHAKE_A_X509_PRIVKEY", 102]]}],
+        ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 201], ["HANDSHAKE_A_X509_PRIVKEY", -1]]}],
+        ["HANDSHAKE_A_ACCEPT_PEERNAME", "nfs.example.org"],
+        ["HANDSHAKE_A_ACCEPT_KEYRING", 0x0ABCDEF0],
+    ]
+    out, data = round_trip(msg, nl.accept_msg)
+    assert nl.parse_accept(out) == {
+        "sockfd": 11,
+        "message_type": 2,
+        "timeout": 20000,
+        "auth_mode": 3,
+        "peer_identities": [0x11111111, 0x22222222, 0x33333333],
+        "certificates": [(101, 102), (201, -1)],
+        "peername": "nfs.example.org",
+        "keyring": 0x0ABCDEF0,
+    }
+    # the CERTIFICATE nest goes out with NLA_F_NESTED (as the kernel sends it)
+    assert struct.pack("=H", 7 | 0x8000) in data
+
+
+def test_accept_reply_defaults():
+    msg = nl.accept_msg()
+    msg["cmd"] = nl.HANDSHAKE_CMD_ACCEPT
+    msg["attrs"] = [["HANDSHAKE_A_ACCEPT_SOCKFD", 4]]
+    out, _ = round_trip(msg, nl.accept_msg)
+    assert nl.parse_accept(out) == {
+        "sockfd": 4,
+        "message_type": 0,
+        "timeout": 0,
+        "auth_mode": 0,
+        "peer_identities": [],
+        "certificates": [],
+        "peername": None,
+        "keyring": 0,
+    }
+
+
+def test_accept_reply_kernel_bytes():
+    """Bytes laid out by hand per §1.11, as the kernel would send them."""
+
+    def tlv(t, payload):
+        pad = b"\0" * (-len(payload) % 4)
+        return struct.pack("=HH", 4 + len(payload), t) + payload + pad
+
+    nest = tlv(1, struct.pack("=i", 5)) + tlv(2, struct.pack("=i", 6))
+    body = (
+        tlv(1, struct.pack("=i", 9))
+        + tlv(3, struct.pack("=I", 1))
+        + tlv(5, struct.pack("=I", 2))
+        + tlv(6, struct.pack("=I", 77))
+        + tlv(7 | 0x8000, nest)
+        + tlv(8, b"srv\0")
+    )
+    genl = struct.pack("=BBH", 2, 1, 0)
+    data = struct.pack("=IHHII", 16 + 4 + len(body), FAKE_FAMILY_ID, 0, 1, 0) + genl + body
+    msg = nl.accept_msg(data)
+    msg.decode()
+    got = nl.parse_accept(msg)
+    assert got["sockfd"] == 9 and got["message_type"] == 1 and got["auth_mode"] == 2
+    assert got["peer_identities"] == [77]
+    assert got["certificates"] == [(5, 6)]
+    assert got["peername"] == "srv"
+
+
+def test_done_round_trip():
+    out, _ = round_trip(nl.build_done(0, 12, [0x1234, 0x5678], tags=["gold", "nfs"]), nl.done_msg)
+    assert out["cmd"] == nl.HANDSHAKE_CMD_DONE
+    assert pairs(out) == [
+        ("HANDSHAKE_A_DONE_STATUS", 0),
+        ("HANDSHAKE_A_DONE_SOCKFD", 12),
+        ("HANDSHAKE_A_DONE_REMOTE_AUTH", 0x1234),
+        ("HANDSHAKE_A_DONE_REMOTE_AUTH", 0x5678),
+        ("HANDSHAKE_A_DONE_TAG", "gold"),
+        ("HANDSHAKE_A_DONE_TAG", "nfs"),
+    ]
+
+
+def test_done_failure_and_probe():
+    out, _ = round_trip(nl.build_done(13, 12, [0x1234]), nl.done_msg)
+    assert pairs(out) == [("HANDSHAKE_A_DONE_STATUS", 13), ("HANDSHAKE_A_DONE_SOCKFD", 12)]
+    out, _ = round_trip(nl.build_done(0, -1, [0]), nl.done_msg)
+    assert out.get_attr("HANDSHAKE_A_DONE_SOCKFD") == -1
+    assert out.get_attrs("HANDSHAKE_A_DONE_REMOTE_AUTH") == [0]
+    for bad in (-1, 4096):
+        with pytest.raises(ValueError):
+            nl.build_done(bad, 3)
+
+
+def test_family_missing_on_this_machine():
+    with pytest.raises(nl.FamilyMissing, match=r"CONFIG_NET_HANDSHAKE off\?"):
+        nl.HandshakeFamily(join=True)
+    with pytest.raises(nl.FamilyMissing):
+        nl.HandshakeFamily()
