@@ -32,7 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--data", metavar="TEXT", help="send TEXT on a stream and print the echo")
     client.add_argument("--psk", metavar="FILE", help="PSK file, identity:hexkey per line")
     client.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
+    status = commands.add_parser("status", help="counters and recent handshakes of a running daemon (D-Bus)")
+    status.add_argument("--session", action="store_true", help="ask on the session bus, not the system bus")
+    status.add_argument("--bus", metavar="ADDRESS", help="D-Bus address to ask on")
     return parser
+
+
+def print_status(snapshot: dict, out) -> None:  # noqa: ANN001
+    counters = snapshot["counters"]
+    print(f"quichsd {snapshot.get('version') or ''}".rstrip(), file=out)
+    for key in ("accepted", "succeeded", "failed", "in_flight"):
+        print(f"  {key:10s} {counters.get(key, 0)}", file=out)
+    for key in sorted(k for k in counters if k.startswith("failed.")):
+        print(f"  {key:10s} {counters[key]}", file=out)
+    for entry in snapshot["recent"]:
+        print(f"  {entry['role']:6s} {entry['peer']:24s} alpn={entry['alpn'] or '-'} suite={entry['suite'] or '-'} "
+              f"{entry['duration_ms']:.1f} ms status={entry['status_name'] or entry['status']}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo()
+    if args.command == "status":
+        from .daemon.dbus_service import DbusServiceError, read_status
+
+        try:
+            snapshot = read_status(args.bus, system=not (args.session or args.bus))
+        except (DbusServiceError, OSError) as exc:
+            print(f"quichsd status: no daemon answered: {exc}", file=sys.stderr)
+            return 1
+        print_status(snapshot, sys.stdout)
+        return 0
     from . import echo
 
     if args.command == "server":

@@ -237,3 +237,22 @@ def test_bus_dies_under_service(tmp_path):
         proc.kill()
         proc.wait(5)
         proc.stdout.close()
+
+
+def test_quichsd_status_command(service, bus_address, capsys):
+    from quichsd.cli import main
+
+    token = service.stats.record_start()
+    service.stats.record_done(token, peer="192.0.2.7:4433", role="server", alpn="smb",
+                              suite="TLS_AES_128_GCM_SHA256", status=13, duration_ms=3.5)
+    assert main(["status", "--bus", bus_address]) == 0
+    out = capsys.readouterr().out
+    assert "accepted   1" in out and "failed     1" in out and "failed.EACCES 1" in out
+    assert "192.0.2.7:4433" in out and "alpn=smb" in out and "status=EACCES" in out
+
+
+def test_quichsd_status_without_a_daemon(bus_address, capsys):
+    from quichsd.cli import main
+
+    assert main(["status", "--bus", bus_address]) == 1
+    assert "no daemon answered" in capsys.readouterr().err
