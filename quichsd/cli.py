@@ -35,7 +35,59 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counters and recent handshakes of a running daemon (D-Bus)")
     status.add_argument("--session", action="store_true", help="ask on the session bus, not the system bus")
     status.add_argument("--bus", metavar="ADDRESS", help="D-Bus address to ask on")
+    daemon = commands.add_parser("daemon", help="serve the kernel's handshake upcalls (a tlshd drop-in)")
+    daemon.add_argument("-c", "--config", metavar="PATH", help="configuration file (default: tlshd's search)")
+    daemon.add_argument("--workers", type=int, metavar="N", help="worker processes (default: [quichsd] workers)")
+    daemon.add_argument("--foreground", action="store_true", help="log to stderr instead of syslog (LOG_AUTH)")
     return parser
+
+
+def _daemon_logging(foreground: bool, verbose: int) -> None:
+    import logging.handlers
+
+    level = logging.INFO - 10 * verbose if verbose else logging.INFO
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler: logging.Handler
+    if foreground:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("quichsd[%(process)d]: %(levelname)s %(message)s"))
+    else:
+        try:
+            handler = logging.handlers.SysLogHandler("/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTH)
+            handler.ident = "quichsd: "
+        except OSError:
+            handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(process)d] %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    from .daemon import config as cfgmod
+    from .daemon.netlink import HandshakeFamily
+    from .daemon.supervisor import FAMILY_MISSING_MESSAGE, Supervisor
+    from .daemon.worker import NetlinkSource
+
+    _daemon_logging(args.foreground, args.verbose)
+    log = logging.getLogger("quichsd")
+    try:
+        config, path = cfgmod.load(args.config)
+    except cfgmod.ConfigError as exc:
+        log.error("Failed to load config file: %s", exc)
+        log.log(cfgmod.NOTICE, "Shutting down.")
+        return 1
+
+    def preflight() -> None:
+        HandshakeFamily(join=True).close()  # FamilyMissing: the clear message, non-zero exit
+
+    workers = args.workers if args.workers else config.workers
+    status = Supervisor(NetlinkSource, config, path, workers=workers, preflight=preflight).run()
+    if status:
+        print(f"quichsd daemon: {FAMILY_MISSING_MESSAGE}" if status == 2 else f"quichsd daemon: exit {status}",
+              file=sys.stderr)
+    return status
 
 
 def print_status(snapshot: dict, out) -> None:  # noqa: ANN001
@@ -57,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo()
+    if args.command == "daemon":
+        return run_daemon(args)
     if args.command == "status":
         from .daemon.dbus_service import DbusServiceError, read_status
 

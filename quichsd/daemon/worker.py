@@ -1,0 +1,243 @@
+"""One worker process: requests from a `RequestSource`, each run in its own thread (spec
+tlshd-behaviour §2.4, §9.2 item 7, §9.4 "Process model").
+
+A worker replaces tlshd's fork-per-request child with a thread per request, bounded by a
+semaphore. Every request obtained from the source gets exactly one `source.done(fd, result)`
+and then its fd is closed, whatever happens in `handle()` (which never raises) or in `done()`.
+The configuration is read from `config_provider()` once per request, so a reload swaps it
+atomically for new requests only; requests already running keep the configuration they began with.
+
+Sources:
+    NetlinkSource   the kernel: READY multicast -> ACCEPT (EAGAIN: another worker took it) ->
+                    HandshakeRequest; done() sends DONE on a fresh netlink socket.
+    QueueSource     an in-process queue of (fd, HandshakeRequest), for tests and embedding.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .config import DaemonConfig
+from .request import DoneResult, HandshakeRequest, handle
+from .stats import HandshakeStats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 256
+
+
+class RequestSource(Protocol):
+    """Where requests come from and where their results go."""
+
+    def next(self, timeout: float) -> tuple[int, HandshakeRequest] | None:
+        """Block up to `timeout` seconds for one request: (fd, request), or None."""
+
+    def done(self, fd: int, result: DoneResult) -> None:
+        """Report `result` for the request owning `fd` (called exactly once per request).
+        The worker closes `fd` afterwards."""
+
+
+def close_fd(fd: int) -> None:
+    if isinstance(fd, int) and fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class Worker:
+    """Serve requests from `source` concurrently until `stop()`."""
+
+    def __init__(self, source: RequestSource, config_provider: Callable[[], DaemonConfig],
+                 stats: HandshakeStats | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
+                 poll_interval: float = 0.2) -> None:
+        self.source = source
+        self.config_provider = config_provider
+        self.stats = stats
+        self.poll_interval = poll_interval
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._stopping = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        # Called between polls on the serving thread (the worker process uses it for SIGHUP).
+        self.on_idle: Callable[[], None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def serve_forever(self, drain_timeout: float = 5.0) -> None:
+        """Take requests until stop(); then wait up to `drain_timeout` for running ones."""
+        while not self._stopping.is_set():
+            if self.on_idle is not None:
+                self.on_idle()
+            if not self._slots.acquire(timeout=self.poll_interval):
+                continue
+            try:
+                item = self.source.next(self.poll_interval)
+            except Exception as exc:
+                self._slots.release()
+                log.error("request source failed: %s: %s", type(exc).__name__, exc)
+                time.sleep(self.poll_interval)
+                continue
+            if item is None:
+                self._slots.release()
+                continue
+            self.submit(*item, _slot_taken=True)
+        self.join(drain_timeout)
+
+    def submit(self, fd: int, request: HandshakeRequest, *, _slot_taken: bool = False) -> threading.Thread:
+        """Run one request in its own thread."""
+        if not _slot_taken:
+            self._slots.acquire()
+        thread = threading.Thread(target=self._run, args=(fd, request), name=f"handshake fd {fd}", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._threads.discard(thread)
+            self._finish(fd, DoneResult(errno.EIO))
+            self._slots.release()
+            raise
+        return thread
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for running requests; True if none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            threads[0].join(remaining)
+
+    def _run(self, fd: int, request: HandshakeRequest) -> None:
+        result = DoneResult(errno.EIO)
+        token = self.stats.record_start() if self.stats is not None else None
+        try:
+            result = handle(request, self.config_provider())
+        except BaseException as exc:  # handle() never raises; belt and braces
+            log.error("request fd %s: %s: %s", fd, type(exc).__name__, exc)
+        finally:
+            if self.stats is not None:
+                try:
+                    self.stats.record_done(token, peer=request.peername or "", status=result.status)
+                except Exception:
+                    log.debug("stats failed", exc_info=True)
+            self._finish(fd, result)
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+            self._slots.release()
+
+    def _finish(self, fd: int, result: DoneResult) -> None:
+        try:
+            self.source.done(fd, result)
+        except Exception as exc:
+            log.error("DONE for fd %s failed: %s: %s", fd, type(exc).__name__, exc)
+        finally:
+            close_fd(fd)
+
+
+class QueueSource:
+    """Requests put() in-process; results collected in `results` (fd -> DoneResult)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[int, HandshakeRequest]] = queue.Queue()
+        self.results: dict[int, DoneResult] = {}
+        self._changed = threading.Condition()
+
+    def put(self, fd: int, request: HandshakeRequest) -> None:
+        self._queue.put((fd, request))
+
+    def next(self, timeout: float) -> tuple[int, HandshakeRequest] | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def done(self, fd: int, result: DoneResult) -> None:
+        with self._changed:
+            if fd in self.results:
+                raise RuntimeError(f"second DONE for fd {fd}")
+            self.results[fd] = result
+            self._changed.notify_all()
+
+    def wait(self, n: int, timeout: float) -> dict[int, DoneResult]:
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.results) >= n, timeout)
+            return dict(self.results)
+
+
+class NetlinkSource:
+    """The kernel's handshake upcall (spec §1.4-1.7, §9.2)."""
+
+    def __init__(self) -> None:
+        from .netlink import HandshakeFamily
+
+        self._family = HandshakeFamily
+        self.listener = HandshakeFamily(join=True)  # FamilyMissing propagates
+        self._pending: deque[int] = deque()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def next(self, timeout: float) -> tuple[int, HandshakeRequest] | None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        from .netlink import HANDSHAKE_HANDLER_CLASS_TLSHD
+
+        if not self._pending:
+            ready, _, _ = select.select([self.listener.fileno()], [], [], timeout)
+            if not ready:
+                return None
+            try:
+                classes = self.listener.recv_ready()
+            except OSError as exc:  # ENOBUFS (overrun): recover rather than exit (§9.2 item 7)
+                log.error("netlink receive: %s", exc)
+                return None
+            self._pending.extend(c for c in classes if c == HANDSHAKE_HANDLER_CLASS_TLSHD)
+        while self._pending:
+            handler_class = self._pending.popleft()
+            try:
+                with self._family() as fam:
+                    fields = fam.accept(handler_class)
+            except NetlinkError as exc:
+                if exc.code != errno.EAGAIN:
+                    log.error("ACCEPT: %s", exc)
+                continue  # EAGAIN: another worker took it
+            fd = fields["sockfd"]
+            if fd is None:
+                continue
+            return fd, request_from_accept(fields)
+        return None
+
+    def done(self, fd: int, result: DoneResult) -> None:
+        with self._family() as fam:
+            fam.done(result.status, fd, result.remote_auth)
+
+
+def request_from_accept(fields: dict[str, Any]) -> HandshakeRequest:
+    """parse_accept()'s dict as a HandshakeRequest (the first CERTIFICATE pair is used)."""
+    cert, key = fields["certificates"][0] if fields.get("certificates") else (0, 0)
+    return HandshakeRequest(
+        sock=fields["sockfd"], message_type=fields["message_type"], auth_mode=fields["auth_mode"],
+        peer_identities=tuple(fields.get("peer_identities") or ()), certificate=cert, private_key=key,
+        peername=fields.get("peername"), timeout_ms=fields.get("timeout") or 0, keyring=fields.get("keyring") or 0,
+    )

@@ -1,0 +1,248 @@
+"""Worker threads and the supervisor's worker processes (spec tlshd-behaviour §2.3-2.6, §9.2-9.4)."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from quichsd import HandshakeConfig
+from quichsd.daemon.config import DaemonConfig, X509Settings
+from quichsd.daemon.keyring import AuthMode
+from quichsd.daemon.request import HandshakeRequest, MessageType
+from quichsd.daemon.worker import QueueSource, Worker, request_from_accept
+from tests.daemon.test_request import quic_client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def silent_address() -> tuple[socket.socket, tuple[str, int]]:
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    return udp, udp.getsockname()
+
+
+def run_worker(source: QueueSource, config: DaemonConfig) -> tuple[Worker, object]:
+    import threading
+
+    worker = Worker(source, lambda: config, concurrency=64, poll_interval=0.05)
+    t = threading.Thread(target=worker.serve_forever, daemon=True)
+    t.start()
+    return worker, t
+
+
+def server(server_factory, pki):  # noqa: ANN001, ANN201
+    return server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+
+
+def test_request_completes_and_fd_closed(pki, server_factory):
+    srv = server(server_factory, pki)
+    source = QueueSource()
+    worker, t = run_worker(source, DaemonConfig(client=X509Settings(truststore=pki.ca_file)))
+    a, b = socket.socketpair()
+    fd = b.detach()
+    source.put(fd, HandshakeRequest(quic_client(srv), MessageType.CLIENTHELLO, AuthMode.UNAUTH,
+                                    peername="localhost", timeout_ms=5000))
+    results = source.wait(1, 10)
+    worker.stop()
+    t.join(5)
+    assert results[fd].status == 0
+    a.settimeout(2)
+    assert a.recv(1) == b""  # the worker closed the fd after DONE
+
+
+def test_many_concurrent_requests_one_worker(pki, server_factory):
+    srv = server(server_factory, pki)
+    source = QueueSource()
+    worker, t = run_worker(source, DaemonConfig(client=X509Settings(truststore=pki.ca_file)))
+    n = 12
+    pairs = [socket.socketpair() for _ in range(n)]
+    fds = [b.detach() for _, b in pairs]
+    for fd in fds:
+        source.put(fd, HandshakeRequest(quic_client(srv), MessageType.CLIENTHELLO, AuthMode.UNAUTH,
+                                        peername="localhost", timeout_ms=8000))
+    results = source.wait(n, 20)
+    worker.stop()
+    t.join(5)
+    assert sorted(results) == sorted(fds)
+    assert all(r.status == 0 for r in results.values())
+
+
+def test_timeout_gives_etimedout(pki):
+    udp, address = silent_address()
+    source = QueueSource()
+    worker, t = run_worker(source, DaemonConfig(client=X509Settings(truststore=pki.ca_file)))
+    from quichsd import QuicSocket, abi
+
+    sock = QuicSocket(socket.AF_INET, backend="sim")
+    sock.connect(address)
+    sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"h3")
+    a, b = socket.socketpair()
+    fd = b.detach()
+    start = time.monotonic()
+    source.put(fd, HandshakeRequest(sock, MessageType.CLIENTHELLO, AuthMode.UNAUTH,
+                                    peername="localhost", timeout_ms=500))
+    results = source.wait(1, 10)
+    worker.stop()
+    t.join(5)
+    udp.close()
+    assert results[fd].status == errno.ETIMEDOUT
+    assert time.monotonic() - start < 5
+
+
+def test_request_from_accept():
+    req = request_from_accept({"sockfd": 7, "message_type": 1, "timeout": 3000, "auth_mode": 3,
+                               "peer_identities": [5], "certificates": [(10, 11)], "peername": "nfs",
+                               "keyring": 99})
+    assert (req.sock, req.certificate, req.private_key, req.timeout_ms, req.peer_identities, req.keyring) == \
+        (7, 10, 11, 3000, (5,), 99)
+
+
+# ---- the supervisor and worker processes ------------------------------------------------------
+
+
+class Daemon:
+    """The harness daemon in a subprocess; requests and outcomes over AF_UNIX sockets."""
+
+    def __init__(self, tmp_path, config_text: str, workers: int = 2) -> None:  # noqa: ANN001
+        self.config = tmp_path / "config"
+        self.config.write_text(config_text)
+        self.req, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.out, out_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.stderr = open(tmp_path / "stderr", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.daemon.worker_harness", str(req_child.fileno()), str(out_child.fileno()),
+             str(self.config), str(workers)],
+            pass_fds=(req_child.fileno(), out_child.fileno()), cwd=ROOT, stderr=self.stderr)
+        req_child.close()
+        out_child.close()
+        self.events: list[dict] = []
+        self.next_id = 0
+
+    def wait_event(self, pred, timeout: float = 10) -> dict:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if pred(ev):
+                    return ev
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no such event; got {self.events}")
+            if select.select([self.out], [], [], remaining)[0]:
+                self.events.append(json.loads(self.out.recv(65536)))
+
+    def send(self, **msg) -> tuple[int, socket.socket]:  # noqa: ANN003
+        self.next_id += 1
+        mine, theirs = socket.socketpair()
+        msg["id"] = self.next_id
+        socket.send_fds(self.req, [json.dumps(msg).encode()], [theirs.fileno()])
+        theirs.close()
+        return self.next_id, mine
+
+    def up_pids(self) -> set[int]:
+        return {e["pid"] for e in self.events if e["event"] == "up"}
+
+    def log(self) -> str:
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+@pytest.fixture
+def daemons():
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        d.stop()
+
+
+def config_text(pki, timeout: float = 7.5) -> str:  # noqa: ANN001
+    return f"[authenticate.client]\nx509.truststore = {pki.ca_file}\n\n[quichsd]\ndefault_timeout = {timeout}\n"
+
+
+def test_supervisor_restarts_killed_worker(pki, server_factory, tmp_path, daemons):
+    srv = server(server_factory, pki)
+    udp, silent = silent_address()
+    d = Daemon(tmp_path, config_text(pki), workers=2)
+    daemons.append(d)
+    d.wait_event(lambda e: e["event"] == "up")
+    d.wait_event(lambda e: len(d.up_pids()) >= 2)
+    # A request that will hang (no server answers), taken by some worker.
+    rid, mine = d.send(address=list(silent), timeout_ms=20000)
+    taken = d.wait_event(lambda e: e["event"] == "taken" and e["id"] == rid)
+    victim = taken["pid"]
+    os.kill(victim, signal.SIGKILL)
+    mine.settimeout(5)
+    assert mine.recv(1) == b""  # the in-flight request's fd was closed by the death
+    new = d.wait_event(lambda e: e["event"] == "up" and e["pid"] not in (victim,) and len(d.up_pids()) >= 3)
+    assert new["pid"] != victim
+    # The restarted pool still serves requests.
+    for _ in range(3):
+        rid, mine = d.send(address=list(srv.address), timeout_ms=5000)
+        done = d.wait_event(lambda e, rid=rid: e["event"] == "done" and e["id"] == rid)
+        assert done["status"] == 0
+        mine.settimeout(5)
+        assert mine.recv(1) == b""
+    udp.close()
+    assert d.stop() == 0
+    assert "died (signal 9)" in d.log()
+
+
+def test_sighup_reload_good_and_bad(pki, tmp_path, daemons):
+    d = Daemon(tmp_path, config_text(pki, 7.5), workers=1)
+    daemons.append(d)
+    d.wait_event(lambda e: e["event"] == "up")
+
+    def probe() -> float:
+        rid, _ = d.send(kind="probe")
+        return d.wait_event(lambda e: e["event"] == "probe" and e["id"] == rid)["default_timeout"]
+
+    assert probe() == 7.5
+    d.config.write_text(config_text(pki, 3.25))
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while probe() != 3.25:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    d.config.write_text("[quichsd\nthis is not a key file\n")
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "Failed to reload config file" not in d.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert probe() == 3.25  # the old configuration is kept
+    assert "Keeping the previous configuration" in d.log()
+    assert d.stop() == 0
+
+
+def test_cli_daemon_family_missing(tmp_path):
+    from quichsd.daemon.netlink import FamilyMissing, HandshakeFamily
+
+    try:
+        HandshakeFamily(join=True).close()
+    except FamilyMissing:
+        pass
+    else:
+        pytest.skip("this kernel has the handshake family")
+    cfg = tmp_path / "config"
+    cfg.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "quichsd", "daemon", "--foreground", "-c", str(cfg)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert proc.returncode != 0
+    assert "Kernel handshake service is not available" in proc.stderr
