@@ -39,6 +39,17 @@ def write_pki(directory: Path) -> tuple[str, str, str]:
     return tuple(str(p) for p in paths)  # type: ignore[return-value]
 
 
+def announce(port: int, port_out: mp.Queue | None, ready: threading.Event | None,
+             port_box: list[int] | None) -> None:
+    """Tell the harness where a server listens: across processes (queue) or threads."""
+    if port_out is not None:
+        port_out.put(port)
+    if port_box is not None:
+        port_box.append(port)
+    if ready is not None:
+        ready.set()
+
+
 # -- quichsd ------------------------------------------------------------------------------
 
 def quichsd_server(pki: tuple[str, str, str], port_out: mp.Queue | None, ready: threading.Event | None,
@@ -47,13 +58,7 @@ def quichsd_server(pki: tuple[str, str, str], port_out: mp.Queue | None, ready: 
     listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, ALPN.encode())
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
-    port = listener.getsockname()[1]
-    if port_out is not None:
-        port_out.put(port)
-    if port_box is not None:
-        port_box.append(port)
-    if ready is not None:
-        ready.set()
+    announce(listener.getsockname()[1], port_out, ready, port_box)
     config = HandshakeConfig(server=True, alpns=[ALPN], cert_file=pki[1], key_file=pki[2],
                              session_tickets=False, timeout=10)
     while True:
@@ -84,13 +89,7 @@ def aioquic_server(pki: tuple[str, str, str], port_out: mp.Queue | None, ready: 
         cfg = QuicConfiguration(is_client=False, alpn_protocols=[ALPN])
         cfg.load_cert_chain(pki[1], pki[2])
         server = await serve("127.0.0.1", 0, configuration=cfg)
-        port = server._transport.get_extra_info("sockname")[1]
-        if port_out is not None:
-            port_out.put(port)
-        if port_box is not None:
-            port_box.append(port)
-        if ready is not None:
-            ready.set()
+        announce(server._transport.get_extra_info("sockname")[1], port_out, ready, port_box)
         await asyncio.Event().wait()
 
     asyncio.run(main())

@@ -132,3 +132,18 @@ def echo_upper(conn: QuicSocket, result: Any = None) -> None:
         conn.recv()
     except (OSError, TimeoutError):
         pass
+
+
+def started_peers(cls: Callable[..., Any], *args: Any) -> Iterator[Callable[..., Any]]:
+    """Fixture body for peer servers: a factory `make(**kw) -> cls(*args, **kw)`; every
+    server it made is stopped at teardown."""
+    made: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        peer = cls(*args, **kw)
+        made.append(peer)
+        return peer
+
+    yield make
+    for peer in made:
+        peer.stop()

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
-from tests.sockets import client_socket, echo_upper
+from tests.sockets import client_socket, echo_upper, started_peers
 
 aioquic = pytest.importorskip("aioquic", reason="aioquic (the test peer) is not installed")
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve  # noqa: E402
@@ -66,16 +66,7 @@ class AioquicServer:
 
 @pytest.fixture
 def aioquic_server(pki):
-    servers = []
-
-    def make(**kw) -> AioquicServer:
-        srv = AioquicServer(pki, **kw)
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
+    yield from started_peers(AioquicServer, pki)
 
 
 def our_client(pki, **kw) -> HandshakeConfig:

@@ -17,7 +17,7 @@ import pytest
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from quichsd.tls.config import ClientAuth
 from quichsd.tls.constants import NamedGroup
-from tests.sockets import client_socket, echo_upper
+from tests.sockets import client_socket, echo_upper, started_peers
 
 pytestmark = pytest.mark.interop
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,16 +93,7 @@ class PicoquicServer:
 
 @pytest.fixture
 def picoquic_server(pki):
-    servers: list[PicoquicServer] = []
-
-    def make(**kw) -> PicoquicServer:
-        srv = PicoquicServer(pki, **kw)
-        servers.append(srv)
-        return srv
-
-    yield make
-    for srv in servers:
-        srv.stop()
+    yield from started_peers(PicoquicServer, pki)
 
 
 def picoquic_client(pki, port: int, *args: str) -> dict:
