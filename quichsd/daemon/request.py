@@ -39,8 +39,20 @@ How the QUIC path is configured (§3.4, §6):
     ALPN           the socket's QUIC_SOCKOPT_ALPN list; the server writes the selected
                    protocol back to the socket from the ClientHello hook, as tlshd does.
 
-Not done yet: the TCP (kTLS) path, client session-ticket resumption and ticket export through
-QUIC_SOCKOPT_SESSION_TICKET, reverse DNS for a missing PEERNAME.
+Session tickets for consumers (kernel-quic-abi §2.6, tlshd-behaviour §3.4):
+
+    client         SESSION_TICKET read before the handshake is the consumer's session data
+                   from an earlier connection: resume with it (data we cannot parse is
+                   logged and ignored: a full handshake). After success, when the socket's
+                   quic_config.receive_session_ticket is N > 0, wait up to N seconds (within
+                   the request's timeout) for the kernel-captured NewSessionTicket and store
+                   the resulting session data back with setsockopt(SESSION_TICKET) for the
+                   consumer. DIFFERENCE FROM tlshd: tlshd keeps only the lowest bit of N and
+                   always waits 1 s; we honour N as the seconds the field means.
+    server         the 64-byte ticket key from getsockopt(SESSION_TICKET); one NewSessionTicket
+                   after the handshake (the handshake API does both).
+
+Not done yet: the TCP (kTLS) path, reverse DNS for a missing PEERNAME.
 """
 from __future__ import annotations
 
@@ -63,7 +75,8 @@ from ..tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, 
 from ..tls.constants import AlertDescription, CipherSuite
 from ..tls.errors import TlsError
 from . import keyring as kr
-from .config import DaemonConfig
+from ..tls.session import SessionData
+from .config import NOTICE, DaemonConfig
 from .keyring import AuthMode
 
 log = logging.getLogger(__name__)
@@ -71,6 +84,7 @@ log = logging.getLogger(__name__)
 IPPROTO_QUIC = 261
 SO_PROTOCOL = getattr(socket, "SO_PROTOCOL", 38)
 ALPN_BUFFER = 256
+SESSION_TICKET_MAX = 4096
 CONFIG_BUFFER = 24
 # quic_config.certificate_request on a client socket: no client cert, no verification (§3.4).
 CLIENT_NO_VERIFY = 3
@@ -80,6 +94,13 @@ _CIPHERS = {
     52: CipherSuite.AES_256_GCM_SHA384,
     54: CipherSuite.CHACHA20_POLY1305_SHA256,
 }
+
+
+def _suite_name(suite: int) -> str:
+    try:
+        return "TLS_" + CipherSuite(suite).name
+    except ValueError:
+        return f"0x{suite:04x}"
 
 
 class MessageType(enum.IntEnum):
@@ -106,10 +127,15 @@ class HandshakeRequest:
 
 @dataclass(frozen=True)
 class DoneResult:
-    """What DONE reports: STATUS and, on success, REMOTE_AUTH (§1.7)."""
+    """What DONE reports: STATUS and, on success, REMOTE_AUTH (§1.7). The other fields
+    never reach the kernel; they feed the completion log line and the statistics."""
 
     status: int
     remote_auth: list[int] = field(default_factory=list)
+    role: str = field(default="", compare=False)
+    alpn: str = field(default="", compare=False)
+    suite: str = field(default="", compare=False)
+    resumed: bool = field(default=False, compare=False)
 
 
 class _SetupError(Exception):
@@ -121,17 +147,47 @@ class _SetupError(Exception):
 
 
 def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
-    """Run `request` to its DONE result. Never raises."""
+    """Run `request` to its DONE result and log the outcome as tlshd does. Never raises."""
+    role = "client" if request.message_type == MessageType.CLIENTHELLO else "server"
     try:
-        return _handle(request, config)
+        result = _handle(request, config)
     except _SetupError as exc:
         log.error("handshake setup failed: %s", exc)
-        return DoneResult(exc.status)
+        result = DoneResult(exc.status, role=role)
     except Exception as exc:  # never let a request go without its DONE
         # Type and text only: no traceback locals, no key material.
         log.error("handshake failed unexpectedly: %s: %s", type(exc).__name__, exc)
         log.debug("unexpected handshake failure", exc_info=True)
-        return DoneResult(errno.EIO)
+        result = DoneResult(errno.EIO, role=role)
+    _log_completion(request, result)
+    return result
+
+
+def peer_address(sock: Any) -> str:
+    """The socket's peer as text ("192.0.2.1:443", "[2001:db8::1]:443"), or "" if unknown."""
+    try:
+        if isinstance(sock, int):
+            with socket.socket(fileno=os.dup(sock)) as probe:
+                address = probe.getpeername()
+        else:
+            address = sock.getpeername()
+    except (OSError, AttributeError, ValueError):
+        return ""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else ""
+
+
+def _log_completion(request: HandshakeRequest, result: DoneResult) -> None:
+    """tlshd's completion lines (§2.7): INFO on success, ERR on failure."""
+    outcome = "succeeded" if result.status == 0 else "failed"
+    level = logging.INFO if result.status == 0 else logging.ERROR
+    address = peer_address(request.sock)
+    if request.peername and address:
+        log.log(level, "Handshake with '%s' (%s) %s", request.peername, address, outcome)
+    else:
+        log.log(level, "Handshake request %s", outcome)
 
 
 def _handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
@@ -332,13 +388,47 @@ class _QuicHandshake:
             hcfg.trust = _trust(settings.truststore)
             if not req.peername:
                 raise _SetupError("no PEERNAME: cannot verify the server's certificate")
+        hcfg.session_data = self._resumption_data()
+        wait = int(self.qcfg.get("receive_session_ticket", 0) or 0)
+        hcfg.ticket_wait = float(wait)
         result = self._run(hcfg)
         if isinstance(result, DoneResult):
             return result
+        if wait and result.session_data:
+            self._store_session(result.session_data)
+        elif wait:
+            log.info("no session ticket from the server within %d s", wait)
         chain = [c.public_bytes(Encoding.DER) for c in result.peer_certificates]
         ids = kr.remote_peer_ids(mode, server=False, quic=True, peer_chain=chain, peername=req.peername)
-        log.info("QUIC client handshake with %s done (alpn %s)", req.peername, result.alpn)
-        return DoneResult(0, ids)
+        return self._success(result, ids, "client")
+
+    def _resumption_data(self) -> bytes | None:
+        """The consumer's session data on a client socket, if it is ours to use (§2.6)."""
+        try:
+            blob = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, SESSION_TICKET_MAX)
+        except OSError as exc:
+            raise _SetupError(f"getsockopt(SESSION_TICKET): {exc}", exc.errno or errno.EIO) from None
+        if not blob:
+            return None
+        try:
+            SessionData.decode(blob)
+        except Exception:
+            log.log(NOTICE, "ignoring session data the consumer set (%d bytes): not ours", len(blob))
+            return None
+        return blob
+
+    def _store_session(self, data: bytes) -> None:
+        if len(data) > SESSION_TICKET_MAX:
+            log.error("session data of %d bytes does not fit SESSION_TICKET; not stored", len(data))
+            return
+        try:
+            self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, data)
+        except OSError as exc:
+            raise _SetupError(f"setsockopt(SESSION_TICKET): {exc}", exc.errno or errno.EIO) from None
+
+    def _success(self, result: HandshakeResult, ids: list[int], role: str) -> DoneResult:
+        return DoneResult(0, ids, role=role, alpn=result.alpn or "", suite=_suite_name(result.cipher_suite),
+                          resumed=result.resumed)
 
     # -- server ------------------------------------------------------------------------
 
@@ -371,8 +461,7 @@ class _QuicHandshake:
         psk_serial = self.psk_serials.get(result.psk_identity or b"", 0)
         chain = [c.public_bytes(Encoding.DER) for c in result.peer_certificates]
         ids = kr.remote_peer_ids(mode, server=True, quic=True, peer_chain=chain, psk_serial=psk_serial)
-        log.info("QUIC server handshake done (alpn %s)", result.alpn)
-        return DoneResult(0, ids)
+        return self._success(result, ids, "server")
 
     def _server_choice(self, info: ClientHelloInfo, alpns: Sequence[bytes],
                        serial_creds: Credentials | None) -> ServerChoice:

@@ -6,6 +6,7 @@ session keyring joined by the test thread (the thread that runs handle()).
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from quichsd.daemon.config import AlpnCredentials, DaemonConfig, X509Settings
 from quichsd.daemon.keyring import MUTUAL_AUTH_PEER_ID, AuthMode
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType, handle
 from quichsd.tls.config import ClientAuth, ExternalPsk
+from quichsd.tls.session import SessionData
 from tests.daemon.conftest import needs_keyctl
 from tests.pki import make_ca, new_key
 from tests.sockets import client_socket
@@ -193,6 +195,74 @@ def test_silent_peer_is_etimedout():
         sock.close()
     finally:
         sink.close()
+
+
+# ---- session tickets for consumers (kernel-quic-abi §2.6) ----------------------------------
+
+
+def ticket_server(server_factory, pki):  # noqa: ANN001, ANN201
+    return server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+
+
+def consumer_socket(srv, receive_session_ticket: int = 0, session: bytes | None = None) -> QuicSocket:
+    """A client socket as a kernel consumer prepares it: ALPN, quic_config, session data."""
+    sock = quic_client(srv)
+    if receive_session_ticket:
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(receive_session_ticket=receive_session_ticket))
+    if session is not None:
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, session)
+    return sock
+
+
+def test_consumer_gets_session_data_and_resumes_with_it(pki, server_factory):
+    srv = ticket_server(server_factory, pki)
+    first = consumer_socket(srv, receive_session_ticket=3)
+    done = handle(HandshakeRequest(first, CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+                  client_config(pki))
+    assert done.status == 0 and not done.resumed
+    data = first.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, 4096)  # what the consumer reads back
+    assert 64 <= len(data) <= 4096
+    assert SessionData.decode(data).alpn == b"h3"
+    second = consumer_socket(srv, session=data)
+    done = handle(HandshakeRequest(second, CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+                  client_config(pki))
+    assert done.status == 0 and done.resumed
+    assert [r.resumed for r in srv.wait(2)] == [False, True]
+
+
+def test_no_session_data_unless_the_consumer_asks(pki, server_factory):
+    srv = ticket_server(server_factory, pki)
+    sock = consumer_socket(srv)
+    done = handle(HandshakeRequest(sock, CLIENT, AuthMode.UNAUTH, peername="localhost"), client_config(pki))
+    assert done.status == 0
+    blob = sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, 4096)
+    # Nothing, or the kernel's raw capture (a TLS NewSessionTicket message, type 4): never session data.
+    assert blob == b"" or blob[0] == 4
+
+
+def test_foreign_session_data_means_a_full_handshake(pki, server_factory, caplog):
+    srv = ticket_server(server_factory, pki)
+    sock = consumer_socket(srv, session=b"GnuTLS session data, not ours " * 4)
+    with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
+        done = handle(HandshakeRequest(sock, CLIENT, AuthMode.UNAUTH, peername="localhost"), client_config(pki))
+    assert done.status == 0 and not done.resumed
+    assert "ignoring session data the consumer set (120 bytes)" in caplog.text
+
+
+def test_completion_lines_as_tlshd(pki, server_factory, caplog):
+    srv = ticket_server(server_factory, pki)
+    with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
+        handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost"), client_config(pki))
+        handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="elsewhere.example",
+                                timeout_ms=5000), client_config(pki))
+        handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH), client_config(pki))
+    host, port = srv.address
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Handshake ")]
+    assert lines == [
+        ("INFO", f"Handshake with 'localhost' ({host}:{port}) succeeded"),
+        ("ERROR", f"Handshake with 'elsewhere.example' ({host}:{port}) failed"),
+        ("ERROR", "Handshake request failed"),  # no PEERNAME: tlshd's nameless form
+    ]
 
 
 @needs_keyctl

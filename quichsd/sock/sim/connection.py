@@ -276,6 +276,10 @@ class SimConnection(Receiver, Sender):
     def session_ticket(self) -> bytes:
         return bytes(self._ticket) if self._ticket_ready else b""
 
+    def replace_ticket(self, blob: bytes) -> None:
+        self._ticket = bytearray(blob)
+        self._ticket_open = False
+
     def _capture_ticket(self, chunk: bytes) -> None:
         """Client side of spec §2.6: the first NewSessionTicket, from APP CRYPTO offset 0."""
         if self._ticket_ready or not self._ticket_open:

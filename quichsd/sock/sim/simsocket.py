@@ -312,6 +312,12 @@ class SimQuicSocket:
     def _set_session_ticket(self, value: bytes) -> None:
         if not 64 <= len(value) <= 4096:
             raise _err(errno.EINVAL, "SESSION_TICKET length")
+        conn = self.conn
+        if conn is not None and conn.is_client and conn.state != "ESTABLISHING":
+            # One buffer in the kernel: after the handshake a set replaces the captured
+            # ticket (tlshd stores the consumer's session data this way, spec §2.6).
+            conn.replace_ticket(value)
+            return
         self.ticket_blob = value
 
     def _set_token(self, value: bytes) -> None:
