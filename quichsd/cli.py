@@ -39,10 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("-c", "--config", metavar="PATH", help="configuration file (default: tlshd's search)")
     daemon.add_argument("--workers", type=int, metavar="N", help="worker processes (default: [quichsd] workers)")
     daemon.add_argument("--foreground", action="store_true", help="log to stderr instead of syslog (LOG_AUTH)")
+    daemon.add_argument("-s", "--stderr", action="store_true", help="log to syslog and also to stderr (as tlshd -s)")
+    daemon.add_argument("-v", "--version", action="store_true", help="print the version and exit (as tlshd -v)")
     return parser
 
 
-def _daemon_logging(foreground: bool, verbose: int) -> None:
+def _daemon_logging(foreground: bool, verbose: int, also_stderr: bool = False) -> None:
     import logging.handlers
 
     level = logging.INFO - 10 * verbose if verbose else logging.INFO
@@ -60,17 +62,27 @@ def _daemon_logging(foreground: bool, verbose: int) -> None:
         except OSError:
             handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[%(process)d] %(message)s"))
+        if also_stderr and not isinstance(handler, logging.StreamHandler):
+            copy = logging.StreamHandler(sys.stderr)
+            copy.setFormatter(logging.Formatter("quichsd[%(process)d]: %(levelname)s %(message)s"))
+            root.addHandler(copy)
     root.addHandler(handler)
     root.setLevel(level)
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from . import __version__
     from .daemon import config as cfgmod
     from .daemon.netlink import HandshakeFamily
-    from .daemon.supervisor import FAMILY_MISSING_MESSAGE, Supervisor
+    from .daemon.privileges import PrivilegeError
+    from .daemon.service import build_supervisor
+    from .daemon.supervisor import FAMILY_MISSING_MESSAGE
     from .daemon.worker import NetlinkSource
 
-    _daemon_logging(args.foreground, args.verbose)
+    if args.version:
+        print(f"quichsd, version {__version__} (a tlshd drop-in for QUIC)", file=sys.stderr)
+        return 0
+    _daemon_logging(args.foreground, args.verbose, args.stderr)
     log = logging.getLogger("quichsd")
     try:
         config, path = cfgmod.load(args.config)
@@ -82,8 +94,13 @@ def run_daemon(args: argparse.Namespace) -> int:
     def preflight() -> None:
         HandshakeFamily(join=True).close()  # FamilyMissing: the clear message, non-zero exit
 
-    workers = args.workers if args.workers else config.workers
-    status = Supervisor(NetlinkSource, config, path, workers=workers, preflight=preflight).run()
+    try:
+        supervisor = build_supervisor(NetlinkSource, config, path, workers=args.workers, preflight=preflight)
+    except PrivilegeError as exc:
+        log.error("%s", exc.strerror)
+        log.log(cfgmod.NOTICE, "Shutting down.")
+        return 1
+    status = supervisor.run()
     if status:
         print(f"quichsd daemon: {FAMILY_MISSING_MESSAGE}" if status == 2 else f"quichsd daemon: exit {status}",
               file=sys.stderr)

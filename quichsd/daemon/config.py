@@ -39,6 +39,14 @@ Groups and keys (§4.3). Other groups and keys are ignored silently, as in tlshd
         dbus             none | system | session; default system.
         keylog           NSS key log file (the SSLKEYLOGFILE format); default unset.
                          An empty value also means unset.
+        user             the user the workers and the D-Bus process run as once keys and
+                         files are read, keeping only CAP_NET_ADMIN (privileges.py);
+                         default nobody. `root` (or uid 0) keeps root, as tlshd does. Only
+                         applies when started as root. Certificate, key and trust-store
+                         files named here are read before the drop, so with a drop a
+                         changed file takes effect on reload (SIGHUP), not at the next
+                         handshake as in tlshd.
+        group            that user's group; default the user's primary group.
         default_timeout  handshake timeout in seconds, used when ACCEPT carries no TIMEOUT.
                          Default 40, for TCP and QUIC alike. 40 s is what tlshd gives the TCP
                          path when TIMEOUT is absent (GnuTLS's default). It is longer than
@@ -98,6 +106,7 @@ from dataclasses import dataclass, field, replace
 log = logging.getLogger(__name__)
 
 NOTICE = 25  # syslog's LOG_NOTICE, between INFO and WARNING
+DEFAULT_USER = "nobody"
 logging.addLevelName(NOTICE, "NOTICE")
 
 LEGACY_PATH = "/etc/tlshd.conf"
@@ -393,6 +402,8 @@ class DaemonConfig:
     workers: int = field(default_factory=default_workers)
     dbus: str = "system"
     keylog: str | None = None
+    user: str = DEFAULT_USER
+    group: str | None = None
     default_timeout: float = DEFAULT_TIMEOUT
     alpn: tuple[AlpnCredentials, ...] = ()
 
@@ -429,7 +440,7 @@ _X509_KEYS = {
     "pq_private_key": "x509.pq.private_key",
 }
 _DEBUG_KEYS = ("loglevel", "tls", "nl", "delay_done")
-_QUICHSD_KEYS = ("workers", "dbus", "keylog", "default_timeout")
+_QUICHSD_KEYS = ("workers", "dbus", "keylog", "default_timeout", "user", "group")
 _ALPN_KEYS = ("certificate", "private_key", "truststore")
 
 
@@ -475,6 +486,12 @@ def _quichsd(keyfile: KeyFile) -> dict[str, object]:
     keylog = keyfile.get_string(group, "keylog")
     if keylog:
         settings["keylog"] = keylog
+    for key in ("user", "group"):
+        value = keyfile.get_string(group, key)
+        if value is not None:
+            if not value.strip():
+                raise _value_error(keyfile, group, key, "must not be empty")
+            settings[key] = value.strip()
     timeout = keyfile.raw(group, "default_timeout")
     if timeout is not None:
         settings["default_timeout"] = _timeout(keyfile, timeout.text)

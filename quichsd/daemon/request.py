@@ -78,6 +78,7 @@ from . import keyring as kr
 from ..tls.session import SessionData
 from .config import NOTICE, DaemonConfig
 from .keyring import AuthMode
+from .preload import FILES
 
 log = logging.getLogger(__name__)
 
@@ -281,17 +282,17 @@ def _file_credentials(cert_file: str | None, key_file: str | None) -> Credential
     if not cert_file or not key_file:
         raise _SetupError("x509.certificate and x509.private_key must be set together")
     try:
-        return Credentials.from_files(cert_file, key_file)
+        return FILES.credentials(cert_file, key_file)
     except (OSError, ValueError) as exc:
         raise _SetupError(f"loading {cert_file} / {key_file}: {exc}") from None
 
 
 def _trust(path: str | None) -> TrustStore | None:
     """The configured trust store; None (the system store) if unset or missing (§4.3)."""
-    if not path or not os.path.exists(path):
+    if not path:
         return None
     try:
-        return TrustStore.from_file(path)
+        return FILES.trust(path)
     except (OSError, ValueError) as exc:
         raise _SetupError(f"loading trust store {path}: {exc}") from None
 

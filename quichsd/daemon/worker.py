@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .config import DaemonConfig
-from .request import DoneResult, HandshakeRequest, handle
+from .request import DoneResult, HandshakeRequest, handle, peer_address
 from .stats import HandshakeStats
+from .stats_channel import StatsPublisher
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Worker:
     """Serve requests from `source` concurrently until `stop()`."""
 
     def __init__(self, source: RequestSource, config_provider: Callable[[], DaemonConfig],
-                 stats: HandshakeStats | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
+                 stats: HandshakeStats | StatsPublisher | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
                  poll_interval: float = 0.2) -> None:
         self.source = source
         self.config_provider = config_provider
@@ -65,6 +66,7 @@ class Worker:
         self.poll_interval = poll_interval
         self._slots = threading.BoundedSemaphore(concurrency)
         self._stopping = threading.Event()
+        self._drain_timeout: float | None = None
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         # Called between polls on the serving thread (the worker process uses it for SIGHUP).
@@ -75,11 +77,17 @@ class Worker:
         with self._lock:
             return len(self._threads)
 
-    def stop(self) -> None:
+    def stop(self, drain_timeout: float | None = None) -> None:
+        """Take no more requests; serve_forever() then waits up to `drain_timeout` seconds
+        (default: its own argument) for the running ones."""
+        if drain_timeout is not None:
+            self._drain_timeout = drain_timeout
         self._stopping.set()
 
     def serve_forever(self, drain_timeout: float = 5.0) -> None:
         """Take requests until stop(); then wait up to `drain_timeout` for running ones."""
+        if self._drain_timeout is None:
+            self._drain_timeout = drain_timeout
         while not self._stopping.is_set():
             if self.on_idle is not None:
                 self.on_idle()
@@ -96,7 +104,8 @@ class Worker:
                 self._slots.release()
                 continue
             self.submit(*item, _slot_taken=True)
-        self.join(drain_timeout)
+        if not self.join(self._drain_timeout):
+            log.error("%d requests still running after %.0f s; leaving them", self.in_flight, self._drain_timeout)
 
     def submit(self, fd: int, request: HandshakeRequest, *, _slot_taken: bool = False) -> threading.Thread:
         """Run one request in its own thread."""
@@ -138,7 +147,9 @@ class Worker:
         finally:
             if self.stats is not None:
                 try:
-                    self.stats.record_done(token, peer=request.peername or "", status=result.status)
+                    self.stats.record_done(token, peer=peer_address(request.sock) or request.peername or "",
+                                           role=result.role, alpn=result.alpn, suite=result.suite,
+                                           status=result.status)
                 except Exception:
                     log.debug("stats failed", exc_info=True)
             self._finish(fd, result)

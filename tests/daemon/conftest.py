@@ -40,3 +40,12 @@ def user_keyring_links() -> Iterator[list[int]]:
                 kr.unlink(serial, kr.KEY_SPEC_USER_KEYRING)
             except KeyringError:
                 pass
+
+
+@pytest.fixture
+def daemons():
+    """Harness daemons (daemon_proc.Daemon) a test starts; stopped afterwards."""
+    made: list = []
+    yield made
+    for d in made:
+        d.stop()

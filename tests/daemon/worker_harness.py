@@ -22,7 +22,7 @@ from quichsd import QuicSocket, abi
 from quichsd.daemon import config as cfgmod
 from quichsd.daemon.keyring import AuthMode
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType
-from quichsd.daemon.supervisor import Supervisor
+from quichsd.daemon.service import build_supervisor
 
 
 class SocketSource:
@@ -75,20 +75,18 @@ def main(argv: list[str]) -> int:
     holder: dict = {}
 
     def factory() -> SocketSource:
-        # Runs in the worker: the provider reads the worker's own (reloadable) config.
-        return SocketSource(req, out, lambda: holder["get"]())
+        # Runs in the worker, after its privilege drop: probes report the worker's config.
+        return SocketSource(req, out, lambda: holder["config"])
 
-    # The worker's ConfigHolder is created per fork; expose it to the source for probes.
     import quichsd.daemon.supervisor as sup
     real_run_worker = sup.run_worker
 
-    def run_worker(source_factory, h, init=None):  # noqa: ANN001, ANN202
-        holder["get"] = h.get
-        return real_run_worker(source_factory, h, init)
+    def run_worker(source_factory, config, init=None, stats=None):  # noqa: ANN001, ANN202
+        holder["config"] = config
+        return real_run_worker(source_factory, config, init, stats)
 
     sup.run_worker = run_worker
-    return Supervisor(factory, config, path, workers=workers, stop_timeout=3).run()
-
+    return build_supervisor(factory, config, path, workers=workers, stop_timeout=3).run()
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""The daemon assembled: configuration, keyrings, privileges, workers and the status process.
+
+`build_supervisor(source_factory, config, path)` is what `quichsd daemon` runs with the
+netlink source, and what the daemon tests run with an injected one: everything but the
+request source is the same.
+
+Start-up, in the supervisor (root, one thread): link `[authenticate] keyrings` and the
+standard .nvme/.nfs/.nfsd keyrings into the session keyring (tlshd-behaviour §5), which the
+children inherit. In each worker, before its first thread: read the configured files and
+load the handshake code (preload.py), then drop to `[quichsd] user` keeping only
+CAP_NET_ADMIN (privileges.py). The status process drops to the same user keeping nothing.
+A reload re-links keyrings and replaces the workers (supervisor.py).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterable
+
+from . import keyring as kr
+from .config import DaemonConfig
+from .preload import prepare_for_drop
+from .privileges import CAP_NET_ADMIN, PrivilegeError, cap_names, cap_mask, drop_privileges
+from .supervisor import Supervisor
+from .worker import RequestSource
+
+log = logging.getLogger(__name__)
+
+_ROOT_NAMES = ("root", "0")
+
+
+def drops_privileges(config: DaemonConfig) -> bool:
+    """Whether children drop to another user: only when root and not told to stay root."""
+    return os.geteuid() == 0 and config.user not in _ROOT_NAMES
+
+
+def check_user(config: DaemonConfig) -> None:
+    """PrivilegeError now, in the supervisor, for a user or group that does not exist."""
+    if not drops_privileges(config):
+        return
+    import grp
+    import pwd
+
+    try:
+        pwd.getpwuid(int(config.user)) if config.user.isdigit() else pwd.getpwnam(config.user)
+        if config.group:
+            grp.getgrgid(int(config.group)) if config.group.isdigit() else grp.getgrnam(config.group)
+    except KeyError as exc:
+        raise PrivilegeError(errno.EINVAL, f"[quichsd] user/group: no such user or group: {exc}") from None
+
+
+def _drop(config: DaemonConfig, keep: Iterable[int], what: str) -> None:
+    if not drops_privileges(config):
+        if os.geteuid() == 0:
+            log.info("%s %d keeps root ([quichsd] user = %s)", what, os.getpid(), config.user)
+        return
+    user: str | int = int(config.user) if config.user.isdigit() else config.user
+    group: str | int | None = int(config.group) if config.group and config.group.isdigit() else config.group
+    creds = drop_privileges(user, group=group, keep=keep)
+    log.info("%s %d runs as uid %d with %s", what, os.getpid(), creds.uids[0],
+             ", ".join(cap_names(cap_mask(keep))) or "no capabilities")
+
+
+def worker_init(config: DaemonConfig) -> None:
+    if drops_privileges(config):
+        prepare_for_drop(config)
+    _drop(config, (CAP_NET_ADMIN,), "worker")
+
+
+def status_init(config: DaemonConfig) -> None:
+    _drop(config, (), "status process")
+
+
+def link_keyrings(config: DaemonConfig) -> None:
+    linked = kr.link_keyrings(config.keyrings)
+    log.debug("keyrings linked: %s", ", ".join(name for name, serial in linked.items() if serial) or "none")
+
+
+def build_supervisor(source_factory: Callable[[], RequestSource], config: DaemonConfig, path: str | None, *,
+                     workers: int | None = None, preflight: Callable[[], None] | None = None,
+                     stop_timeout: float = 5.0) -> Supervisor:
+    check_user(config)
+    link_keyrings(config)
+    return Supervisor(
+        source_factory, config, path, workers=workers or config.workers, worker_init=worker_init,
+        status_service=config.dbus != "none", status_init=status_init, on_reload=link_keyrings,
+        preflight=preflight, stop_timeout=stop_timeout,
+    )
