@@ -10,7 +10,9 @@ optval with these helpers therefore tolerates the same inputs the kernel does.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import NamedTuple
 
 from ._quic_abi import ffi, lib
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 FieldValue = int | bytes
+_ORDER = sys.byteorder  # the structs are in host byte order, as the compiler lays them out
 
 # Traffic-secret length per kernel cipher type: the hash of the TLS suite (§1.2).
 CIPHER_SECRET_LEN: Mapping[int, int] = {
@@ -53,45 +56,63 @@ def _ctype(name: str) -> str:
     return name if name.startswith(("struct ", "union ")) else f"struct {name}"
 
 
+class _Field(NamedTuple):
+    offset: int
+    size: int
+    array: bool  # uint8_t[N]: bytes; otherwise an integer
+    signed: bool
+
+
+@lru_cache(maxsize=None)
+def _layout(name: str) -> tuple[str, int, dict[str, _Field]]:
+    """The struct's C name, size and fields, read once from the compiled ABI (csrc/)."""
+    ctype = _ctype(name)
+    fields: dict[str, _Field] = {}
+    for key, field in ffi.typeof(ctype).fields:
+        kind = field.type.kind
+        if kind not in ("array", "primitive"):
+            continue
+        fields[key] = _Field(field.offset, ffi.sizeof(field.type), kind == "array",
+                             not field.type.cname.startswith(("uint", "unsigned")))
+    return ctype, ffi.sizeof(ctype), fields
+
+
 def pack_struct(name: str, fields: Mapping[str, FieldValue]) -> bytes:
     """Bytes of `struct name` with `fields` set and everything else zero.
 
     Scalars take ints, arrays take bytes (zero padded). Unknown names raise TypeError,
     values that do not fit raise OverflowError/ValueError.
     """
-    ctype = _ctype(name)
-    obj = ffi.new(f"{ctype} *")
-    layout = dict(ffi.typeof(ctype).fields)
+    ctype, size, layout = _layout(name)
+    out = bytearray(size)
     for key, value in fields.items():
         field = layout.get(key)
         if field is None:
             raise TypeError(f"{ctype} has no field {key!r}")
-        if field.type.kind == "array":
+        if field.array:
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 raise TypeError(f"{ctype}.{key} takes bytes")
-            if len(value) > field.type.length:
-                raise ValueError(f"{ctype}.{key} holds at most {field.type.length} bytes")
-            ffi.memmove(getattr(obj, key), bytes(value), len(value))
+            if len(value) > field.size:
+                raise ValueError(f"{ctype}.{key} holds at most {field.size} bytes")
+            out[field.offset:field.offset + len(value)] = value
         else:
             if not isinstance(value, int):
                 raise TypeError(f"{ctype}.{key} takes an int")
-            setattr(obj, key, value)
-    return bytes(ffi.buffer(obj))
+            out[field.offset:field.offset + field.size] = value.to_bytes(field.size, _ORDER, signed=field.signed)
+    return bytes(out)
 
 
 def unpack_struct(name: str, data: bytes) -> dict[str, FieldValue]:
-    """Every scalar and array field of `struct name` read from `data` (kernel copy rule)."""
-    ctype = _ctype(name)
-    obj = ffi.new(f"{ctype} *")
-    size = min(len(data), ffi.sizeof(ctype))
-    ffi.memmove(obj, bytes(data[:size]), size)
+    """Every scalar and array field of `struct name` read from `data` (kernel copy rule:
+    a short buffer reads as zero-extended, a long one is cut to the struct's size)."""
+    _, size, layout = _layout(name)
+    raw = bytes(data[:size])
+    if len(raw) < size:
+        raw += bytes(size - len(raw))
     out: dict[str, FieldValue] = {}
-    for key, field in ffi.typeof(ctype).fields:
-        kind = field.type.kind
-        if kind == "array":
-            out[key] = bytes(ffi.buffer(getattr(obj, key)))
-        elif kind == "primitive":
-            out[key] = int(getattr(obj, key))
+    for key, f in layout.items():
+        chunk = raw[f.offset:f.offset + f.size]
+        out[key] = chunk if f.array else int.from_bytes(chunk, _ORDER, signed=f.signed)
     return out
 
 

@@ -1,0 +1,325 @@
+"""The daemon serving server-side handshakes: throughput with 1 and 2 workers, and the cost of
+one served handshake against its crypto floor, in one run.
+
+The daemon is the real one (service.build_supervisor: supervisor, worker processes, privilege
+drop, per-request threads, handle()); only the request source is the bench's. The kernel
+would hand each worker accepted IPPROTO_QUIC sockets through ACCEPT; on this machine (no
+IPPROTO_QUIC) each worker accepts simulated QUIC connections on its own loopback listener and
+hands them to its Worker exactly as NetlinkSource hands ACCEPTed fds. Client processes (ours,
+X25519, no server verification: the cheapest client we have) keep every worker busy.
+
+    scale2/1   handshakes per second served by 2 workers / by 1 worker. The clients run on the
+               same 2 cores, so the machine caps it below 2: the cap is printed beside it.
+    cost/floor the userspace CPU time of the thread that serves one request (handle() with
+               everything it does: config, credentials, the TLS engine, logging, DONE), the
+               median over all requests served, against the bare cryptography calls a server
+               makes in the same handshake (X25519 key pair and exchange, the key schedule,
+               transcript hashes, Finished MACs, the ECDSA P-256 signature, sealing one
+               ticket). "Userspace" as on a real kernel: the time spent inside the socket's
+               calls (setsockopt, sendmsg, recvmsg ...; with the simulation, its Python
+               stand-ins for syscalls, which also install packet keys) is measured apart and
+               printed beside it, and the simulated kernel's own thread is not counted.
+
+Ends with `daemon: scale2/1=R1 cost/floor=R2`.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import select
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, x25519  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from cryptography.hazmat.primitives.hmac import HMAC  # noqa: E402
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+
+from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake  # noqa: E402
+from quichsd.daemon import config as cfgmod  # noqa: E402
+from quichsd.daemon.keyring import AuthMode  # noqa: E402
+from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType  # noqa: E402
+from quichsd.daemon.service import build_supervisor  # noqa: E402
+from quichsd.devcerts import leaf  # noqa: E402
+
+ALPN = b"bench"
+
+
+# -- the daemon side ---------------------------------------------------------------------------
+
+class MeteredSocket:
+    """The socket backend, with the CPU time spent inside its calls added up per thread (what
+    would be system time in syscalls on a real kernel)."""
+
+    def __init__(self, backend) -> None:  # noqa: ANN001
+        self._backend = backend
+        self.inside = 0.0
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        attr = getattr(self._backend, name)
+        if not callable(attr):
+            return attr
+
+        def metered(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            start = time.thread_time()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.inside += time.thread_time() - start
+
+        return metered
+
+
+class ListenerSource:
+    """A worker's request source: connections accepted on its own simulated listener."""
+
+    def __init__(self, report: socket.socket) -> None:
+        self.report = report
+        self.listener = QuicSocket(socket.AF_INET, backend="sim")
+        self.listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, ALPN)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.conns: dict[int, QuicSocket] = {}
+        self._send({"port": self.listener.getsockname()[1]})
+
+    def _send(self, message: dict) -> None:
+        message["pid"] = os.getpid()
+        self.report.send(json.dumps(message).encode())
+
+    def next(self, timeout: float):  # noqa: ANN201
+        self.listener.settimeout(timeout)
+        try:
+            conn, _ = self.listener.accept()
+        except (TimeoutError, socket.timeout):
+            return None
+        fd = os.open(os.devnull, os.O_RDONLY)  # the fd a Worker closes after DONE
+        metered = MeteredSocket(conn.backend)
+        self.conns[fd] = conn, metered
+        return fd, HandshakeRequest(metered, MessageType.SERVERHELLO, AuthMode.X509, timeout_ms=10000)
+
+    def done(self, fd: int, result: DoneResult) -> None:
+        # Runs on the thread that served the request, right after handle(): its CPU time so far
+        # is what serving this request cost.
+        cpu = time.thread_time()
+        conn, metered = self.conns.pop(fd)
+        conn.close()
+        self._send({"cpu": cpu - metered.inside, "socket": metered.inside, "status": result.status})
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def run_daemon(config_path: str, workers: int, report: socket.socket) -> None:
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))  # the daemon's default level
+    config = cfgmod.load_file(config_path)
+    supervisor = build_supervisor(lambda: ListenerSource(report), config, config_path, workers=workers)
+    sys.exit(supervisor.run())
+
+
+# -- the client side ---------------------------------------------------------------------------
+
+def client_process(ports: list[int], threads: int, start_at: float, stop_at: float, out: mp.Queue) -> None:
+    logging.disable(logging.WARNING)  # verify=False says so at every handshake
+    config = HandshakeConfig(alpns=[ALPN.decode()], verify=False, timeout=10, groups=[0x001D])
+    counts = [0] * threads
+    failures = [0] * threads
+
+    def run(index: int) -> None:
+        n = index
+        while time.time() < stop_at:
+            port = ports[n % len(ports)]
+            n += 1
+            try:
+                with QuicSocket(socket.AF_INET, backend="sim") as sock:
+                    sock.connect(("127.0.0.1", port))
+                    quic_handshake(sock, config)
+                if time.time() >= start_at:
+                    counts[index] += 1
+            except (HandshakeError, OSError):
+                failures[index] += 1
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0 = time.process_time()
+    for t in pool:
+        t.join()
+    out.put((sum(counts), sum(failures), time.process_time() - cpu0))
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process, all threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def phase(config_path: str, workers: int, seconds: float, warmup: float, clients: int, threads: int) -> dict:
+    report_rx, report_tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    daemon = mp.get_context("fork").Process(target=run_daemon, args=(config_path, workers, report_tx))
+    daemon.start()
+    report_tx.close()
+    ports: list[int] = []
+    pids: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(ports) < workers:
+        if not select.select([report_rx], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise RuntimeError("the daemon's workers did not report their listeners")
+        message = json.loads(report_rx.recv(4096))
+        if "port" in message:
+            ports.append(message["port"])
+            pids.append(message["pid"])
+    start_at = time.time() + warmup
+    stop_at = start_at + seconds
+    out: mp.Queue = mp.get_context("fork").Queue()
+    procs = [mp.get_context("fork").Process(target=client_process, args=(ports, threads, start_at, stop_at, out))
+             for _ in range(clients)]
+    for p in procs:
+        p.start()
+    cpu: list[float] = []
+    sock: list[float] = []
+    served_ok = 0
+    daemon_cpu: list[float] = []
+    while any(p.is_alive() for p in procs) or select.select([report_rx], [], [], 0)[0]:
+        if len(daemon_cpu) < 2 and time.time() >= (start_at, stop_at)[len(daemon_cpu)]:
+            daemon_cpu.append(sum(process_cpu(pid) for pid in pids))
+        if select.select([report_rx], [], [], 0.05)[0]:
+            message = json.loads(report_rx.recv(4096))
+            if "cpu" in message and message["status"] == 0:
+                cpu.append(message["cpu"])
+                sock.append(message["socket"])
+                served_ok += 1
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join()
+    os.kill(daemon.pid, signal.SIGTERM)
+    daemon.join(20)
+    report_rx.close()
+    done = sum(r[0] for r in results)
+    return {"rate": done / seconds, "failures": sum(r[1] for r in results), "cpu": cpu, "socket": sock,
+            "served": served_ok, "daemon_cpu": (daemon_cpu[1] - daemon_cpu[0]) / max(done, 1),
+            "client_cpu": sum(r[2] for r in results) / max(done, 1)}
+
+
+# -- the floor ---------------------------------------------------------------------------------
+
+def server_floor_setup():
+    """The bare cryptography/hashlib calls of one server-side handshake, nothing else."""
+    cert, key = leaf("p256")
+    sha256 = hashes.SHA256()
+    zeros = bytes(32)
+    early = HKDF.extract(sha256, b"", zeros)
+    messages = [bytes(200), bytes(100), bytes(100), bytes(600), bytes(80), bytes(36), bytes(36)]
+    client_pub = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    ticket_aead = AESGCM(bytes(32))
+
+    def expand(secret: bytes, n: int = 32) -> bytes:
+        return HKDFExpand(sha256, n, b"label" + bytes(32)).derive(secret)
+
+    def handshake() -> None:
+        priv = x25519.X25519PrivateKey.generate()
+        priv.public_key().public_bytes_raw()
+        shared = priv.exchange(x25519.X25519PublicKey.from_public_bytes(client_pub))
+        h = hashlib.sha256()
+        for m in messages:
+            h.update(m)
+            h.copy().digest()
+        hs = HKDF.extract(sha256, expand(early), shared)
+        c_hs, s_hs = expand(hs), expand(hs)
+        key.sign(bytes(130), ec.ECDSA(hashes.SHA256()))
+        master = HKDF.extract(sha256, expand(hs), zeros)
+        expand(master), expand(master), expand(master)  # client/server application, resumption
+        for base in (s_hs, c_hs):  # our Finished, and checking the client's
+            mac = HMAC(expand(base), sha256)
+            mac.update(zeros)
+            mac.finalize()
+        psk = expand(expand(master))  # the ticket's PSK from the resumption secret
+        ticket_aead.encrypt(bytes(12), psk + bytes(40), None)
+
+    return handshake
+
+
+def floor_cost(n: int = 2000) -> float:
+    fn = server_floor_setup()
+    for _ in range(50):
+        fn()
+    best = []
+    for _ in range(5):
+        start = time.thread_time()
+        for _ in range(n // 5):
+            fn()
+        best.append((time.thread_time() - start) / (n // 5))
+    return statistics.median(best)
+
+
+# -- main --------------------------------------------------------------------------------------
+
+def write_config(directory: Path) -> str:
+    cert, key = leaf("p256")
+    (directory / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    (directory / "key.pem").write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    path = directory / "config"
+    path.write_text(f"[authenticate.server]\nx509.certificate = {directory / 'cert.pem'}\n"
+                    f"x509.private_key = {directory / 'key.pem'}\n\n[quichsd]\ndbus = none\n")
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=2, help="1-worker and 2-worker phases, interleaved")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--threads", type=int, default=4, help="handshakes in flight per client process")
+    args = parser.parse_args()
+    print(f"cpus: {os.cpu_count()}; clients: {args.clients} processes x {args.threads} threads, same machine")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    per_handshake: dict[str, list[float]] = {"daemon": [], "clients": []}
+    cpu: list[float] = []
+    sock: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = write_config(Path(tmp))
+        for _ in range(args.rounds):
+            for workers in (1, 2):
+                r = phase(config_path, workers, args.seconds, args.warmup, args.clients, args.threads)
+                rates[workers].append(r["rate"])
+                cpu.extend(r["cpu"])
+                per_handshake["daemon"].append(r["daemon_cpu"])
+                per_handshake["clients"].append(r["client_cpu"])
+                sock.extend(r["socket"])
+                print(f"{workers} worker(s): {r['rate']:7.1f} handshakes/s served"
+                      f" ({r['failures']} client failures)")
+                if r["failures"] and r["rate"] == 0:
+                    raise SystemExit(f"no handshake succeeded ({errno.errorcode.get(r['failures'], '')})")
+    floor = floor_cost()
+    cost = statistics.median(cpu)
+    r1 = statistics.median(rates[2]) / statistics.median(rates[1])
+    print(f"per served request (median of {len(cpu)}): userspace CPU {cost * 1e3:.3f} ms, inside socket calls "
+          f"{statistics.median(sock) * 1e3:.3f} ms (the simulation's stand-ins for syscalls); "
+          f"server crypto floor {floor * 1e3:.3f} ms")
+    d, c = (statistics.median(v) for v in per_handshake.values())
+    cap = (os.cpu_count() or 1) / (d + c) / statistics.median(rates[1])
+    print(f"CPU per handshake: daemon {d * 1e3:.2f} ms (all its threads), clients {c * 1e3:.2f} ms; "
+          f"{os.cpu_count()} cores shared by both allow scale2/1 <= {cap:.2f}")
+    print(f"daemon: scale2/1={r1:.2f} cost/floor={cost / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()
