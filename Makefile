@@ -54,6 +54,7 @@ system-deps:
 bench: $(STAMP)
 	$(VPY) bench/handshake.py
 	$(VPY) bench/udp_handshake.py
+	$(VPY) bench/daemon.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so quichsd/_sysabi*.so

@@ -39,3 +39,19 @@ def test_sd_notify_reaches_the_notify_socket(tmp_path) -> None:
         assert sd_notify("READY=1", env={"NOTIFY_SOCKET": path})
         assert listener.recv(64) == b"READY=1"
     assert not sd_notify("READY=1", env={})  # not under systemd: nothing to do
+
+
+def test_dbus_policy_lets_the_status_process_own_the_name_and_only_root_reload():
+    import xml.etree.ElementTree as ET
+
+    from quichsd.daemon.config import DEFAULT_USER
+    from quichsd.daemon.dbus_service import INTERFACE_NAME, SERVICE_NAME
+
+    root = ET.parse(Path(__file__).resolve().parents[2] / "contrib" / "dbus" / "org.quichsd1.conf").getroot()
+    policies = {p.get("user") or p.get("context"): p for p in root.iter("policy")}
+    owners = {who for who, p in policies.items() for a in p.iter("allow") if a.get("own") == SERVICE_NAME}
+    assert owners == {"root", DEFAULT_USER}
+    default = [a.attrib for a in policies["default"].iter("allow")]
+    assert {"send_destination": SERVICE_NAME, "send_interface": INTERFACE_NAME, "send_member": "GetCounters"} in default
+    assert not any(a.get("send_member") == "Reload" or (a.get("send_interface") in (None, INTERFACE_NAME)
+                                                         and "send_member" not in a) for a in default)
