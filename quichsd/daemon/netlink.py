@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg, nla
@@ -159,6 +160,30 @@ def build_done(
     return msg
 
 
+@dataclass(frozen=True)
+class KernelCapabilities:
+    """Which optional DONE attributes the running kernel accepts (§1.8)."""
+
+    remote_peerids: bool = True
+    session_tags: bool = False
+
+    def describe(self) -> str:
+        def word(ok: bool) -> str:
+            return "supported" if ok else "not available"
+
+        return f"session_tags={word(self.session_tags)} remote_peerids={word(self.remote_peerids)}"
+
+
+def probe_accepted(error: int | None) -> bool:
+    """How a probe DONE (SOCKFD -1) tells whether its one optional attribute is known (§1.8).
+
+    The kernel validates attributes against its policy before it looks up the fd: EBADF (or
+    no error) means the attribute passed the policy; EINVAL means the policy rejected it.
+    tlshd only checks that the send worked, so it reports "supported" on every kernel.
+    """
+    return error is None or error == errno.EBADF
+
+
 class HandshakeFamily:
     """A pyroute2 generic netlink socket bound to the `handshake` family.
 
@@ -216,6 +241,17 @@ class HandshakeFamily:
             msg_flags=NLM_F_REQUEST | NLM_F_ACK,
         ):
             pass
+
+    def probe(self) -> KernelCapabilities:
+        """Send the two probe DONEs tlshd sends, and read the kernel's verdicts (§1.8)."""
+        verdicts = []
+        for extra in ({"tags": ["__probe__"]}, {"remote_auth": [0]}):
+            try:
+                self.done(0, -1, **extra)
+                verdicts.append(probe_accepted(None))
+            except NetlinkError as exc:
+                verdicts.append(probe_accepted(exc.code))
+        return KernelCapabilities(session_tags=verdicts[0], remote_peerids=verdicts[1])
 
     def close(self) -> None:
         self.sock.close()

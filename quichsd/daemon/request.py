@@ -137,6 +137,7 @@ class DoneResult:
     alpn: str = field(default="", compare=False)
     suite: str = field(default="", compare=False)
     resumed: bool = field(default=False, compare=False)
+    peername: str = field(default="", compare=False)  # PEERNAME, or what reverse DNS found
 
 
 class _SetupError(Exception):
@@ -180,13 +181,28 @@ def peer_address(sock: Any) -> str:
     return str(address) if address else ""
 
 
+def reverse_lookup(sock: Any) -> str | None:
+    """The peer's name by reverse DNS, for a client request without PEERNAME (§9.2.3, as
+    tlshd); None when there is no name. Servers do not look up: there it would only name a
+    log line, at the price of a DNS query per handshake."""
+    try:
+        address = sock.getpeername()
+        name, _ = socket.getnameinfo(tuple(address[:2]), socket.NI_NAMEREQD)
+    except (OSError, AttributeError, ValueError, TypeError) as exc:
+        log.debug("no reverse DNS name for the peer: %s", exc)
+        return None
+    log.debug("PEERNAME from reverse DNS: %s", name)
+    return name
+
+
 def _log_completion(request: HandshakeRequest, result: DoneResult) -> None:
     """tlshd's completion lines (§2.7): INFO on success, ERR on failure."""
     outcome = "succeeded" if result.status == 0 else "failed"
     level = logging.INFO if result.status == 0 else logging.ERROR
     address = peer_address(request.sock)
-    if request.peername and address:
-        log.log(level, "Handshake with '%s' (%s) %s", request.peername, address, outcome)
+    name = result.peername or request.peername
+    if name and address:
+        log.log(level, "Handshake with '%s' (%s) %s", name, address, outcome)
     else:
         log.log(level, "Handshake request %s", outcome)
 
@@ -309,6 +325,7 @@ class _QuicHandshake:
         self.psk_serials: dict[bytes, int] = {}
         self.psk_missing = False
         self.qcfg: dict[str, Any] = {}
+        self.peername = request.peername
 
     # -- socket options ----------------------------------------------------------------
 
@@ -363,7 +380,8 @@ class _QuicHandshake:
     def client(self) -> DoneResult:
         req, mode = self.request, self.mode
         hcfg = self._base(server=False)
-        hcfg.hostname = req.peername
+        self.peername = req.peername or reverse_lookup(self.sock)
+        hcfg.hostname = self.peername
         settings = self.config.client
         no_verify_socket = self.qcfg.get("certificate_request") == CLIENT_NO_VERIFY
         if mode is AuthMode.PSK:
@@ -387,8 +405,8 @@ class _QuicHandshake:
                     raise _SetupError("x509 mode without a client certificate and key (serials or config)")
                 hcfg.credentials = creds
             hcfg.trust = _trust(settings.truststore)
-            if not req.peername:
-                raise _SetupError("no PEERNAME: cannot verify the server's certificate")
+            if not self.peername:
+                raise _SetupError("no PEERNAME and no reverse DNS name: cannot verify the server's certificate")
         hcfg.session_data = self._resumption_data()
         wait = int(self.qcfg.get("receive_session_ticket", 0) or 0)
         hcfg.ticket_wait = float(wait)
@@ -400,7 +418,7 @@ class _QuicHandshake:
         elif wait:
             log.info("no session ticket from the server within %d s", wait)
         chain = [c.public_bytes(Encoding.DER) for c in result.peer_certificates]
-        ids = kr.remote_peer_ids(mode, server=False, quic=True, peer_chain=chain, peername=req.peername)
+        ids = kr.remote_peer_ids(mode, server=False, quic=True, peer_chain=chain, peername=self.peername)
         return self._success(result, ids, "client")
 
     def _resumption_data(self) -> bytes | None:
@@ -429,7 +447,7 @@ class _QuicHandshake:
 
     def _success(self, result: HandshakeResult, ids: list[int], role: str) -> DoneResult:
         return DoneResult(0, ids, role=role, alpn=result.alpn or "", suite=_suite_name(result.cipher_suite),
-                          resumed=result.resumed)
+                          resumed=result.resumed, peername=self.peername or "")
 
     # -- server ------------------------------------------------------------------------
 

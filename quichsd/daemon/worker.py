@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .config import DaemonConfig
+from .config import NOTICE, DaemonConfig
 from .request import DoneResult, HandshakeRequest, handle, peer_address
 from .stats import HandshakeStats
 from .stats_channel import StatsPublisher
@@ -205,6 +205,9 @@ class NetlinkSource:
         self._family = HandshakeFamily
         self.listener = HandshakeFamily(join=True)  # FamilyMissing propagates
         self._pending: deque[int] = deque()
+        with HandshakeFamily() as fam:
+            self.capabilities = fam.probe()
+        log.log(NOTICE, "Kernel capabilities: %s", self.capabilities.describe())
 
     def close(self) -> None:
         self.listener.close()
@@ -240,8 +243,10 @@ class NetlinkSource:
         return None
 
     def done(self, fd: int, result: DoneResult) -> None:
+        # An attribute the kernel's policy rejects would make it drop the whole DONE (§9.2.5).
+        remote_auth = result.remote_auth if self.capabilities.remote_peerids else []
         with self._family() as fam:
-            fam.done(result.status, fd, result.remote_auth)
+            fam.done(result.status, fd, remote_auth)
 
 
 def request_from_accept(fields: dict[str, Any]) -> HandshakeRequest:

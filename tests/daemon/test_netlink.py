@@ -3,6 +3,8 @@ the pyroute2 classes must carry exactly the YAML's attributes, and every message
 an encode/decode round trip. The YAML is read with the stdlib json module (see netlink/README.md)."""
 from __future__ import annotations
 
+import errno
+
 import json
 import struct
 from pathlib import Path
@@ -256,3 +258,16 @@ def test_family_missing_on_this_machine():
         nl.HandshakeFamily(join=True)
     with pytest.raises(nl.FamilyMissing):
         nl.HandshakeFamily()
+
+
+def test_probe_verdicts_read_the_kernel_error():
+    """§1.8: EBADF means the attribute passed the policy (fd -1 then failed); EINVAL means
+    the policy rejected it. tlshd would call both "supported"."""
+    assert nl.probe_accepted(errno.EBADF) and nl.probe_accepted(None)
+    assert not nl.probe_accepted(errno.EINVAL)
+    caps = nl.KernelCapabilities(remote_peerids=True, session_tags=False)
+    assert caps.describe() == "session_tags=not available remote_peerids=supported"
+    # The probe DONEs themselves: status 0, fd -1, one optional attribute each.
+    tag_probe, _ = round_trip(nl.build_done(0, -1, tags=["__probe__"]), nl.done_msg)
+    assert tag_probe.get_attrs("HANDSHAKE_A_DONE_TAG") == ["__probe__"]
+    assert tag_probe.get_attrs("HANDSHAKE_A_DONE_REMOTE_AUTH") == []

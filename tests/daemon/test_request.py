@@ -255,14 +255,32 @@ def test_completion_lines_as_tlshd(pki, server_factory, caplog):
         handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost"), client_config(pki))
         handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="elsewhere.example",
                                 timeout_ms=5000), client_config(pki))
-        handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH), client_config(pki))
+        handle(HandshakeRequest(quic_client(srv), SERVER, AuthMode.UNAUTH), client_config(pki))
     host, port = srv.address
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Handshake ")]
     assert lines == [
         ("INFO", f"Handshake with 'localhost' ({host}:{port}) succeeded"),
         ("ERROR", f"Handshake with 'elsewhere.example' ({host}:{port}) failed"),
-        ("ERROR", "Handshake request failed"),  # no PEERNAME: tlshd's nameless form
+        ("ERROR", "Handshake request failed"),  # no name (a server does not look one up): tlshd's form
     ]
+
+
+def test_client_without_peername_takes_the_reverse_dns_name(pki, server_factory, caplog):
+    """§9.2.3: no PEERNAME -> reverse lookup (127.0.0.1 is "localhost" in /etc/hosts), and the
+    server is verified against that name."""
+    import socket as _socket
+
+    try:
+        name = _socket.getnameinfo(("127.0.0.1", 0), _socket.NI_NAMEREQD)[0]
+    except OSError:
+        pytest.skip("127.0.0.1 has no reverse name on this machine (/etc/hosts)")
+    if name != "localhost":
+        pytest.skip(f"127.0.0.1 reverse-resolves to {name!r}, not the test certificate's localhost")
+    srv = ticket_server(server_factory, pki)
+    with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
+        done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, timeout_ms=5000), client_config(pki))
+    assert done.status == 0 and done.peername == "localhost"
+    assert f"Handshake with 'localhost' (127.0.0.1:{srv.address[1]}) succeeded" in caplog.text
 
 
 @needs_keyctl
