@@ -76,7 +76,7 @@ from ..tls.constants import AlertDescription, CipherSuite
 from ..tls.errors import TlsError
 from . import keyring as kr
 from ..tls.session import SessionData
-from .config import NOTICE, DaemonConfig
+from .config import NOTICE, DaemonConfig, is_key_url
 from .keyring import AuthMode
 from .preload import FILES
 
@@ -297,6 +297,9 @@ def _file_credentials(cert_file: str | None, key_file: str | None) -> Credential
         return None
     if not cert_file or not key_file:
         raise _SetupError("x509.certificate and x509.private_key must be set together")
+    if is_key_url(key_file):
+        raise _SetupError(f"private key {key_file!r} is a key URL; only PEM files are supported "
+                          f"(write ./{key_file} for a file of that name)")
     try:
         return FILES.credentials(cert_file, key_file)
     except (OSError, ValueError) as exc:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from . import keyring as kr
-from .config import DaemonConfig
+from .config import NOTICE, DaemonConfig
 from .preload import prepare_for_drop
 from .privileges import CAP_NET_ADMIN, PrivilegeError, cap_names, cap_mask, drop_privileges
 from .supervisor import Supervisor
@@ -28,6 +28,7 @@ from .worker import RequestSource
 log = logging.getLogger(__name__)
 
 _ROOT_NAMES = ("root", "0")
+_base_level: int | None = None
 
 
 def drops_privileges(config: DaemonConfig) -> bool:
@@ -62,7 +63,25 @@ def _drop(config: DaemonConfig, keep: Iterable[int], what: str) -> None:
              ", ".join(cap_names(cap_mask(keep))) or "no capabilities")
 
 
+def apply_debug(config: DaemonConfig) -> None:
+    """[debug] (tlshd-behaviour §2.7, §4.3): loglevel != 0 logs at DEBUG; tls != 0 traces the
+    TLS engine; nl != 0 traces the netlink library. Notices for what we do not support."""
+    global _base_level
+    debug = config.debug
+    root = logging.getLogger()
+    if _base_level is None:
+        _base_level = root.level  # what the command line chose
+    root.setLevel(logging.DEBUG if debug.loglevel else _base_level)
+    logging.getLogger("quichsd.tls").setLevel(logging.DEBUG if debug.tls else logging.NOTSET)
+    logging.getLogger("pyroute2").setLevel(logging.DEBUG if debug.nl else logging.WARNING)
+    for role, settings in (("client", config.client), ("server", config.server)):
+        if settings.pq_certificate:
+            log.log(NOTICE, "[authenticate.%s] x509.pq.certificate ignored: ML-DSA certificates are not "
+                            "supported yet; the traditional certificate is used", role)
+
+
 def worker_init(config: DaemonConfig) -> None:
+    apply_debug(config)
     if drops_privileges(config):
         prepare_for_drop(config)
     _drop(config, (CAP_NET_ADMIN,), "worker")
@@ -70,6 +89,11 @@ def worker_init(config: DaemonConfig) -> None:
 
 def status_init(config: DaemonConfig) -> None:
     _drop(config, (), "status process")
+
+
+def on_reload(config: DaemonConfig) -> None:
+    apply_debug(config)
+    link_keyrings(config)
 
 
 def link_keyrings(config: DaemonConfig) -> None:
@@ -81,9 +105,9 @@ def build_supervisor(source_factory: Callable[[], RequestSource], config: Daemon
                      workers: int | None = None, preflight: Callable[[], None] | None = None,
                      stop_timeout: float = 5.0) -> Supervisor:
     check_user(config)
-    link_keyrings(config)
+    on_reload(config)
     return Supervisor(
         source_factory, config, path, workers=workers or config.workers, worker_init=worker_init,
-        status_service=config.dbus != "none", status_init=status_init, on_reload=link_keyrings,
+        status_service=config.dbus != "none", status_init=status_init, on_reload=on_reload,
         preflight=preflight, stop_timeout=stop_timeout,
     )

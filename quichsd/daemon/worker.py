@@ -140,8 +140,11 @@ class Worker:
     def _run(self, fd: int, request: HandshakeRequest) -> None:
         result = DoneResult(errno.EIO)
         token = self.stats.record_start() if self.stats is not None else None
+        delay = 0
         try:
-            result = handle(request, self.config_provider())
+            config = self.config_provider()
+            delay = config.debug.delay_done
+            result = handle(request, config)
         except BaseException as exc:  # handle() never raises; belt and braces
             log.error("request fd %s: %s: %s", fd, type(exc).__name__, exc)
         finally:
@@ -152,6 +155,8 @@ class Worker:
                                            status=result.status)
                 except Exception:
                     log.debug("stats failed", exc_info=True)
+            if delay > 0:  # [debug] delay_done, a testing knob of tlshd's (§4.3)
+                time.sleep(delay)
             self._finish(fd, result)
             with self._lock:
                 self._threads.discard(threading.current_thread())

@@ -343,6 +343,16 @@ def test_x509_server_per_alpn_credentials(pki, peers, tmp_path):
     assert conn.getsockopt(abi.lib.QUIC_SOCKOPT_ALPN, 256).rstrip(b"\0") == b"smb"
 
 
+def test_key_url_is_eio_with_a_clear_reason(pki, peers, caplog):
+    """tlshd HEAD takes GnuTLS key URLs (pkcs11:...); we do not, and say so."""
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", timeout=3))
+    config = DaemonConfig(server=X509Settings(certificate=pki.cert_file, private_key="pkcs11:token=x;object=k"))
+    done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=3000), config)
+    assert done.status == errno.EIO
+    assert "is a key URL; only PEM files are supported" in caplog.text
+
+
 def test_x509_server_without_certificate_is_eio(pki, peers):
     p = peer(peers)
     conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", timeout=5))

@@ -84,6 +84,44 @@ def test_timeout_gives_etimedout(pki):
     assert time.monotonic() - start < 5
 
 
+def test_delay_done_holds_the_done(pki):
+    """[debug] delay_done (tlshd-behaviour §4.3): seconds to wait before DONE."""
+    from quichsd.daemon.config import DebugSettings
+
+    source = QueueSource()
+    worker, t = run_worker(source, DaemonConfig(debug=DebugSettings(delay_done=1)))
+    a, b = socket.socketpair()
+    fd = b.detach()
+    start = time.monotonic()
+    source.put(fd, HandshakeRequest(a, 1, AuthMode.UNAUTH))  # a unix socket: EOPNOTSUPP at once, DONE 1 s later
+    results = source.wait(1, 10)
+    elapsed = time.monotonic() - start
+    worker.stop()
+    t.join(5)
+    assert results[fd].status == errno.EOPNOTSUPP
+    assert elapsed >= 1.0
+
+
+def test_apply_debug_levels_and_back():
+    import logging
+
+    from quichsd.daemon.config import DebugSettings
+    from quichsd.daemon.service import apply_debug
+
+    root = logging.getLogger()
+    saved = root.level
+    try:
+        root.setLevel(logging.INFO)
+        apply_debug(DaemonConfig(debug=DebugSettings(loglevel=1, tls=1)))
+        assert root.level == logging.DEBUG
+        assert logging.getLogger("quichsd.tls").level == logging.DEBUG
+        apply_debug(DaemonConfig())  # a reload that turns it off again
+        assert root.level == logging.INFO
+        assert logging.getLogger("quichsd.tls").level == logging.NOTSET
+    finally:
+        root.setLevel(saved)
+
+
 def test_request_from_accept():
     req = request_from_accept({"sockfd": 7, "message_type": 1, "timeout": 3000, "auth_mode": 3,
                                "peer_identities": [5], "certificates": [(10, 11)], "peername": "nfs",
