@@ -15,14 +15,15 @@ from .constants import (
     AlertDescription,
     CryptoLevel,
     Direction,
-    ExtensionType as ET,
-    HandshakeType as HT,
+    ExtensionType,
+    HandshakeType,
     PskKeyExchangeMode,
+    fast_members,
 )
 from .certs import is_ip_literal, verify_chain
 from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
-from .events import HandshakeComplete, PeerTransportParameters, SessionTicketReceived
+from .events import HandshakeComplete, InstallSecret, PeerTransportParameters, SendHandshake, SessionTicketReceived
 from .groups import ClientKeyShare, client_key_share
 from .keyschedule import (
     KeySchedule,
@@ -38,13 +39,21 @@ from .messages import (
     Finished,
     NewSessionTicket,
     ServerHello,
+    encode_client_hello,
+    encode_finished,
+    extensions_body,
+    suites_vector,
 )
 from .session import MAX_TICKET_LIFETIME, QUIC_MAX_EARLY_DATA, SessionData
-from .signatures import choose_scheme
+from .signatures import choose_scheme_from
 from .suites import SUITES, SuiteInfo
 
 
 class ClientState(enum.Enum):
+    # Identity hash (C) instead of Enum's Python __hash__: the state table is looked up
+    # with the current state for every message. Members compare by identity anyway.
+    __hash__ = object.__hash__
+
     START = enum.auto()
     WAIT_SH = enum.auto()
     WAIT_EE = enum.auto()
@@ -55,7 +64,10 @@ class ClientState(enum.Enum):
     CONNECTED = enum.auto()
 
 
+ET = fast_members(ExtensionType)
+HT = fast_members(HandshakeType)
 _I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
+_SEND, _RECV = Direction.SEND, Direction.RECV
 
 # RFC 8446 §A.1, with QUIC's levels (RFC 9001 §4.1.3).
 CLIENT_STATES = {
@@ -92,20 +104,33 @@ _EE_EXTENSIONS = frozenset(
 _PSK_DHE_KE = ext.encode_psk_modes([PskKeyExchangeMode.PSK_DHE_KE])
 
 
-def _static_hello_extensions(cfg: TlsConfig) -> dict[int, bytes]:
-    """The ClientHello extensions that depend on the configuration only, encoded once."""
-    cached: dict[int, bytes] | None = getattr(cfg, "_hello_extensions", None)
-    if cached is None:
-        cached = {}
+class _StaticHello:
+    """The ClientHello parts that depend on the configuration only, encoded once: the
+    leading extensions (as a dict for the engine's checks and as encoded bytes) and the
+    cipher_suites vector."""
+
+    __slots__ = ("extensions", "encoded", "suites", "suites_vec")
+
+    def __init__(self, cfg: TlsConfig) -> None:
+        exts: dict[int, bytes] = {}
         name = cfg.server_name
         if name and not is_ip_literal(name):  # RFC 6066 §3: no IP literals in SNI
-            cached[ET.SERVER_NAME] = ext.encode_server_name(name)
-        cached[ET.SUPPORTED_GROUPS] = ext.encode_u16_list(cfg.groups)
-        cached[ET.SIGNATURE_ALGORITHMS] = ext.encode_u16_list(cfg.signature_schemes)
-        cached[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
-        cached[ET.SUPPORTED_VERSIONS] = ext.encode_supported_versions_client()
-        cfg._hello_extensions = cached  # type: ignore[attr-defined]
-    return cached
+            exts[ET.SERVER_NAME] = ext.encode_server_name(name)
+        exts[ET.SUPPORTED_GROUPS] = ext.encode_u16_list(cfg.groups)
+        exts[ET.SIGNATURE_ALGORITHMS] = ext.encode_u16_list(cfg.signature_schemes)
+        exts[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
+        exts[ET.SUPPORTED_VERSIONS] = ext.encode_supported_versions_client()
+        self.extensions = exts
+        self.encoded = extensions_body(exts)
+        self.suites = list(cfg.cipher_suites)
+        self.suites_vec = suites_vector(self.suites)
+
+
+def _static_hello(cfg: TlsConfig) -> _StaticHello:
+    static: _StaticHello | None = cfg.encodings.get(_StaticHello)
+    if static is None:
+        static = cfg.encodings[_StaticHello] = _StaticHello(cfg)
+    return static
 
 
 def _check_hello_fits(exts: dict[int, bytes]) -> None:
@@ -131,36 +156,39 @@ class _OfferedPsk:
 
 class ClientEngine(TlsEngine):
     STATES = CLIENT_STATES
+    HANDLERS = {
+        HT.SERVER_HELLO: "_on_server_hello",
+        HT.ENCRYPTED_EXTENSIONS: "_on_encrypted_extensions",
+        HT.CERTIFICATE_REQUEST: "_on_certificate_request",
+        HT.CERTIFICATE: "_on_certificate",
+        HT.CERTIFICATE_VERIFY: "_on_certificate_verify",
+        HT.FINISHED: "_on_finished",
+        HT.NEW_SESSION_TICKET: "_on_new_session_ticket",
+    }
     AFTER_CERTIFICATE_VERIFY = ClientState.WAIT_FINISHED
     is_client = True
+
+    # Immutable starting values (see TlsEngine).
+    _share: ClientKeyShare | None = None
+    _hello: ClientHello | None = None
+    _hello_bytes = b""
+    _psk: _OfferedPsk | None = None
+    _retried = False
+    _early_data_offered = False
+    _cert_request: CertificateRequest | None = None
+    _psk_accepted = False
+    _alpn: bytes | None = None
+    _early_accepted = False
+    _client_hs = b""
+    _server_hs = b""
+    _resumption_master = b""
+    _retry_prefix = b""
+    peer_transport_parameters: bytes | None = None
 
     def __init__(self, config: TlsConfig) -> None:
         config.check_client()
         super().__init__(config)
         self.state = ClientState.START
-        self._handlers = {
-            HT.SERVER_HELLO: self._on_server_hello,
-            HT.ENCRYPTED_EXTENSIONS: self._on_encrypted_extensions,
-            HT.CERTIFICATE_REQUEST: self._on_certificate_request,
-            HT.CERTIFICATE: self._on_certificate,
-            HT.CERTIFICATE_VERIFY: self._on_certificate_verify,
-            HT.FINISHED: self._on_finished,
-            HT.NEW_SESSION_TICKET: self._on_new_session_ticket,
-        }
-        self._share: ClientKeyShare | None = None
-        self._hello: ClientHello | None = None
-        self._hello_bytes = b""
-        self._psk: _OfferedPsk | None = None
-        self._retried = False
-        self._early_data_offered = False
-        self._cert_request: CertificateRequest | None = None
-        self._psk_accepted = False
-        self._alpn: bytes | None = None
-        self._early_accepted = False
-        self._client_hs = self._server_hs = b""
-        self._resumption_master = b""
-        self._retry_prefix = b""
-        self.peer_transport_parameters: bytes | None = None
 
     # -- ClientHello -------------------------------------------------------------------
 
@@ -184,7 +212,7 @@ class ClientEngine(TlsEngine):
             and session.alpn in cfg.alpn_protocols
         )
         hello = self._build_hello(cookie=None)
-        self._send(CryptoLevel.INITIAL, hello)
+        self._send(_I, hello)
         self._hello_bytes = hello
         self.state = ClientState.WAIT_SH
         if self._early_data_offered:
@@ -212,23 +240,28 @@ class ClientEngine(TlsEngine):
 
     def _build_hello(self, cookie: bytes | None) -> bytes:
         cfg = self.config
-        assert self._share is not None
-        exts = dict(_static_hello_extensions(cfg))
-        exts[ET.KEY_SHARE] = ext.encode_key_share_client([(self._share.group, self._share.public)])
-        exts[ET.QUIC_TRANSPORT_PARAMETERS] = cfg.transport_parameters
+        share = self._share
+        assert share is not None
+        static = _static_hello(cfg)
+        # After the static ones (RFC 8446 §4.2.11: pre_shared_key, if any, comes last).
+        tail: dict[int, bytes] = {
+            ET.KEY_SHARE: ext.encode_key_share_client([(share.group, share.public)]),
+            ET.QUIC_TRANSPORT_PARAMETERS: cfg.transport_parameters,
+        }
         if cookie is not None:
-            exts[ET.COOKIE] = ext.encode_cookie(cookie)
+            tail[ET.COOKIE] = ext.encode_cookie(cookie)
         # Tickets are only issued to clients that name a PSK mode (RFC 8446 §4.2.9).
-        exts[ET.PSK_KEY_EXCHANGE_MODES] = _PSK_DHE_KE
+        tail[ET.PSK_KEY_EXCHANGE_MODES] = _PSK_DHE_KE
         if self._early_data_offered and cookie is None:
-            exts[ET.EARLY_DATA] = b""
+            tail[ET.EARLY_DATA] = b""
         psk = self._psk
         if psk is None:
+            exts = static.extensions | tail
             if cookie is not None:
                 _check_hello_fits(exts)
-            hello = ClientHello(self.client_random, list(cfg.cipher_suites), exts)
-            self._hello = hello
-            return hello.encode()
+            self._hello = ClientHello(self.client_random, list(static.suites), exts)
+            return encode_client_hello(self.client_random, static.suites_vec, static.encoded + extensions_body(tail))
+        exts = static.extensions | tail
         age = psk.session.obfuscated_age(self._now) if psk.session else 0
         identity = ext.PskIdentity(psk.identity, age)
         # RFC 8446 §4.2.11.2: binders are computed over the hello with the binders left
@@ -293,7 +326,7 @@ class ClientEngine(TlsEngine):
             transcript.update(self._hello_bytes)
         self.suite = suite
         transcript.update(raw)
-        self._check_level_drained(CryptoLevel.INITIAL)
+        self._check_level_drained(_I)
         key_schedule.handshake(shared)
         self.key_schedule = key_schedule
         self._client_hs, self._server_hs = key_schedule.handshake_traffic_secrets(self._transcript_hash())
@@ -350,8 +383,11 @@ class ClientEngine(TlsEngine):
 
     def _check_unsolicited(self, exts: dict[int, bytes], allowed: frozenset[int], where: str) -> None:
         assert self._hello is not None
+        sent = self._hello.extensions
+        if exts.keys() <= sent.keys() and allowed.issuperset(exts):
+            return  # the usual answer; otherwise find the first offender, in order
         for ext_type in exts:
-            if ext_type not in self._hello.extensions and ext_type != ET.COOKIE:
+            if ext_type not in sent and ext_type != ET.COOKIE:
                 raise TlsError(AlertDescription.unsupported_extension, f"unsolicited extension {ext_type} in {where}")
             if ext_type not in allowed:
                 raise illegal_parameter(f"extension {ext_type} is not allowed in {where}")
@@ -417,20 +453,27 @@ class ClientEngine(TlsEngine):
         assert suite is not None and ks is not None and transcript is not None
         self._check_peer_finished(fin, self._server_hs)
         transcript.update(raw)
-        self._check_level_drained(CryptoLevel.HANDSHAKE)
+        self._check_level_drained(_H)
         ks.master()
         client_ap, server_ap = ks.application_traffic_secrets(transcript.copy().digest())
         if self.config.keylog is not None:
             self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.copy().digest()))
         flight = self._client_auth_flight()
-        finished = Finished(finished_verify_data(suite.hash_name, self._client_hs, transcript.copy().digest())).encode()
+        finished = encode_finished(finished_verify_data(suite.hash_name, self._client_hs, transcript.copy().digest()))
         transcript.update(finished)
         flight.append(finished)
         self._resumption_master = ks.resumption_master_secret(transcript.digest())
         # Spec §2.4 step 7-8: both 1-RTT keys (send first), then the client's flight.
-        self._install(CryptoLevel.APP, Direction.SEND, client_ap, kl.CLIENT_TRAFFIC_0)
-        self._install(CryptoLevel.APP, Direction.RECV, server_ap, kl.SERVER_TRAFFIC_0)
-        self._send(CryptoLevel.HANDSHAKE, *flight)
+        cipher = suite.kernel_cipher
+        self._events += (
+            InstallSecret(_A, _SEND, cipher, client_ap),
+            InstallSecret(_A, _RECV, cipher, server_ap),
+            SendHandshake(_H, b"".join(flight)),
+        )
+        keylog = self.config.keylog
+        if keylog is not None:
+            keylog.log(kl.CLIENT_TRAFFIC_0, self.client_random, client_ap)
+            keylog.log(kl.SERVER_TRAFFIC_0, self.client_random, server_ap)
         self.state = ClientState.CONNECTED
         self.handshake_complete = True
         self._events.append(self._complete_event())
@@ -446,7 +489,7 @@ class ClientEngine(TlsEngine):
             self.transcript.update(empty)
             return [empty]
         algs = ext.decode_u16_list(self._cert_request.extensions[ET.SIGNATURE_ALGORITHMS], "signature_algorithms")
-        scheme = choose_scheme(creds.private_key, [a for a in algs if a in self.config.signature_schemes])
+        scheme = choose_scheme_from(creds.signature_schemes, algs, self.config.signature_schemes)
         return self._sign_certificate(creds, scheme)
 
     def _complete_event(self) -> HandshakeComplete:

@@ -16,6 +16,7 @@ from .constants import CipherSuite, NamedGroup, SignatureScheme
 from .keylog import KeyLog
 from .messages import Certificate, CertificateEntry
 from .session import SessionData, SingleUseTickets, TicketSealer
+from .signatures import schemes_for_private_key
 
 DEFAULT_SUITES = (
     CipherSuite.AES_128_GCM_SHA256,
@@ -59,6 +60,8 @@ class Credentials:
         self.chain_der = [c.public_bytes(Encoding.DER) for c in self.chain]
         # RFC 8446 §4.4.2 with an empty context: the same bytes for every handshake.
         self.certificate_message = Certificate(b"", [CertificateEntry(d) for d in self.chain_der]).encode()
+        # What the key can sign with, in our preference order (RFC 8446 §4.2.3).
+        self.signature_schemes: tuple[SignatureScheme, ...] = tuple(schemes_for_private_key(self.private_key))
 
     @classmethod
     def from_files(cls, cert_file: str | Path, key_file: str | Path) -> Credentials:
@@ -148,6 +151,9 @@ class TlsConfig:
             TicketSealer(self.session_ticket_key) if self.session_ticket_key else None
         )
         self._trust: TrustStore | None = self.trust
+        # Encodings of our own message parts that depend on this configuration only (and
+        # on small keys such as the chosen ALPN), built on first use by the engines.
+        self.encodings: dict[Any, Any] = {}
 
     @property
     def ticket_sealer(self) -> TicketSealer | None:

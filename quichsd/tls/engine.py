@@ -11,6 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -22,17 +23,28 @@ from .constants import AlertDescription, CryptoLevel, Direction, HandshakeType
 from .errors import TlsError, decode_error, illegal_parameter, protocol_violation, unexpected_message
 from .events import Event, InstallSecret, SendHandshake
 from .keyschedule import KeySchedule, finished_verify_data, verify_finished
-from .messages import Certificate, CertificateVerify, Finished, HandshakeMessage, MessageBuffer, decode_body
+from .messages import (
+    DECODERS,
+    Certificate,
+    CertificateVerify,
+    Finished,
+    HandshakeMessage,
+    MessageBuffer,
+    encode_certificate_verify,
+)
 from .signatures import certificate_verify_content, sign, verify
 from .suites import SuiteInfo, TranscriptHash
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[HandshakeMessage, bytes], None]
+Handler = Callable[["TlsEngine", HandshakeMessage, bytes], None]
 # state -> {message type: crypto level it must arrive at}
 StateTable = Mapping[enum.Enum, Mapping[HandshakeType, CryptoLevel]]
 
-_RECEIVE_LEVELS = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
+_INITIAL, _APP = CryptoLevel.INITIAL, CryptoLevel.APP
+_EARLY = CryptoLevel.EARLY
+_HANDSHAKE = CryptoLevel.HANDSHAKE
+_SEND, _RECV = Direction.SEND, Direction.RECV
 
 
 def load_certificate_chain(cert: Certificate) -> list[x509.Certificate]:
@@ -57,27 +69,38 @@ def load_certificate_chain(cert: Certificate) -> list[x509.Certificate]:
 
 
 class TlsEngine:
-    """Base of ClientEngine and ServerEngine. Subclasses define STATES and handlers."""
+    """Base of ClientEngine and ServerEngine. Subclasses define STATES and HANDLERS."""
 
     STATES: StateTable
+    # message type -> name of the method that handles it; resolved per class below.
+    HANDLERS: Mapping[int, str]
+    _handlers: dict[int, Handler]
     AFTER_CERTIFICATE_VERIFY: enum.Enum
     is_client: bool
+
+    # Immutable starting values live on the class: an engine is built per connection,
+    # and each one sets only what it changes.
+    _error: TlsError | None = None
+    _now = 0.0
+    suite: SuiteInfo | None = None
+    key_schedule: KeySchedule | None = None
+    transcript: TranscriptHash | None = None
+    client_random = b""
+    handshake_complete = False
+    peer_scheme: int | None = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "HANDLERS" in cls.__dict__:
+            # Functions looked up on the class, so a subclass's override is the one called.
+            cls._handlers = {t: getattr(cls, name) for t, name in cls.HANDLERS.items()}
 
     def __init__(self, config: TlsConfig) -> None:
         self.config = config
         self.state: enum.Enum
-        self._buffers = {level: MessageBuffer() for level in _RECEIVE_LEVELS}
+        self._buffers = {_INITIAL: MessageBuffer(), _HANDSHAKE: MessageBuffer(), _APP: MessageBuffer()}
         self._events: list[Event] = []
-        self._error: TlsError | None = None
-        self._now = 0.0
-        self.suite: SuiteInfo | None = None
-        self.key_schedule: KeySchedule | None = None
-        self.transcript: TranscriptHash | None = None
-        self.client_random = b""
-        self.handshake_complete = False
         self.peer_chain: list[x509.Certificate] = []
-        self.peer_scheme: int | None = None
-        self._handlers: dict[HandshakeType, Handler] = {}
 
     # -- public API --------------------------------------------------------------------
 
@@ -92,7 +115,35 @@ class TlsEngine:
         the connection with error `exc.quic_error` (0x100 + alert).
         """
         self._now = time.time() if now is None else now
-        return self._guard(self._receive, level, data)
+        # _guard, inlined: this is the path of every flight.
+        if self._error is not None:
+            raise self._error
+        try:
+            buffer = self._buffers.get(level)  # keyed by CryptoLevel; a plain int finds it too
+            if buffer is None:
+                if level == _EARLY:
+                    # RFC 9001 §8.3: a CRYPTO frame in a 0-RTT packet is a PROTOCOL_VIOLATION.
+                    raise protocol_violation("handshake data in 0-RTT")
+                raise unexpected_message(f"handshake data at level {level}")
+            for message in buffer.feed(data):
+                # Dispatch (inlined, it runs for every message): the state must expect
+                # this type, at this level; the body must decode and be consumed whole.
+                msg_type = message[0]
+                if self.STATES[self.state].get(msg_type) != level:  # type: ignore[call-overload]
+                    self._reject(level, msg_type)
+                decoder, name = DECODERS[msg_type]
+                end = len(message)
+                body, pos = decoder(message, 4, end)
+                if pos != end:
+                    raise decode_error(f"{end - pos} trailing bytes in {name}")
+                self._handlers[msg_type](self, body, message)
+        except TlsError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug of ours must still end as an alert, not a traceback
+            log.exception("internal error in the TLS engine")
+            self._fail(TlsError(AlertDescription.internal_error, f"{type(exc).__name__}: {exc}"))
+        events, self._events = self._events, []
+        return events
 
     # -- machinery ---------------------------------------------------------------------
 
@@ -114,20 +165,9 @@ class TlsEngine:
         self._events = []
         raise exc
 
-    def _receive(self, level: CryptoLevel, data: bytes) -> None:
-        if level == CryptoLevel.EARLY:
-            # RFC 9001 §8.3: a CRYPTO frame in a 0-RTT packet is a PROTOCOL_VIOLATION.
-            raise protocol_violation("handshake data in 0-RTT")
-        buffer = self._buffers.get(level)  # keyed by CryptoLevel; a plain int finds it too
-        if buffer is None:
-            raise unexpected_message(f"handshake data at level {level}")
-        for message in buffer.feed(data):
-            self._dispatch(level, message)
-
-    def _dispatch(self, level: CryptoLevel, message: bytes) -> None:
-        msg_type = message[0]
-        expected = self.STATES[self.state]
-        want_level = expected.get(msg_type)  # type: ignore[call-overload]
+    def _reject(self, level: CryptoLevel, msg_type: int) -> NoReturn:
+        """The error for a message the current state does not take at `level`."""
+        want_level = self.STATES[self.state].get(msg_type)  # type: ignore[call-overload]
         if want_level is None:
             if msg_type == HandshakeType.END_OF_EARLY_DATA:
                 raise protocol_violation("EndOfEarlyData is not used in QUIC (RFC 9001 §8.3)")
@@ -137,17 +177,14 @@ class TlsEngine:
             raise unexpected_message(
                 f"{_type_name(msg_type)} not expected in state {self.state.name}"
             )
-        if level != want_level:
-            raise unexpected_message(
-                f"{_type_name(msg_type)} at level {CryptoLevel(level).name}, expected {want_level.name}"
-            )
-        body = decode_body(msg_type, message[4:])
-        self._handlers[msg_type](body, message)  # type: ignore[index]
+        raise unexpected_message(
+            f"{_type_name(msg_type)} at level {CryptoLevel(level).name}, expected {want_level.name}"
+        )
 
     def _check_level_drained(self, level: CryptoLevel) -> None:
         """RFC 8446 §5.1: messages must not span a key change (unexpected_message); RFC 9001
         §4.1.3: unconsumed data of a previous level is a PROTOCOL_VIOLATION."""
-        if len(self._buffers[level]):
+        if self._buffers[level].pending:
             raise protocol_violation(f"partial message left at level {level.name} after a key change")
 
     # -- helpers for subclasses ----------------------------------------------------------
@@ -163,23 +200,33 @@ class TlsEngine:
 
     def _install_handshake_secrets(self, client_secret: bytes, server_secret: bytes) -> None:
         """Send key first, then receive key (spec §2.4)."""
-        mine, theirs = (client_secret, server_secret) if self.is_client else (server_secret, client_secret)
-        labels = (kl.CLIENT_HANDSHAKE, kl.SERVER_HANDSHAKE)
-        mine_label, theirs_label = labels if self.is_client else labels[::-1]
-        self._install(CryptoLevel.HANDSHAKE, Direction.SEND, mine, mine_label)
-        self._install(CryptoLevel.HANDSHAKE, Direction.RECV, theirs, theirs_label)
+        assert self.suite is not None
+        cipher = self.suite.kernel_cipher
+        if self.is_client:
+            mine, theirs, mine_label, theirs_label = client_secret, server_secret, kl.CLIENT_HANDSHAKE, kl.SERVER_HANDSHAKE
+        else:
+            mine, theirs, mine_label, theirs_label = server_secret, client_secret, kl.SERVER_HANDSHAKE, kl.CLIENT_HANDSHAKE
+        self._events += (
+            InstallSecret(_HANDSHAKE, _SEND, cipher, mine),
+            InstallSecret(_HANDSHAKE, _RECV, cipher, theirs),
+        )
+        keylog = self.config.keylog
+        if keylog is not None:
+            keylog.log(mine_label, self.client_random, mine)
+            keylog.log(theirs_label, self.client_random, theirs)
 
     # -- authentication messages both roles send and check (RFC 8446 §4.4) ----------------
 
     def _on_certificate_verify(self, cv: CertificateVerify, raw: bytes) -> None:
         if cv.scheme not in self.config.signature_schemes:
             raise illegal_parameter("CertificateVerify uses a scheme we did not offer")
+        transcript = self.transcript
+        assert transcript is not None
         # The peer signed as the other role: a client checks the server's context string.
-        content = certificate_verify_content(self.is_client, self._transcript_hash())
+        content = certificate_verify_content(self.is_client, transcript.copy().digest())
         verify(cv.scheme, self.peer_chain[0].public_key(), content, cv.signature)
         self.peer_scheme = cv.scheme
-        assert self.transcript is not None
-        self.transcript.update(raw)
+        transcript.update(raw)
         self.state = self.AFTER_CERTIFICATE_VERIFY
 
     def _check_peer_finished(self, fin: Finished, base_secret: bytes) -> None:
@@ -193,12 +240,13 @@ class TlsEngine:
 
     def _sign_certificate(self, creds: Credentials, scheme: int) -> list[bytes]:
         """Our Certificate and CertificateVerify, added to the transcript."""
-        assert self.transcript is not None
+        transcript = self.transcript
+        assert transcript is not None
         cert = creds.certificate_message
-        self.transcript.update(cert)
-        content = certificate_verify_content(not self.is_client, self.transcript.copy().digest())
-        cv = CertificateVerify(scheme, sign(scheme, creds.private_key, content)).encode()
-        self.transcript.update(cv)
+        transcript.update(cert)
+        content = certificate_verify_content(not self.is_client, transcript.copy().digest())
+        cv = encode_certificate_verify(scheme, sign(scheme, creds.private_key, content))
+        transcript.update(cv)
         return [cert, cv]
 
     def _start_transcript(self, suite: SuiteInfo) -> TranscriptHash:

@@ -10,6 +10,10 @@ from .errors import TlsError, decode_error, illegal_parameter
 from .wire import Reader, Writer
 
 
+_U16 = struct.Struct(">H")
+_U16_PAIR = struct.Struct(">HH")
+
+
 def _finish(r: Reader, what: str) -> None:
     r.expect_end(what)
 
@@ -29,10 +33,19 @@ def _outer(data: bytes, width: int, min_len: int, what: str) -> bytes:
     return data[width:]
 
 
+_U16_ARRAYS: dict[int, struct.Struct] = {}
+
+
 def _u16s(body: bytes, what: str) -> list[int]:
-    if len(body) % 2:
+    n = len(body)
+    if n % 2:
         raise decode_error(f"odd length in {what}")
-    return list(struct.unpack(f">{len(body) // 2}H", body))
+    unpacker = _U16_ARRAYS.get(n)
+    if unpacker is None:
+        unpacker = struct.Struct(f">{n // 2}H")
+        if n <= 256:  # the lists of real hellos; a peer must not grow this without bound
+            _U16_ARRAYS[n] = unpacker
+    return list(unpacker.unpack(body))
 
 
 # server_name, RFC 6066 §3: a list of (type, name); we read and write host_name (0) only.
@@ -120,11 +133,8 @@ def decode_u16(data: bytes, what: str) -> int:
 
 # key_share, RFC 8446 §4.2.8.
 def encode_key_share_client(shares: Sequence[tuple[int, bytes]]) -> bytes:
-    w = Writer()
-    for group, key in shares:
-        w.u16(group)
-        w.vec(2, key)
-    return len(w.buf).to_bytes(2, "big") + w.getvalue()
+    body = b"".join([_U16_PAIR.pack(group, len(key)) + key for group, key in shares])
+    return _U16.pack(len(body)) + body
 
 
 def decode_key_share_client(data: bytes) -> list[tuple[int, bytes]]:
@@ -148,15 +158,21 @@ def decode_key_share_client(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def encode_key_share_server(group: int, key: bytes) -> bytes:
-    return group.to_bytes(2, "big") + len(key).to_bytes(2, "big") + key
+    return _U16_PAIR.pack(group, len(key)) + key
 
 
 def decode_key_share_server(data: bytes) -> tuple[int, bytes]:
-    r = Reader(data)
-    group = r.u16()
-    key = r.vec(2, min_len=1)
-    _finish(r, "key_share")
-    return group, key
+    n = len(data)
+    if n < 4:
+        raise decode_error("truncated key_share")
+    key_len = (data[2] << 8) | data[3]
+    if key_len < 1:
+        raise decode_error("empty key_exchange in key_share")
+    if 4 + key_len > n:
+        raise decode_error("truncated key_share")
+    if 4 + key_len != n:
+        raise decode_error(f"{n - 4 - key_len} trailing bytes in key_share")
+    return (data[0] << 8) | data[1], data[4:]
 
 
 # psk_key_exchange_modes, RFC 8446 §4.2.9.
@@ -248,7 +264,15 @@ CERTIFICATE_REQUEST_EXTENSIONS = frozenset(
 NEW_SESSION_TICKET_EXTENSIONS = frozenset({ExtensionType.EARLY_DATA})
 
 
+_FORBIDDEN: dict[frozenset[int], frozenset[int]] = {}
+
+
 def check_placement(exts: dict[int, bytes], allowed: frozenset[int], where: str) -> None:
+    forbidden = _FORBIDDEN.get(allowed)
+    if forbidden is None:
+        forbidden = _FORBIDDEN[allowed] = KNOWN_EXTENSIONS - allowed
+    if forbidden.isdisjoint(exts):
+        return  # the usual case, one set operation; otherwise name the first offender
     for ext_type in exts:
         if ext_type in KNOWN_EXTENSIONS and ext_type not in allowed:
             raise illegal_parameter(f"extension {ext_type} is not allowed in {where} (RFC 8446 §4.2)")

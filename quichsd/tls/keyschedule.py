@@ -71,6 +71,10 @@ _FINISHED_INFO: dict[str, bytes] = {
     name: _hkdf_label_prefix(b"finished", alg.digest_size, 0)
     for name, alg in HASH_ALGORITHMS.items()
 }
+# hash name -> (algorithm, Hash.length, finished info), one lookup per Finished MAC.
+_FINISHED: dict[str, tuple[hashes.HashAlgorithm, int, bytes]] = {
+    name: (alg, alg.digest_size, _FINISHED_INFO[name]) for name, alg in HASH_ALGORITHMS.items()
+}
 # Derive-Secret(., "derived", "") (§7.1): the whole info is fixed too.
 _DERIVED_INFO: dict[str, bytes] = {
     name: _DS_PREFIXES[name][b"derived"] + EMPTY_HASHES[name] for name in HASH_ALGORITHMS
@@ -115,11 +119,8 @@ def finished_verify_data(hash_name: str, base_secret: bytes, transcript_hash: by
     binder key as BaseKey and the hash of the truncated ClientHello this is the PSK
     binder (§4.2.11.2).
     """
-    algorithm = HASH_ALGORITHMS[hash_name]
-    finished_key = HKDFExpand(
-        algorithm, algorithm.digest_size, _FINISHED_INFO[hash_name]
-    ).derive(base_secret)
-    mac = HMAC(finished_key, algorithm)
+    algorithm, length, info = _FINISHED[hash_name]
+    mac = HMAC(HKDFExpand(algorithm, length, info).derive(base_secret), algorithm)
     mac.update(transcript_hash)
     return mac.finalize()
 
@@ -267,9 +268,10 @@ class KeySchedule:
         secret = self.handshake_secret
         if not secret:
             raise TlsError(AlertDescription.internal_error, "handshake secret not set")
+        labels, algorithm, n = self._labels, self._algorithm, self._hash_len
         return (
-            self._secret(secret, b"c hs traffic", transcript_hash),
-            self._secret(secret, b"s hs traffic", transcript_hash),
+            HKDFExpand(algorithm, n, labels[b"c hs traffic"] + transcript_hash).derive(secret),
+            HKDFExpand(algorithm, n, labels[b"s hs traffic"] + transcript_hash).derive(secret),
         )
 
     # Master Secret stage (§7.1)
@@ -288,9 +290,10 @@ class KeySchedule:
     def application_traffic_secrets(self, transcript_hash: bytes) -> tuple[bytes, bytes]:
         """(client, server) application traffic secrets 0 over ..server Finished (§7.1)."""
         secret = self._master()
+        labels, algorithm, n = self._labels, self._algorithm, self._hash_len
         return (
-            self._secret(secret, b"c ap traffic", transcript_hash),
-            self._secret(secret, b"s ap traffic", transcript_hash),
+            HKDFExpand(algorithm, n, labels[b"c ap traffic"] + transcript_hash).derive(secret),
+            HKDFExpand(algorithm, n, labels[b"s ap traffic"] + transcript_hash).derive(secret),
         )
 
     def exporter_master_secret(self, transcript_hash: bytes) -> bytes:

@@ -6,6 +6,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -21,9 +22,10 @@ from .constants import (
     AlertDescription,
     CryptoLevel,
     Direction,
-    ExtensionType as ET,
-    HandshakeType as HT,
+    ExtensionType,
+    HandshakeType,
     PskKeyExchangeMode,
+    fast_members,
 )
 from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
@@ -34,17 +36,25 @@ from .messages import (
     Certificate,
     CertificateRequest,
     ClientHello,
-    EncryptedExtensions,
     Finished,
     NewSessionTicket,
     ServerHello,
+    encode_encrypted_extensions,
+    encode_finished,
+    encode_server_hello,
+    extension,
+    extensions_body,
 )
 from .session import QUIC_MAX_EARLY_DATA, TICKET_AGE_TOLERANCE_MS, TicketContents
-from .signatures import choose_scheme
+from .signatures import choose_scheme_from
 from .suites import SUITES, SuiteInfo
 
 
 class ServerState(enum.Enum):
+    # Identity hash (C) instead of Enum's Python __hash__: the state table is looked up
+    # with the current state for every message. Members compare by identity anyway.
+    __hash__ = object.__hash__
+
     WAIT_CH = enum.auto()
     WAIT_CH2 = enum.auto()
     WAIT_CERT = enum.auto()
@@ -53,7 +63,12 @@ class ServerState(enum.Enum):
     CONNECTED = enum.auto()
 
 
-_I, _H = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE
+ET = fast_members(ExtensionType)
+HT = fast_members(HandshakeType)
+_I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
+_SEND, _RECV = Direction.SEND, Direction.RECV
+_PSK_DHE_KE = int(PskKeyExchangeMode.PSK_DHE_KE)
+_SH_VERSIONS = extension(ExtensionType.SUPPORTED_VERSIONS, ext.encode_u16(TLS13_VERSION))
 
 # RFC 8446 §A.2, with QUIC's levels (RFC 9001 §4.1.3). Nothing is expected after the
 # handshake: a client sends no post-handshake messages in QUIC.
@@ -84,40 +99,42 @@ class _Psk:
 
 class ServerEngine(TlsEngine):
     STATES = SERVER_STATES
+    HANDLERS = {
+        HT.CLIENT_HELLO: "_on_client_hello",
+        HT.CERTIFICATE: "_on_certificate",
+        HT.CERTIFICATE_VERIFY: "_on_certificate_verify",
+        HT.FINISHED: "_on_finished",
+    }
     AFTER_CERTIFICATE_VERIFY = ServerState.WAIT_FINISHED
     is_client = False
+
+    # Immutable starting values (see TlsEngine).
+    _hello1: ClientHello | None = None
+    _hrr_group: int | None = None
+    _cookie = b""
+    _group: int | None = None
+    _alpn: bytes | None = None
+    _server_name: str | None = None
+    _psk: _Psk | None = None
+    _early_accepted = False
+    _client_hs = b""
+    _client_ap = b""
+    _resumption_master = b""
+    _ticket_modes_ok = False
+    _client_ticket_age = 0
+    _retry_prefix = b""
+    _psk_key_schedule: KeySchedule | None = None
+    peer_transport_parameters: bytes | None = None
 
     def __init__(self, config: TlsConfig) -> None:
         config.check_server()
         super().__init__(config)
         self.state = ServerState.WAIT_CH
-        self._handlers = {
-            HT.CLIENT_HELLO: self._on_client_hello,
-            HT.CERTIFICATE: self._on_certificate,
-            HT.CERTIFICATE_VERIFY: self._on_certificate_verify,
-            HT.FINISHED: self._on_finished,
-        }
         self._credentials: Credentials | None = config.credentials
         self._trust: TrustStore | None = config.trust
-        self._alpn_choices: list[bytes] = list(config.alpn_protocols)
-        self._psks: list[ExternalPsk] = list(config.psks)
+        self._alpn_choices: Sequence[bytes] = config.alpn_protocols
+        self._psks: Sequence[ExternalPsk] = config.psks
         self._local_params = config.transport_parameters
-        self._hello1: ClientHello | None = None
-        self._hrr_group: int | None = None
-        self._cookie = b""
-        self._group: int | None = None
-        self._alpn: bytes | None = None
-        self._server_name: str | None = None
-        self._psk: _Psk | None = None
-        self._early_accepted = False
-        self._client_hs = b""
-        self._client_ap = b""
-        self._resumption_master = b""
-        self._ticket_modes_ok = False
-        self._client_ticket_age = 0
-        self._retry_prefix = b""
-        self._psk_key_schedule: KeySchedule | None = None
-        self.peer_transport_parameters: bytes | None = None
 
     # -- ClientHello: parse, validate, decide, emit --------------------------------------
 
@@ -145,8 +162,8 @@ class ServerEngine(TlsEngine):
             if algs is None:
                 raise TlsError(AlertDescription.missing_extension, "no signature_algorithms")
             offered = ext.decode_u16_list(algs, "signature_algorithms")
-            scheme = choose_scheme(
-                self._credentials.private_key, [a for a in offered if a in self.config.signature_schemes]
+            scheme = choose_scheme_from(
+                self._credentials.signature_schemes, offered, self.config.signature_schemes
             )
         self._alpn = alpn
         self._group = group
@@ -174,7 +191,7 @@ class ServerEngine(TlsEngine):
         if ET.PRE_SHARED_KEY in exts and ET.PSK_KEY_EXCHANGE_MODES not in exts:
             raise TlsError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
         modes = exts.get(ET.PSK_KEY_EXCHANGE_MODES)
-        self._ticket_modes_ok = modes is not None and PskKeyExchangeMode.PSK_DHE_KE in ext.decode_psk_modes(modes)
+        self._ticket_modes_ok = modes is not None and _PSK_DHE_KE in ext.decode_psk_modes(modes)
 
     def _validate_retried_hello(self, ch: ClientHello) -> None:
         """RFC 8446 §4.1.2: the second hello may only change what the retry asked for."""
@@ -373,7 +390,7 @@ class ServerEngine(TlsEngine):
             transcript = self.transcript
             assert transcript is not None
         transcript.update(raw)
-        self._check_level_drained(CryptoLevel.INITIAL)
+        self._check_level_drained(_I)
         psk = self._psk
         ks = self._psk_key_schedule if psk is not None and self._psk_key_schedule else KeySchedule(suite)
         self.key_schedule = ks
@@ -382,20 +399,18 @@ class ServerEngine(TlsEngine):
         self._events.append(PeerTransportParameters(params))
         if self._early_accepted:
             early = ks.client_early_traffic_secret(transcript.copy().digest())
-            self._install(CryptoLevel.EARLY, Direction.RECV, early, kl.CLIENT_EARLY)
+            self._install(CryptoLevel.EARLY, _RECV, early, kl.CLIENT_EARLY)
 
         server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
-        sh_exts = {
-            ET.SUPPORTED_VERSIONS: ext.encode_u16(TLS13_VERSION),
-            ET.KEY_SHARE: ext.encode_key_share_server(group, server_share),
-        }
+        # RFC 8446 §4.1.3: supported_versions, key_share, and pre_shared_key when resuming.
+        sh_exts = _SH_VERSIONS + extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
         if psk is not None:
-            sh_exts[ET.PRE_SHARED_KEY] = ext.encode_u16(psk.index)
-        sh = ServerHello(os.urandom(32), int(suite.suite), sh_exts).encode()
+            sh_exts += extension(ET.PRE_SHARED_KEY, ext.encode_u16(psk.index))
+        sh = encode_server_hello(os.urandom(32), suite.suite, sh_exts)
         transcript.update(sh)
         ks.handshake(shared)
         self._client_hs, server_hs = ks.handshake_traffic_secrets(transcript.copy().digest())
-        self._send(CryptoLevel.INITIAL, sh)
+        self._send(_I, sh)
         self._install_handshake_secrets(self._client_hs, server_hs)
 
         flight = [self._encrypted_extensions()]
@@ -410,24 +425,35 @@ class ServerEngine(TlsEngine):
         if scheme is not None:
             assert self._credentials is not None
             flight += self._sign_certificate(self._credentials, scheme)
-        finished = Finished(finished_verify_data(suite.hash_name, server_hs, transcript.copy().digest())).encode()
+        finished = encode_finished(finished_verify_data(suite.hash_name, server_hs, transcript.copy().digest()))
         transcript.update(finished)
         flight.append(finished)
         ks.master()
         self._client_ap, server_ap = ks.application_traffic_secrets(transcript.copy().digest())
         if self.config.keylog is not None:
             self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.copy().digest()))
-        self._send(CryptoLevel.HANDSHAKE, *flight)
-        self._install(CryptoLevel.APP, Direction.SEND, server_ap, kl.SERVER_TRAFFIC_0)
+        self._send(_H, *flight)
+        self._install(_A, _SEND, server_ap, kl.SERVER_TRAFFIC_0)
         self.state = ServerState.WAIT_CERT if request else ServerState.WAIT_FINISHED
 
     def _encrypted_extensions(self) -> bytes:
-        assert self._alpn is not None
-        exts: dict[int, bytes] = {ET.ALPN: ext.encode_alpn([self._alpn])}
-        if self._early_accepted:
-            exts[ET.EARLY_DATA] = b""
-        exts[ET.QUIC_TRANSPORT_PARAMETERS] = self._local_params
-        return EncryptedExtensions(exts).encode()
+        """ALPN, early_data when accepted, then quic_transport_parameters (RFC 8446 §4.3.1).
+
+        All but the transport parameters (which may differ per connection) come from a
+        per-configuration cache of encodings."""
+        alpn = self._alpn
+        assert alpn is not None
+        key = (alpn, self._early_accepted)
+        cache = self.config.encodings
+        prefix = cache.get(key)
+        if prefix is None:
+            exts: dict[int, bytes] = {ET.ALPN: ext.encode_alpn([alpn])}
+            if self._early_accepted:
+                exts[ET.EARLY_DATA] = b""
+            prefix = extensions_body(exts)
+            if len(cache) < 64:  # a hook picks ALPN values; keep the cache bounded
+                cache[key] = prefix
+        return encode_encrypted_extensions(prefix + extension(ET.QUIC_TRANSPORT_PARAMETERS, self._local_params))
 
     # -- client's flight ------------------------------------------------------------------
 
@@ -451,9 +477,9 @@ class ServerEngine(TlsEngine):
         assert suite is not None and ks is not None and transcript is not None
         self._check_peer_finished(fin, self._client_hs)
         transcript.update(raw)
-        self._check_level_drained(CryptoLevel.HANDSHAKE)
+        self._check_level_drained(_H)
         self._resumption_master = ks.resumption_master_secret(transcript.digest())
-        self._install(CryptoLevel.APP, Direction.RECV, self._client_ap, kl.CLIENT_TRAFFIC_0)
+        self._install(_A, _RECV, self._client_ap, kl.CLIENT_TRAFFIC_0)
         self.state = ServerState.CONNECTED
         self.handshake_complete = True
         if self.config.send_session_ticket:

@@ -6,7 +6,7 @@ lookup, a type check and one cryptography call.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -108,6 +108,20 @@ def choose_scheme(key: PrivateKey, peer_schemes: Iterable[int]) -> SignatureSche
     for scheme in schemes_for_private_key(key):
         if scheme in offered:
             return scheme
+    raise TlsError(
+        AlertDescription.handshake_failure, "no common signature scheme for our certificate key"
+    )
+
+
+def choose_scheme_from(
+    candidates: Iterable[int], peer_schemes: Iterable[int], ours: Container[int]
+) -> SignatureScheme:
+    """choose_scheme() with our key's schemes (`candidates`, from schemes_for_private_key,
+    computed once per credential) and the peer's list filtered by our configuration."""
+    offered = set(peer_schemes)
+    for scheme in candidates:
+        if scheme in offered and scheme in ours:
+            return SignatureScheme(scheme)
     raise TlsError(
         AlertDescription.handshake_failure, "no common signature scheme for our certificate key"
     )
