@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -67,6 +68,21 @@ class Ca:
             if san:
                 b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
         return b.sign(self.key, None if isinstance(self.key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+
+
+def make_crl(ca: Ca, revoked: Sequence[x509.Certificate] = ()) -> x509.CertificateRevocationList:
+    """A CRL from `ca` listing `revoked` (x509.crl in tlshd's config)."""
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(NOW - datetime.timedelta(days=1))
+        .next_update(NOW + datetime.timedelta(days=30))
+    )
+    for cert in revoked:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            .revocation_date(NOW - datetime.timedelta(hours=1)).build())
+    return b.sign(ca.key, None if isinstance(ca.key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
 
 
 def make_ca(cn: str = "quichsd test CA", kind: str = "p256") -> Ca:

@@ -24,8 +24,11 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from functools import lru_cache
 
-from ..tls.certs import TrustStore
+from cryptography import x509
+
+from ..tls.certs import TrustStore, load_crls
 from ..tls.config import Credentials
 from .config import DaemonConfig, X509Settings
 
@@ -48,6 +51,7 @@ class FileCache:
     def __init__(self) -> None:
         self._credentials: dict[tuple[str, str], Credentials] = {}
         self._trust: dict[str, TrustStore] = {}
+        self._crls: dict[str, tuple[x509.CertificateRevocationList, ...]] = {}
         self._missing: set[str] = set()
         self._lock = threading.Lock()
         self.frozen = False
@@ -75,6 +79,19 @@ class FileCache:
         raise OSError(errno.EACCES, f"trust store {path} was not readable before privileges were dropped "
                                     "(send SIGHUP to reload)")
 
+    def crls(self, path: str) -> tuple[x509.CertificateRevocationList, ...] | None:
+        """The CRLs at `path`; None if the file does not exist (tlshd: no CRL checking)."""
+        if not self.frozen:
+            return _crls_of(path) if os.path.exists(path) else None
+        with self._lock:
+            found = self._crls.get(path)
+        if found is not None:
+            return found
+        if path in self._missing:
+            return None
+        raise OSError(errno.EACCES, f"CRL file {path} was not readable before privileges were dropped "
+                                    "(send SIGHUP to reload)")
+
     def load(self, config: DaemonConfig) -> None:
         """Read every file `config` names; problems are logged (the handshake that needs the
         file reports them again) and then freeze the cache."""
@@ -86,16 +103,29 @@ class FileCache:
                     self._credentials[pair] = Credentials.from_files(*pair)  # type: ignore[index]
                 except (OSError, ValueError) as exc:
                     log.error("cannot load %s / %s: %s", pair[0], pair[1], exc)
-            if settings.truststore:
-                path = settings.truststore
+            for path, cache, loader in ((settings.truststore, self._trust, TrustStore.from_file),
+                                        (settings.crl, self._crls, _crls_of)):
+                if not path:
+                    continue
                 if not os.path.exists(path):
                     self._missing.add(path)
                     continue
                 try:
-                    self._trust[path] = TrustStore.from_file(path)
+                    cache[path] = loader(path)  # type: ignore[operator]
                 except (OSError, ValueError) as exc:
-                    log.error("cannot load trust store %s: %s", path, exc)
+                    log.error("cannot load %s: %s", path, exc)
         self.frozen = True
+
+
+def _crls_of(path: str) -> tuple[x509.CertificateRevocationList, ...]:
+    """One parse per file version, as for trust stores."""
+    st = os.stat(path)
+    return _crls_cached(os.path.realpath(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=16)
+def _crls_cached(path: str, mtime_ns: int, size: int) -> tuple[x509.CertificateRevocationList, ...]:
+    return load_crls(path)
 
 
 def _x509_settings(config: DaemonConfig) -> Iterator[X509Settings]:

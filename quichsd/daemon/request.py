@@ -306,12 +306,15 @@ def _file_credentials(cert_file: str | None, key_file: str | None) -> Credential
         raise _SetupError(f"loading {cert_file} / {key_file}: {exc}") from None
 
 
-def _trust(path: str | None) -> TrustStore | None:
-    """The configured trust store; None (the system store) if unset or missing (§4.3)."""
-    if not path:
-        return None
+def _trust(path: str | None, crl: str | None = None) -> TrustStore | None:
+    """The configured trust store; None (the system store) if unset or missing (§4.3). With
+    x509.crl naming a file that exists, chains are also checked against its CRLs."""
     try:
-        return FILES.trust(path)
+        store = FILES.trust(path) if path else None
+        crls = FILES.crls(crl) if crl else None
+        if crls:
+            store = (store or TrustStore.system()).with_crls(crls)
+        return store
     except (OSError, ValueError) as exc:
         raise _SetupError(f"loading trust store {path}: {exc}") from None
 
@@ -396,7 +399,7 @@ class _QuicHandshake:
             except (OSError, ValueError) as exc:
                 raise _SetupError(f"reading PSK {serial}: {exc}") from None
             hcfg.psks = [ExternalPsk(psk.identity.encode(), psk.key)]
-            hcfg.trust = _trust(settings.truststore)
+            hcfg.trust = _trust(settings.truststore, settings.crl)
         else:
             if mode is AuthMode.UNAUTH or no_verify_socket:
                 mode = AuthMode.UNAUTH
@@ -407,7 +410,7 @@ class _QuicHandshake:
                 if creds is None:
                     raise _SetupError("x509 mode without a client certificate and key (serials or config)")
                 hcfg.credentials = creds
-            hcfg.trust = _trust(settings.truststore)
+            hcfg.trust = _trust(settings.truststore, settings.crl)
             if not self.peername:
                 raise _SetupError("no PEERNAME and no reverse DNS name: cannot verify the server's certificate")
         hcfg.session_data = self._resumption_data()
@@ -518,5 +521,5 @@ class _QuicHandshake:
         if creds is None:
             raise _SetupError("No usable server certificate/key - check the configuration")
         choice.credentials = creds
-        choice.trust = _trust(settings.truststore)
+        choice.trust = _trust(settings.truststore, settings.crl)
         return choice

@@ -197,6 +197,51 @@ def test_silent_peer_is_etimedout():
         sink.close()
 
 
+# ---- x509.crl (tlshd-behaviour §4.3) ---------------------------------------------------------
+
+
+def write_crl(tmp_path, revoked_pem_files) -> str:  # noqa: ANN001
+    from quichsd.devcerts import make_crl
+    from tests.pki import test_ca
+
+    revoked = [x509.load_pem_x509_certificate(open(f, "rb").read()) for f in revoked_pem_files]
+    path = tmp_path / "crl.pem"
+    path.write_bytes(make_crl(test_ca(), revoked).public_bytes(Encoding.PEM))
+    return str(path)
+
+
+def test_client_rejects_a_revoked_server_certificate(pki, server_factory, tmp_path):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    crl = write_crl(tmp_path, [pki.cert_file])
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000)
+    assert handle(req, client_config(pki, crl=crl)).status == errno.EACCES
+    empty = write_crl(tmp_path / ".." , [])  # a CRL that lists nothing
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000)
+    assert handle(req, client_config(pki, crl=empty)).status == 0
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000)
+    assert handle(req, client_config(pki, crl=str(tmp_path / "missing.pem"))).status == 0  # no file: no check
+
+
+def test_unreadable_crl_is_eio(pki, server_factory, tmp_path):
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
+    bad = tmp_path / "crl.pem"
+    bad.write_bytes(b"-----BEGIN X509 CRL-----\ngarbage\n-----END X509 CRL-----\n")
+    req = HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000)
+    assert handle(req, client_config(pki, crl=str(bad))).status == errno.EIO
+
+
+def test_server_rejects_a_revoked_client_certificate(pki, peers, tmp_path):
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", cert_file=pki.cert_file,
+                                   key_file=pki.key_file, timeout=5))
+    conn.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(certificate_request=2))
+    config = DaemonConfig(server=X509Settings(certificate=pki.cert_file, private_key=pki.key_file,
+                                              truststore=pki.ca_file, crl=write_crl(tmp_path, [pki.cert_file])))
+    done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=5000), config)
+    assert done.status == errno.EACCES
+    p.join()  # (a TLS 1.3 client is done before the server has judged its certificate)
+
+
 # ---- session tickets for consumers (kernel-quic-abi §2.6) ----------------------------------
 
 
