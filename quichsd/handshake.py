@@ -128,6 +128,25 @@ def _alpn_list(alpns: str | Sequence[str | bytes] | None) -> list[bytes]:
     return [a.encode() if isinstance(a, str) else bytes(a) for a in alpns]
 
 
+_LOADED: dict[tuple[Any, ...], Any] = {}
+_LOADED_MAX = 64
+
+
+def _by_file_version(load: Any, *paths: str) -> Any:
+    """load(*paths), again only when a file changes: keyed by one stat() per file, which
+    is much cheaper per handshake than the loaders' own path resolution."""
+    key: tuple[Any, ...] = (load,)
+    for path in paths:
+        st = os.stat(path)
+        key += (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    value = _LOADED.get(key)
+    if value is None:
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.clear()
+        value = _LOADED[key] = load(*paths)
+    return value
+
+
 def _backend(sock: Any) -> Any:
     """A QuicSocket, a socket.socket or a bare fd of an IPPROTO_QUIC socket."""
     from .sock import QuicSocket
@@ -164,8 +183,8 @@ class _Driver:
             raise HandshakeError(errno.EINVAL, "QUIC needs ALPN (RFC 9001 §8.1): no alpns given or set on the socket")
         credentials = cfg.credentials
         if credentials is None and cfg.cert_file and cfg.key_file:
-            credentials = Credentials.from_files(cfg.cert_file, cfg.key_file)
-        trust = cfg.trust or (TrustStore.from_file(cfg.cafile) if cfg.cafile else None)
+            credentials = _by_file_version(Credentials.from_files, cfg.cert_file, cfg.key_file)
+        trust = cfg.trust or (_by_file_version(TrustStore.from_file, cfg.cafile) if cfg.cafile else None)
         if cfg.keylog_file:
             self.keylog = KeyLogFile(cfg.keylog_file)
         common: dict[str, Any] = dict(
@@ -242,27 +261,55 @@ class _Driver:
             self.collect_ticket(engine)
 
     def apply(self, events: list[Event]) -> None:
-        """Secrets are installed as they come; a handshake send carries MSG_MORE when
-        another send follows in the same batch, so a flight leaves as one burst and the
-        last message flushes it (spec §2.3, pitfall 7)."""
-        last_send = max((i for i, e in enumerate(events) if type(e) is SendHandshake), default=-1)
-        for index, event in enumerate(events):
+        """libquic's order (spec §2.4, rule of thumb): secrets and transport parameters
+        go in as they come, the batch's handshake messages are queued and sent after
+        them, each with MSG_MORE but the last, so a flight leaves as one burst (a key
+        install is a transmit trigger: interleaved, it would split the flight; spec §2.3,
+        pitfall 7). A level's keys always come before its messages, so key-before-data
+        holds. The EARLY key is the exception: what was queued before it goes first
+        (with MSG_MORE), so the Initial leaves ahead of the 0-RTT packets (spec §2.6)."""
+        queued: list[SendHandshake] = []
+        for event in events:
             if type(event) is SendHandshake:
-                flags = MSG_NOSIGNAL | (MSG_MORE if index < last_send else 0)
-                self.sock.send_handshake(int(event.level), event.data, flags)
-            elif type(event) is InstallSecret:
-                self.sock.setsockopt(
-                    abi.lib.QUIC_SOCKOPT_CRYPTO_SECRET,
-                    abi.pack_crypto_secret(int(event.level), bool(event.direction), event.cipher_type, event.secret),
-                )
-            elif type(event) is PeerTransportParameters:
-                if not self.peer_params_set:
-                    self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, event.data)
-                    self.peer_params_set = True
-            elif type(event) is HandshakeComplete:
-                self.result = event
-            elif type(event) is SessionTicketReceived:
-                self.session = event.session
+                queued.append(event)
+                continue
+            if type(event) is InstallSecret and event.level == CryptoLevel.EARLY:
+                self.send_all(queued, last_flushes=False)
+                queued = []
+            self.apply_one(event)
+        self.send_all(queued, last_flushes=True)
+
+    def send_all(self, sends: list[SendHandshake], last_flushes: bool) -> None:
+        for index, send in enumerate(sends):
+            more = index < len(sends) - 1 or not last_flushes
+            try:
+                self.sock.send_handshake(int(send.level), send.data, MSG_NOSIGNAL | (MSG_MORE if more else 0))
+            except OSError as exc:
+                if not self._late_send_lost(send, exc):
+                    raise
+
+    def _late_send_lost(self, send: SendHandshake, exc: OSError) -> bool:
+        """A server's NewSessionTicket after completion finds the connection closed by a
+        peer that did not wait for it (EPIPE): the handshake itself succeeded."""
+        if self.result is None or send.level != CryptoLevel.APP or exc.errno != errno.EPIPE:
+            return False
+        log.debug("post-handshake message not sent, the peer closed the connection: %s", exc)
+        return True
+
+    def apply_one(self, event: Event) -> None:
+        if type(event) is InstallSecret:
+            self.sock.setsockopt(
+                abi.lib.QUIC_SOCKOPT_CRYPTO_SECRET,
+                abi.pack_crypto_secret(int(event.level), bool(event.direction), event.cipher_type, event.secret),
+            )
+        elif type(event) is PeerTransportParameters:
+            if not self.peer_params_set:
+                self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, event.data)
+                self.peer_params_set = True
+        elif type(event) is HandshakeComplete:
+            self.result = event
+        elif type(event) is SessionTicketReceived:
+            self.session = event.session
 
     def recv(self) -> Any:
         remaining = self.deadline - time.monotonic()

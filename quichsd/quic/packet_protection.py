@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from ..abi import lib
-from .hkdf import hkdf_expand_label, hkdf_extract
+from .hkdf import hkdf_expand_label, hkdf_extract, hkdf_label
 from .packet_number import decode_packet_number
 from .versions import SUPPORTED_VERSIONS, QuicVersion
 
@@ -157,6 +157,19 @@ def cipher_for_tls_suite(suite: int) -> PacketCipher:
     return _BY_TLS_SUITE[suite]
 
 
+_INFO: dict[tuple[bytes, int], bytes] = {}
+
+
+def _expand_label(digest: str, secret: bytes, label: bytes, length: int) -> bytes:
+    """HKDF-Expand-Label with an empty context (§5.1). Every QUIC key, IV and hp key is
+    at most one hash long, so HKDF-Expand (RFC 5869 §2.3) is the single block
+    T(1) = HMAC(secret, HkdfLabel || 0x01): one HMAC call instead of an HKDF object."""
+    info = _INFO.get((label, length))
+    if info is None:
+        info = _INFO[(label, length)] = hkdf_label(label, b"", length) + b"\x01"
+    return hmac.digest(secret, info, digest)[:length]
+
+
 class PacketKey:
     """Packet protection for one direction of one level."""
 
@@ -172,14 +185,14 @@ class PacketKey:
         """Derive key, iv and (unless `hp_key` is given) hp from `secret` (§5.1)."""
         if len(secret) != cipher.secret_len:
             raise ValueError(f"{cipher.name} needs a {cipher.secret_len}-byte secret")
-        algo = cipher.hash_algorithm
+        digest = cipher.hash_algorithm.name
         self.cipher = cipher
         self.version = version
         self.secret = secret
-        self.key = hkdf_expand_label(algo, secret, version.key_label, b"", cipher.key_len)
-        self.iv = hkdf_expand_label(algo, secret, version.iv_label, b"", IV_LEN)
+        self.key = _expand_label(digest, secret, version.key_label, cipher.key_len)
+        self.iv = _expand_label(digest, secret, version.iv_label, IV_LEN)
         if hp_key is None:
-            hp_key = hkdf_expand_label(algo, secret, version.hp_label, b"", cipher.key_len)
+            hp_key = _expand_label(digest, secret, version.hp_label, cipher.key_len)
         self.hp = hp_key
         self._hp = cipher.header_protection(hp_key)
         self._aead = cipher.aead(self.key)

@@ -65,11 +65,48 @@ def test_first_flight_is_coalesced():
     (first,) = client.send(wire.now)
     assert len(first) == 1200 and _packets(first)[0][0]
     server.recv(first, wire.now)
+    assert server.send(wire.now) == []  # no ACK alone while the hello waits for the agent
     server.pump(wire.now)
     flight = server.send(wire.now)
     kinds = _packets(flight[0])
     assert len(kinds) >= 2 and all(is_long for is_long, _ in kinds)  # Initial + Handshake
     assert len(flight[0]) >= 1200  # carries an ack-eliciting Initial: padded
+    client.recv(flight[0], wire.now)
+    assert client.conn._spaces[1].largest_acked == 0  # the ACK rode with the ServerHello
+
+
+def test_held_ack_leaves_alone_after_max_ack_delay():
+    """The ACK of a ClientHello waits for the agent's answer to carry it, but not past
+    max_ack_delay (RFC 9000 §13.2.1): a slow agent still gets the Initial acknowledged."""
+    client, server = sim_client(), SimServer()
+    wire = Wire(client, server)
+    client.start(wire.now)
+    (first,) = client.send(wire.now)
+    server.recv(first, wire.now)
+    assert server.send(wire.now + 0.024) == []
+    assert server.conn.get_timer() == pytest.approx(wire.now + 0.025)
+    (ack,) = server.send(wire.now + 0.025)
+    assert len(ack) < 1200 and _packets(ack) == [(True, ack[0])]  # an unpadded ACK-only Initial
+
+
+def test_client_finished_carries_the_acks_and_connection_ids():
+    """The client's answer to the server's flight is one datagram: Initial ACK, Handshake
+    ACK + Finished, and the 1-RTT NEW_CONNECTION_IDs of its completion step."""
+    client, server = sim_client(), SimServer()
+    wire = Wire(client, server)
+    client.start(wire.now)
+    (first,) = client.send(wire.now)
+    server.recv(first, wire.now)
+    server.pump(wire.now)
+    for data in server.send(wire.now):
+        client.recv(data, wire.now)
+    assert client.send(wire.now) == []  # nothing alone while the agent works
+    client.pump(wire.now)
+    (answer,) = client.send(wire.now)
+    assert len(answer) == 1200  # it carries an Initial: padded (RFC 9000 §14.1)
+    headers = [(is_long, first_byte & 0x30 if is_long else None) for is_long, first_byte in _packets(answer)]
+    assert headers == [(True, 0x00), (True, 0x20), (False, None)]  # Initial, Handshake, 1-RTT (v1 types)
+    assert client.conn.state == "ESTABLISHED"
 
 
 def test_more_holds_the_flight():
@@ -100,7 +137,7 @@ def test_client_follows_version_change_after_an_ack_in_the_old_version():
     client.start(wire.now)
     for data in client.send(wire.now):
         server.recv(data, wire.now)
-    (ack,) = server.send(wire.now)  # ACK-only Initial, v2, not padded
+    (ack,) = server.send(wire.now)  # ACK-only Initial, v2, not padded: no hold (see below)
     assert ack[1:5] == V2.to_bytes(4, "big") and len(ack) < 1200
     client.recv(ack, wire.now)
     server.pump(wire.now)  # now the hook sets the client's blob: the server moves to v1

@@ -71,7 +71,7 @@ class SimConnection(Receiver, Sender):
                  local_params: dict[str, int] | None = None, config: dict[str, Any] | None = None,
                  local_cid: bytes | None = None, peer_cid: bytes | None = None,
                  original_dcid: bytes | None = None, token: bytes = b"", now: float,
-                 peer_addr: Any = None) -> None:
+                 peer_addr: Any = None, initial_keys: tuple[PacketKey, PacketKey] | None = None) -> None:
         self._now = now
         self.is_client = is_client
         self.config = {**CONFIG_DEFAULTS, **{k: v for k, v in (config or {}).items()
@@ -113,7 +113,7 @@ class SimConnection(Receiver, Sender):
         self._level_cipher: dict[int, int] = {}
         self._discarded: set[int] = set()
         self._alt_initial_recv: dict[int, PacketKey] = {}
-        self._install_initial_keys()
+        self._install_initial_keys(initial_keys)
         self._send_phase = False  # 1-RTT key phase bits (RFC 9001 §6)
         self._recv_phase = False
         self._phase_first_pn = 0  # first 1-RTT packet number sent in the current phase
@@ -133,6 +133,11 @@ class SimConnection(Receiver, Sender):
         self._probes: dict[int, int] = {}  # space -> ack-eliciting probe packets owed
         self._buffered: dict[int, list[tuple[bytes, float]]] = {HANDSHAKE: [], EARLY: [], APP: []}
         self._corked = False
+        # Handshake data waits for the application: what it would trigger alone (an
+        # ACK, the client's NEW_CONNECTION_IDs) waits for the response it will send, so
+        # both leave in one datagram as in a stack that runs TLS inline; at the latest
+        # at this time (spec kernel-quic-abi §2.3 transmit triggers; RFC 9000 §13.2.1).
+        self._hold_until: float | None = None
         self._close_frames: list[tuple[int, fr.ConnectionClose]] = []
         self._close_datagram: bytes | None = None
         self._close_resends = 0
@@ -159,8 +164,9 @@ class SimConnection(Receiver, Sender):
 
     # ==== keys ==================================================================================
 
-    def _install_initial_keys(self) -> None:
-        client, server = initial_keys(self.original_dcid, self._qv)
+    def _install_initial_keys(self, keys: tuple[PacketKey, PacketKey] | None = None) -> None:
+        """`keys`: (client, server) already derived for original_dcid in this version."""
+        client, server = keys or initial_keys(self.original_dcid, self._qv)
         self._send_keys[INITIAL], self._recv_keys[INITIAL] = (client, server) if self.is_client else (server, client)
 
     def _change_version(self, version: int) -> None:
@@ -205,6 +211,7 @@ class SimConnection(Receiver, Sender):
         """Both 1-RTT keys are in: the kernel's completion step (spec §2.4)."""
         self.state = "ESTABLISHED"
         if not self.is_client:
+            self._hold_until = None  # HANDSHAKE_DONE leaves now (a client's Finished follows)
             self._handshake_confirmed = True
             self._discard_level(HANDSHAKE)  # all Handshake packets count as acknowledged
             self._pending.append(fr.NewToken(self._make_token()))
@@ -259,6 +266,7 @@ class SimConnection(Receiver, Sender):
             raise sim_error(errno.EMSGSIZE, "empty handshake send")
         self._crypto[level].send.write(bytes(data))
         self._corked = more
+        self._hold_until = None  # the response: held ACKs and frames go with it
 
     def recv_crypto(self, max_len: int) -> tuple[int, bytes, bool] | None:
         if not self._crypto_queue:
@@ -430,6 +438,12 @@ class SimConnection(Receiver, Sender):
     def datagram_recv(self) -> bytes | None:
         return self._datagrams_in.popleft() if self._datagrams_in else None
 
+    def has_item(self) -> bool:
+        """A recvmsg would return at once: handshake data, readable stream data, or the
+        ENOTCONN of a closed connection."""
+        return (bool(self._crypto_queue) or self.state == "CLOSED"
+                or ((APP in self._recv_keys or APP in self._discarded) and self._streams.readable()))
+
     def pending_readable(self) -> bool:
         return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self._datagrams_in)
                 or (APP in self._recv_keys and self._streams.readable()))
@@ -497,10 +511,12 @@ class SimConnection(Receiver, Sender):
 
     def _loss_or_pto(self) -> tuple[float, int, bool] | None:
         """(when, space, is_loss_timer) of the loss-detection timer."""
-        losses = [(s.loss_time, sid) for sid, s in self._spaces.items() if s.loss_time is not None]
-        if losses:
-            when, sid = min(losses)
-            return when, sid, True
+        earliest: tuple[float, int, bool] | None = None
+        for sid, space in self._spaces.items():
+            if space.loss_time is not None and (earliest is None or (space.loss_time, sid) < earliest[:2]):
+                earliest = (space.loss_time, sid, True)
+        if earliest is not None:
+            return earliest
         best: tuple[float, int, bool] | None = None
         for sid, space in self._spaces.items():
             if space.discarded or space.last_ack_eliciting_time is None:
@@ -522,20 +538,33 @@ class SimConnection(Receiver, Sender):
         return best
 
     def get_timer(self) -> float | None:
+        """The earliest of the idle, hold, loss/PTO and ACK timers (called after every
+        socket call: no allocations beyond the loss timer's tuple)."""
         if self.state == "CLOSED":
             return None
-        timers = [t for t in (self._idle_deadline,) if t is not None]
+        best = self._idle_deadline
+        hold = self._hold_until
+        if hold is not None and (best is None or hold < best):
+            best = hold
         loss = self._loss_or_pto()
-        if loss is not None:
-            timers.append(loss[0])
-        timers.extend(s.ack_deadline for s in self._spaces.values()
-                      if s.ack_deadline is not None and not s.discarded)
-        return min(timers) if timers else None
+        if loss is not None and (best is None or loss[0] < best):
+            best = loss[0]
+        for space in self._spaces.values():
+            due = space.ack_deadline
+            if due is None or space.discarded:
+                continue
+            if hold is not None and due < hold:
+                due = hold  # held ACKs are due when the hold ends
+            if best is None or due < best:
+                best = due
+        return best
 
     def handle_timer(self, now: float) -> None:
         self._now = now
         if self.state == "CLOSED":
             return
+        if self._hold_until is not None and now >= self._hold_until:
+            self._hold_until = None
         if self._idle_deadline is not None and now >= self._idle_deadline:
             if self.close_info is None:
                 self.close_info = (0, 0, b"")  # idle timeout: an all-zero close (spec §1.5)

@@ -1,16 +1,27 @@
-"""A UDP endpoint of the simulation: one UDP socket, one I/O thread, many connections.
+"""A UDP endpoint of the simulation: one UDP socket, many connections, no thread of its own.
 
-The thread plays the kernel's part: it reads datagrams, demultiplexes them by connection
-ID (a new client Initial goes to a listener, chosen by the ClientHello's ALPN as the
-kernel does, spec §2.7), runs timers and sends what connections queue. Application threads
-call into connections under the endpoint's lock and wake the thread to flush.
+Somebody has to play the kernel's part: read datagrams, demultiplex them by connection ID
+(a new client Initial goes to a listener, chosen by the ClientHello's ALPN as the kernel
+does, spec §2.7), run timers and send what connections queue. Who does it:
+
+- sends leave inline, from the thread whose socket call queued them;
+- an application thread blocked in recvmsg or accept on one of the endpoint's sockets
+  "leads" the endpoint: it polls the UDP socket itself, so a datagram goes from the wire
+  to the reader in one thread, with no handoff (other threads blocked on the same
+  endpoint wait on its condition and are notified after every step);
+- otherwise one reactor thread per process (reactor.py) watches the endpoint, for what
+  happens between socket calls: ACKs, retransmissions, idle timeouts, new connections
+  for a listener.
+
+All connection state is touched under the endpoint's lock.
 """
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
-import selectors
+import select
 import socket
 import threading
 import time
@@ -18,13 +29,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ...quic.packet_protection import initial_keys
+from ...quic.versions import SUPPORTED_VERSIONS
 from .connection import SimConnection
 from .listener_peek import ClientHelloRejected, packet_dcid, parse_initial_header, peek_client_hello_alpn
+from .reactor import reactor
 
 log = logging.getLogger(__name__)
 
 Address = tuple[Any, ...]
 SHORT_HEADER_CID_LEN = 8  # the CIDs we issue are 8 bytes, as the kernel's
+MAX_READS_PER_STEP = 64
+RECV_BUFFER = 65536
 
 
 class Listener:
@@ -46,21 +62,27 @@ class Endpoint:
             self.udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.udp.bind(local if local is not None else ("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         self.udp.setblocking(False)
+        self.local_address: Address = self.udp.getsockname()
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self.connections: dict[bytes, SimConnection] = {}
+        self.connections: dict[bytes, SimConnection] = {}  # by every CID that reaches it
         self.listeners: list[Listener] = []
+        self._live: dict[SimConnection, int] = {}  # connection -> cid_generation registered
+        self._leader: int | None = None  # ident of the thread polling the socket itself
+        self._leader_wakes_at = math.inf  # when the leader's poll returns at the latest
+        # Another thread that changes the endpoint while a leader sleeps in poll() writes
+        # here, so the leader sees new timers and readable data (rare: one thread per
+        # connection is the usual case).
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._poller = select.poll()
+        self._poller.register(self.udp.fileno(), select.POLLIN)
+        self._poller.register(self._wake_r, select.POLLIN)
         self._closed = False
         self._users = 0
-        self._thread = threading.Thread(target=self._run, name=f"quic-sim {self.local_address}", daemon=True)
-        self._thread.start()
-
-    @property
-    def local_address(self) -> Address:
-        return self.udp.getsockname()
+        with self.lock:
+            reactor().attach(self, None)
 
     # -- registration ------------------------------------------------------------------
 
@@ -78,18 +100,20 @@ class Endpoint:
     def add_connection(self, conn: SimConnection) -> None:
         with self.lock:
             self._register(conn)
-        self.wake()
+            self.after_call(conn)
 
     def _register(self, conn: SimConnection) -> None:
         """Map every CID the peer may address `conn` with (they change as it issues
         NEW_CONNECTION_IDs and retires old ones)."""
         for cid in conn.local_cids():
             self.connections[cid] = conn
+        self._live[conn] = conn.cid_generation
 
     def remove_connection(self, conn: SimConnection) -> None:
         with self.lock:
             for cid in [c for c, v in self.connections.items() if v is conn]:
                 del self.connections[cid]
+            self._live.pop(conn, None)
 
     def add_listener(self, listener: Listener) -> None:
         with self.lock:
@@ -104,89 +128,175 @@ class Endpoint:
             if listener in self.listeners:
                 self.listeners.remove(listener)
 
-    # -- the I/O thread --------------------------------------------------------------------
-
-    def wake(self) -> None:
-        if self._closed:
-            return
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):  # full pipe, or closed under us by the thread
-            pass
-
     def shutdown(self) -> None:
+        """The last socket is gone: send the last CONNECTION_CLOSEs and close."""
         with self.lock:
             if self._closed:
                 return
+            self._flush_all(time.time())
             self._closed = True
-        # The I/O thread sends the last CONNECTION_CLOSEs and closes the UDP socket on its
-        # way out; nobody needs to wait for that.
-        self.wake()
-
-    def _run(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self.udp, selectors.EVENT_READ)
-        selector.register(self._wake_r, selectors.EVENT_READ)
-        try:
-            while True:
-                with self.lock:
-                    if self._closed:
-                        self._flush_all(time.time())  # last CONNECTION_CLOSEs
-                        break
-                    timeout = self._next_timeout()
-                for key, _ in selector.select(timeout):
-                    if key.fileobj is self.udp:
-                        self._read_datagrams()
-                    else:
-                        try:
-                            while os.read(self._wake_r, 512):
-                                pass
-                        except BlockingIOError:
-                            pass
-                now = time.time()
-                with self.lock:
-                    for conn in set(self.connections.values()):
-                        timer = conn.get_timer()
-                        if timer is not None and timer <= now:
-                            conn.handle_timer(now)
-                    self._flush_all(now)
-                    for conn in set(self.connections.values()):
-                        self._register(conn)
-                    self.changed.notify_all()
-        except Exception:  # the simulated kernel must not die silently
-            log.exception("simulation endpoint thread failed")
-        finally:
-            selector.close()
+            reactor().detach(self)
+            self._poke_leader()
+            self.changed.notify_all()
             self.udp.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            if self._leader is None:
+                self._close_pipe()
 
-    def _next_timeout(self) -> float | None:
-        timers = [t for t in (c.get_timer() for c in self.connections.values()) if t is not None]
-        if not timers:
-            return None
-        return max(0.0, min(timers) - time.time())
+    def _close_pipe(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
+
+    # -- after a socket call (caller holds the lock) ------------------------------------
+
+    def after_call(self, conn: SimConnection | None) -> None:
+        """A socket call changed `conn`: send what it queued now, and make sure whoever
+        watches the endpoint (a leader in another thread, or the reactor) sees its new
+        timer and what became readable."""
+        if self._closed:
+            return
+        now = time.time()
+        if conn is not None:
+            self._flush(conn, now)
+            self._refresh_cids(conn)
+        if self._leader is not None:
+            if self._leader != threading.get_ident():
+                self._poke_leader()
+            return
+        self.changed.notify_all()
+        reactor().reschedule(self, self.next_timer())
+
+    def _poke_leader(self) -> None:
+        if self._leader is None or self._wake_w < 0:
+            return
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):  # a full pipe wakes the leader as well
+            pass
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        """The earliest connection timer (time.time() clock), under the lock."""
+        best: float | None = None
+        for conn in self._live:
+            timer = conn.get_timer()
+            if timer is not None and (best is None or timer < best):
+                best = timer
+        return best
+
+    def wait_for(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Block (lock held, once or more) until ready() or the monotonic `deadline`;
+        False on timeout. Leads the endpoint while nobody else does."""
+        me = threading.get_ident()
+        led = False
+        try:
+            while not ready():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if self._closed or (self._leader is not None and self._leader != me):
+                    self.changed.wait(remaining)
+                    continue
+                if not led:
+                    led = True
+                    self._leader = me
+                    reactor().detach(self)
+                self._poll(remaining)
+                if not self._closed:
+                    self.step(time.time())
+            return True
+        finally:
+            if led:
+                self._leader = None
+                if self._closed:
+                    if self._wake_r >= 0:
+                        self._close_pipe()
+                else:
+                    reactor().attach(self, self.next_timer())
+                self.changed.notify_all()  # a follower may lead now
+
+    def _poll(self, remaining: float | None) -> None:
+        """Sleep in poll() on the UDP socket, with the lock released, until a datagram,
+        the next timer, a poke or `remaining` seconds."""
+        now = time.time()
+        timer = self.next_timer()
+        timeout = remaining
+        if timer is not None:
+            due = max(0.0, timer - now)
+            timeout = due if timeout is None else min(timeout, due)
+        self._leader_wakes_at = math.inf if timeout is None else now + timeout
+        # RLock internals, as threading.Condition.wait uses them: release however deeply
+        # the caller holds the lock, and restore that depth afterwards.
+        saved = self.lock._release_save()  # type: ignore[attr-defined]
+        try:
+            events = self._poller.poll(None if timeout is None else timeout * 1000.0)
+        finally:
+            self.lock._acquire_restore(saved)  # type: ignore[attr-defined]
+        self._leader_wakes_at = math.inf
+        if any(fd == self._wake_r for fd, _ in events):
+            self._drain_pipe()
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def step(self, now: float) -> None:
+        """One round of the kernel's work (lock held): read what arrived, run due
+        timers, send, notify waiters."""
+        self._read_datagrams(now)
+        for conn in list(self._live):
+            timer = conn.get_timer()
+            if timer is not None and timer <= now:
+                conn.handle_timer(now)
+        self._flush_all(now)
+        for conn in list(self._live):
+            self._refresh_cids(conn)
+        self.changed.notify_all()
+
+    def background_step(self, now: float, readable: bool) -> None:
+        """The reactor's step: only while no application thread leads the endpoint."""
+        with self.lock:
+            if self._closed or self._leader is not None:
+                return
+            if not readable:
+                timer = self.next_timer()
+                if timer is None or timer > now:
+                    return
+            self.step(now)
+
+    def _refresh_cids(self, conn: SimConnection) -> None:
+        registered = self._live.get(conn)
+        if registered is not None and registered != conn.cid_generation:
+            self._register(conn)
+
+    def _flush(self, conn: SimConnection, now: float) -> None:
+        for data, addr in conn.datagrams_to_send(now):
+            try:
+                self.udp.sendto(data, addr)
+            except OSError as exc:  # as UDP does: the loss shows up as a retransmission
+                log.debug("sendto %s: %s", addr, exc)
 
     def _flush_all(self, now: float) -> None:
-        for conn in set(self.connections.values()):
-            for data, addr in conn.datagrams_to_send(now):
-                try:
-                    self.udp.sendto(data, addr)
-                except OSError as exc:  # as UDP does: the loss shows up as a retransmission
-                    log.debug("sendto %s: %s", addr, exc)
+        for conn in list(self._live):
+            self._flush(conn, now)
 
-    def _read_datagrams(self) -> None:
-        for _ in range(64):
+    def _read_datagrams(self, now: float) -> None:
+        for _ in range(MAX_READS_PER_STEP):
             try:
-                data, addr = self.udp.recvfrom(65536)
+                data, addr = self.udp.recvfrom(RECV_BUFFER)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP errors surface here on Linux
                 log.debug("recvfrom: %s", exc)
                 continue
-            now = time.time()
-            with self.lock:
+            try:
                 self._deliver(data, addr, now)
+            except Exception:  # a datagram must not take the simulated kernel down
+                log.exception("simulation endpoint: delivering a datagram from %s failed", addr)
 
     def _deliver(self, data: bytes, addr: Address, now: float) -> None:
         dcid = packet_dcid(data, SHORT_HEADER_CID_LEN)
@@ -207,8 +317,9 @@ class Endpoint:
         if header is None:
             return None
         version, dcid, scid, token = header
+        keys = initial_keys(dcid, SUPPORTED_VERSIONS[version])  # derived once: peek and connection
         try:
-            alpns = peek_client_hello_alpn(data)
+            alpns = peek_client_hello_alpn(data, keys)
         except ClientHelloRejected as exc:  # the kernel drops these too (spec §2.7)
             log.debug("dropping an Initial from %s: %s", addr, exc)
             return None
@@ -216,10 +327,9 @@ class Endpoint:
         if listener is None or len(listener.pending) >= max(1, listener.backlog):
             return None
         conn = listener.make_connection(version=version, original_dcid=dcid, peer_cid=scid, peer_addr=addr,
-                                        token=token, now=now, listener=listener)
+                                        token=token, now=now, listener=listener, initial_keys=keys)
         self._register(conn)  # includes the client's first DCID, used until it learns ours
         listener.pending.append(conn)
-        self.changed.notify_all()
         return conn
 
     def _pick_listener(self, client_alpns: list[bytes] | None) -> Listener | None:

@@ -6,7 +6,7 @@ DCID, looks at the first non-PADDING frame, and parses just enough of the Client
 """
 from __future__ import annotations
 
-from ...quic.packet_protection import UnprotectError, initial_keys
+from ...quic.packet_protection import PacketKey, UnprotectError, initial_keys
 from ...quic.varint import VarintError, decode_varint
 from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from .packets import MIN_INITIAL_DATAGRAM, PacketError, PacketHeader, parse_header, unprotect_packet
@@ -53,15 +53,16 @@ def packet_dcid(datagram: bytes, short_cid_len: int = 8) -> bytes | None:
         return None
 
 
-def peek_client_hello_alpn(datagram: bytes) -> list[bytes] | None:
+def peek_client_hello_alpn(datagram: bytes, keys: tuple[PacketKey, PacketKey] | None = None) -> list[bytes] | None:
     """The ClientHello's ALPN protocols: a list (empty if it has no ALPN extension), or
     None when the packet does not start with the hello (first frame not CRYPTO at offset 0)
     or the hello is truncated in this packet before the ALPN extension. Raises
-    ClientHelloRejected when the kernel drops the packet."""
+    ClientHelloRejected when the kernel drops the packet. `keys`: the Initial keys of
+    the packet's DCID and version, if the caller has them already."""
     header = _first_initial(datagram)
     if header is None:
         raise ClientHelloRejected("not an Initial packet of a supported version")
-    client_key, _ = initial_keys(header.dcid, SUPPORTED_VERSIONS[header.version])
+    client_key, _ = keys or initial_keys(header.dcid, SUPPORTED_VERSIONS[header.version])
     try:
         _, _, payload = unprotect_packet(client_key, datagram, header, -1)
     except UnprotectError as exc:

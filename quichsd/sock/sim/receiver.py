@@ -248,6 +248,11 @@ class Receiver:
             return
         for chunk in chunks:
             self._crypto_queue.append([level, chunk, 0])
+        # A server that may still move to its preferred version ACKs at once in the
+        # client's (picoquic needs that ACK before the switch).
+        may_switch = not self.is_client and self.version != self._preferred_version
+        if chunks and self._hold_until is None and not may_switch:
+            self._hold_until = self._now + self._local["max_ack_delay"] / 1e6
 
     def _on_stream(self, f: fr.Stream, level: int) -> None:
         self._streams.on_stream_frame(f)

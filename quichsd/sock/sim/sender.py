@@ -35,6 +35,11 @@ class Sender:
             return self._close_datagrams()
         if self._corked:
             return []
+        if self._hold_until is not None and now < self._hold_until:
+            if not self._crypto_to_send():
+                return []
+        elif not self._has_output(now):
+            return []
         out: list[tuple[bytes, Any]] = []
         while len(out) < MAX_DATAGRAMS_PER_CALL:
             datagram = self._build_datagram(now)
@@ -42,6 +47,23 @@ class Sender:
                 break
             out.append((datagram, self.peer_addr))
         return out
+
+    def _has_output(self, now: float) -> bool:
+        """Could _build_datagram send anything? A cheap test for the common answer, no
+        (it runs after every socket call); True may still build nothing."""
+        if any(self._probes.values()) or self._crypto_to_send():
+            return True
+        if any(s.ack_deadline is not None and s.ack_deadline <= now and not s.discarded
+               for s in self._spaces.values()):
+            return True
+        if APP not in self._send_keys and EARLY not in self._send_keys:
+            return False
+        return bool(self._pending or self._datagrams_out or self._streams.has_control()
+                    or self._streams.has_data())
+
+    def _crypto_to_send(self) -> bool:
+        return any(self._crypto[level].send.has_pending() for level in (INITIAL, HANDSHAKE, APP)
+                   if level in self._send_keys)
 
     def _close_datagrams(self) -> list[tuple[bytes, Any]]:
         if self._close_frames:

@@ -76,10 +76,11 @@ class SimQuicSocket:
 
     def _make_server_connection(self, *, version: int, original_dcid: bytes, peer_cid: bytes,
                                 peer_addr: tuple[Any, ...], token: bytes, now: float,
-                                listener: Listener) -> SimConnection:
+                                listener: Listener, initial_keys: Any = None) -> SimConnection:
         conn = SimConnection(is_client=False, version=version, local_params=dict(self.local_params) or None,
                              config=dict(self.config) or None, peer_cid=peer_cid,
-                             original_dcid=original_dcid, token=token, now=now, peer_addr=peer_addr)
+                             original_dcid=original_dcid, token=token, now=now, peer_addr=peer_addr,
+                             initial_keys=initial_keys)
         return conn
 
     def accept(self) -> SimQuicSocket:
@@ -87,12 +88,9 @@ class SimQuicSocket:
         if listener is None or endpoint is None:
             raise _err(errno.EINVAL, "accept on a socket that is not listening")
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        with endpoint.changed:
-            while not listener.pending:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("accept timed out")
-                endpoint.changed.wait(remaining)
+        with endpoint.lock:
+            if not endpoint.wait_for(lambda: bool(listener.pending), deadline):
+                raise TimeoutError("accept timed out")
             conn = listener.pending.popleft()
         child = SimQuicSocket(self.family)
         child.endpoint, child.conn = endpoint, conn
@@ -126,12 +124,11 @@ class SimQuicSocket:
             raise _err(errno.ENOTCONN, "shutdown")
         with endpoint.lock:
             # As the kernel: what was queued (a client's last Finished) leaves before the close.
-            endpoint._flush_all(time.time())
+            endpoint.after_call(conn)
             if conn.state != "CLOSED" and how != socket.SHUT_RD:
                 errcode, phrase = self.close_request
                 conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
-            endpoint.changed.notify_all()
-        endpoint.wake()
+                endpoint.after_call(conn)
 
     def close(self) -> None:
         if self._closed:
@@ -141,9 +138,8 @@ class SimQuicSocket:
             if self.conn.state != "CLOSED":
                 self.shutdown()
             endpoint, conn = self.endpoint, self.conn
-            # Let the I/O thread send the CONNECTION_CLOSE before the connection goes.
             with endpoint.lock:
-                endpoint._flush_all(time.time())
+                endpoint.after_call(conn)  # the CONNECTION_CLOSE leaves before the connection goes
                 endpoint.remove_connection(conn)
             endpoint.release()
         elif self.listener is not None and self.endpoint is not None:
@@ -188,8 +184,8 @@ class SimQuicSocket:
                 conn.send_crypto(level, data, more=bool(flags & MSG_MORE))
             except SimError as exc:
                 raise OSError(exc.errno, exc.strerror) from None
-        if not flags & MSG_MORE:
-            endpoint.wake()
+            if not flags & MSG_MORE:
+                endpoint.after_call(conn)
         return len(data)
 
     def send_stream(self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0) -> int:
@@ -201,7 +197,7 @@ class SimQuicSocket:
                 sent = conn.stream_send(stream_id, data, fin=bool(stream_flags & L.MSG_QUIC_STREAM_FIN))
             except SimError as exc:
                 raise OSError(exc.errno, exc.strerror) from None
-        endpoint.wake()
+            endpoint.after_call(conn)
         return sent
 
     def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
@@ -209,7 +205,7 @@ class SimQuicSocket:
         conn, endpoint = self._connection("recvmsg")
         timeout = 0.0 if flags & MSG_DONTWAIT else self.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        with endpoint.changed:
+        with endpoint.lock:
             while True:
                 crypto = conn.recv_crypto(bufsize)
                 if crypto is not None:
@@ -223,12 +219,10 @@ class SimQuicSocket:
                                     stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
                 if conn.state == "CLOSED":
                     raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    if timeout == 0.0:
-                        raise _err(errno.EAGAIN, "recvmsg")
+                if timeout == 0.0:
+                    raise _err(errno.EAGAIN, "recvmsg")
+                if not endpoint.wait_for(conn.has_item, deadline):
                     raise TimeoutError("recvmsg timed out")
-                endpoint.changed.wait(remaining)
 
     # -- socket options (spec §1.4) -------------------------------------------------------
 
@@ -241,8 +235,10 @@ class SimQuicSocket:
             raise _err(errno.ENOPROTOOPT, f"setsockopt {optname}")
         if self.endpoint is not None:
             with self.endpoint.lock:
-                handler(self, value)
-            self.endpoint.wake()
+                try:
+                    handler(self, value)
+                finally:
+                    self.endpoint.after_call(self.conn)
         else:
             handler(self, value)
 
