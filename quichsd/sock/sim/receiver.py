@@ -22,6 +22,12 @@ MAX_BUFFERED_PACKETS = 64  # packets parked per level while their keys are missi
 CLOSE_RESENDS = 3  # answers to a peer that keeps sending after our CONNECTION_CLOSE
 STATELESS_RESET_ERRCODE = 0x100  # what the kernel reports for a stateless reset
 
+# RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged immediately, without
+# max_ack_delay. The ACK waits only for the handshake agent's answer, which follows within
+# the same burst of socket calls, so both leave in one datagram; an agent that has not
+# answered after this long does not hold the ACK any longer.
+HANDSHAKE_ACK_HOLD = 0.002
+
 
 class Receiver:
     """receive_datagram() and the frame handlers."""
@@ -252,7 +258,7 @@ class Receiver:
         # client's (picoquic needs that ACK before the switch).
         may_switch = not self.is_client and self.version != self._preferred_version
         if chunks and self._hold_until is None and not may_switch:
-            self._hold_until = self._now + self._local["max_ack_delay"] / 1e6
+            self._hold_until = self._now + HANDSHAKE_ACK_HOLD
 
     def _on_stream(self, f: fr.Stream, level: int) -> None:
         self._streams.on_stream_frame(f)
