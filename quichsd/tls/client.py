@@ -66,19 +66,20 @@ class ClientState(enum.Enum):
 
 ET = fast_members(ExtensionType)
 HT = fast_members(HandshakeType)
+CS = fast_members(ClientState)
 _I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
 _SEND, _RECV = Direction.SEND, Direction.RECV
 
 # RFC 8446 §A.1, with QUIC's levels (RFC 9001 §4.1.3).
 CLIENT_STATES = {
-    ClientState.START: {},
-    ClientState.WAIT_SH: {HT.SERVER_HELLO: _I},
-    ClientState.WAIT_EE: {HT.ENCRYPTED_EXTENSIONS: _H},
-    ClientState.WAIT_CERT_CR: {HT.CERTIFICATE: _H, HT.CERTIFICATE_REQUEST: _H},
-    ClientState.WAIT_CERT: {HT.CERTIFICATE: _H},
-    ClientState.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
-    ClientState.WAIT_FINISHED: {HT.FINISHED: _H},
-    ClientState.CONNECTED: {HT.NEW_SESSION_TICKET: _A},
+    CS.START: {},
+    CS.WAIT_SH: {HT.SERVER_HELLO: _I},
+    CS.WAIT_EE: {HT.ENCRYPTED_EXTENSIONS: _H},
+    CS.WAIT_CERT_CR: {HT.CERTIFICATE: _H, HT.CERTIFICATE_REQUEST: _H},
+    CS.WAIT_CERT: {HT.CERTIFICATE: _H},
+    CS.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
+    CS.WAIT_FINISHED: {HT.FINISHED: _H},
+    CS.CONNECTED: {HT.NEW_SESSION_TICKET: _A},
 }
 
 # RFC 8446 §4.2: which extensions may appear in which server message.
@@ -165,7 +166,7 @@ class ClientEngine(TlsEngine):
         HT.FINISHED: "_on_finished",
         HT.NEW_SESSION_TICKET: "_on_new_session_ticket",
     }
-    AFTER_CERTIFICATE_VERIFY = ClientState.WAIT_FINISHED
+    AFTER_CERTIFICATE_VERIFY = CS.WAIT_FINISHED
     is_client = True
 
     # Immutable starting values (see TlsEngine).
@@ -181,20 +182,19 @@ class ClientEngine(TlsEngine):
     _early_accepted = False
     _client_hs = b""
     _server_hs = b""
-    _resumption_master = b""
     _retry_prefix = b""
     peer_transport_parameters: bytes | None = None
 
     def __init__(self, config: TlsConfig) -> None:
         config.check_client()
         super().__init__(config)
-        self.state = ClientState.START
+        self.state = CS.START
 
     # -- ClientHello -------------------------------------------------------------------
 
     def start(self, now: float | None = None) -> list:
         """Build the first ClientHello (and the 0-RTT key when resuming with early data)."""
-        if self.state is not ClientState.START:
+        if self.state is not CS.START:
             raise RuntimeError("start() called twice")
         self._now = time.time() if now is None else now
         return self._guard(self._start)
@@ -214,7 +214,7 @@ class ClientEngine(TlsEngine):
         hello = self._build_hello(cookie=None)
         self._send(_I, hello)
         self._hello_bytes = hello
-        self.state = ClientState.WAIT_SH
+        self.state = CS.WAIT_SH
         if self._early_data_offered:
             assert self._psk is not None
             self.suite = self._psk.suite
@@ -331,7 +331,7 @@ class ClientEngine(TlsEngine):
         self.key_schedule = key_schedule
         self._client_hs, self._server_hs = key_schedule.handshake_traffic_secrets(self._transcript_hash())
         self._install_handshake_secrets(self._client_hs, self._server_hs)
-        self.state = ClientState.WAIT_EE
+        self.state = CS.WAIT_EE
 
     def _accept_psk(self, sh: ServerHello, suite: SuiteInfo) -> KeySchedule:
         selected = sh.extensions.get(ET.PRE_SHARED_KEY)
@@ -419,7 +419,7 @@ class ClientEngine(TlsEngine):
         self.transcript.update(raw)
         self.peer_transport_parameters = params
         self._events.append(PeerTransportParameters(params))
-        self.state = ClientState.WAIT_FINISHED if self._psk_accepted else ClientState.WAIT_CERT_CR
+        self.state = CS.WAIT_FINISHED if self._psk_accepted else CS.WAIT_CERT_CR
 
     def _on_certificate_request(self, cr: CertificateRequest, raw: bytes) -> None:
         if cr.context:
@@ -432,7 +432,7 @@ class ClientEngine(TlsEngine):
         self._cert_request = cr
         assert self.transcript is not None
         self.transcript.update(raw)
-        self.state = ClientState.WAIT_CERT
+        self.state = CS.WAIT_CERT
 
     def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
         chain = load_certificate_chain(cert)
@@ -446,7 +446,7 @@ class ClientEngine(TlsEngine):
         self.peer_chain = chain
         assert self.transcript is not None
         self.transcript.update(raw)
-        self.state = ClientState.WAIT_CV
+        self.state = CS.WAIT_CV
 
     def _on_finished(self, fin: Finished, raw: bytes) -> None:
         suite, ks, transcript = self.suite, self.key_schedule, self.transcript
@@ -455,14 +455,14 @@ class ClientEngine(TlsEngine):
         transcript.update(raw)
         self._check_level_drained(_H)
         ks.master()
-        client_ap, server_ap = ks.application_traffic_secrets(transcript.copy().digest())
+        client_ap, server_ap = ks.application_traffic_secrets(transcript.digest())
         if self.config.keylog is not None:
-            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.copy().digest()))
+            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.digest()))
         flight = self._client_auth_flight()
-        finished = encode_finished(finished_verify_data(suite.hash_name, self._client_hs, transcript.copy().digest()))
+        finished = encode_finished(finished_verify_data(suite.hash_name, self._client_hs, transcript.digest()))
         transcript.update(finished)
         flight.append(finished)
-        self._resumption_master = ks.resumption_master_secret(transcript.digest())
+        self._resumption_hash = transcript.digest()
         # Spec §2.4 step 7-8: both 1-RTT keys (send first), then the client's flight.
         cipher = suite.kernel_cipher
         self._events += (
@@ -474,7 +474,7 @@ class ClientEngine(TlsEngine):
         if keylog is not None:
             keylog.log(kl.CLIENT_TRAFFIC_0, self.client_random, client_ap)
             keylog.log(kl.SERVER_TRAFFIC_0, self.client_random, server_ap)
-        self.state = ClientState.CONNECTED
+        self.state = CS.CONNECTED
         self.handshake_complete = True
         self._events.append(self._complete_event())
 
@@ -523,7 +523,7 @@ class ClientEngine(TlsEngine):
                     raise protocol_violation("max_early_data_size is not 0xffffffff (RFC 9001 §4.6.1)")
         if nst.lifetime == 0:
             return  # RFC 8446 §4.6.1: a ticket that must not be used
-        psk = resumption_psk(suite.hash_name, self._resumption_master, nst.nonce)
+        psk = resumption_psk(suite.hash_name, self._resumption_master(), nst.nonce)
         session = SessionData(
             ticket=nst.ticket,
             psk=psk,

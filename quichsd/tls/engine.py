@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import NoReturn
 
 from cryptography import x509
@@ -25,8 +26,10 @@ from .events import Event, InstallSecret, SendHandshake
 from .keyschedule import KeySchedule, finished_verify_data, verify_finished
 from .messages import (
     DECODERS,
+    MAX_MESSAGE_SIZE,
     Certificate,
     CertificateVerify,
+    Decoder,
     Finished,
     HandshakeMessage,
     MessageBuffer,
@@ -43,21 +46,32 @@ StateTable = Mapping[enum.Enum, Mapping[HandshakeType, CryptoLevel]]
 
 _INITIAL, _APP = CryptoLevel.INITIAL, CryptoLevel.APP
 _EARLY = CryptoLevel.EARLY
+_LEVELS = frozenset((_INITIAL, CryptoLevel.HANDSHAKE, _APP))  # those with handshake messages
 _HANDSHAKE = CryptoLevel.HANDSHAKE
 _SEND, _RECV = Direction.SEND, Direction.RECV
+
+
+@lru_cache(maxsize=128)
+def _parse_certificate(der: bytes) -> x509.Certificate:
+    # Peers present the same certificates again and again, so a parsed certificate is kept
+    # per exact DER encoding, with the public key it parses on first use (cryptography
+    # keeps that on the object). Parsing only: every chain is still verified, and every
+    # signature checked, in every handshake. Failures are not cached (lru_cache).
+    return x509.load_der_x509_certificate(der)
 
 
 def load_certificate_chain(cert: Certificate) -> list[x509.Certificate]:
     """RFC 8446 §4.4.2: a peer's chain, leaf first (empty if it sent none)."""
     if cert.context:
         raise illegal_parameter("certificate_request_context must be empty in the handshake")
-    if not cert.entries:
+    entries = cert.entries
+    if not entries:
         return []
-    for entry in cert.entries:
-        ext.check_entry_extensions(entry.extensions, "Certificate")
-    entries = [entry.cert_data for entry in cert.entries]
+    for entry in entries:
+        if entry.extensions:
+            ext.check_entry_extensions(entry.extensions, "Certificate")
     try:
-        chain = [x509.load_der_x509_certificate(der) for der in entries]
+        chain = [_parse_certificate(entry.cert_data) for entry in entries]
         # Parse the leaf's key now: CertificateVerify needs it, and a peer's unknown or
         # malformed key must end as an alert about the certificate, not internal_error.
         chain[0].public_key()
@@ -75,6 +89,9 @@ class TlsEngine:
     # message type -> name of the method that handles it; resolved per class below.
     HANDLERS: Mapping[int, str]
     _handlers: dict[int, Handler]
+    # state -> message type -> (level, decoder, name, handler): STATES, DECODERS and
+    # HANDLERS joined, so dispatching a message is one lookup.
+    _dispatch: dict[enum.Enum, dict[int, tuple[CryptoLevel, Decoder, str, Handler]]]
     AFTER_CERTIFICATE_VERIFY: enum.Enum
     is_client: bool
 
@@ -88,17 +105,25 @@ class TlsEngine:
     client_random = b""
     handshake_complete = False
     peer_scheme: int | None = None
+    # Transcript-Hash(..client Finished); the resumption master secret is derived from it
+    # on first use, as most connections never issue or receive a ticket.
+    _resumption_hash = b""
+    _resumption_secret = b""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if "HANDLERS" in cls.__dict__:
+        if "HANDLERS" in cls.__dict__ or "STATES" in cls.__dict__:
             # Functions looked up on the class, so a subclass's override is the one called.
             cls._handlers = {t: getattr(cls, name) for t, name in cls.HANDLERS.items()}
+            cls._dispatch = {
+                state: {t: (level, *DECODERS[t], cls._handlers[t]) for t, level in expected.items()}
+                for state, expected in cls.STATES.items()
+            }
 
     def __init__(self, config: TlsConfig) -> None:
         self.config = config
         self.state: enum.Enum
-        self._buffers = {_INITIAL: MessageBuffer(), _HANDSHAKE: MessageBuffer(), _APP: MessageBuffer()}
+        self._buffers: dict[CryptoLevel, MessageBuffer] = {}  # made on first need, per level
         self._events: list[Event] = []
         self.peer_chain: list[x509.Certificate] = []
 
@@ -120,23 +145,36 @@ class TlsEngine:
             raise self._error
         try:
             buffer = self._buffers.get(level)  # keyed by CryptoLevel; a plain int finds it too
-            if buffer is None:
+            if buffer is not None:
+                messages: Sequence[bytes] = buffer.feed(data)
+            elif level not in _LEVELS:
                 if level == _EARLY:
                     # RFC 9001 §8.3: a CRYPTO frame in a 0-RTT packet is a PROTOCOL_VIOLATION.
                     raise protocol_violation("handshake data in 0-RTT")
                 raise unexpected_message(f"handshake data at level {level}")
-            for message in buffer.feed(data):
+            elif (
+                type(data) is bytes
+                and len(data) >= 4
+                and ((data[1] << 16) | (data[2] << 8) | data[3]) + 4 == len(data)
+                and len(data) <= MAX_MESSAGE_SIZE + 4
+            ):
+                # The usual chunk: one whole message, and nothing buffered at this level
+                # yet. A level gets its buffer when a chunk is anything else.
+                messages = (data,)
+            else:
+                buffer = self._buffers[level] = MessageBuffer()
+                messages = buffer.feed(data)
+            for message in messages:
                 # Dispatch (inlined, it runs for every message): the state must expect
                 # this type, at this level; the body must decode and be consumed whole.
-                msg_type = message[0]
-                if self.STATES[self.state].get(msg_type) != level:  # type: ignore[call-overload]
-                    self._reject(level, msg_type)
-                decoder, name = DECODERS[msg_type]
+                entry = self._dispatch[self.state].get(message[0])
+                if entry is None or entry[0] != level:
+                    self._reject(level, message[0])
                 end = len(message)
-                body, pos = decoder(message, 4, end)
+                body, pos = entry[1](message, 4, end)
                 if pos != end:
-                    raise decode_error(f"{end - pos} trailing bytes in {name}")
-                self._handlers[msg_type](self, body, message)
+                    raise decode_error(f"{end - pos} trailing bytes in {entry[2]}")
+                entry[3](self, body, message)
         except TlsError as exc:
             self._fail(exc)
         except Exception as exc:  # a bug of ours must still end as an alert, not a traceback
@@ -184,7 +222,8 @@ class TlsEngine:
     def _check_level_drained(self, level: CryptoLevel) -> None:
         """RFC 8446 §5.1: messages must not span a key change (unexpected_message); RFC 9001
         §4.1.3: unconsumed data of a previous level is a PROTOCOL_VIOLATION."""
-        if self._buffers[level].pending:
+        buffer = self._buffers.get(level)
+        if buffer is not None and buffer.pending:
             raise protocol_violation(f"partial message left at level {level.name} after a key change")
 
     # -- helpers for subclasses ----------------------------------------------------------
@@ -223,7 +262,7 @@ class TlsEngine:
         transcript = self.transcript
         assert transcript is not None
         # The peer signed as the other role: a client checks the server's context string.
-        content = certificate_verify_content(self.is_client, transcript.copy().digest())
+        content = certificate_verify_content(self.is_client, transcript.digest())
         verify(cv.scheme, self.peer_chain[0].public_key(), content, cv.signature)
         self.peer_scheme = cv.scheme
         transcript.update(raw)
@@ -234,7 +273,7 @@ class TlsEngine:
         assert suite is not None and transcript is not None
         if len(fin.verify_data) != suite.hash_len:
             raise decode_error("Finished of the wrong length")
-        expected = finished_verify_data(suite.hash_name, base_secret, transcript.copy().digest())
+        expected = finished_verify_data(suite.hash_name, base_secret, transcript.digest())
         if not verify_finished(expected, fin.verify_data):
             raise TlsError(AlertDescription.decrypt_error, "peer Finished does not verify")
 
@@ -244,10 +283,18 @@ class TlsEngine:
         assert transcript is not None
         cert = creds.certificate_message
         transcript.update(cert)
-        content = certificate_verify_content(not self.is_client, transcript.copy().digest())
+        content = certificate_verify_content(not self.is_client, transcript.digest())
         cv = encode_certificate_verify(scheme, sign(scheme, creds.private_key, content))
         transcript.update(cv)
         return [cert, cv]
+
+    def _resumption_master(self) -> bytes:
+        secret = self._resumption_secret
+        if not secret:
+            ks = self.key_schedule
+            assert ks is not None and self._resumption_hash
+            secret = self._resumption_secret = ks.resumption_master_secret(self._resumption_hash)
+        return secret
 
     def _start_transcript(self, suite: SuiteInfo) -> TranscriptHash:
         self.suite = suite
@@ -256,7 +303,7 @@ class TlsEngine:
 
     def _transcript_hash(self) -> bytes:
         assert self.transcript is not None
-        return self.transcript.copy().digest()
+        return self.transcript.digest()
 
 
 def _type_name(msg_type: int) -> str:

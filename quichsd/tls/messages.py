@@ -23,6 +23,7 @@ from .wire import Reader, Writer
 Extensions = dict[int, bytes]
 _U16 = struct.Struct(">H")
 _EXT_HEADER = struct.Struct(">HH")
+_EXT_HEADER_AT = _EXT_HEADER.unpack_from
 _HEADER = struct.Struct(">I")
 _PSK = int(ExtensionType.PRE_SHARED_KEY)
 _CLIENT_HELLO = int(HandshakeType.CLIENT_HELLO)
@@ -49,17 +50,18 @@ def extensions_at(data: bytes, pos: int, limit: int, psk_last: bool = False) -> 
         raise decode_error("truncated extension block")
     pos += 2
     exts: Extensions = {}
+    header = _EXT_HEADER_AT
     while pos < end:
         if pos + 4 > end:
             raise decode_error("truncated extension header")
-        ext_type = (data[pos] << 8) | data[pos + 1]
-        body_end = pos + 4 + ((data[pos + 2] << 8) | data[pos + 3])
-        if body_end > end:
+        ext_type, n = header(data, pos)
+        start = pos + 4
+        pos = start + n
+        if pos > end:
             raise decode_error("truncated extension")
         if ext_type in exts:
             raise illegal_parameter(f"duplicate extension {ext_type}")
-        exts[ext_type] = data[pos + 4 : body_end]
-        pos = body_end
+        exts[ext_type] = data[start:pos]
     if psk_last and _PSK in exts and next(reversed(exts)) != _PSK:
         raise illegal_parameter("pre_shared_key is not the last extension")
     return exts, end

@@ -65,20 +65,24 @@ class ServerState(enum.Enum):
 
 ET = fast_members(ExtensionType)
 HT = fast_members(HandshakeType)
+SS = fast_members(ServerState)
+_NO_CLIENT_AUTH, _CLIENT_AUTH_REQUIRED = ClientAuth.NONE, ClientAuth.REQUIRED
 _I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
 _SEND, _RECV = Direction.SEND, Direction.RECV
 _PSK_DHE_KE = int(PskKeyExchangeMode.PSK_DHE_KE)
+_TLS13_ONLY = ext.encode_supported_versions_client((TLS13_VERSION,))
+_DHE_KE_ONLY = ext.encode_psk_modes([_PSK_DHE_KE])
 _SH_VERSIONS = extension(ExtensionType.SUPPORTED_VERSIONS, ext.encode_u16(TLS13_VERSION))
 
 # RFC 8446 §A.2, with QUIC's levels (RFC 9001 §4.1.3). Nothing is expected after the
 # handshake: a client sends no post-handshake messages in QUIC.
 SERVER_STATES = {
-    ServerState.WAIT_CH: {HT.CLIENT_HELLO: _I},
-    ServerState.WAIT_CH2: {HT.CLIENT_HELLO: _I},
-    ServerState.WAIT_CERT: {HT.CERTIFICATE: _H},
-    ServerState.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
-    ServerState.WAIT_FINISHED: {HT.FINISHED: _H},
-    ServerState.CONNECTED: {},
+    SS.WAIT_CH: {HT.CLIENT_HELLO: _I},
+    SS.WAIT_CH2: {HT.CLIENT_HELLO: _I},
+    SS.WAIT_CERT: {HT.CERTIFICATE: _H},
+    SS.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
+    SS.WAIT_FINISHED: {HT.FINISHED: _H},
+    SS.CONNECTED: {},
 }
 
 # One random key per process for HelloRetryRequest cookies (we keep state anyway; the
@@ -105,7 +109,7 @@ class ServerEngine(TlsEngine):
         HT.CERTIFICATE_VERIFY: "_on_certificate_verify",
         HT.FINISHED: "_on_finished",
     }
-    AFTER_CERTIFICATE_VERIFY = ServerState.WAIT_FINISHED
+    AFTER_CERTIFICATE_VERIFY = SS.WAIT_FINISHED
     is_client = False
 
     # Immutable starting values (see TlsEngine).
@@ -119,7 +123,6 @@ class ServerEngine(TlsEngine):
     _early_accepted = False
     _client_hs = b""
     _client_ap = b""
-    _resumption_master = b""
     _ticket_modes_ok = False
     _client_ticket_age = 0
     _retry_prefix = b""
@@ -129,7 +132,7 @@ class ServerEngine(TlsEngine):
     def __init__(self, config: TlsConfig) -> None:
         config.check_server()
         super().__init__(config)
-        self.state = ServerState.WAIT_CH
+        self.state = SS.WAIT_CH
         self._credentials: Credentials | None = config.credentials
         self._trust: TrustStore | None = config.trust
         self._alpn_choices: Sequence[bytes] = config.alpn_protocols
@@ -139,7 +142,7 @@ class ServerEngine(TlsEngine):
     # -- ClientHello: parse, validate, decide, emit --------------------------------------
 
     def _on_client_hello(self, ch: ClientHello, raw: bytes) -> None:
-        retry = self.state is ServerState.WAIT_CH2
+        retry = self.state is SS.WAIT_CH2
         self._validate_hello(ch)
         if retry:
             self._validate_retried_hello(ch)
@@ -175,7 +178,10 @@ class ServerEngine(TlsEngine):
         exts = ch.extensions
         ext.check_placement(exts, ext.CLIENT_HELLO_EXTENSIONS, "ClientHello")
         versions = exts.get(ET.SUPPORTED_VERSIONS)
-        if versions is None or TLS13_VERSION not in ext.decode_supported_versions_client(versions):
+        # The usual body, TLS 1.3 alone, is checked by comparison; any other is decoded.
+        if versions != _TLS13_ONLY and (
+            versions is None or TLS13_VERSION not in ext.decode_supported_versions_client(versions)
+        ):
             raise TlsError(AlertDescription.protocol_version, "client does not offer TLS 1.3")
         if ch.legacy_compression_methods != b"\x00":
             raise illegal_parameter("legacy_compression_methods is not just null (RFC 8446 §4.1.2)")
@@ -191,7 +197,9 @@ class ServerEngine(TlsEngine):
         if ET.PRE_SHARED_KEY in exts and ET.PSK_KEY_EXCHANGE_MODES not in exts:
             raise TlsError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
         modes = exts.get(ET.PSK_KEY_EXCHANGE_MODES)
-        self._ticket_modes_ok = modes is not None and _PSK_DHE_KE in ext.decode_psk_modes(modes)
+        self._ticket_modes_ok = modes == _DHE_KE_ONLY or (
+            modes is not None and _PSK_DHE_KE in ext.decode_psk_modes(modes)
+        )
 
     def _validate_retried_hello(self, ch: ClientHello) -> None:
         """RFC 8446 §4.1.2: the second hello may only change what the retry asked for."""
@@ -238,7 +246,7 @@ class ServerEngine(TlsEngine):
         common = [SUITES[s] for s in self.config.cipher_suites if s in ch.cipher_suites]
         if not common:
             raise TlsError(AlertDescription.handshake_failure, "no cipher suite in common")
-        if self.state is ServerState.WAIT_CH2:
+        if self.state is SS.WAIT_CH2:
             assert self.suite is not None
             return [self.suite]  # RFC 8446 §4.1.4: the suite of the HelloRetryRequest
         return common
@@ -360,7 +368,7 @@ class ServerEngine(TlsEngine):
     # -- HelloRetryRequest ---------------------------------------------------------------
 
     def _send_hello_retry(self, ch: ClientHello, suite: SuiteInfo, raw: bytes) -> None:
-        if self.state is ServerState.WAIT_CH2:
+        if self.state is SS.WAIT_CH2:
             raise illegal_parameter("second ClientHello still has no usable key share")
         assert self._hrr_group is not None
         transcript = self._start_transcript(suite)
@@ -377,14 +385,14 @@ class ServerEngine(TlsEngine):
         self._hello1 = ch
         self._check_level_drained(CryptoLevel.INITIAL)
         self._send(CryptoLevel.INITIAL, hrr)
-        self.state = ServerState.WAIT_CH2
+        self.state = SS.WAIT_CH2
 
     # -- the server's flight --------------------------------------------------------------
 
     def _emit_server_flight(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, group: int,
                             client_share: bytes, scheme: int | None) -> None:
         self.client_random = ch.random
-        if self.state is ServerState.WAIT_CH:
+        if self.state is SS.WAIT_CH:
             transcript = self._start_transcript(suite)
         else:
             transcript = self.transcript
@@ -398,7 +406,7 @@ class ServerEngine(TlsEngine):
         assert params is not None
         self._events.append(PeerTransportParameters(params))
         if self._early_accepted:
-            early = ks.client_early_traffic_secret(transcript.copy().digest())
+            early = ks.client_early_traffic_secret(transcript.digest())
             self._install(CryptoLevel.EARLY, _RECV, early, kl.CLIENT_EARLY)
 
         server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
@@ -409,12 +417,12 @@ class ServerEngine(TlsEngine):
         sh = encode_server_hello(os.urandom(32), suite.suite, sh_exts)
         transcript.update(sh)
         ks.handshake(shared)
-        self._client_hs, server_hs = ks.handshake_traffic_secrets(transcript.copy().digest())
+        self._client_hs, server_hs = ks.handshake_traffic_secrets(transcript.digest())
         self._send(_I, sh)
         self._install_handshake_secrets(self._client_hs, server_hs)
 
         flight = [self._encrypted_extensions()]
-        request = psk is None and self.config.client_auth is not ClientAuth.NONE
+        request = psk is None and self.config.client_auth is not _NO_CLIENT_AUTH
         if request:
             cr = CertificateRequest(
                 b"", {ET.SIGNATURE_ALGORITHMS: ext.encode_u16_list(self.config.signature_schemes)}
@@ -425,16 +433,16 @@ class ServerEngine(TlsEngine):
         if scheme is not None:
             assert self._credentials is not None
             flight += self._sign_certificate(self._credentials, scheme)
-        finished = encode_finished(finished_verify_data(suite.hash_name, server_hs, transcript.copy().digest()))
+        finished = encode_finished(finished_verify_data(suite.hash_name, server_hs, transcript.digest()))
         transcript.update(finished)
         flight.append(finished)
         ks.master()
-        self._client_ap, server_ap = ks.application_traffic_secrets(transcript.copy().digest())
+        self._client_ap, server_ap = ks.application_traffic_secrets(transcript.digest())
         if self.config.keylog is not None:
-            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.copy().digest()))
+            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.digest()))
         self._send(_H, *flight)
         self._install(_A, _SEND, server_ap, kl.SERVER_TRAFFIC_0)
-        self.state = ServerState.WAIT_CERT if request else ServerState.WAIT_FINISHED
+        self.state = SS.WAIT_CERT if request else SS.WAIT_FINISHED
 
     def _encrypted_extensions(self) -> bytes:
         """ALPN, early_data when accepted, then quic_transport_parameters (RFC 8446 §4.3.1).
@@ -462,15 +470,15 @@ class ServerEngine(TlsEngine):
         assert self.transcript is not None
         self.transcript.update(raw)
         if not chain:
-            if self.config.client_auth is ClientAuth.REQUIRED:
+            if self.config.client_auth is _CLIENT_AUTH_REQUIRED:
                 raise TlsError(AlertDescription.certificate_required, "client sent no certificate")
-            self.state = ServerState.WAIT_FINISHED
+            self.state = SS.WAIT_FINISHED
             return
         if self.config.verify_peer:
             trust = self._trust or self.config.trust_store()
             verify_chain(trust, chain, peer_is_server=False, server_name=None, now=self._now)
         self.peer_chain = chain
-        self.state = ServerState.WAIT_CV
+        self.state = SS.WAIT_CV
 
     def _on_finished(self, fin: Finished, raw: bytes) -> None:
         suite, ks, transcript = self.suite, self.key_schedule, self.transcript
@@ -478,9 +486,9 @@ class ServerEngine(TlsEngine):
         self._check_peer_finished(fin, self._client_hs)
         transcript.update(raw)
         self._check_level_drained(_H)
-        self._resumption_master = ks.resumption_master_secret(transcript.digest())
+        self._resumption_hash = transcript.digest()
         self._install(_A, _RECV, self._client_ap, kl.CLIENT_TRAFFIC_0)
-        self.state = ServerState.CONNECTED
+        self.state = SS.CONNECTED
         self.handshake_complete = True
         if self.config.send_session_ticket:
             self._issue_ticket()
@@ -503,7 +511,7 @@ class ServerEngine(TlsEngine):
         assert suite is not None
         nonce = os.urandom(8)
         age_add = int.from_bytes(os.urandom(4), "big")
-        psk = resumption_psk(suite.hash_name, self._resumption_master, nonce)
+        psk = resumption_psk(suite.hash_name, self._resumption_master(), nonce)
         lifetime = self.config.ticket_lifetime
         contents = TicketContents(
             psk=psk,

@@ -121,10 +121,32 @@ def choose_scheme_from(
     offered = set(peer_schemes)
     for scheme in candidates:
         if scheme in offered and scheme in ours:
-            return SignatureScheme(scheme)
+            info = _SCHEMES.get(scheme)
+            return info.scheme if info is not None else SignatureScheme(scheme)
     raise TlsError(
         AlertDescription.handshake_failure, "no common signature scheme for our certificate key"
     )
+
+
+# The ABCs a key must be an instance of for each kind of scheme. isinstance against them
+# goes through ABCMeta in Python; a key's concrete type, once it matched, is remembered.
+_PRIVATE_ABCS = ((_ECDSA, ec.EllipticCurvePrivateKey), (_RSA_PSS, rsa.RSAPrivateKey),
+                 (_ED25519, ed25519.Ed25519PrivateKey))
+_PUBLIC_ABCS = ((_ECDSA, ec.EllipticCurvePublicKey), (_RSA_PSS, rsa.RSAPublicKey),
+                (_ED25519, ed25519.Ed25519PublicKey))
+_PRIVATE_KINDS: dict[type, int] = {}
+_PUBLIC_KINDS: dict[type, int] = {}
+
+
+def _kind(key: object, abcs: tuple[tuple[int, type], ...], known: dict[type, int]) -> int:
+    kind = known.get(type(key))
+    if kind is None:
+        for kind, abc in abcs:
+            if isinstance(key, abc):
+                known[type(key)] = kind
+                return kind
+        return -1  # not remembered: a type may still be registered with an ABC later
+    return kind
 
 
 def sign(scheme: int, private_key: PrivateKey, data: bytes) -> bytes:
@@ -137,17 +159,14 @@ def sign(scheme: int, private_key: PrivateKey, data: bytes) -> bytes:
     if info is None:
         raise TlsError(AlertDescription.internal_error, f"cannot sign with 0x{scheme:04x}")
     kind = info.kind
-    if kind == _ECDSA:
-        if (
-            isinstance(private_key, ec.EllipticCurvePrivateKey)
-            and private_key.curve.name == info.curve
-        ):
-            return private_key.sign(data, info.ecdsa)  # type: ignore[arg-type]
-    elif kind == _RSA_PSS:
-        if isinstance(private_key, rsa.RSAPrivateKey):
-            return private_key.sign(data, info.pss, info.hash)  # type: ignore[arg-type]
-    elif isinstance(private_key, ed25519.Ed25519PrivateKey):
-        return private_key.sign(data)
+    if _kind(private_key, _PRIVATE_ABCS, _PRIVATE_KINDS) == kind:
+        if kind == _ECDSA:
+            if private_key.curve.name == info.curve:  # type: ignore[union-attr]
+                return private_key.sign(data, info.ecdsa)  # type: ignore[arg-type, call-arg]
+        elif kind == _RSA_PSS:
+            return private_key.sign(data, info.pss, info.hash)  # type: ignore[arg-type, call-arg]
+        else:
+            return private_key.sign(data)  # type: ignore[call-arg]
     raise TlsError(AlertDescription.internal_error, f"{info.scheme.name} does not fit our key")
 
 
@@ -163,23 +182,19 @@ def verify(scheme: int, public_key: PublicKey, data: bytes, signature: bytes) ->
             AlertDescription.illegal_parameter, f"unsupported signature scheme 0x{scheme:04x}"
         )
     kind = info.kind
-    try:
-        if kind == _ECDSA:
-            if (
-                isinstance(public_key, ec.EllipticCurvePublicKey)
-                and public_key.curve.name == info.curve
-            ):
-                public_key.verify(signature, data, info.ecdsa)  # type: ignore[arg-type]
-                return
-        elif kind == _RSA_PSS:
-            if isinstance(public_key, rsa.RSAPublicKey):
-                public_key.verify(signature, data, info.pss, info.hash)  # type: ignore[arg-type]
-                return
-        elif isinstance(public_key, ed25519.Ed25519PublicKey):
-            public_key.verify(signature, data)
-            return
-    except (InvalidSignature, ValueError):
-        raise TlsError(AlertDescription.decrypt_error, "bad CertificateVerify signature") from None
+    if _kind(public_key, _PUBLIC_ABCS, _PUBLIC_KINDS) == kind and (
+        kind != _ECDSA or public_key.curve.name == info.curve  # type: ignore[union-attr]
+    ):
+        try:
+            if kind == _ECDSA:
+                public_key.verify(signature, data, info.ecdsa)  # type: ignore[arg-type, call-arg]
+            elif kind == _RSA_PSS:
+                public_key.verify(signature, data, info.pss, info.hash)  # type: ignore[arg-type, call-arg]
+            else:
+                public_key.verify(signature, data)  # type: ignore[call-arg]
+        except (InvalidSignature, ValueError):
+            raise TlsError(AlertDescription.decrypt_error, "bad CertificateVerify signature") from None
+        return
     raise TlsError(
         AlertDescription.illegal_parameter,
         f"{info.scheme.name} does not fit the peer's {type(public_key).__name__}",

@@ -24,7 +24,11 @@ TLS_CIPHER_CHACHA20_POLY1305 = 54
 
 
 class TranscriptHash(Protocol):
-    """What hashlib objects give us: the running transcript hash (RFC 8446 §4.4.1)."""
+    """What hashlib objects give us: the running transcript hash (RFC 8446 §4.4.1).
+
+    digest() does not finalize a hashlib object (it hashes a copy of the state), so the
+    engine takes intermediate transcript hashes with digest() alone and keeps updating.
+    """
 
     def update(self, data: bytes, /) -> None: ...
     def copy(self) -> TranscriptHash: ...

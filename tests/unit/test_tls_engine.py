@@ -6,6 +6,7 @@ import os
 import pytest
 
 from quichsd.tls.client import ClientEngine
+from quichsd.tls.certs import TrustStore
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
 from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, NamedGroup, SignatureScheme
 from quichsd.tls.errors import TlsError
@@ -309,3 +310,41 @@ def test_chunked_delivery_completes() -> None:
             for out in target.receive(event.level, event.data[i : i + 1], T):
                 pending.append(("c" if to == "s" else "s", out))
     assert done == 2
+
+
+def test_a_reused_certificate_is_verified_again_in_every_handshake() -> None:
+    """Parsed peer certificates are kept per DER encoding; verification is not: the same
+    certificate, already seen and accepted, fails under another trust store, and a
+    CertificateVerify made with another key fails, each time."""
+    from quichsd.tls.constants import AlertDescription
+
+    server = server_cfg()
+    run_pair(client_cfg(), server, T)  # accepted, and its parse is now kept
+    other_ca = TrustStore.from_certificates([make_ca("another CA").cert])
+    for _ in range(2):
+        with pytest.raises(TlsError) as info:
+            run_pair(client_cfg(trust=other_ca), server, T)
+        assert info.value.alert == AlertDescription.unknown_ca
+    cert = server.credentials.chain[0]
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    wrong_key = ec.generate_private_key(ec.SECP256R1())
+    for _ in range(2):
+        with pytest.raises(TlsError) as info:
+            run_pair(client_cfg(), server_cfg(credentials=Credentials([cert], wrong_key)), T)
+        assert info.value.alert == AlertDescription.decrypt_error
+    run_pair(client_cfg(), server, T)
+
+
+def test_resumption_master_secret_is_derived_only_when_needed() -> None:
+    """Without a ticket neither side derives it; a ticket on request still resumes."""
+    client, server = run_pair(client_cfg(), server_cfg(), T)
+    for side in (client, server):
+        assert side.engine._resumption_secret == b"" and side.engine._resumption_hash
+    ticket_cfg = server_cfg(session_ticket_key=bytes(64), send_session_ticket=False)
+    client, server = run_pair(client_cfg(), ticket_cfg, T)
+    (nst,) = server.engine.issue_session_ticket(T)
+    events = client.engine.receive(nst.level, nst.data, T)
+    session = events[0].session
+    resumed, _ = run_pair(client_cfg(session=session), ticket_cfg, T + 1)
+    assert resumed.complete.resumed
