@@ -34,12 +34,10 @@ from .config import DaemonConfig, X509Settings
 
 log = logging.getLogger(__name__)
 
-# Imported before a drop: modules the handshake paths import lazily.
+# Imported before a drop, besides all of quichsd: modules imported lazily elsewhere.
 _LAZY_MODULES = (
     "encodings.idna",
-    "quichsd.sock.kernel",
-    "quichsd.sock.sim",
-    "quichsd.daemon.keyring",
+    "concurrent.futures.thread",
     "cryptography.x509.verification",
     "cryptography.hazmat.primitives.kdf.hkdf",
 )
@@ -140,6 +138,15 @@ FILES = FileCache()
 
 def warm_up() -> None:
     """Load, by using them, the modules a handshake imports lazily (see the module text)."""
+    import pkgutil
+
+    import quichsd
+
+    # Every module of ours (some are imported lazily, e.g. a socket backend on first use),
+    # then the outside modules we know to be imported lazily.
+    for info in pkgutil.walk_packages(quichsd.__path__, "quichsd."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
     for name in _LAZY_MODULES:
         importlib.import_module(name)
     from ..demo import converse

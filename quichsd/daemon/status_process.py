@@ -58,6 +58,20 @@ def reload_via_pipe(control: int, config_path: str | None) -> Callable[[], bool]
     return reload
 
 
+def _load_bus_code() -> None:
+    """Import what serving D-Bus may import lazily, while the files are still readable (the
+    drop may take away access to where Python and its packages live)."""
+    import importlib
+    import pkgutil
+
+    import dbus_next
+
+    for info in pkgutil.walk_packages(dbus_next.__path__, "dbus_next."):
+        if not info.name.startswith("dbus_next.glib"):  # needs PyGObject; we use asyncio
+            importlib.import_module(info.name)
+    importlib.import_module("concurrent.futures.thread")  # Reload() runs in an executor
+
+
 def run_status_process(rx: socket.socket, config: DaemonConfig, config_path: str | None, control: int,
                        init: Callable[[DaemonConfig], None] | None = None) -> int:
     """The body of the status process. Returns its exit status."""
@@ -66,7 +80,7 @@ def run_status_process(rx: socket.socket, config: DaemonConfig, config_path: str
     for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    import concurrent.futures.thread  # noqa: F401 -- Reload() runs in an executor; load it before a drop
+    _load_bus_code()
 
     if init is not None:
         init(config)  # the privilege drop: still single-threaded here
