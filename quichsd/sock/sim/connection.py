@@ -138,6 +138,7 @@ class SimConnection(Receiver, Sender):
         # both leave in one datagram as in a stack that runs TLS inline; at the latest
         # at this time (spec kernel-quic-abi §2.3 transmit triggers; RFC 9000 §13.2.1).
         self._hold_until: float | None = None
+        self._lag = 0.0  # how long the datagram being processed may have waited (receiver.py)
         self._close_frames: list[tuple[int, fr.ConnectionClose]] = []
         self._close_datagram: bytes | None = None
         self._close_resends = 0

@@ -244,10 +244,10 @@ class Endpoint:
         except (BlockingIOError, OSError):
             pass
 
-    def step(self, now: float) -> None:
-        """One round of the kernel's work (lock held): read what arrived, run due
-        timers, send, notify waiters."""
-        self._read_datagrams(now)
+    def step(self, now: float, lag: float = 0.0) -> None:
+        """One round of the kernel's work (lock held): read what arrived (what may have
+        waited up to `lag` seconds in the socket), run due timers, send, notify waiters."""
+        self._read_datagrams(now, lag)
         for conn in list(self._live):
             timer = conn.get_timer()
             if timer is not None and timer <= now:
@@ -257,16 +257,20 @@ class Endpoint:
             self._refresh_cids(conn)
         self.changed.notify_all()
 
-    def background_step(self, now: float, readable: bool) -> None:
+    def background_step(self, now: float, readable: bool, lag: float = 0.0) -> None:
         """The reactor's step: only while no application thread leads the endpoint."""
         with self.lock:
             if self._closed or self._leader is not None:
                 return
-            if not readable:
+            if readable:
+                self.step(now, lag)
+            else:
                 timer = self.next_timer()
-                if timer is None or timer > now:
-                    return
-            self.step(now)
+                if timer is not None and timer <= now:
+                    self.step(now)
+            # The reactor keeps each endpoint's earliest timer: tell it the new one
+            # (also when the one it had was stale), or it would wake for it again.
+            reactor().reschedule(self, self.next_timer())
 
     def _refresh_cids(self, conn: SimConnection) -> None:
         registered = self._live.get(conn)
@@ -284,7 +288,7 @@ class Endpoint:
         for conn in list(self._live):
             self._flush(conn, now)
 
-    def _read_datagrams(self, now: float) -> None:
+    def _read_datagrams(self, now: float, lag: float = 0.0) -> None:
         for _ in range(MAX_READS_PER_STEP):
             try:
                 data, addr = self.udp.recvfrom(RECV_BUFFER)
@@ -294,11 +298,11 @@ class Endpoint:
                 log.debug("recvfrom: %s", exc)
                 continue
             try:
-                self._deliver(data, addr, now)
+                self._deliver(data, addr, now, lag)
             except Exception:  # a datagram must not take the simulated kernel down
                 log.exception("simulation endpoint: delivering a datagram from %s failed", addr)
 
-    def _deliver(self, data: bytes, addr: Address, now: float) -> None:
+    def _deliver(self, data: bytes, addr: Address, now: float, lag: float = 0.0) -> None:
         dcid = packet_dcid(data, SHORT_HEADER_CID_LEN)
         if dcid is None:
             return
@@ -307,7 +311,7 @@ class Endpoint:
             conn = self._new_server_connection(data, addr, now)
             if conn is None:
                 return
-        conn.receive_datagram(data, addr, now)
+        conn.receive_datagram(data, addr, now, lag)
 
     def _new_server_connection(self, data: bytes, addr: Address, now: float) -> SimConnection | None:
         """A client Initial for no known connection: pick the listener (spec §2.7)."""

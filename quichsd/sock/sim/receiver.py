@@ -32,8 +32,11 @@ HANDSHAKE_ACK_HOLD = 0.002
 class Receiver:
     """receive_datagram() and the frame handlers."""
 
-    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Any, now: float, lag: float = 0.0) -> None:
+        """`lag`: how long the datagram may have waited in the socket before we read it
+        (the ACK timers count it as already spent)."""
         self._now = now
+        self._lag = lag
         if self.state == "CLOSED":
             if self._close_datagram is not None and self._close_resends < CLOSE_RESENDS:
                 self._close_resends += 1
@@ -107,7 +110,7 @@ class Receiver:
         if self.state == "CLOSED":
             return True
         space.on_received(pn, eliciting, now, immediate=level != APP and level != EARLY,
-                          max_ack_delay=self._local["max_ack_delay"] / 1e6)
+                          max_ack_delay=max(0.0, self._local["max_ack_delay"] / 1e6 - self._lag))
         if self._idle_timeout:
             self._idle_deadline = now + self._idle_timeout
         self._idle_restart_on_send = True
@@ -169,6 +172,7 @@ class Receiver:
         parked = self._buffered.get(level)
         if not parked:
             return
+        self._lag = 0.0  # replayed from a socket call, not read late from the socket
         self._buffered[level] = []
         for packet, when in parked:
             if self.state == "CLOSED":
@@ -257,8 +261,8 @@ class Receiver:
         # A server that may still move to its preferred version ACKs at once in the
         # client's (picoquic needs that ACK before the switch).
         may_switch = not self.is_client and self.version != self._preferred_version
-        if chunks and self._hold_until is None and not may_switch:
-            self._hold_until = self._now + HANDSHAKE_ACK_HOLD
+        if chunks and self._hold_until is None and not may_switch and self._lag < HANDSHAKE_ACK_HOLD:
+            self._hold_until = self._now + HANDSHAKE_ACK_HOLD - self._lag
 
     def _on_stream(self, f: fr.Stream, level: int) -> None:
         self._streams.on_stream_frame(f)

@@ -24,6 +24,7 @@ from .recovery import MAX_DATAGRAM, PacketSpace, SentPacket
 __all__ = ["Sender"]
 
 MAX_DATAGRAMS_PER_CALL = 64
+_CRYPTO_LEVELS = (INITIAL, HANDSHAKE, APP)
 
 
 class Sender:
@@ -51,19 +52,27 @@ class Sender:
     def _has_output(self, now: float) -> bool:
         """Could _build_datagram send anything? A cheap test for the common answer, no
         (it runs after every socket call); True may still build nothing."""
-        if any(self._probes.values()) or self._crypto_to_send():
+        for owed in self._probes.values():
+            if owed:
+                return True
+        if self._crypto_to_send():
             return True
-        if any(s.ack_deadline is not None and s.ack_deadline <= now and not s.discarded
-               for s in self._spaces.values()):
-            return True
-        if APP not in self._send_keys and EARLY not in self._send_keys:
+        for space in self._spaces.values():
+            due = space.ack_deadline
+            if due is not None and due <= now and not space.discarded:
+                return True
+        keys = self._send_keys
+        if APP not in keys and EARLY not in keys:
             return False
         return bool(self._pending or self._datagrams_out or self._streams.has_control()
                     or self._streams.has_data())
 
     def _crypto_to_send(self) -> bool:
-        return any(self._crypto[level].send.has_pending() for level in (INITIAL, HANDSHAKE, APP)
-                   if level in self._send_keys)
+        keys, crypto = self._send_keys, self._crypto
+        for level in _CRYPTO_LEVELS:
+            if level in keys and crypto[level].send.has_pending():
+                return True
+        return False
 
     def _close_datagrams(self) -> list[tuple[bytes, Any]]:
         if self._close_frames:
