@@ -87,27 +87,30 @@ def floor_setup():
             h.update(m)
             h.copy().digest()
 
-    def handshake() -> None:
-        # client hello
-        c_priv = x25519.X25519PrivateKey.generate()
-        c_pub = c_priv.public_key().public_bytes_raw()
-        # server
-        s_priv = x25519.X25519PrivateKey.generate()
-        s_pub = s_priv.public_key().public_bytes_raw()
-        shared = s_priv.exchange(x25519.X25519PublicKey.from_public_bytes(c_pub))
-        transcript()
-        schedule(shared)
-        signature = key.sign(bytes(130), ec.ECDSA(hashes.SHA256()))
-        # client
-        shared2 = c_priv.exchange(x25519.X25519PublicKey.from_public_bytes(s_pub))
-        transcript()
-        schedule(shared2)
+    def verify_peer() -> x509.Certificate:
         peer = x509.load_der_x509_certificate(leaf_der)
         verification.PolicyBuilder().store(store).time(when).build_server_verifier(
             verification.DNSName("localhost")).verify(peer, [])
-        peer.public_key().verify(signature, bytes(130), ec.ECDSA(hashes.SHA256()))
+        return peer
 
-    return handshake
+    return lambda: pair_of_calls(key, transcript, schedule, verify_peer)
+
+
+def pair_of_calls(key, transcript, schedule, verify_peer) -> None:  # noqa: ANN001
+    """One client+server handshake's crypto: key shares, transcript, schedule, signature, chain."""
+    c_priv = x25519.X25519PrivateKey.generate()
+    c_pub = c_priv.public_key().public_bytes_raw()
+    s_priv = x25519.X25519PrivateKey.generate()  # server
+    s_pub = s_priv.public_key().public_bytes_raw()
+    shared = s_priv.exchange(x25519.X25519PublicKey.from_public_bytes(c_pub))
+    transcript()
+    schedule(shared)
+    signature = key.sign(bytes(130), ec.ECDSA(hashes.SHA256()))
+    shared2 = c_priv.exchange(x25519.X25519PublicKey.from_public_bytes(s_pub))  # client
+    transcript()
+    schedule(shared2)
+    peer = verify_peer()
+    peer.public_key().verify(signature, bytes(130), ec.ECDSA(hashes.SHA256()))
 
 
 def cached_floor_setup():
@@ -147,22 +150,11 @@ def cached_floor_setup():
             mac.update(zeros)
             mac.finalize()
 
-    def handshake() -> None:
-        c_priv = x25519.X25519PrivateKey.generate()
-        c_pub = c_priv.public_key().public_bytes_raw()
-        s_priv = x25519.X25519PrivateKey.generate()
-        s_pub = s_priv.public_key().public_bytes_raw()
-        shared = s_priv.exchange(x25519.X25519PublicKey.from_public_bytes(c_pub))
-        transcript()
-        schedule(shared)
-        signature = key.sign(bytes(130), ec.ECDSA(hashes.SHA256()))
-        shared2 = c_priv.exchange(x25519.X25519PublicKey.from_public_bytes(s_pub))
-        transcript()
-        schedule(shared2)
+    def verify_peer() -> x509.Certificate:
         verifier.verify(peer, [])
-        peer.public_key().verify(signature, bytes(130), ec.ECDSA(hashes.SHA256()))
+        return peer
 
-    return handshake
+    return lambda: pair_of_calls(key, transcript, schedule, verify_peer)
 
 
 def aioquic_setup():

@@ -177,9 +177,8 @@ class TlsEngine:
                 entry[3](self, body, message)
         except TlsError as exc:
             self._fail(exc)
-        except Exception as exc:  # a bug of ours must still end as an alert, not a traceback
-            log.exception("internal error in the TLS engine")
-            self._fail(TlsError(AlertDescription.internal_error, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            self._internal_error(exc)
         events, self._events = self._events, []
         return events
 
@@ -192,11 +191,15 @@ class TlsEngine:
             fn(*args)
         except TlsError as exc:
             self._fail(exc)
-        except Exception as exc:  # a bug of ours must still end as an alert, not a traceback
-            log.exception("internal error in the TLS engine")
-            self._fail(TlsError(AlertDescription.internal_error, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:
+            self._internal_error(exc)
         events, self._events = self._events, []
         return events
+
+    def _internal_error(self, exc: Exception) -> None:
+        """A bug of ours must still end as an alert, not a traceback."""
+        log.exception("internal error in the TLS engine")
+        self._fail(TlsError(AlertDescription.internal_error, f"{type(exc).__name__}: {exc}"))
 
     def _fail(self, exc: TlsError) -> None:
         self._error = exc
