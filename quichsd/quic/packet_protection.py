@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from ..abi import lib
-from .hkdf import hkdf_expand_label, hkdf_extract, hkdf_label
+from .hkdf import hkdf_label
 from .packet_number import decode_packet_number
 from .versions import SUPPORTED_VERSIONS, QuicVersion
 
@@ -159,15 +159,31 @@ def cipher_for_tls_suite(suite: int) -> PacketCipher:
 
 _INFO: dict[tuple[bytes, int], bytes] = {}
 
+def _info(label: bytes, length: int) -> bytes:
+    info = _INFO.get((label, length))
+    if info is None:
+        info = _INFO[(label, length)] = hkdf_label(label, b"", length) + b"\x01"
+    return info
+
 
 def _expand_label(digest: str, secret: bytes, label: bytes, length: int) -> bytes:
     """HKDF-Expand-Label with an empty context (§5.1). Every QUIC key, IV and hp key is
     at most one hash long, so HKDF-Expand (RFC 5869 §2.3) is the single block
     T(1) = HMAC(secret, HkdfLabel || 0x01): one HMAC call instead of an HKDF object."""
-    info = _INFO.get((label, length))
-    if info is None:
-        info = _INFO[(label, length)] = hkdf_label(label, b"", length) + b"\x01"
-    return hmac.digest(secret, info, digest)[:length]
+    return hmac.digest(secret, _info(label, length), digest)[:length]
+
+
+def _expand_labels(digest: str, secret: bytes, wanted: tuple[tuple[bytes, int], ...]) -> list[bytes]:
+    """_expand_label for several labels of one secret: the HMAC key schedule is done once
+    and copied for each label."""
+    keyed = hmac.new(secret, digestmod=digest)
+    out = []
+    last = len(wanted) - 1
+    for i, (label, length) in enumerate(wanted):
+        h = keyed if i == last else keyed.copy()
+        h.update(_info(label, length))
+        out.append(h.digest()[:length])
+    return out
 
 
 class PacketKey:
@@ -181,6 +197,7 @@ class PacketKey:
         secret: bytes,
         version: QuicVersion,
         hp_key: bytes | None = None,
+        _hp: _HeaderProtection | None = None,
     ) -> None:
         """Derive key, iv and (unless `hp_key` is given) hp from `secret` (§5.1)."""
         if len(secret) != cipher.secret_len:
@@ -189,21 +206,25 @@ class PacketKey:
         self.cipher = cipher
         self.version = version
         self.secret = secret
-        self.key = _expand_label(digest, secret, version.key_label, cipher.key_len)
-        self.iv = _expand_label(digest, secret, version.iv_label, IV_LEN)
         if hp_key is None:
-            hp_key = _expand_label(digest, secret, version.hp_label, cipher.key_len)
+            self.key, self.iv, hp_key = _expand_labels(digest, secret, (
+                (version.key_label, cipher.key_len), (version.iv_label, IV_LEN),
+                (version.hp_label, cipher.key_len)))
+        else:
+            self.key, self.iv = _expand_labels(digest, secret, (
+                (version.key_label, cipher.key_len), (version.iv_label, IV_LEN)))
         self.hp = hp_key
-        self._hp = cipher.header_protection(hp_key)
+        self._hp = _hp if _hp is not None else cipher.header_protection(hp_key)
         self._aead = cipher.aead(self.key)
         self._iv_int = int.from_bytes(self.iv, "big")
 
     def next_phase(self) -> PacketKey:
         """Keys after a key update (§6.1): new secret via "quic ku"; the header protection
-        key does not change (§6)."""
-        algo = self.cipher.hash_algorithm
-        secret = hkdf_expand_label(algo, self.secret, self.version.ku_label, b"", len(self.secret))
-        return PacketKey(self.cipher, secret, self.version, hp_key=self.hp)
+        key does not change (§6), nor does its cipher object. The secret is one hash long,
+        so the expansion is a single HMAC block (as _expand_label)."""
+        secret = _expand_label(self.cipher.hash_algorithm.name, self.secret, self.version.ku_label,
+                               len(self.secret))
+        return PacketKey(self.cipher, secret, self.version, hp_key=self.hp, _hp=self._hp)
 
     # ---- pieces ------------------------------------------------------------------------
 
@@ -224,9 +245,10 @@ class PacketKey:
 
     def protect(self, header: bytes, payload: bytes, packet_number: int) -> bytes:
         """Encrypt `payload` (§5.3) and apply header protection (§5.4.1)."""
-        pn_len = (header[0] & 0x03) + 1
+        first = header[0]
+        pn_len = (first & 0x03) + 1
         pn_offset = len(header) - pn_len
-        ciphertext = self.encrypt(packet_number, header, payload)
+        ciphertext = self._aead.encrypt((self._iv_int ^ packet_number).to_bytes(IV_LEN, "big"), payload, header)
         sample_at = PN_SAMPLE_OFFSET - pn_len
         sample = ciphertext[sample_at : sample_at + SAMPLE_LEN]
         if len(sample) != SAMPLE_LEN:
@@ -234,9 +256,10 @@ class PacketKey:
             raise ValueError("packet too short for a header protection sample")
         mask = self._hp.mask(sample)
         out = bytearray(header)
-        out[0] ^= mask[0] & (0x0F if header[0] & 0x80 else 0x1F)
-        for i in range(pn_len):
-            out[pn_offset + i] ^= mask[1 + i]
+        out[0] = first ^ (mask[0] & (0x0F if first & 0x80 else 0x1F))
+        # The packet number bytes XOR mask[1:1+pn_len], as one integer operation.
+        pn_masked = int.from_bytes(header[pn_offset:], "big") ^ int.from_bytes(mask[1:1 + pn_len], "big")
+        out[pn_offset:] = pn_masked.to_bytes(pn_len, "big")
         out += ciphertext
         return bytes(out)
 
@@ -272,12 +295,11 @@ class PacketKey:
 
 def initial_secrets(dcid: bytes, version: QuicVersion) -> tuple[bytes, bytes]:
     """(client_initial_secret, server_initial_secret) for the client's first DCID."""
-    sha256 = AES_128_GCM.hash_algorithm
-    initial = hkdf_extract(sha256, version.initial_salt, dcid)
-    return (
-        hkdf_expand_label(sha256, initial, b"client in", b"", INITIAL_SECRET_LEN),
-        hkdf_expand_label(sha256, initial, b"server in", b"", INITIAL_SECRET_LEN),
-    )
+    # HKDF-Extract is HMAC(salt, ikm) (RFC 5869 §2.2); both expansions are one block.
+    initial = hmac.digest(version.initial_salt, dcid, "sha256")
+    client, server = _expand_labels("sha256", initial, ((b"client in", INITIAL_SECRET_LEN),
+                                                         (b"server in", INITIAL_SECRET_LEN)))
+    return client, server
 
 
 def initial_keys(dcid: bytes, version: QuicVersion) -> tuple[PacketKey, PacketKey]:

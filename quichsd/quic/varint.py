@@ -19,8 +19,6 @@ __all__ = [
 
 MAX_VARINT = (1 << 62) - 1
 
-_PREFIX = {1: 0x00, 2: 0x40, 4: 0x80, 8: 0xC0}
-
 
 class VarintError(ValueError):
     """A value that cannot be encoded as a QUIC varint (in the requested length)."""
@@ -45,20 +43,34 @@ def varint_size(value: int) -> int:
     raise VarintError(f"varint {value} exceeds 2^62-1")
 
 
+_ONE_BYTE = tuple(bytes((v,)) for v in range(0x40))
+_FLAG = {1: 0, 2: 0x4000, 4: 0x8000_0000, 8: 0xC000_0000_0000_0000}
+
+
 def encode_varint(value: int) -> bytes:
-    """Minimal encoding of `value`."""
-    return encode_varint_fixed(value, varint_size(value))
+    """Minimal encoding of `value` (on the send path of every frame: one branch per length,
+    no helper calls)."""
+    if value < 0x40:
+        if value < 0:
+            raise VarintError(f"negative varint {value}")
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x4000_0000:
+        return (value | 0x8000_0000).to_bytes(4, "big")
+    if value <= MAX_VARINT:
+        return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
+    raise VarintError(f"varint {value} exceeds 2^62-1")
 
 
 def encode_varint_fixed(value: int, length: int) -> bytes:
     """Encoding of `value` on exactly `length` bytes (1, 2, 4 or 8)."""
-    prefix = _PREFIX.get(length)
-    if prefix is None:
+    flag = _FLAG.get(length)
+    if flag is None:
         raise VarintError(f"varint length must be 1, 2, 4 or 8, not {length}")
     if value < 0 or value >= 1 << (8 * length - 2):
         raise VarintError(f"varint {value} does not fit in {length} bytes")
-    out = value.to_bytes(length, "big")
-    return bytes((out[0] | prefix,)) + out[1:]
+    return (value | flag).to_bytes(length, "big")
 
 
 def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:

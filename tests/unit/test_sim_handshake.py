@@ -307,3 +307,26 @@ def test_datagrams():
     with pytest.raises(OSError) as info:
         plain_client.conn.datagram_send(b"x")
     assert info.value.errno == 22
+
+
+def test_close_datagrams_never_put_a_short_header_first():
+    """RFC 9000 §12.2: nothing may follow a short-header packet in a datagram. An established
+    client closes with a 1-RTT packet alone; one still in the handshake with long headers."""
+    client, server = sim_client(), SimServer()
+    handshake(client, server)
+    client.conn.close(0)
+    (datagram,) = client.send(START + 10)
+    assert [is_long for is_long, _ in _packets(datagram)] == [False]
+
+    client, server = sim_client(), SimServer()
+    wire = Wire(client, server)
+    client.start(wire.now)
+    (first,) = client.send(wire.now)
+    server.recv(first, wire.now)
+    server.pump(wire.now)
+    for data in server.send(wire.now):
+        client.recv(data, wire.now)  # the client has Handshake keys, not yet its 1-RTT ones
+    client.conn.close(0)
+    for datagram in client.send(wire.now):
+        kinds = [is_long for is_long, _ in _packets(datagram)]
+        assert kinds and all(kinds)

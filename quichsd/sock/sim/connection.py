@@ -203,9 +203,9 @@ class SimConnection(Receiver, Sender):
         if level == APP:
             self._ticket_open = True
         self._replay_buffered(level)  # packets that waited for this key (spec §2.4)
-        if self.state == "CLOSED":
-            raise sim_error(errno.EPIPE, "a buffered packet closed the connection")
-        if level == APP and APP in self._send_keys:
+        # The key is in even if a replayed packet closed the connection (a peer that closed
+        # right after its Finished): the next call on the socket reports the close.
+        if self.state != "CLOSED" and level == APP and APP in self._send_keys:
             self._complete()
 
     def _complete(self) -> None:
@@ -493,10 +493,15 @@ class SimConnection(Receiver, Sender):
         self.close_info = (code, frame_type, phrase)
         frames: list[tuple[int, fr.ConnectionClose]] = []
         if self.state == "ESTABLISHED" and APP in self._send_keys:
+            # Only the 1-RTT close, though RFC 9000 §10.2.3 suggests (SHOULD) a Handshake copy
+            # until the handshake is confirmed: a peer server that has our Finished but has
+            # not yet installed its keys would read that copy and abandon a handshake that
+            # succeeded; the 1-RTT close is read once it has. (Coalescing both the other way
+            # round is impossible: nothing may follow a short header, RFC 9000 §12.2.)
             frames.append((APP, fr.ConnectionClose(code, frame_type, phrase, app)))
-        # Before the handshake is confirmed the peer may only read Initial/Handshake packets:
-        # an application close there becomes APPLICATION_ERROR (RFC 9000 §10.2.3).
-        if not self._handshake_confirmed or self.state != "ESTABLISHED":
+        else:
+            # Without 1-RTT keys the peer can only read Initial/Handshake packets; an
+            # application close there becomes APPLICATION_ERROR (RFC 9000 §10.2.3).
             hs_code = QuicErrorCode.APPLICATION_ERROR if app else code
             for level in (INITIAL, HANDSHAKE):
                 if level in self._send_keys:

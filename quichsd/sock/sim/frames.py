@@ -81,8 +81,7 @@ _STREAM_OFF, _STREAM_LEN, _STREAM_FIN = 0x04, 0x02, 0x01
 MAX_STREAMS_LIMIT = 1 << 60  # RFC 9000 §19.11
 
 
-def _v(value: int) -> bytes:
-    return encode_varint(value)
+_v = encode_varint
 
 
 # ---- frames -------------------------------------------------------------------------------

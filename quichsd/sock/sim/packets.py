@@ -163,7 +163,12 @@ def build_short_packet(key: PacketKey, dcid: bytes, pn: int, largest_acked: int 
 
 
 def pn_length(pn: int, largest_acked: int | None) -> int:
-    return len(encode_packet_number(pn, largest_acked))
+    """len(encode_packet_number(pn, largest_acked)), without building the bytes."""
+    in_flight = pn - (-1 if largest_acked is None else largest_acked)
+    length = ((in_flight - 1).bit_length() + 8) >> 3
+    if in_flight < 1 or length > 4:
+        return len(encode_packet_number(pn, largest_acked))  # raises ValueError
+    return length
 
 
 __all__ += ["pn_length", "UnprotectError"]

@@ -17,6 +17,7 @@ from ... import abi
 from ..base import RecvItem
 from .connection import SimConnection
 from .errors import SimError
+from .levels import EARLY
 from .endpoint import Endpoint, Listener, shared_endpoint
 
 L = abi.lib
@@ -51,6 +52,11 @@ class SimQuicSocket:
         self._listener_secret = b""
         self._bound: tuple[Any, ...] | None = None
         self._closed = False
+        # hold_output(): socket options set meanwhile leave their transmit trigger for
+        # the end of the batch (or the next send that flushes anyway).
+        self._holding = 0
+        self._held = False
+        self._transmit_now = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -177,6 +183,27 @@ class SimQuicSocket:
             raise _err(errno.ENOTCONN, what)
         return self.conn, self.endpoint
 
+    def hold_output(self, on: bool) -> None:
+        """The handshake driver applies what the engine returns (key installs, transport
+        parameters, messages) as one batch: setsockopt calls meanwhile do not each try
+        to transmit; what they triggered leaves with the batch's last send, or when the
+        outermost hold ends (holds nest). The connection state changes at once, as
+        without the hold; only the sending and timer bookkeeping after each call is
+        merged. An EARLY key install still transmits at once (spec §2.6: the Initial
+        leaves ahead of the 0-RTT packets)."""
+        if on:
+            self._holding += 1
+            return
+        self._holding -= 1
+        if self._holding <= 0:
+            self._holding = 0
+            if self._held:
+                self._held = False
+                endpoint = self.endpoint
+                if endpoint is not None:
+                    with endpoint.lock:
+                        endpoint.after_call(self.conn)
+
     def send_handshake(self, level: int, data: bytes, flags: int = 0) -> int:
         conn, endpoint = self._connection("sendmsg")
         with endpoint.lock:
@@ -185,6 +212,7 @@ class SimQuicSocket:
             except SimError as exc:
                 raise OSError(exc.errno, exc.strerror) from None
             if not flags & MSG_MORE:
+                self._held = False
                 endpoint.after_call(conn)
         return len(data)
 
@@ -206,6 +234,9 @@ class SimQuicSocket:
         timeout = 0.0 if flags & MSG_DONTWAIT else self.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         with endpoint.lock:
+            if self._held:
+                self._held = False
+                endpoint.after_call(conn)
             while True:
                 crypto = conn.recv_crypto(bufsize)
                 if crypto is not None:
@@ -238,7 +269,11 @@ class SimQuicSocket:
                 try:
                     handler(self, value)
                 finally:
-                    self.endpoint.after_call(self.conn)
+                    if self._holding and not self._transmit_now:
+                        self._held = True
+                    else:
+                        self._held = self._transmit_now = False
+                        self.endpoint.after_call(self.conn)
         else:
             handler(self, value)
 
@@ -266,6 +301,8 @@ class SimQuicSocket:
         s = abi.unpack_crypto_secret(value)
         # Only secretlen(type) bytes count (spec §1.4); the connection rejects a bad type.
         length = abi.CIPHER_SECRET_LEN.get(s.cipher_type, len(s.secret))
+        if s.level == EARLY:
+            self._transmit_now = True  # even under hold_output()
         _sim(conn.install_secret, s.level, bool(s.send), s.cipher_type, s.secret[:length])
 
     def _set_tp_ext(self, value: bytes) -> None:
