@@ -92,9 +92,11 @@ class SimConnection(Receiver, Sender):
         self._peer_params_set = False
         self._peer_sent_version_info = False
 
-        self.local_cid = local_cid or os.urandom(8)
+        # One read of the random source for both CIDs a client may pick and our secret.
+        rand = os.urandom(48)
+        self.local_cid = local_cid or rand[:8]
         if is_client:
-            self.peer_cid = peer_cid or os.urandom(8)
+            self.peer_cid = peer_cid or rand[8:16]
             self.original_dcid = self.peer_cid
         else:
             if peer_cid is None or original_dcid is None:
@@ -107,7 +109,7 @@ class SimConnection(Receiver, Sender):
         self.close_info: tuple[int, int, bytes] | None = None
         self.new_token = b""  # client: the last NEW_TOKEN received
 
-        self._secret = os.urandom(32)  # for our stateless reset tokens and NEW_TOKENs
+        self._secret = rand[16:]  # for our stateless reset tokens and NEW_TOKENs
         self._send_keys: dict[int, PacketKey] = {}
         self._recv_keys: dict[int, PacketKey] = {}
         self._level_cipher: dict[int, int] = {}
@@ -467,8 +469,12 @@ class SimConnection(Receiver, Sender):
 
     def _issue_connection_ids(self) -> None:
         limit = min(self._peer["active_connection_id_limit"], CONN_ID_LIMIT)
-        while len(self._local_cids) < limit:
-            cid = os.urandom(8)
+        count = limit - len(self._local_cids)
+        if count <= 0:
+            return
+        rand = os.urandom(8 * count)  # one read of the random source for all of them
+        for i in range(0, 8 * count, 8):
+            cid = rand[i:i + 8]
             seq = self._next_cid_seq
             self._next_cid_seq += 1
             self._local_cids[seq] = cid

@@ -11,7 +11,8 @@ does, spec §2.7), run timers and send what connections queue. Who does it:
   endpoint wait on its condition and are notified after every step);
 - otherwise one reactor thread per process (reactor.py) watches the endpoint, for what
   happens between socket calls: ACKs, retransmissions, idle timeouts, new connections
-  for a listener.
+  for a listener. It starts watching 2 ms after the last reader left (WATCH_GRACE), since
+  a handshake agent is usually back in a socket call by then.
 
 All connection state is touched under the endpoint's lock.
 """
@@ -23,6 +24,7 @@ import math
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -41,6 +43,23 @@ Address = tuple[Any, ...]
 SHORT_HEADER_CID_LEN = 8  # the CIDs we issue are 8 bytes, as the kernel's
 MAX_READS_PER_STEP = 64
 RECV_BUFFER = 65536
+
+
+# Eight bytes: what an eventfd takes (a count of 1), and as good as one byte in a pipe.
+_WAKE = (1).to_bytes(8, sys.byteorder)
+
+if hasattr(os, "eventfd"):
+    def _wake_fds() -> tuple[int, int]:
+        """The wake-up channel: one non-blocking eventfd (one syscall, where a pipe set
+        non-blocking takes five), read and written at the same descriptor."""
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd
+else:  # pragma: no cover - not Linux
+    def _wake_fds() -> tuple[int, int]:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        return r, w
 
 
 class Listener:
@@ -73,9 +92,7 @@ class Endpoint:
         # Another thread that changes the endpoint while a leader sleeps in poll() writes
         # here, so the leader sees new timers and readable data (rare: one thread per
         # connection is the usual case).
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r, self._wake_w = _wake_fds()
         self._poller = select.poll()
         self._poller.register(self.udp.fileno(), select.POLLIN)
         self._poller.register(self._wake_r, select.POLLIN)
@@ -144,7 +161,8 @@ class Endpoint:
 
     def _close_pipe(self) -> None:
         os.close(self._wake_r)
-        os.close(self._wake_w)
+        if self._wake_w != self._wake_r:
+            os.close(self._wake_w)
         self._wake_r = self._wake_w = -1
 
     # -- after a socket call (caller holds the lock) ------------------------------------
@@ -170,7 +188,7 @@ class Endpoint:
         if self._leader is None or self._wake_w < 0:
             return
         try:
-            os.write(self._wake_w, b"\0")
+            os.write(self._wake_w, _WAKE)
         except (BlockingIOError, OSError):  # a full pipe wakes the leader as well
             pass
 

@@ -47,6 +47,8 @@ def parse_initial_header(datagram: bytes) -> tuple[int, bytes, bytes, bytes] | N
 
 def packet_dcid(datagram: bytes, short_cid_len: int = 8) -> bytes | None:
     """The Destination Connection ID of the datagram's first packet, any type (for demux)."""
+    if datagram and not datagram[0] & 0x80:  # short header: parse_header's answer, inline
+        return datagram[1:1 + short_cid_len] if len(datagram) > short_cid_len else None
     try:
         return parse_header(datagram, 0, short_cid_len).dcid
     except PacketError:
