@@ -21,6 +21,20 @@ def _packets(datagram: bytes) -> list[tuple[bool, int]]:
     return out
 
 
+def server_flight_delivered() -> tuple[object, SimServer, Wire]:
+    """A client whose ClientHello the server answered, the answer delivered to the client's
+    socket but not yet read by its agent."""
+    client, server = sim_client(), SimServer()
+    wire = Wire(client, server)
+    client.start(wire.now)
+    (first,) = client.send(wire.now)
+    server.recv(first, wire.now)
+    server.pump(wire.now)
+    for data in server.send(wire.now):
+        client.recv(data, wire.now)
+    return client, server, wire
+
+
 @pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
 def test_handshake_streams_and_ticket(version):
     client, server = sim_client(version=version), SimServer(config={"version": version})
@@ -95,14 +109,7 @@ def test_held_ack_leaves_alone_after_a_short_hold():
 def test_client_finished_carries_the_acks_and_connection_ids():
     """The client's answer to the server's flight is one datagram: Initial ACK, Handshake
     ACK + Finished, and the 1-RTT NEW_CONNECTION_IDs of its completion step."""
-    client, server = sim_client(), SimServer()
-    wire = Wire(client, server)
-    client.start(wire.now)
-    (first,) = client.send(wire.now)
-    server.recv(first, wire.now)
-    server.pump(wire.now)
-    for data in server.send(wire.now):
-        client.recv(data, wire.now)
+    client, server, wire = server_flight_delivered()
     assert client.send(wire.now) == []  # nothing alone while the agent works
     client.pump(wire.now)
     (answer,) = client.send(wire.now)
@@ -318,14 +325,7 @@ def test_close_datagrams_never_put_a_short_header_first():
     (datagram,) = client.send(START + 10)
     assert [is_long for is_long, _ in _packets(datagram)] == [False]
 
-    client, server = sim_client(), SimServer()
-    wire = Wire(client, server)
-    client.start(wire.now)
-    (first,) = client.send(wire.now)
-    server.recv(first, wire.now)
-    server.pump(wire.now)
-    for data in server.send(wire.now):
-        client.recv(data, wire.now)  # the client has Handshake keys, not yet its 1-RTT ones
+    client, server, wire = server_flight_delivered()  # its agent has not read it yet
     client.conn.close(0)
     for datagram in client.send(wire.now):
         kinds = [is_long for is_long, _ in _packets(datagram)]
