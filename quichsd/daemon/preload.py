@@ -23,8 +23,9 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
+from typing import Any
 
 from cryptography import x509
 
@@ -66,28 +67,24 @@ class FileCache:
 
     def trust(self, path: str) -> TrustStore | None:
         """The store at `path`; None if the file does not exist (tlshd: the system store)."""
-        if not self.frozen:
-            return TrustStore.from_file(path) if os.path.exists(path) else None
-        with self._lock:
-            found = self._trust.get(path)
-        if found is not None:
-            return found
-        if path in self._missing:
-            return None
-        raise OSError(errno.EACCES, f"trust store {path} was not readable before privileges were dropped "
-                                    "(send SIGHUP to reload)")
+        return self._optional_file(path, self._trust, TrustStore.from_file, "trust store")
 
     def crls(self, path: str) -> tuple[x509.CertificateRevocationList, ...] | None:
         """The CRLs at `path`; None if the file does not exist (tlshd: no CRL checking)."""
+        return self._optional_file(path, self._crls, _crls_of, "CRL file")
+
+    def _optional_file(self, path: str, cache: dict[str, Any], loader: Callable[[str], Any], what: str) -> Any:
+        """A file whose absence means "not configured": read now, or once frozen, from the
+        cache (a path neither loaded nor missing was unreadable before the drop)."""
         if not self.frozen:
-            return _crls_of(path) if os.path.exists(path) else None
+            return loader(path) if os.path.exists(path) else None
         with self._lock:
-            found = self._crls.get(path)
+            found = cache.get(path)
         if found is not None:
             return found
         if path in self._missing:
             return None
-        raise OSError(errno.EACCES, f"CRL file {path} was not readable before privileges were dropped "
+        raise OSError(errno.EACCES, f"{what} {path} was not readable before privileges were dropped "
                                     "(send SIGHUP to reload)")
 
     def load(self, config: DaemonConfig) -> None:

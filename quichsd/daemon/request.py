@@ -62,7 +62,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -138,6 +138,7 @@ class DoneResult:
     suite: str = field(default="", compare=False)
     resumed: bool = field(default=False, compare=False)
     peername: str = field(default="", compare=False)  # PEERNAME, or what reverse DNS found
+    address: str = field(default="", compare=False)  # the peer's address, as logged
 
 
 class _SetupError(Exception):
@@ -161,6 +162,7 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
         log.error("handshake failed unexpectedly: %s: %s", type(exc).__name__, exc)
         log.debug("unexpected handshake failure", exc_info=True)
         result = DoneResult(errno.EIO, role=role)
+    result = replace(result, address=peer_address(request.sock))
     _log_completion(request, result)
     return result
 
@@ -199,10 +201,9 @@ def _log_completion(request: HandshakeRequest, result: DoneResult) -> None:
     """tlshd's completion lines (§2.7): INFO on success, ERR on failure."""
     outcome = "succeeded" if result.status == 0 else "failed"
     level = logging.INFO if result.status == 0 else logging.ERROR
-    address = peer_address(request.sock)
     name = result.peername or request.peername
-    if name and address:
-        log.log(level, "Handshake with '%s' (%s) %s", name, address, outcome)
+    if name and result.address:
+        log.log(level, "Handshake with '%s' (%s) %s", name, result.address, outcome)
     else:
         log.log(level, "Handshake request %s", outcome)
 

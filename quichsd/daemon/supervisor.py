@@ -163,9 +163,6 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [s.pid for s in self.slots if s.pid] + sorted(self.retiring)
 
-    def worker_pids(self) -> list[int]:
-        return [s.pid for s in self.slots if s.pid and s.kind == "worker"]
-
     def _child_body(self, slot: _Slot) -> int:
         rx, tx = self._stats_pair or (None, None)
         if slot.kind == "status":
@@ -216,7 +213,6 @@ class Supervisor:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         # SIGCHLD must not be SIG_IGN, or the kernel reaps children before we see them.
         old_chld = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        self._pid = os.getpid()
         self._holder = ConfigHolder(self.config, self.config_path)
         self._stats_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) if self.status_service else None
         # Requests from the status process (Reload() on D-Bus); read between signal waits.

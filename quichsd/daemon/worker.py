@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .config import NOTICE, DaemonConfig
-from .request import DoneResult, HandshakeRequest, handle, peer_address
+from .request import DoneResult, HandshakeRequest, handle
 from .stats import HandshakeStats
 from .stats_channel import StatsPublisher
 
@@ -69,8 +69,6 @@ class Worker:
         self._drain_timeout: float | None = None
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
-        # Called between polls on the serving thread (the worker process uses it for SIGHUP).
-        self.on_idle: Callable[[], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -86,11 +84,7 @@ class Worker:
 
     def serve_forever(self, drain_timeout: float = 5.0) -> None:
         """Take requests until stop(); then wait up to `drain_timeout` for running ones."""
-        if self._drain_timeout is None:
-            self._drain_timeout = drain_timeout
         while not self._stopping.is_set():
-            if self.on_idle is not None:
-                self.on_idle()
             if not self._slots.acquire(timeout=self.poll_interval):
                 continue
             try:
@@ -104,8 +98,9 @@ class Worker:
                 self._slots.release()
                 continue
             self.submit(*item, _slot_taken=True)
-        if not self.join(self._drain_timeout):
-            log.error("%d requests still running after %.0f s; leaving them", self.in_flight, self._drain_timeout)
+        drain = drain_timeout if self._drain_timeout is None else self._drain_timeout
+        if not self.join(drain):
+            log.error("%d requests still running after %.0f s; leaving them", self.in_flight, drain)
 
     def submit(self, fd: int, request: HandshakeRequest, *, _slot_taken: bool = False) -> threading.Thread:
         """Run one request in its own thread."""
@@ -150,7 +145,7 @@ class Worker:
         finally:
             if self.stats is not None:
                 try:
-                    self.stats.record_done(token, peer=peer_address(request.sock) or request.peername or "",
+                    self.stats.record_done(token, peer=result.address or request.peername or "",
                                            role=result.role, alpn=result.alpn, suite=result.suite,
                                            status=result.status)
                 except Exception:
