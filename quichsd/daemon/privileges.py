@@ -35,6 +35,7 @@ __all__ = [
     "cap_names",
     "drop_privileges",
     "read_task_status",
+    "resolve_user",
 ]
 
 CAP_NET_ADMIN: int = lib.CAP_NET_ADMIN
@@ -151,7 +152,8 @@ def _bounding_caps() -> list[int]:
     return caps
 
 
-def _resolve(user: str | int, group: str | int | None) -> tuple[int, int]:
+def resolve_user(user: str | int, group: str | int | None = None) -> tuple[int, int]:
+    """(uid, gid) to drop to; PrivilegeError for an unknown name or for uid 0."""
     try:
         entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
     except KeyError:
@@ -204,7 +206,7 @@ def drop_privileges(
     before the call remain possessed.
     """
     keep_mask = cap_mask(keep)
-    uid, gid = _resolve(user, group)
+    uid, gid = resolve_user(user, group)
     _preflight(keep_mask)
 
     bits = _check(lib.quichsd_get_securebits(), "PR_GET_SECUREBITS")

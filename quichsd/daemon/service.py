@@ -13,7 +13,6 @@ A reload re-links keyrings and replaces the workers (supervisor.py).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterable
 from . import keyring as kr
 from .config import NOTICE, DaemonConfig
 from .preload import prepare_for_drop
-from .privileges import CAP_NET_ADMIN, PrivilegeError, cap_names, cap_mask, drop_privileges
+from .privileges import CAP_NET_ADMIN, cap_mask, cap_names, drop_privileges, resolve_user
 from .supervisor import Supervisor
 from .worker import RequestSource
 
@@ -36,19 +35,18 @@ def drops_privileges(config: DaemonConfig) -> bool:
     return os.geteuid() == 0 and config.user not in _ROOT_NAMES
 
 
-def check_user(config: DaemonConfig) -> None:
-    """PrivilegeError now, in the supervisor, for a user or group that does not exist."""
-    if not drops_privileges(config):
-        return
-    import grp
-    import pwd
+def _user_and_group(config: DaemonConfig) -> tuple[str | int, str | int | None]:
+    """[quichsd] user/group as privileges.py takes them: digits are ids."""
+    def value(text: str | None) -> str | int | None:
+        return int(text) if text and text.isdigit() else text
 
-    try:
-        pwd.getpwuid(int(config.user)) if config.user.isdigit() else pwd.getpwnam(config.user)
-        if config.group:
-            grp.getgrgid(int(config.group)) if config.group.isdigit() else grp.getgrnam(config.group)
-    except KeyError as exc:
-        raise PrivilegeError(errno.EINVAL, f"[quichsd] user/group: no such user or group: {exc}") from None
+    return value(config.user), value(config.group)  # type: ignore[return-value]
+
+
+def check_user(config: DaemonConfig) -> None:
+    """PrivilegeError now, in the supervisor, for a user or group the drop would refuse."""
+    if drops_privileges(config):
+        resolve_user(*_user_and_group(config))
 
 
 def _drop(config: DaemonConfig, keep: Iterable[int], what: str) -> None:
@@ -56,8 +54,7 @@ def _drop(config: DaemonConfig, keep: Iterable[int], what: str) -> None:
         if os.geteuid() == 0:
             log.info("%s %d keeps root ([quichsd] user = %s)", what, os.getpid(), config.user)
         return
-    user: str | int = int(config.user) if config.user.isdigit() else config.user
-    group: str | int | None = int(config.group) if config.group and config.group.isdigit() else config.group
+    user, group = _user_and_group(config)
     creds = drop_privileges(user, group=group, keep=keep)
     log.info("%s %d runs as uid %d with %s", what, os.getpid(), creds.uids[0],
              ", ".join(cap_names(cap_mask(keep))) or "no capabilities")
