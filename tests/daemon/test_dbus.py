@@ -1,6 +1,7 @@
 """The D-Bus status interface against a real, private dbus-daemon."""
 
 import asyncio
+import contextlib
 import os
 import re
 import select
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,23 +29,29 @@ SECRETISH = re.compile(r"secret|key|psk|ticket|master|private|password|token", r
 SUITE = "TLS_AES_128_GCM_SHA256"
 
 
-@pytest.fixture(scope="module")
-def bus_address(tmp_path_factory):
-    sock = tmp_path_factory.mktemp("dbus") / "bus"
-    proc = subprocess.Popen(
-        [DBUS_DAEMON, "--session", "--nofork", "--print-address=1", f"--address=unix:path={sock}"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+@contextlib.contextmanager
+def private_bus(*args: str, address_prefix: str = "unix:") -> Iterator[str]:
+    """A dbus-daemon started with `args`; yields the address it prints, kills it afterwards."""
+    proc = subprocess.Popen([DBUS_DAEMON, *args, "--nofork", "--print-address=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 10)
         if not ready:
             pytest.fail("dbus-daemon printed no address within 10 s")
         address = proc.stdout.readline().strip()
-        assert address.startswith("unix:"), address
+        assert address.startswith(address_prefix), address
         yield address
     finally:
         proc.kill()
         proc.wait(5)
         proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def bus_address(tmp_path_factory):
+    sock = tmp_path_factory.mktemp("dbus") / "bus"
+    with private_bus("--session", f"--address=unix:path={sock}") as address:
+        yield address
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 
@@ -17,6 +15,7 @@ import pytest
 from quichsd.daemon.dbus_service import read_status
 from quichsd.daemon.privileges import CAP_NET_ADMIN, read_task_status
 from tests.daemon.daemon_proc import Daemon, config_text, server, silent_address
+from tests.daemon.test_dbus import DBUS_DAEMON, private_bus
 
 NOBODY = 65534
 
@@ -129,7 +128,6 @@ def _zombie(pid: int) -> bool:
 
 # ---- D-Bus -------------------------------------------------------------------------------------
 
-DBUS_DAEMON = shutil.which("dbus-daemon")
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -155,16 +153,8 @@ def any_user_bus(tmp_path):
         pytest.skip("dbus-daemon binary not found (make system-deps installs it)")
     conf = tmp_path / "bus.conf"
     conf.write_text(BUS_CONFIG.format(name=uuid.uuid4().hex))
-    proc = subprocess.Popen([DBUS_DAEMON, f"--config-file={conf}", "--nofork", "--print-address=1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        address = proc.stdout.readline().strip()
-        assert address.startswith("unix:abstract="), address
+    with private_bus(f"--config-file={conf}", address_prefix="unix:abstract=") as address:
         yield address
-    finally:
-        proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
 
 
 def test_status_process_serves_the_workers_counters_on_dbus(pki, server_factory, tmp_path, daemons, any_user_bus):
