@@ -22,9 +22,11 @@ import errno
 import importlib
 import logging
 import os
+import pkgutil
 import threading
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
 from cryptography import x509
@@ -133,17 +135,20 @@ def _x509_settings(config: DaemonConfig) -> Iterator[X509Settings]:
 FILES = FileCache()
 
 
+def import_package(package: ModuleType, skip: Callable[[str], bool] = lambda name: False) -> None:
+    """Import every module of `package` now, while its files are readable."""
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not skip(info.name):
+            importlib.import_module(info.name)
+
+
 def warm_up() -> None:
     """Load, by using them, the modules a handshake imports lazily (see the module text)."""
-    import pkgutil
-
     import quichsd
 
     # Every module of ours (some are imported lazily, e.g. a socket backend on first use),
     # then the outside modules we know to be imported lazily.
-    for info in pkgutil.walk_packages(quichsd.__path__, "quichsd."):
-        if not info.name.endswith("__main__"):
-            importlib.import_module(info.name)
+    import_package(quichsd, lambda name: name.endswith("__main__"))
     for name in _LAZY_MODULES:
         importlib.import_module(name)
     from ..demo import converse

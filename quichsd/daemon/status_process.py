@@ -61,15 +61,13 @@ def reload_via_pipe(control: int, config_path: str | None) -> Callable[[], bool]
 def _load_bus_code() -> None:
     """Import what serving D-Bus may import lazily, while the files are still readable (the
     drop may take away access to where Python and its packages live)."""
-    import importlib
-    import pkgutil
+    import concurrent.futures.thread  # noqa: F401 -- Reload() runs in an executor
 
     import dbus_next
 
-    for info in pkgutil.walk_packages(dbus_next.__path__, "dbus_next."):
-        if not info.name.startswith("dbus_next.glib"):  # needs PyGObject; we use asyncio
-            importlib.import_module(info.name)
-    importlib.import_module("concurrent.futures.thread")  # Reload() runs in an executor
+    from .preload import import_package
+
+    import_package(dbus_next, lambda name: name.startswith("dbus_next.glib"))  # glib: PyGObject; we use asyncio
 
 
 def run_status_process(rx: socket.socket, config: DaemonConfig, config_path: str | None, control: int,
