@@ -119,6 +119,17 @@ def client_socket(backend: str, address) -> QuicSocket:
     return sock
 
 
+def exchange(sock: QuicSocket, payload: bytes) -> bytes:
+    """A client's side of one stream: send `payload` with FIN, read the answer to its FIN."""
+    sock.settimeout(5)
+    sock.send(payload, -1, new=True, fin=True)
+    received, fin = b"", False
+    while not fin:
+        chunk, _, fin = sock.recv()
+        received += chunk
+    return received
+
+
 def echo_upper(conn: QuicSocket, result: Any = None) -> None:
     """A server's side of one stream: read it to FIN, answer upper-cased with FIN, then
     hold the connection until the client closes it."""

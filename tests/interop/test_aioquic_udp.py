@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
-from tests.sockets import client_socket, echo_upper, started_peers
+from tests.sockets import client_socket, echo_upper, exchange, started_peers
 
 aioquic = pytest.importorskip("aioquic", reason="aioquic (the test peer) is not installed")
 from aioquic.asyncio import QuicConnectionProtocol, connect, serve  # noqa: E402
@@ -71,16 +71,6 @@ def aioquic_server(pki):
 
 def our_client(pki, **kw) -> HandshakeConfig:
     return HandshakeConfig(**{**dict(alpns=["smb", "h3"], hostname="localhost", cafile=pki.ca_file, timeout=5), **kw})
-
-
-def exchange(sock: QuicSocket, payload: bytes) -> bytes:
-    sock.settimeout(5)
-    sock.send(payload, -1, new=True, fin=True)
-    received, fin = b"", False
-    while not fin:
-        chunk, _, fin = sock.recv()
-        received += chunk
-    return received
 
 
 @pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])

@@ -17,7 +17,7 @@ import pytest
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from quichsd.tls.config import ClientAuth
 from quichsd.tls.constants import NamedGroup
-from tests.sockets import client_socket, echo_upper, started_peers
+from tests.sockets import client_socket, echo_upper, exchange, started_peers
 
 pytestmark = pytest.mark.interop
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,16 +111,6 @@ def our_client(pki, **kw) -> HandshakeConfig:
 def our_server(pki, **kw) -> HandshakeConfig:
     return HandshakeConfig(**{**dict(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file,
                                      timeout=5), **kw})
-
-
-def exchange(sock: QuicSocket, payload: bytes) -> bytes:
-    sock.settimeout(5)
-    sock.send(payload, -1, new=True, fin=True)
-    received, fin = b"", False
-    while not fin:
-        chunk, _, fin = sock.recv()
-        received += chunk
-    return received
 
 
 def quic_version(sock: QuicSocket) -> int:
