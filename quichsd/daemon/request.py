@@ -52,7 +52,7 @@ Session tickets for consumers (kernel-quic-abi §2.6, tlshd-behaviour §3.4):
     server         the 64-byte ticket key from getsockopt(SESSION_TICKET); one NewSessionTicket
                    after the handshake (the handshake API does both).
 
-Not done yet: the TCP (kTLS) path, reverse DNS for a missing PEERNAME.
+Not done yet: the TCP (kTLS) path (EOPNOTSUPP).
 """
 from __future__ import annotations
 
