@@ -3,7 +3,8 @@ simulation where the kernel has no IPPROTO_QUIC) against aioquic's asyncio clien
 server, each with client and server in one process and in two, in one run.
 
 Same certificate (ECDSA P-256), same group (X25519), verification on, one handshake at a
-time. Ends with `udp_handshake: quichsd/aioquic=R`, R taken from the two-process runs.
+time, in interleaved rounds (medians reported). Ends with `udp_handshake: quichsd/aioquic=R`,
+R taken from the two-process runs.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import multiprocessing as mp
 import socket
 import ssl
+import statistics
 import sys
 import tempfile
 import threading
@@ -146,21 +148,27 @@ def two_processes(server, clients, pki, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of all four measurements, interleaved; medians are reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pki = write_pki(Path(tmp))
         backend = QuicSocket(socket.AF_INET).backend_name
-        rates = {}
-        for name, server, clients in (("quichsd", quichsd_server, quichsd_clients),
-                                      ("aioquic", aioquic_server, aioquic_clients)):
+        rates: dict[tuple[str, int], list[float]] = {}
+        contenders = (("quichsd", quichsd_server, quichsd_clients), ("aioquic", aioquic_server, aioquic_clients))
+        for _, server, clients in contenders:
             one_process(server, clients, pki, 0.5)  # warm-up
-            rates[(name, 1)] = one_process(server, clients, pki, args.seconds)
-            rates[(name, 2)] = two_processes(server, clients, pki, args.seconds)
-        print(f"quichsd backend: {backend}")
+        for _ in range(args.rounds):
+            for name, server, clients in contenders:
+                rates.setdefault((name, 1), []).append(one_process(server, clients, pki, args.seconds))
+                rates.setdefault((name, 2), []).append(two_processes(server, clients, pki, args.seconds))
+        print(f"quichsd backend: {backend}; median of {args.rounds} round(s), {args.seconds:g} s each")
+        median = {key: statistics.median(values) for key, values in rates.items()}
         for procs in (1, 2):
-            q, a = rates[("quichsd", procs)], rates[("aioquic", procs)]
-            print(f"{procs} process(es): quichsd {q:7.1f}/s  aioquic {a:7.1f}/s  ratio {q / a:.2f}")
-        print(f"udp_handshake: quichsd/aioquic={rates[('quichsd', 2)] / rates[('aioquic', 2)]:.2f}")
+            q, a = median[("quichsd", procs)], median[("aioquic", procs)]
+            spread = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(rates[("quichsd", procs)], rates[("aioquic", procs)]))
+            print(f"{procs} process(es): quichsd {q:7.1f}/s  aioquic {a:7.1f}/s  ratio {q / a:.2f}  (rounds: {spread})")
+        print(f"udp_handshake: quichsd/aioquic={median[('quichsd', 2)] / median[('aioquic', 2)]:.2f}")
 
 
 if __name__ == "__main__":
