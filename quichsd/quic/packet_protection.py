@@ -63,6 +63,9 @@ class _HeaderProtection(Protocol):
     def mask(self, sample: bytes) -> bytes: ...
 
 
+_ECB = modes.ECB()  # a mode object holds no state: one serves every key
+
+
 class _AesHeaderProtection:
     """§5.4.3: mask = AES-ECB(hp_key, sample). ECB has no state between blocks, so one
     encryptor serves every packet (about 15x cheaper than a new one per mask)."""
@@ -70,7 +73,7 @@ class _AesHeaderProtection:
     __slots__ = ("_encryptor",)
 
     def __init__(self, key: bytes) -> None:
-        self._encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        self._encryptor = Cipher(algorithms.AES(key), _ECB).encryptor()
 
     def mask(self, sample: bytes) -> bytes:
         return self._encryptor.update(sample)[:5]
@@ -173,17 +176,18 @@ def _expand_label(digest: str, secret: bytes, label: bytes, length: int) -> byte
     return hmac.digest(secret, _info(label, length), digest)[:length]
 
 
-def _expand_labels(digest: str, secret: bytes, wanted: tuple[tuple[bytes, int], ...]) -> list[bytes]:
-    """_expand_label for several labels of one secret: the HMAC key schedule is done once
-    and copied for each label."""
-    keyed = hmac.new(secret, digestmod=digest)
-    out = []
-    last = len(wanted) - 1
-    for i, (label, length) in enumerate(wanted):
-        h = keyed if i == last else keyed.copy()
-        h.update(_info(label, length))
-        out.append(h.digest()[:length])
-    return out
+_KEY_INFOS: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
+
+
+def _key_infos(cipher: PacketCipher, version: QuicVersion) -> tuple[bytes, bytes, bytes]:
+    """The HKDF-Expand inputs of "quic key", "quic iv" and "quic hp" (§5.1; RFC 9369
+    §3.3.2 labels for v2): constants per cipher and version."""
+    infos = _KEY_INFOS.get((cipher.kernel_type, version.number))
+    if infos is None:
+        infos = _KEY_INFOS[(cipher.kernel_type, version.number)] = (
+            _info(version.key_label, cipher.key_len), _info(version.iv_label, IV_LEN),
+            _info(version.hp_label, cipher.key_len))
+    return infos
 
 
 class PacketKey:
@@ -203,16 +207,15 @@ class PacketKey:
         if len(secret) != cipher.secret_len:
             raise ValueError(f"{cipher.name} needs a {cipher.secret_len}-byte secret")
         digest = cipher.hash_algorithm.name
+        key_info, iv_info, hp_info = _key_infos(cipher, version)
         self.cipher = cipher
         self.version = version
         self.secret = secret
+        # Each is HKDF-Expand-Label's single block (see _expand_label).
+        self.key = hmac.digest(secret, key_info, digest)[:cipher.key_len]
+        self.iv = hmac.digest(secret, iv_info, digest)[:IV_LEN]
         if hp_key is None:
-            self.key, self.iv, hp_key = _expand_labels(digest, secret, (
-                (version.key_label, cipher.key_len), (version.iv_label, IV_LEN),
-                (version.hp_label, cipher.key_len)))
-        else:
-            self.key, self.iv = _expand_labels(digest, secret, (
-                (version.key_label, cipher.key_len), (version.iv_label, IV_LEN)))
+            hp_key = hmac.digest(secret, hp_info, digest)[:cipher.key_len]
         self.hp = hp_key
         self._hp = _hp if _hp is not None else cipher.header_protection(hp_key)
         self._aead = cipher.aead(self.key)
@@ -297,9 +300,8 @@ def initial_secrets(dcid: bytes, version: QuicVersion) -> tuple[bytes, bytes]:
     """(client_initial_secret, server_initial_secret) for the client's first DCID."""
     # HKDF-Extract is HMAC(salt, ikm) (RFC 5869 §2.2); both expansions are one block.
     initial = hmac.digest(version.initial_salt, dcid, "sha256")
-    client, server = _expand_labels("sha256", initial, ((b"client in", INITIAL_SECRET_LEN),
-                                                         (b"server in", INITIAL_SECRET_LEN)))
-    return client, server
+    return (_expand_label("sha256", initial, b"client in", INITIAL_SECRET_LEN),
+            _expand_label("sha256", initial, b"server in", INITIAL_SECRET_LEN))
 
 
 def initial_keys(dcid: bytes, version: QuicVersion) -> tuple[PacketKey, PacketKey]:

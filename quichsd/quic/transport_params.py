@@ -186,7 +186,7 @@ def _decode(
             continue
         if spec.server_only and sender == "client":
             raise _error(f"{spec.name} sent by a client")
-        values[spec.name] = _DECODERS[spec.kind](spec, value)
+        values[spec.name] = _DECODER_OF[param_id](spec, value)
     return cls(**values, unknown=unknown)  # type: ignore[arg-type]
 
 
@@ -267,6 +267,8 @@ _DECODERS: dict[Kind, Callable[[_Param, bytes], Value]] = {
     Kind.PREFERRED_ADDRESS: _decode_preferred_address,
     Kind.VERSION_INFO: _decode_version_info,
 }
+# By parameter id, so decoding does not hash the Kind enum (a Python-level __hash__).
+_DECODER_OF: dict[int, Callable[[_Param, bytes], Value]] = {p.id: _DECODERS[p.kind] for p in _TABLE}
 
 
 # ---- encoding ---------------------------------------------------------------------------

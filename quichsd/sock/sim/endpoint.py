@@ -34,7 +34,14 @@ from typing import Any
 from ...quic.packet_protection import initial_keys
 from ...quic.versions import SUPPORTED_VERSIONS
 from .connection import SimConnection
-from .listener_peek import ClientHelloRejected, packet_dcid, parse_initial_header, peek_client_hello_alpn
+from .listener_peek import (
+    ClientHelloRejected,
+    OpenedInitial,
+    client_hello_alpn,
+    client_initial_header,
+    open_client_initial,
+    packet_dcid,
+)
 from .reactor import reactor
 
 log = logging.getLogger(__name__)
@@ -325,34 +332,39 @@ class Endpoint:
         if dcid is None:
             return
         conn = self.connections.get(dcid)
-        if conn is None:
-            conn = self._new_server_connection(data, addr, now)
-            if conn is None:
-                return
-        conn.receive_datagram(data, addr, now, lag)
+        if conn is not None:
+            conn.receive_datagram(data, addr, now, lag)
+            return
+        accepted = self._new_server_connection(data, addr, now)
+        if accepted is not None:
+            conn, opened = accepted
+            conn.receive_datagram(data, addr, now, lag, opened)
 
-    def _new_server_connection(self, data: bytes, addr: Address, now: float) -> SimConnection | None:
-        """A client Initial for no known connection: pick the listener (spec §2.7)."""
+    def _new_server_connection(self, data: bytes, addr: Address,
+                               now: float) -> tuple[SimConnection, OpenedInitial] | None:
+        """A client Initial for no known connection: pick the listener (spec §2.7). The
+        Initial is unprotected once, for the ALPN peek, and the connection takes it so."""
         if not self.listeners:
             return None
-        header = parse_initial_header(data)
+        header = client_initial_header(data)
         if header is None:
             return None
-        version, dcid, scid, token = header
-        keys = initial_keys(dcid, SUPPORTED_VERSIONS[version])  # derived once: peek and connection
+        keys = initial_keys(header.dcid, SUPPORTED_VERSIONS[header.version])  # for peek and connection
         try:
-            alpns = peek_client_hello_alpn(data, keys)
+            opened = open_client_initial(data, header, keys[0])
+            alpns = client_hello_alpn(opened.payload)
         except ClientHelloRejected as exc:  # the kernel drops these too (spec §2.7)
             log.debug("dropping an Initial from %s: %s", addr, exc)
             return None
         listener = self._pick_listener(alpns)
         if listener is None or len(listener.pending) >= max(1, listener.backlog):
             return None
-        conn = listener.make_connection(version=version, original_dcid=dcid, peer_cid=scid, peer_addr=addr,
-                                        token=token, now=now, listener=listener, initial_keys=keys)
+        conn = listener.make_connection(version=header.version, original_dcid=header.dcid, peer_cid=header.scid,
+                                        peer_addr=addr, token=header.token, now=now, listener=listener,
+                                        initial_keys=keys)
         self._register(conn)  # includes the client's first DCID, used until it learns ours
         listener.pending.append(conn)
-        return conn
+        return conn, opened
 
     def _pick_listener(self, client_alpns: list[bytes] | None) -> Listener | None:
         if client_alpns is None:  # no ALPN seen (not parsed, or truncated): any listener

@@ -6,12 +6,23 @@ DCID, looks at the first non-PADDING frame, and parses just enough of the Client
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ...quic.packet_protection import PacketKey, UnprotectError, initial_keys
 from ...quic.varint import VarintError, decode_varint
 from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from .packets import MIN_INITIAL_DATAGRAM, PacketError, PacketHeader, parse_header, unprotect_packet
 
-__all__ = ["ClientHelloRejected", "parse_initial_header", "peek_client_hello_alpn", "packet_dcid"]
+__all__ = [
+    "ClientHelloRejected",
+    "OpenedInitial",
+    "client_initial_header",
+    "open_client_initial",
+    "client_hello_alpn",
+    "parse_initial_header",
+    "peek_client_hello_alpn",
+    "packet_dcid",
+]
 
 ALPN_MAX_LEN = 128  # QUIC_ALPN_MAX_LEN
 _HELLO_FIXED = 2 + 32  # legacy_version + random
@@ -24,6 +35,17 @@ class ClientHelloRejected(ValueError):
     legacy_session_id (middlebox compatibility mode) or a malformed ALPN extension."""
 
 
+class OpenedInitial(NamedTuple):
+    """The client's first Initial, unprotected once by the listener: the new connection
+    takes it as it is instead of decrypting the packet again."""
+
+    header: PacketHeader
+    key: PacketKey  # the client Initial key that opened it
+    first: int  # first byte, header protection removed
+    packet_number: int
+    payload: bytes
+
+
 def _first_initial(datagram: bytes) -> PacketHeader | None:
     try:
         header = parse_header(datagram, 0, 0)
@@ -34,13 +56,21 @@ def _first_initial(datagram: bytes) -> PacketHeader | None:
     return header
 
 
-def parse_initial_header(datagram: bytes) -> tuple[int, bytes, bytes, bytes] | None:
-    """(version, dcid, scid, token) if the datagram starts with a client Initial of a
-    version we speak, in a datagram of at least 1200 bytes (RFC 9000 §14.1); else None."""
+def client_initial_header(datagram: bytes) -> PacketHeader | None:
+    """The header of the datagram's first packet if it is a client Initial of a version
+    we speak, in a datagram of at least 1200 bytes (RFC 9000 §14.1); else None."""
     if len(datagram) < MIN_INITIAL_DATAGRAM:
         return None
     header = _first_initial(datagram)
     if header is None or len(header.dcid) < 8:  # RFC 9000 §7.2: a client's first DCID >= 8
+        return None
+    return header
+
+
+def parse_initial_header(datagram: bytes) -> tuple[int, bytes, bytes, bytes] | None:
+    """(version, dcid, scid, token) of client_initial_header(datagram), or None."""
+    header = client_initial_header(datagram)
+    if header is None:
         return None
     return header.version, header.dcid, header.scid, header.token
 
@@ -55,20 +85,32 @@ def packet_dcid(datagram: bytes, short_cid_len: int = 8) -> bytes | None:
         return None
 
 
+def open_client_initial(datagram: bytes, header: PacketHeader, client_key: PacketKey) -> OpenedInitial:
+    """Unprotect the first packet (its `header` parsed already) with the client Initial
+    key of its DCID and version. Raises ClientHelloRejected if it does not decrypt."""
+    try:
+        first, pn, payload = unprotect_packet(client_key, datagram, header, -1)
+    except UnprotectError as exc:
+        raise ClientHelloRejected(f"Initial does not decrypt: {exc}") from None
+    return OpenedInitial(header, client_key, first, pn, payload)
+
+
 def peek_client_hello_alpn(datagram: bytes, keys: tuple[PacketKey, PacketKey] | None = None) -> list[bytes] | None:
-    """The ClientHello's ALPN protocols: a list (empty if it has no ALPN extension), or
-    None when the packet does not start with the hello (first frame not CRYPTO at offset 0)
-    or the hello is truncated in this packet before the ALPN extension. Raises
+    """client_hello_alpn() of the datagram's first packet, a client Initial. Raises
     ClientHelloRejected when the kernel drops the packet. `keys`: the Initial keys of
     the packet's DCID and version, if the caller has them already."""
     header = _first_initial(datagram)
     if header is None:
         raise ClientHelloRejected("not an Initial packet of a supported version")
     client_key, _ = keys or initial_keys(header.dcid, SUPPORTED_VERSIONS[header.version])
-    try:
-        _, _, payload = unprotect_packet(client_key, datagram, header, -1)
-    except UnprotectError as exc:
-        raise ClientHelloRejected(f"Initial does not decrypt: {exc}") from None
+    return client_hello_alpn(open_client_initial(datagram, header, client_key).payload)
+
+
+def client_hello_alpn(payload: bytes) -> list[bytes] | None:
+    """The ClientHello's ALPN protocols, from the first Initial's `payload`: a list
+    (empty if it has no ALPN extension), or None when the packet does not start with the
+    hello (first frame not CRYPTO at offset 0) or the hello is truncated in this packet
+    before the ALPN extension. Raises ClientHelloRejected when the kernel drops the packet."""
     pos = 0
     while pos < len(payload) and payload[pos] == 0:
         pos += 1

@@ -13,6 +13,7 @@ from ...quic.packet_protection import PacketKey, UnprotectError, initial_keys
 from ...quic.versions import SUPPORTED_VERSIONS
 from . import frames as fr
 from .levels import APP, EARLY, HANDSHAKE, INITIAL, LEVEL_OF_TYPE, PACKET_KIND, SPACE_OF
+from .listener_peek import OpenedInitial
 from .packets import PacketError, PacketHeader, parse_header, unprotect_packet
 from .recovery import SentPacket
 
@@ -32,9 +33,11 @@ HANDSHAKE_ACK_HOLD = 0.002
 class Receiver:
     """receive_datagram() and the frame handlers."""
 
-    def receive_datagram(self, data: bytes, addr: Any, now: float, lag: float = 0.0) -> None:
+    def receive_datagram(self, data: bytes, addr: Any, now: float, lag: float = 0.0,
+                         opened: OpenedInitial | None = None) -> None:
         """`lag`: how long the datagram may have waited in the socket before we read it
-        (the ACK timers count it as already spent)."""
+        (the ACK timers count it as already spent). `opened`: the datagram's first packet,
+        a client's first Initial that the listener unprotected already."""
         self._now = now
         self._lag = lag
         if self.state == "CLOSED":
@@ -49,6 +52,9 @@ class Receiver:
         self._corked = False
         pos = 0
         processed = False
+        if opened is not None:
+            pos = opened.header.end
+            processed = self._receive_packet(data, opened.header, now, opened)
         while pos < len(data) and self.state != "CLOSED":
             try:
                 header = parse_header(data, pos, len(self.local_cid))
@@ -62,8 +68,10 @@ class Receiver:
             self.close_info = (STATELESS_RESET_ERRCODE, 0, b"")
             self._enter_closed()
 
-    def _receive_packet(self, data: bytes, header: PacketHeader, now: float) -> bool:
-        """Process one packet; False if it was dropped or parked."""
+    def _receive_packet(self, data: bytes, header: PacketHeader, now: float,
+                        opened: OpenedInitial | None = None) -> bool:
+        """Process one packet; False if it was dropped or parked. `opened`: the packet,
+        unprotected already (used only if it was opened with the key we would use)."""
         level = self._packet_level(header)
         if level is None or level in self._discarded:
             return False
@@ -87,10 +95,13 @@ class Receiver:
                 parked.append((data[header.start:header.end], now))
             return False
         space = self._spaces[SPACE_OF[level]]
-        try:
-            first, pn, payload = self._unprotect(key, data, header, level, space.largest_received)
-        except UnprotectError:
-            return False
+        if opened is not None and opened.key is key and space.largest_received < 0:
+            first, pn, payload = opened.first, opened.packet_number, opened.payload
+        else:
+            try:
+                first, pn, payload = self._unprotect(key, data, header, level, space.largest_received)
+            except UnprotectError:
+                return False
         if switch_to is not None:
             self._change_version(switch_to)
             self._version_followed = True

@@ -452,8 +452,25 @@ def _sim(fn: Any, *args: Any) -> Any:
 
 def _resolve(family: int, address: tuple[Any, ...]) -> tuple[Any, ...]:
     host, port = address[0], address[1]
+    numeric = _numeric_address(family, host, port)
+    if numeric is not None:
+        return numeric
     info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
     return info[0][4]
+
+
+def _numeric_address(family: int, host: Any, port: Any) -> tuple[Any, ...] | None:
+    """What getaddrinfo() answers for a literal address and port number, without the
+    resolver; None for anything else (names, service names, scoped IPv6)."""
+    if type(port) is not int or not 0 <= port <= 0xFFFF or type(host) is not str:
+        return None
+    if family not in (socket.AF_INET, socket.AF_INET6) or "%" in host:
+        return None
+    try:
+        canonical = socket.inet_ntop(family, socket.inet_pton(family, host))
+    except OSError:
+        return None
+    return (canonical, port) if family == socket.AF_INET else (canonical, port, 0, 0)
 
 
 _SETTERS = {
