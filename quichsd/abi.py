@@ -147,15 +147,30 @@ class CryptoSecret(NamedTuple):
     secret: bytes
 
 
+@lru_cache(maxsize=64)
+def _crypto_secret_head(level: int, send: bool, cipher_type: int) -> tuple[bytes, int]:
+    """The struct's bytes before `secret` for these scalars, and the secret array's size.
+    There are few (level, direction, cipher) combinations, so each is packed once."""
+    _, size, layout = _layout("quic_crypto_secret")
+    secret = layout["secret"]
+    if secret.offset + secret.size != size:  # the padding below assumes it comes last
+        raise TypeError("quic_crypto_secret.secret is not the struct's last member")
+    packed = pack_struct("quic_crypto_secret", {"send": int(send), "level": level, "type": cipher_type})
+    return packed[:secret.offset], secret.size
+
+
 def pack_crypto_secret(level: int, send: bool, cipher_type: int, secret: bytes) -> bytes:
     """QUIC_SOCKOPT_CRYPTO_SECRET value; `secret` is zero padded to 48 bytes."""
     expected = CIPHER_SECRET_LEN.get(cipher_type)
     if expected is not None and len(secret) != expected:
         raise ValueError(f"cipher type {cipher_type} needs a {expected}-byte secret")
-    return pack_struct(
-        "quic_crypto_secret",
-        {"send": int(bool(send)), "level": level, "type": cipher_type, "secret": secret},
-    )
+    head, room = _crypto_secret_head(int(level), bool(send), cipher_type)
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise TypeError("struct quic_crypto_secret.secret takes bytes")
+    n = len(secret)
+    if n > room:
+        raise ValueError(f"struct quic_crypto_secret.secret holds at most {room} bytes")
+    return head + bytes(secret) + bytes(room - n)
 
 
 def unpack_crypto_secret(data: bytes) -> CryptoSecret:

@@ -13,12 +13,14 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from . import abi
+from .sock import QuicSocket
 from .tls.certs import TrustStore
 from .tls.client import ClientEngine
 from .tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
@@ -35,7 +37,7 @@ from .tls.events import (
 )
 from .tls.keylog import KeyLogFile
 from .tls.server import ServerEngine
-from .tls.session import SessionData
+from .tls.session import SessionData, SingleUseTickets
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,15 @@ TRANSPORT_PARAM_EXT_MAX = 512  # kernel limit (spec §1.2)
 SESSION_TICKET_MAX = 4096
 MSG_MORE = 0x8000
 MSG_NOSIGNAL = 0x4000
+_EARLY = CryptoLevel.EARLY
+_APP = CryptoLevel.APP
+# The kernel's level numbers (cmsg) -> CryptoLevel, without an Enum call per message.
+_LEVELS: dict[int, CryptoLevel] = {int(level): level for level in CryptoLevel}
+
+
+def _crypto_level(value: int) -> CryptoLevel:
+    level = _LEVELS.get(value)
+    return CryptoLevel(value) if level is None else level  # an unknown level raises as before
 
 
 class HandshakeError(OSError):
@@ -147,10 +158,16 @@ def _by_file_version(load: Any, *paths: str) -> Any:
     return value
 
 
+@lru_cache(maxsize=16)
+def _replay_guard(ticket_key: bytes) -> SingleUseTickets:
+    """RFC 8446 §8.1: each ticket carries 0-RTT once. The record must outlive the
+    TlsConfig built per handshake, so there is one per ticket key (only that key opens
+    its tickets) for the whole process."""
+    return SingleUseTickets()
+
+
 def _backend(sock: Any) -> Any:
     """A QuicSocket, a socket.socket or a bare fd of an IPPROTO_QUIC socket."""
-    from .sock import QuicSocket
-
     if isinstance(sock, QuicSocket):
         return sock.backend
     if isinstance(sock, (socket.socket, int)):
@@ -173,6 +190,8 @@ class _Driver:
         self.session: SessionData | None = None
         self.peer_params_set = False
         self.keylog: KeyLogFile | None = None
+        # The simulation's batching of transmit attempts (None on the kernel backend).
+        self.hold = getattr(backend, "hold_output", None)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -197,6 +216,8 @@ class _Driver:
             common["cipher_suites"] = list(cfg.cipher_suites)
         if cfg.server:
             ticket_key = self._ticket_key() if cfg.session_tickets else None
+            if ticket_key is not None:
+                common["replay_guard"] = _replay_guard(ticket_key)
             return TlsConfig(
                 **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
                 send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
@@ -252,23 +273,23 @@ class _Driver:
     def run(self, engine: TlsEngine) -> None:
         if isinstance(engine, ClientEngine):
             self.apply(engine.start(time.time()))
-        hold = getattr(self.sock, "hold_output", None)
+        hold = self.hold
         while not engine.handshake_complete:
             item = self.recv()
             if item.kind != "HANDSHAKE":
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
             if hold is None:
-                self.apply(engine.receive(CryptoLevel(item.level), item.data, time.time()))
+                self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()))
                 continue
             hold(True)  # the server's transport parameter calls from the engine go with the batch
             try:
-                self.apply(engine.receive(CryptoLevel(item.level), item.data, time.time()))
+                self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()), held=True)
             finally:
                 hold(False)
         if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0:
             self.collect_ticket(engine)
 
-    def apply(self, events: list[Event]) -> None:
+    def apply(self, events: list[Event], held: bool = False) -> None:
         """libquic's order (spec §2.4, rule of thumb): secrets and transport parameters
         go in as they come, the batch's handshake messages are queued and sent after
         them, each with MSG_MORE but the last, so a flight leaves as one burst (a key
@@ -277,8 +298,9 @@ class _Driver:
         holds. The EARLY key is the exception: what was queued before it goes first
         (with MSG_MORE), so the Initial leaves ahead of the 0-RTT packets (spec §2.6)."""
         # A backend that can (the simulation) merges the transmit attempts of the batch's
-        # socket calls into one: same datagrams, less work per call.
-        hold = getattr(self.sock, "hold_output", None)
+        # socket calls into one: same datagrams, less work per call. `held`: the caller
+        # already holds output around this batch.
+        hold = None if held else self.hold
         if hold is not None:
             hold(True)
         try:
@@ -287,7 +309,7 @@ class _Driver:
                 if type(event) is SendHandshake:
                     queued.append(event)
                     continue
-                if type(event) is InstallSecret and event.level == CryptoLevel.EARLY:
+                if type(event) is InstallSecret and event.level == _EARLY:
                     self.send_all(queued, last_flushes=False)
                     queued = []
                 self.apply_one(event)
@@ -308,7 +330,7 @@ class _Driver:
     def _late_send_lost(self, send: SendHandshake, exc: OSError) -> bool:
         """A server's NewSessionTicket after completion finds the connection closed by a
         peer that did not wait for it (EPIPE): the handshake itself succeeded."""
-        if self.result is None or send.level != CryptoLevel.APP or exc.errno != errno.EPIPE:
+        if self.result is None or send.level != _APP or exc.errno != errno.EPIPE:
             return False
         log.debug("post-handshake message not sent, the peer closed the connection: %s", exc)
         return True

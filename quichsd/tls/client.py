@@ -127,10 +127,28 @@ class _StaticHello:
         self.suites_vec = suites_vector(self.suites)
 
 
+# The configuration values _StaticHello depends on -> its encodings, shared by every
+# configuration with those values: a caller (the socket driver) may build a TlsConfig
+# per handshake from the same settings.
+_STATIC_HELLOS: dict[tuple[object, ...], _StaticHello] = {}
+_STATIC_HELLOS_MAX = 64
+
+
+def _static_hello_key(cfg: TlsConfig) -> tuple[object, ...]:
+    return (cfg.server_name, tuple(cfg.groups), tuple(cfg.signature_schemes),
+            tuple(cfg.alpn_protocols), tuple(cfg.cipher_suites))
+
+
 def _static_hello(cfg: TlsConfig) -> _StaticHello:
     static: _StaticHello | None = cfg.encodings.get(_StaticHello)
     if static is None:
-        static = cfg.encodings[_StaticHello] = _StaticHello(cfg)
+        key = _static_hello_key(cfg)
+        static = _STATIC_HELLOS.get(key)
+        if static is None:
+            if len(_STATIC_HELLOS) >= _STATIC_HELLOS_MAX:
+                _STATIC_HELLOS.clear()
+            static = _STATIC_HELLOS[key] = _StaticHello(cfg)
+        cfg.encodings[_StaticHello] = static
     return static
 
 
@@ -455,11 +473,15 @@ class ClientEngine(TlsEngine):
         transcript.update(raw)
         self._check_level_drained(_H)
         ks.master()
-        client_ap, server_ap = ks.application_traffic_secrets(transcript.digest())
+        through_server_finished = transcript.digest()
+        client_ap, server_ap = ks.application_traffic_secrets(through_server_finished)
         if self.config.keylog is not None:
-            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.digest()))
+            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(through_server_finished))
         flight = self._client_auth_flight()
-        finished = encode_finished(finished_verify_data(suite.hash_name, self._client_hs, transcript.digest()))
+        # RFC 8446 §4.4.4: our Finished covers the transcript through our CertificateVerify,
+        # which is the server's Finished when we sent no certificate messages.
+        finished_hash = transcript.digest() if flight else through_server_finished
+        finished = encode_finished(finished_verify_data(suite.hash_name, self._client_hs, finished_hash))
         transcript.update(finished)
         flight.append(finished)
         self._resumption_hash = transcript.digest()

@@ -76,6 +76,13 @@ def _credentials_from_files(stamps: tuple[tuple[str, int], ...]) -> Credentials:
     return Credentials(load_certificates(cert_file), load_private_key(key_file))
 
 
+@lru_cache(maxsize=16)
+def _ticket_sealer(ticket_key: bytes) -> TicketSealer:
+    # A sealer is immutable and a function of the key; a server socket's key is the
+    # listener's, so configurations built per connection share one (no KDF per handshake).
+    return TicketSealer(ticket_key)
+
+
 @dataclass(frozen=True)
 class ExternalPsk:
     """An external PSK as tlshd's psk mode uses it (RFC 8446 §4.2.11; SHA-256 by default)."""
@@ -148,11 +155,12 @@ class TlsConfig:
         if not self.alpn_protocols or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
             raise ValueError("QUIC needs at least one ALPN protocol of 1..255 bytes (RFC 9001 §8.1)")
         self._sealer: TicketSealer | None = (
-            TicketSealer(self.session_ticket_key) if self.session_ticket_key else None
+            _ticket_sealer(bytes(self.session_ticket_key)) if self.session_ticket_key else None
         )
         self._trust: TrustStore | None = self.trust
-        # Encodings of our own message parts that depend on this configuration only (and
-        # on small keys such as the chosen ALPN), built on first use by the engines.
+        # Encodings of our own message parts that depend on this configuration only, found
+        # on first use by the engines (in caches keyed by the values they depend on, so a
+        # configuration rebuilt per handshake from the same settings does not re-encode).
         self.encodings: dict[Any, Any] = {}
 
     @property

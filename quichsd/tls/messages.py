@@ -18,13 +18,14 @@ from .constants import (
     HandshakeType,
 )
 from .errors import TlsError, decode_error, illegal_parameter, unexpected_message
-from .wire import Reader, Writer
+from .wire import Reader, Writer, vec
 
 Extensions = dict[int, bytes]
 _U16 = struct.Struct(">H")
 _EXT_HEADER = struct.Struct(">HH")
 _EXT_HEADER_AT = _EXT_HEADER.unpack_from
 _HEADER = struct.Struct(">I")
+_NST_SCALARS = struct.Struct(">II")  # NewSessionTicket: ticket_lifetime, ticket_age_add
 _PSK = int(ExtensionType.PRE_SHARED_KEY)
 _CLIENT_HELLO = int(HandshakeType.CLIENT_HELLO)
 _SERVER_HELLO = int(HandshakeType.SERVER_HELLO)
@@ -431,13 +432,11 @@ class NewSessionTicket(HandshakeMessage):
     extensions: Extensions = field(default_factory=dict)
 
     def encode_body(self) -> bytes:
-        w = Writer()
-        w.u32(self.lifetime)
-        w.u32(self.age_add)
-        w.vec(1, self.nonce)
-        w.vec(2, self.ticket)
-        encode_extensions(w, self.extensions)
-        return w.getvalue()
+        # RFC 8446 §4.6.1; a server sends one per connection, so no Writer calls.
+        return b"".join((
+            _NST_SCALARS.pack(self.lifetime, self.age_add), vec(1, self.nonce), vec(2, self.ticket),
+            extensions_block(self.extensions),
+        ))
 
     @classmethod
     def decode(cls, r: Reader) -> NewSessionTicket:

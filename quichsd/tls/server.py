@@ -85,6 +85,9 @@ SERVER_STATES = {
     SS.CONNECTED: {},
 }
 
+# (selected ALPN, early_data accepted) -> EncryptedExtensions' leading extensions.
+_EE_PREFIXES: dict[tuple[bytes, bool], bytes] = {}
+
 # One random key per process for HelloRetryRequest cookies (we keep state anyway; the
 # cookie binds the retried hello to the first one).
 _COOKIE_KEY = secrets.token_bytes(32)
@@ -437,9 +440,10 @@ class ServerEngine(TlsEngine):
         transcript.update(finished)
         flight.append(finished)
         ks.master()
-        self._client_ap, server_ap = ks.application_traffic_secrets(transcript.digest())
+        through_finished = transcript.digest()
+        self._client_ap, server_ap = ks.application_traffic_secrets(through_finished)
         if self.config.keylog is not None:
-            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(transcript.digest()))
+            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(through_finished))
         self._send(_H, *flight)
         self._install(_A, _SEND, server_ap, kl.SERVER_TRAFFIC_0)
         self.state = SS.WAIT_CERT if request else SS.WAIT_FINISHED
@@ -447,20 +451,19 @@ class ServerEngine(TlsEngine):
     def _encrypted_extensions(self) -> bytes:
         """ALPN, early_data when accepted, then quic_transport_parameters (RFC 8446 §4.3.1).
 
-        All but the transport parameters (which may differ per connection) come from a
-        per-configuration cache of encodings."""
+        All but the transport parameters (which may differ per connection) depend on the
+        ALPN choice and the 0-RTT answer alone, so are encoded once per process."""
         alpn = self._alpn
         assert alpn is not None
         key = (alpn, self._early_accepted)
-        cache = self.config.encodings
-        prefix = cache.get(key)
+        prefix = _EE_PREFIXES.get(key)
         if prefix is None:
             exts: dict[int, bytes] = {ET.ALPN: ext.encode_alpn([alpn])}
             if self._early_accepted:
                 exts[ET.EARLY_DATA] = b""
             prefix = extensions_body(exts)
-            if len(cache) < 64:  # a hook picks ALPN values; keep the cache bounded
-                cache[key] = prefix
+            if len(_EE_PREFIXES) < 64:  # a hook picks ALPN values; keep the cache bounded
+                _EE_PREFIXES[key] = prefix
         return encode_encrypted_extensions(prefix + extension(ET.QUIC_TRANSPORT_PARAMETERS, self._local_params))
 
     # -- client's flight ------------------------------------------------------------------
@@ -509,8 +512,9 @@ class ServerEngine(TlsEngine):
             return
         suite = self.suite
         assert suite is not None
-        nonce = os.urandom(8)
-        age_add = int.from_bytes(os.urandom(4), "big")
+        fresh = os.urandom(12)  # the ticket_nonce and ticket_age_add (RFC 8446 §4.6.1)
+        nonce = fresh[:8]
+        age_add = int.from_bytes(fresh[8:], "big")
         psk = resumption_psk(suite.hash_name, self._resumption_master(), nonce)
         lifetime = self.config.ticket_lifetime
         contents = TicketContents(

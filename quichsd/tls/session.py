@@ -3,6 +3,8 @@ self-encrypted tickets, sealed under the 64-byte key the kernel hands a server s
 from __future__ import annotations
 
 import os
+import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -11,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from .errors import decode_error
-from .wire import Reader, Writer
+from .wire import Reader, Writer, vec
 
 SESSION_FORMAT = 1
 TICKET_FORMAT = 1
@@ -80,6 +82,11 @@ class SessionData:
         return cls(ticket, psk, suite, age_add, lifetime, received_at, max_early, alpn, name, tps)
 
 
+# TicketContents' fixed-size fields, in encode() order: suite, created_ms, age_add,
+# lifetime, max_early_data.
+_TICKET_SCALARS = struct.Struct(">HQIII")
+
+
 @dataclass
 class TicketContents:
     """The server's view of a ticket once it decrypts."""
@@ -99,18 +106,16 @@ class TicketContents:
     nonce: bytes = b""
 
     def encode(self) -> bytes:
-        w = Writer()
-        w.vec(1, self.psk)
-        w.u16(self.cipher_suite)
-        w.raw(self.created_ms.to_bytes(8, "big"))
-        w.u32(self.age_add)
-        w.u32(self.lifetime)
-        w.u32(self.max_early_data)
-        w.vec(1, self.alpn or b"")
-        w.vec(1, (self.server_name or "").encode("ascii"))
-        w.vec(2, self.peer_certificate or b"")
-        w.vec(2, self.psk_identity or b"")
-        return w.getvalue()
+        # One join rather than a Writer call per field: a ticket is sealed per handshake.
+        return b"".join((
+            vec(1, self.psk),
+            _TICKET_SCALARS.pack(self.cipher_suite, self.created_ms, self.age_add, self.lifetime,
+                                 self.max_early_data),
+            vec(1, self.alpn or b""),
+            vec(1, (self.server_name or "").encode("ascii")),
+            vec(2, self.peer_certificate or b""),
+            vec(2, self.psk_identity or b""),
+        ))
 
     @classmethod
     def decode(cls, data: bytes, nonce: bytes) -> TicketContents:
@@ -169,12 +174,16 @@ class SingleUseTickets:
 
     def __init__(self) -> None:
         self._used: dict[bytes, float] = {}
+        # The check and the record are one step: a worker runs handshakes in threads, and
+        # two of them racing with the same ticket must not both be told "first".
+        self._lock = threading.Lock()
 
     def first_use(self, nonce: bytes, expires_at: float, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        if len(self._used) > 1024:
-            self._used = {k: v for k, v in self._used.items() if v > now}
-        if nonce in self._used and self._used[nonce] > now:
-            return False
-        self._used[nonce] = expires_at
-        return True
+        with self._lock:
+            if len(self._used) > 1024:
+                self._used = {k: v for k, v in self._used.items() if v > now}
+            if nonce in self._used and self._used[nonce] > now:
+                return False
+            self._used[nonce] = expires_at
+            return True

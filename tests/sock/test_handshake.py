@@ -78,6 +78,25 @@ def test_resumption_with_0rtt_accepted(backend, pki, server_factory) -> None:
         assert data == b"EARLY"
 
 
+def test_0rtt_replay_refused_on_a_later_connection(backend, pki, server_factory) -> None:
+    """RFC 8446 §8.1: one ticket, two resumptions offering 0-RTT; only the first gets it,
+    though the driver builds a TlsConfig per handshake."""
+    srv = server_factory(backend, server_config(pki, early_data=True), after=echo_upper)
+    with client_socket(backend, srv.address) as sock:
+        first = quic_handshake(sock, client_config(pki, ticket_wait=3))
+    accepted = []
+    for payload in (b"once", b"twice"):
+        with client_socket(backend, srv.address) as sock:
+            again = quic_handshake(sock, client_config(pki, session_data=first.session_data, early_data=True,
+                                                       early_stream_data=payload))
+            assert again.resumed
+            accepted.append(again.early_data_accepted)
+            sock.settimeout(5)
+            data, _, _ = sock.recv()  # refused early data is retransmitted in 1-RTT
+            assert data == payload.upper()
+    assert accepted == [True, False]
+
+
 def test_0rtt_rejected_still_resumes(backend, pki, server_factory) -> None:
     srv = server_factory(backend, server_config(pki, early_data=False), after=echo_upper)
     with client_socket(backend, srv.address) as sock:

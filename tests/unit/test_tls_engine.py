@@ -5,13 +5,14 @@ import os
 
 import pytest
 
-from quichsd.tls.client import ClientEngine
+from quichsd.tls.client import ClientEngine, _static_hello
 from quichsd.tls.certs import TrustStore
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
-from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, NamedGroup, SignatureScheme
+from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
 from quichsd.tls.errors import TlsError
 from quichsd.tls.events import HandshakeComplete, InstallSecret, PeerTransportParameters, SendHandshake
 from quichsd.tls.keylog import KeyLogFile
+from quichsd.tls.messages import decode_message
 from quichsd.tls.session import SessionData
 from tests.pki import leaf, make_ca
 from tests.tls_tamper import CLIENT_TP, SERVER_TP, T, client_cfg, server_cfg, trust
@@ -348,3 +349,40 @@ def test_resumption_master_secret_is_derived_only_when_needed() -> None:
     session = events[0].session
     resumed, _ = run_pair(client_cfg(session=session), ticket_cfg, T + 1)
     assert resumed.complete.resumed
+
+
+def test_configs_built_per_handshake_share_only_equal_hello_encodings() -> None:
+    """The driver builds a TlsConfig per handshake; the static ClientHello parts are
+    shared between equal settings and never leak into a configuration that differs."""
+    first, same = _static_hello(client_cfg()), _static_hello(client_cfg())
+    assert first is same
+    other = client_cfg(server_name="other.example", alpn_protocols=[b"smb"])
+    assert _static_hello(other) is not first
+    (hello,) = ClientEngine(other).start(T)
+    exts = decode_message(hello.data).extensions
+    assert exts[ExtensionType.SERVER_NAME].endswith(b"other.example")
+    assert exts[ExtensionType.ALPN] == b"\x00\x04\x03smb"
+
+
+def test_single_use_tickets_one_first_use_among_racing_threads() -> None:
+    """RFC 8446 §8.1 across a worker's handshake threads: of many threads presenting the
+    same ticket at once, exactly one is told it is the first use."""
+    import threading
+
+    from quichsd.tls.session import SingleUseTickets
+
+    for _ in range(50):
+        record = SingleUseTickets()
+        start = threading.Barrier(8)
+        answers: list[bool] = []
+
+        def present() -> None:
+            start.wait()
+            answers.append(record.first_use(b"nonce", expires_at=2e9, now=1e9))
+
+        threads = [threading.Thread(target=present) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == [False] * 7 + [True]
