@@ -2,8 +2,8 @@
 
 A PacketKey is one direction of one encryption level: AEAD key + IV for the payload
 (§5.3) and a header protection key (§5.4), all derived from a traffic secret (§5.1).
-The AEAD object, the IV as an int and the AES-ECB encryptor are built once per key and
-reused for every packet.
+The AEAD object, the IV as an int and the AES-ECB encryptor are built once per key, at
+its first use or earlier (PacketKey.derive), and reused for every packet.
 
 Packets are handled whole: `protect` takes a header that already ends with the truncated
 packet number (its length in the low two bits of the first byte) and, for long headers,
@@ -191,9 +191,15 @@ def _key_infos(cipher: PacketCipher, version: QuicVersion) -> tuple[bytes, bytes
 
 
 class PacketKey:
-    """Packet protection for one direction of one level."""
+    """Packet protection for one direction of one level.
 
-    __slots__ = ("cipher", "version", "secret", "key", "iv", "hp", "_aead", "_iv_int", "_hp")
+    Built from a traffic secret; the keys themselves (key, iv, hp and the AEAD and header
+    protection objects, §5.1) are derived by `derive()`: at the first packet at the latest,
+    or earlier by whoever has idle time (the simulation derives installed keys before it
+    blocks waiting for the peer, so derivation is off the path of the datagrams it sends).
+    Deriving is deterministic, so when it happens changes no byte on the wire."""
+
+    __slots__ = ("cipher", "version", "secret", "_key", "_iv", "_hp_key", "_aead", "_iv_int", "_hp")
 
     def __init__(
         self,
@@ -203,46 +209,88 @@ class PacketKey:
         hp_key: bytes | None = None,
         _hp: _HeaderProtection | None = None,
     ) -> None:
-        """Derive key, iv and (unless `hp_key` is given) hp from `secret` (§5.1)."""
+        """Keep `secret` for derive(); `hp_key` (and its cipher object `_hp`) when they
+        are inherited (a key update keeps them, §6)."""
         if len(secret) != cipher.secret_len:
             raise ValueError(f"{cipher.name} needs a {cipher.secret_len}-byte secret")
-        digest = cipher.hash_algorithm.name
-        key_info, iv_info, hp_info = _key_infos(cipher, version)
         self.cipher = cipher
         self.version = version
         self.secret = secret
-        # Each is HKDF-Expand-Label's single block (see _expand_label).
-        self.key = hmac.digest(secret, key_info, digest)[:cipher.key_len]
-        self.iv = hmac.digest(secret, iv_info, digest)[:IV_LEN]
-        if hp_key is None:
-            hp_key = hmac.digest(secret, hp_info, digest)[:cipher.key_len]
-        self.hp = hp_key
-        self._hp = _hp if _hp is not None else cipher.header_protection(hp_key)
-        self._aead = cipher.aead(self.key)
-        self._iv_int = int.from_bytes(self.iv, "big")
+        self._hp_key = hp_key
+        self._hp = _hp
+        self._aead: _Aead | None = None  # None: not derived yet
+
+    @property
+    def derived(self) -> bool:
+        return self._aead is not None
+
+    def derive(self) -> None:
+        """Derive key, iv and (unless inherited) hp from the secret (§5.1); idempotent.
+        Each is HKDF-Expand-Label's single block (see _expand_label)."""
+        if self._aead is not None:
+            return
+        cipher, secret = self.cipher, self.secret
+        digest = cipher.hash_algorithm.name
+        key_info, iv_info, hp_info = _key_infos(cipher, self.version)
+        self._key = hmac.digest(secret, key_info, digest)[:cipher.key_len]
+        self._iv = hmac.digest(secret, iv_info, digest)[:IV_LEN]
+        self._iv_int = int.from_bytes(self._iv, "big")
+        if self._hp_key is None:
+            self._hp_key = hmac.digest(secret, hp_info, digest)[:cipher.key_len]
+        if self._hp is None:
+            self._hp = cipher.header_protection(self._hp_key)
+        self._aead = cipher.aead(self._key)  # last: it marks the key as derived
+
+    @property
+    def key(self) -> bytes:
+        self.derive()
+        return self._key
+
+    @property
+    def iv(self) -> bytes:
+        self.derive()
+        return self._iv
+
+    @property
+    def hp(self) -> bytes:
+        self.derive()
+        return self._hp_key  # type: ignore[return-value]
 
     def next_phase(self) -> PacketKey:
         """Keys after a key update (§6.1): new secret via "quic ku"; the header protection
         key does not change (§6), nor does its cipher object. The secret is one hash long,
         so the expansion is a single HMAC block (as _expand_label)."""
+        self.derive()
         secret = _expand_label(self.cipher.hash_algorithm.name, self.secret, self.version.ku_label,
                                len(self.secret))
-        return PacketKey(self.cipher, secret, self.version, hp_key=self.hp, _hp=self._hp)
+        return PacketKey(self.cipher, secret, self.version, hp_key=self._hp_key, _hp=self._hp)
 
     # ---- pieces ------------------------------------------------------------------------
 
     def nonce(self, packet_number: int) -> bytes:
         """§5.3: the IV XOR the packet number, left-padded to the IV length."""
+        self.derive()
+        return self._nonce(packet_number)
+
+    def _nonce(self, packet_number: int) -> bytes:
         return (self._iv_int ^ packet_number).to_bytes(IV_LEN, "big")
 
     def header_mask(self, sample: bytes) -> bytes:
-        return self._hp.mask(sample)
+        self.derive()
+        return self._hp.mask(sample)  # type: ignore[union-attr]
 
     def encrypt(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
-        return self._aead.encrypt(self.nonce(packet_number), payload, header)
+        return self._derived_aead().encrypt(self.nonce(packet_number), payload, header)
 
     def decrypt(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
-        return self._aead.decrypt(self.nonce(packet_number), ciphertext, header)
+        return self._derived_aead().decrypt(self.nonce(packet_number), ciphertext, header)
+
+    def _derived_aead(self) -> _Aead:
+        aead = self._aead
+        if aead is None:
+            self.derive()
+            aead = self._aead
+        return aead  # type: ignore[return-value]
 
     # ---- whole packets -----------------------------------------------------------------
 
@@ -251,13 +299,14 @@ class PacketKey:
         first = header[0]
         pn_len = (first & 0x03) + 1
         pn_offset = len(header) - pn_len
-        ciphertext = self._aead.encrypt((self._iv_int ^ packet_number).to_bytes(IV_LEN, "big"), payload, header)
+        aead = self._derived_aead()
+        ciphertext = aead.encrypt(self._nonce(packet_number), payload, header)
         sample_at = PN_SAMPLE_OFFSET - pn_len
         sample = ciphertext[sample_at : sample_at + SAMPLE_LEN]
         if len(sample) != SAMPLE_LEN:
             # §5.4.2: the sender pads so that a sample always exists.
             raise ValueError("packet too short for a header protection sample")
-        mask = self._hp.mask(sample)
+        mask = self._hp.mask(sample)  # type: ignore[union-attr]
         out = bytearray(header)
         out[0] = first ^ (mask[0] & (0x0F if first & 0x80 else 0x1F))
         # The packet number bytes XOR mask[1:1+pn_len], as one integer operation.
@@ -278,7 +327,8 @@ class PacketKey:
         sample = bytes(packet[sample_at : sample_at + SAMPLE_LEN])
         if len(sample) != SAMPLE_LEN:
             raise UnprotectError("packet too short for a header protection sample")
-        mask = self._hp.mask(sample)
+        aead = self._derived_aead()
+        mask = self._hp.mask(sample)  # type: ignore[union-attr]
         first = packet[0] ^ (mask[0] & (0x0F if packet[0] & 0x80 else 0x1F))
         pn_len = (first & 0x03) + 1
         pn_end = pn_offset + pn_len
@@ -287,7 +337,7 @@ class PacketKey:
         packet_number = decode_packet_number(largest_pn, truncated, 8 * pn_len)
         header = bytes((first,)) + bytes(packet[1:pn_offset]) + pn_bytes
         try:
-            payload = self.decrypt(packet_number, header, bytes(packet[pn_end:]))
+            payload = aead.decrypt(self._nonce(packet_number), bytes(packet[pn_end:]), header)
         except InvalidTag:
             raise UnprotectError(f"AEAD authentication failed (pn {packet_number})") from None
         return header, payload, packet_number

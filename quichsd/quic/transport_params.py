@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Literal
 
 from .errors import QuicError, QuicErrorCode
-from .varint import VarintError, decode_varint, encode_varint
+from .varint import VarintError, decode_varint, decode_varint_exact, encode_varint
 
 __all__ = [
     "PreferredAddress",
@@ -159,20 +159,18 @@ def _decode(
 ) -> TransportParameters:
     if sender not in ("client", "server"):
         raise ValueError(f"sender must be 'client' or 'server', not {sender!r}")
+    by_client = sender == "client"
     buf = bytes(data)
+    size = len(buf)
     pos = 0
     seen: set[int] = set()
     values: dict[str, Value] = {}
     unknown: list[tuple[int, bytes]] = []
-    while pos < len(buf):
-        try:
-            param_id, pos = decode_varint(buf, pos)
-            length, pos = decode_varint(buf, pos)
-        except VarintError as exc:
-            raise _error(f"truncated parameter header: {exc}") from None
+    while pos < size:
+        param_id, length, pos = _param_header(buf, pos)
         end = pos + length
-        if end > len(buf):
-            raise _error(f"parameter 0x{param_id:x} is {length} bytes, {len(buf) - pos} left")
+        if end > size:
+            raise _error(f"parameter 0x{param_id:x} is {length} bytes, {size - pos} left")
         # RFC 9000 §7.4: a parameter MUST NOT appear twice.
         if param_id in seen:
             raise _error(f"duplicate parameter 0x{param_id:x}")
@@ -184,19 +182,29 @@ def _decode(
             if not is_grease_id(param_id):
                 unknown.append((param_id, value))
             continue
-        if spec.server_only and sender == "client":
+        if spec.server_only and by_client:
             raise _error(f"{spec.name} sent by a client")
         values[spec.name] = _DECODER_OF[param_id](spec, value)
     return cls(**values, unknown=unknown)  # type: ignore[arg-type]
 
 
-def _decode_varint(spec: _Param, value: bytes) -> int:
+def _param_header(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """(id, length, where the value starts) of the parameter at buf[pos]: two varints
+    (RFC 9000 §18), read directly when both are one byte, as nearly all are."""
+    if pos + 1 < len(buf) and buf[pos] < 0x40 and buf[pos + 1] < 0x40:
+        return buf[pos], buf[pos + 1], pos + 2
     try:
-        number, end = decode_varint(value)
-    except VarintError:
-        number, end = 0, -1
+        param_id, pos = decode_varint(buf, pos)
+        length, pos = decode_varint(buf, pos)
+    except VarintError as exc:
+        raise _error(f"truncated parameter header: {exc}") from None
+    return param_id, length, pos
+
+
+def _decode_varint(spec: _Param, value: bytes) -> int:
     # RFC 9000 §18: the value is one varint filling the announced length exactly.
-    if end != len(value):
+    number = decode_varint_exact(value)
+    if number is None:
         raise _error(f"{spec.name}: {len(value)}-byte value is not one varint")
     if spec.lo is not None and number < spec.lo:
         raise _error(f"{spec.name} {number} < {spec.lo}")

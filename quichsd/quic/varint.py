@@ -12,6 +12,7 @@ __all__ = [
     "VarintError",
     "VarintTruncated",
     "decode_varint",
+    "decode_varint_exact",
     "encode_varint",
     "encode_varint_fixed",
     "varint_size",
@@ -87,3 +88,14 @@ def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[i
         raise VarintTruncated(f"{length}-byte varint at offset {pos} is truncated")
     value = int.from_bytes(data[pos:end], "big") & ((1 << (8 * length - 2)) - 1)
     return value, end
+
+
+_VALUE_MASK = {1: 0x3F, 2: 0x3FFF, 4: 0x3FFF_FFFF, 8: 0x3FFF_FFFF_FFFF_FFFF}
+
+
+def decode_varint_exact(data: bytes | bytearray) -> int | None:
+    """The value of `data` if it is exactly one varint (no byte before or after), else
+    None: one length check instead of decode_varint's position bookkeeping."""
+    if not data or 1 << (data[0] >> 6) != len(data):
+        return None
+    return int.from_bytes(data, "big") & _VALUE_MASK[len(data)]

@@ -193,6 +193,9 @@ class SimConnection(Receiver, Sender):
             raise sim_error(errno.EINVAL, f"cipher type {cipher_type}")
         if len(secret) < cipher.secret_len:
             raise sim_error(errno.EINVAL, f"{cipher.name} needs a {cipher.secret_len}-byte secret")
+        # Only the secret is kept here: the keys are derived at first use (a receive key
+        # with parked packets at once, by the replay below) or while the socket waits
+        # (derive_keys), so a key install costs the datagrams about to leave nothing.
         key = PacketKey(cipher, bytes(secret[:cipher.secret_len]), self._qv)
         self._level_cipher[level] = ctype
         self._corked = False  # a key install is a transmit trigger
@@ -209,6 +212,14 @@ class SimConnection(Receiver, Sender):
         # right after its Finished): the next call on the socket reports the close.
         if self.state != "CLOSED" and level == APP and APP in self._send_keys:
             self._complete()
+
+    def derive_keys(self) -> None:
+        """Derive every installed key not derived yet (RFC 9001 §5.1; PacketKey.derive).
+        The endpoint calls this before it blocks waiting for the peer: after the flush that
+        sent what the keys' install triggered, and before the answer that needs them."""
+        for keys in (self._send_keys, self._recv_keys):
+            for key in keys.values():
+                key.derive()
 
     def _complete(self) -> None:
         """Both 1-RTT keys are in: the kernel's completion step (spec §2.4)."""
@@ -307,11 +318,12 @@ class SimConnection(Receiver, Sender):
     def local_transport_params_blob(self) -> bytes:
         if self.state != "ESTABLISHING":
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
+        needs_token = tparams.needs_reset_token(self._local, is_client=self.is_client)
         return tparams.build_local_blob(
             self._local, is_client=self.is_client, local_cid=self.local_cid,
             original_dcid=self.original_dcid, version=self.version,
             peer_sent_version_info=self._peer_sent_version_info,
-            reset_token=self._reset_token(self.local_cid))
+            reset_token=self._reset_token(self.local_cid) if needs_token else None)
 
     def set_peer_transport_params_blob(self, blob: bytes) -> None:
         if self.state != "ESTABLISHING":

@@ -191,6 +191,12 @@ class Endpoint:
         self.changed.notify_all()
         reactor().reschedule(self, self.next_timer())
 
+    def send_queued(self, conn: SimConnection) -> None:
+        """Send what `conn` queued, nothing more (caller holds the lock and calls
+        after_call before releasing it)."""
+        if not self._closed:
+            self._flush(conn, time.time())
+
     def _poke_leader(self) -> None:
         if self._leader is None or self._wake_w < 0:
             return
@@ -227,6 +233,7 @@ class Endpoint:
                     led = True
                     self._leader = me
                     reactor().detach(self)
+                self._derive_keys()
                 self._poll(remaining)
                 if not self._closed:
                     self.step(time.time())
@@ -240,6 +247,12 @@ class Endpoint:
                 else:
                     reactor().attach(self, self.next_timer())
                 self.changed.notify_all()  # a follower may lead now
+
+    def _derive_keys(self) -> None:
+        """Idle time before a wait: what was queued is on the wire, so derive the keys
+        that were installed but not used yet (SimConnection.derive_keys)."""
+        for conn in self._live:
+            conn.derive_keys()
 
     def _poll(self, remaining: float | None) -> None:
         """Sleep in poll() on the UDP socket, with the lock released, until a datagram,

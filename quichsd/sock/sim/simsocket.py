@@ -129,23 +129,28 @@ class SimQuicSocket:
         if conn is None or endpoint is None:
             raise _err(errno.ENOTCONN, "shutdown")
         with endpoint.lock:
-            # As the kernel: what was queued (a client's last Finished) leaves before the close.
-            endpoint.after_call(conn)
-            if conn.state != "CLOSED" and how != socket.SHUT_RD:
-                errcode, phrase = self.close_request
-                conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
+            if conn.state == "CLOSED" or how == socket.SHUT_RD:
                 endpoint.after_call(conn)
+                return
+            # As the kernel: what was queued (a client's last Finished) leaves before the
+            # close. Only sent: the one after_call below tells the waiters and the reactor
+            # (nobody sees the state in between, the lock is held throughout).
+            endpoint.send_queued(conn)
+            errcode, phrase = self.close_request
+            conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
+            endpoint.after_call(conn)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self.conn is not None and self.endpoint is not None:
-            if self.conn.state != "CLOSED":
-                self.shutdown()
             endpoint, conn = self.endpoint, self.conn
             with endpoint.lock:
-                endpoint.after_call(conn)  # the CONNECTION_CLOSE leaves before the connection goes
+                if conn.state != "CLOSED":
+                    self.shutdown()  # its after_call sends the CONNECTION_CLOSE
+                else:
+                    endpoint.after_call(conn)  # what is queued leaves before the connection goes
                 endpoint.remove_connection(conn)
             endpoint.release()
         elif self.listener is not None and self.endpoint is not None:

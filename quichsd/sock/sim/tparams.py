@@ -9,6 +9,7 @@ sets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.transport_params import TransportParameters, VersionInformation
@@ -22,6 +23,7 @@ __all__ = [
     "ZERO",
     "PeerParams",
     "build_local_blob",
+    "needs_reset_token",
     "parse_peer_blob",
     "merge_fields",
     "select_version",
@@ -124,16 +126,9 @@ def _ms_up(us: int) -> int:
     return (us + 999) // 1000
 
 
-def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
-                     original_dcid: bytes, version: int, peer_sent_version_info: bool,
-                     reset_token: bytes | None) -> bytes:
-    """The parameters in the kernel's order and with its emission rules (§5)."""
+def _leading_params(p: dict[str, int]) -> bytes:
+    """What follows initial_source_connection_id, up to version_information (§5 order)."""
     out = bytearray()
-    if not is_client:
-        _param(out, 0x00, original_dcid)
-        if p["stateless_reset"] and reset_token is not None:
-            _param(out, 0x02, reset_token)
-    _param(out, 0x0F, local_cid)
     for pid, name in ((0x05, "max_stream_data_bidi_local"), (0x06, "max_stream_data_bidi_remote"),
                       (0x07, "max_stream_data_uni"), (0x04, "max_data"),
                       (0x08, "max_streams_bidi"), (0x09, "max_streams_uni")):
@@ -147,9 +142,12 @@ def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
         _param(out, 0x0C, b"")
     if p["disable_1rtt_encryption"]:
         _param(out, DISABLE_1RTT_ID, b"")
-    if not p["disable_compatible_version"] and (is_client or peer_sent_version_info):
-        versions = (version, *AVAILABLE_VERSIONS)
-        _param(out, 0x11, b"".join(v.to_bytes(4, "big") for v in versions))
+    return bytes(out)
+
+
+def _trailing_params(p: dict[str, int]) -> bytes:
+    """What follows version_information (§5 order)."""
+    out = bytearray()
     if p["grease_quic_bit"]:
         _param(out, 0x2AB2, b"")
     if p["max_ack_delay"] and p["max_ack_delay"] != 25_000:
@@ -160,6 +158,51 @@ def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
         _int(out, 0x0E, p["active_connection_id_limit"])
     if p["max_datagram_frame_size"]:
         _int(out, 0x20, p["max_datagram_frame_size"])
+    return bytes(out)
+
+
+_field_values = itemgetter(*FIELDS)
+# Encoded configuration parts, by the configuration's values: a function of the socket
+# options only (no connection ID, token or version goes in), so sharing them between
+# connections shares nothing of a connection. Bounded: cleared when full.
+_CONFIG_PARTS: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
+_CONFIG_PARTS_MAX = 64
+
+
+def _config_parts(p: dict[str, int]) -> tuple[bytes, bytes]:
+    """(_leading_params, _trailing_params) of `p`, encoded once per configuration."""
+    key = _field_values(p)
+    parts = _CONFIG_PARTS.get(key)
+    if parts is None:
+        if len(_CONFIG_PARTS) >= _CONFIG_PARTS_MAX:
+            _CONFIG_PARTS.clear()
+        parts = _CONFIG_PARTS[key] = (_leading_params(p), _trailing_params(p))
+    return parts
+
+
+def needs_reset_token(p: dict[str, int], *, is_client: bool) -> bool:
+    """Whether build_local_blob emits stateless_reset_token (RFC 9000 §18.2: server only)."""
+    return not is_client and bool(p["stateless_reset"])
+
+
+def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
+                     original_dcid: bytes, version: int, peer_sent_version_info: bool,
+                     reset_token: bytes | None) -> bytes:
+    """The parameters in the kernel's order and with its emission rules (§5): the
+    connection's own values (CIDs, token, version) around the configuration's, which are
+    encoded once per configuration (_config_parts)."""
+    out = bytearray()
+    if not is_client:
+        _param(out, 0x00, original_dcid)
+        if needs_reset_token(p, is_client=is_client) and reset_token is not None:
+            _param(out, 0x02, reset_token)
+    _param(out, 0x0F, local_cid)
+    leading, trailing = _config_parts(p)
+    out += leading
+    if not p["disable_compatible_version"] and (is_client or peer_sent_version_info):
+        versions = (version, *AVAILABLE_VERSIONS)
+        _param(out, 0x11, b"".join(v.to_bytes(4, "big") for v in versions))
+    out += trailing
     return bytes(out)
 
 
