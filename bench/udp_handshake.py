@@ -3,8 +3,8 @@ simulation where the kernel has no IPPROTO_QUIC) against aioquic's asyncio clien
 server, each with client and server in one process and in two, in one run.
 
 Same certificate (ECDSA P-256), same group (X25519), verification on, one handshake at a
-time, in interleaved rounds (medians reported). Ends with `udp_handshake: quichsd/aioquic=R`,
-R taken from the two-process runs.
+time, in interleaved rounds (medians reported), each measurement in fresh processes. Ends
+with `udp_handshake: quichsd/aioquic=R`, R taken from the two-process runs.
 """
 from __future__ import annotations
 
@@ -125,10 +125,14 @@ def aioquic_clients(port: int, pki: tuple[str, str, str], seconds: float) -> flo
 
 # -- harness ------------------------------------------------------------------------------
 
+WARMUP = 0.3  # seconds of handshakes before each measurement, in its fresh processes
+
+
 def one_process(server, clients, pki, seconds: float) -> float:
     ready, box = threading.Event(), []
     threading.Thread(target=server, args=(pki, None, ready, box), daemon=True).start()
     ready.wait(10)
+    clients(box[0], pki, WARMUP)
     return clients(box[0], pki, seconds)
 
 
@@ -139,10 +143,28 @@ def two_processes(server, clients, pki, seconds: float) -> float:
     proc.start()
     try:
         port = ports.get(timeout=20)
+        clients(port, pki, WARMUP)
         return clients(port, pki, seconds)
     finally:
         proc.terminate()
         proc.join(5)
+
+
+def _report(layout, server, clients, pki, seconds: float, out: mp.Queue) -> None:
+    out.put(layout(server, clients, pki, seconds))
+
+
+def isolated(layout, server, clients, pki, seconds: float) -> float:
+    """One measurement in fresh processes: no server, thread or timer of an earlier
+    measurement (either stack's) is left to compete with it."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_report, args=(layout, server, clients, pki, seconds, out))
+    proc.start()
+    try:
+        return out.get(timeout=seconds + 60)
+    finally:
+        proc.join(10)
 
 
 def main() -> None:
@@ -156,12 +178,10 @@ def main() -> None:
         backend = QuicSocket(socket.AF_INET).backend_name
         rates: dict[tuple[str, int], list[float]] = {}
         contenders = (("quichsd", quichsd_server, quichsd_clients), ("aioquic", aioquic_server, aioquic_clients))
-        for _, server, clients in contenders:
-            one_process(server, clients, pki, 0.5)  # warm-up
         for _ in range(args.rounds):
             for name, server, clients in contenders:
-                rates.setdefault((name, 1), []).append(one_process(server, clients, pki, args.seconds))
-                rates.setdefault((name, 2), []).append(two_processes(server, clients, pki, args.seconds))
+                for procs, layout in ((1, one_process), (2, two_processes)):
+                    rates.setdefault((name, procs), []).append(isolated(layout, server, clients, pki, args.seconds))
         print(f"quichsd backend: {backend}; median of {args.rounds} round(s), {args.seconds:g} s each")
         median = {key: statistics.median(values) for key, values in rates.items()}
         for procs in (1, 2):
