@@ -35,6 +35,7 @@ from .tls.events import (
     SendHandshake,
     SessionTicketReceived,
 )
+from .tls.groups import EPHEMERAL_KEYS
 from .tls.keylog import KeyLogFile
 from .tls.server import ServerEngine
 from .tls.session import SessionData, SingleUseTickets
@@ -275,6 +276,9 @@ class _Driver:
             self.apply(engine.start(time.time()))
         hold = self.hold
         while not engine.handshake_complete:
+            # Idle time: what this step had to send is sent and the answer is a round trip
+            # away, so make the next handshake's ephemeral key now (tls.groups).
+            EPHEMERAL_KEYS.refill()
             item = self.recv()
             if item.kind != "HANDSHAKE":
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)

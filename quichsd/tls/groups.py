@@ -8,6 +8,8 @@ Every malformed peer share raises TlsError(illegal_parameter); nothing asserts.
 """
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -36,11 +38,77 @@ _EC_CURVES: dict[NamedGroup, tuple[ec.EllipticCurve, int]] = {
     NamedGroup.SECP384R1: (ec.SECP384R1(), 1 + 2 * 48),
 }
 
+_ClassicPrivate: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
 _Private: TypeAlias = (
     x25519.X25519PrivateKey
     | ec.EllipticCurvePrivateKey
     | tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]
 )
+
+
+# --- ephemeral keys made ahead ----------------------------------------------------------
+
+
+class EphemeralKeyPool:
+    """Ephemeral (EC)DH key pairs made ahead of need, in a handshake's idle time (while it
+    waits for the peer), so the next handshake's key share costs no key generation on its
+    critical path. Each pair is handed out once and then forgotten, so every handshake
+    still has its own ephemeral key (RFC 8446 §4.2.8); a forked child starts empty, so no
+    pair can be shared by two processes. Only groups this process has used are made ahead,
+    one pair each."""
+
+    def __init__(self) -> None:
+        self._ready: dict[NamedGroup, tuple[_ClassicPrivate, bytes]] = {}
+        self._used: set[NamedGroup] = set()
+        self._lock = threading.Lock()
+
+    def take(self, group: NamedGroup) -> tuple[_ClassicPrivate, bytes]:
+        """(private key, public key_exchange bytes) for X25519, secp256r1 or secp384r1."""
+        with self._lock:
+            self._used.add(group)
+            ready = self._ready.pop(group, None)
+        return ready if ready is not None else _EPHEMERAL_MAKERS[group]()
+
+    def refill(self) -> None:
+        """Make one pair for each used group that has none ready (call when idle)."""
+        with self._lock:
+            missing = [g for g in self._used if g not in self._ready]
+        for group in missing:
+            pair = _EPHEMERAL_MAKERS[group]()
+            with self._lock:
+                self._ready.setdefault(group, pair)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: start empty. A new lock too, since another thread of the
+        parent may have held the old one when it forked."""
+        self._lock = threading.Lock()
+        self._ready = {}
+        self._used = set()
+
+
+def _make_x25519() -> tuple[_ClassicPrivate, bytes]:
+    private = x25519.X25519PrivateKey.generate()
+    return private, private.public_key().public_bytes_raw()
+
+
+def _make_ec(group: NamedGroup) -> Callable[[], tuple[_ClassicPrivate, bytes]]:
+    curve = _EC_CURVES[group][0]
+
+    def make() -> tuple[_ClassicPrivate, bytes]:
+        private = ec.generate_private_key(curve)
+        return private, _ec_public_bytes(private)
+
+    return make
+
+
+_EPHEMERAL_MAKERS: dict[NamedGroup, Callable[[], tuple[_ClassicPrivate, bytes]]] = {
+    NamedGroup.X25519: _make_x25519,
+    NamedGroup.SECP256R1: _make_ec(NamedGroup.SECP256R1),
+    NamedGroup.SECP384R1: _make_ec(NamedGroup.SECP384R1),
+}
+
+EPHEMERAL_KEYS = EphemeralKeyPool()
+os.register_at_fork(after_in_child=EPHEMERAL_KEYS.forget_after_fork)
 
 
 # --- per-primitive helpers (peer input validated here) ---------------------------------
@@ -167,17 +235,10 @@ class ClientKeyShare:
         return _ec_exchange(group, private, server_share)  # type: ignore[arg-type]
 
 
-def _new_x25519() -> ClientKeyShare:
-    private = x25519.X25519PrivateKey.generate()
-    return ClientKeyShare(NamedGroup.X25519, private, private.public_key().public_bytes_raw())
-
-
-def _new_ec(group: NamedGroup) -> Callable[[], ClientKeyShare]:
-    curve = _EC_CURVES[group][0]
-
+def _new_classic(group: NamedGroup) -> Callable[[], ClientKeyShare]:
     def make() -> ClientKeyShare:
-        private = ec.generate_private_key(curve)
-        return ClientKeyShare(group, private, _ec_public_bytes(private))
+        private, public = EPHEMERAL_KEYS.take(group)
+        return ClientKeyShare(group, private, public)  # type: ignore[arg-type]
 
     return make
 
@@ -190,9 +251,9 @@ def _new_hybrid() -> ClientKeyShare:
 
 
 _CLIENT_SHARE_MAKERS: dict[int, Callable[[], ClientKeyShare]] = {
-    NamedGroup.X25519: _new_x25519,
-    NamedGroup.SECP256R1: _new_ec(NamedGroup.SECP256R1),
-    NamedGroup.SECP384R1: _new_ec(NamedGroup.SECP384R1),
+    NamedGroup.X25519: _new_classic(NamedGroup.X25519),
+    NamedGroup.SECP256R1: _new_classic(NamedGroup.SECP256R1),
+    NamedGroup.SECP384R1: _new_classic(NamedGroup.SECP384R1),
     NamedGroup.X25519MLKEM768: _new_hybrid,
 }
 
@@ -214,21 +275,19 @@ def client_key_share(group: NamedGroup) -> ClientKeyShare:
 
 def _server_x25519(client_share: bytes) -> tuple[bytes, bytes]:
     peer = _x25519_public(client_share)
-    private = x25519.X25519PrivateKey.generate()
+    private, public = EPHEMERAL_KEYS.take(NamedGroup.X25519)
     try:
-        secret = private.exchange(peer)
+        secret = private.exchange(peer)  # type: ignore[attr-defined]
     except ValueError:
         raise illegal_parameter("x25519 shared secret is all zero") from None  # §7.4.2
-    return private.public_key().public_bytes_raw(), secret
+    return public, secret
 
 
 def _server_ec(group: NamedGroup) -> Callable[[bytes], tuple[bytes, bytes]]:
-    curve = _EC_CURVES[group][0]
-
     def exchange(client_share: bytes) -> tuple[bytes, bytes]:
-        peer = _ec_public(group, client_share)  # validate before spending a keygen
-        private = ec.generate_private_key(curve)
-        return _ec_public_bytes(private), private.exchange(_ECDH, peer)
+        peer = _ec_public(group, client_share)  # validate before spending a key
+        private, public = EPHEMERAL_KEYS.take(group)
+        return public, private.exchange(_ECDH, peer)  # type: ignore[attr-defined]
 
     return exchange
 
