@@ -3,7 +3,9 @@ agent would (spec §2.4), datagrams move between two peers on a simulated clock,
 aioquic's sans-I/O QuicConnection can stand on either side.
 
 A peer is anything with `send(now) -> [bytes]`, `recv(data, now)`, `timer()`,
-`on_timer(now)` and `pump(now)` (the application/agent step run after each delivery).
+`on_timer(now)` and `pump(now)` (the application/agent step run after each delivery), and
+optionally `idle(now)` (what the endpoint does once the datagrams are out and the agent
+waits: SimConnection.idle_work).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from quichsd.devcerts import NOW, demo_ca, leaf
 from quichsd.sock.sim import SimConnection, parse_initial_header
+from quichsd.sock.sim.packets import parse_header
 from quichsd.tls.certs import TrustStore
 from quichsd.tls.client import ClientEngine
 from quichsd.tls.config import ClientHelloInfo, Credentials, ServerChoice, TlsConfig
@@ -140,6 +143,10 @@ class SimAgent:
         if self.conn is not None:
             self.conn.handle_timer(now)
 
+    def idle(self, now: float) -> None:
+        if self.conn is not None:
+            self.conn.idle_work()
+
 
 def sim_client(now: float = START, *, version: int = V1, session=None, early_data: bool = False,
                remote_params: dict | None = None, **conn_kw) -> SimAgent:
@@ -187,10 +194,24 @@ class SimServer(SimAgent):
         self.conn.receive_datagram(data, ADDR_C, now)
 
 
+def packet_kinds(datagram: bytes) -> list[tuple[bool, int]]:
+    """(is_long, first byte) of every packet in a datagram (coalescing check)."""
+    out, pos = [], 0
+    while pos < len(datagram):
+        header = parse_header(datagram, pos, 8)
+        out.append((header.is_long, datagram[pos]))
+        pos = header.end
+    return out
+
+
 # ---- the wire ---------------------------------------------------------------------------------
 
 
 Drop = Callable[[str, int, bytes], bool]
+
+
+def _no_idle(now: float) -> None:
+    """A peer without idle work (aioquic)."""
 
 
 @dataclass
@@ -206,11 +227,15 @@ class Wire:
     sent: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
     dropped: list[tuple[str, int]] = field(default_factory=list)
     log: list[tuple[str, int]] = field(default_factory=list)
+    idle_work: bool = True  # False: only timers do the idle work (a peer that never waits)
 
     def step(self) -> bool:
         moved = False
         for name, src, dst in (("c2s", self.client, self.server), ("s2c", self.server, self.client)):
             batch = src.send(self.now)
+            if self.idle_work:  # its datagrams are out: idle time, and what that queued
+                getattr(src, "idle", _no_idle)(self.now)
+                batch += src.send(self.now)
             if not batch:
                 continue
             moved = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 
 import pytest
 
@@ -19,6 +20,9 @@ from aioquic.tls import SessionTicket  # noqa: E402
 
 pytestmark = pytest.mark.interop
 V1, V2 = 0x00000001, 0x6B3343CF
+# The NEW_CONNECTION_IDs we issue to aioquic (its active_connection_id_limit is 8, our cap
+# too: 7 besides the handshake's), sent in idle time after completion.
+ISSUED_TO_AIOQUIC = 7
 
 
 class Echo(QuicConnectionProtocol):
@@ -38,6 +42,7 @@ class AioquicServer:
         cfg.load_cert_chain(pki.cert_file, pki.key_file)
         self.cfg = cfg
         self.early = early
+        self.protocols: list[Echo] = []
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -48,7 +53,7 @@ class AioquicServer:
 
         async def start() -> None:
             self.server = await serve(
-                "127.0.0.1", 0, configuration=self.cfg, create_protocol=Echo,
+                "127.0.0.1", 0, configuration=self.cfg, create_protocol=self._protocol,
                 session_ticket_fetcher=self.tickets.pop if self.early else self.tickets.get,
                 session_ticket_handler=lambda t: self.tickets.__setitem__(t.ticket, t),
             )
@@ -57,6 +62,16 @@ class AioquicServer:
 
         self.loop.run_until_complete(start())
         self.loop.run_forever()
+
+    def _protocol(self, *args, **kw) -> Echo:
+        protocol = Echo(*args, **kw)
+        self.protocols.append(protocol)
+        return protocol
+
+    def peer_cids(self) -> int:
+        """How many of our CIDs aioquic's (only) connection holds unused."""
+        (protocol,) = self.protocols
+        return len(protocol._quic._peer_cid_available)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.server.close)
@@ -83,6 +98,10 @@ def test_our_client_against_aioquic_server(pki, aioquic_server, version) -> None
         result = quic_handshake(sock, our_client(pki))
         assert result.alpn == "h3"  # aioquic chooses by its own preference order
         assert exchange(sock, b"over the wire") == b"OVER THE WIRE"
+        deadline = time.monotonic() + 2
+        while srv.peer_cids() < ISSUED_TO_AIOQUIC and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert srv.peer_cids() == ISSUED_TO_AIOQUIC
 
 
 def test_our_client_resumes_with_0rtt_against_aioquic(pki, aioquic_server) -> None:
@@ -115,6 +134,7 @@ async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionT
         info = {"resumed": client._quic.tls.session_resumed, "early": client._quic.tls.early_data_accepted,
                 "alpn": client._quic.tls.alpn_negotiated}
         await asyncio.sleep(0.2)  # let the server's ticket arrive
+        info["peer_cids"] = len(client._quic._peer_cid_available)
     return data, tickets, info
 
 
@@ -124,6 +144,7 @@ def test_aioquic_client_against_our_server(pki, server_factory, version) -> None
                                                 key_file=pki.key_file, timeout=5), after=echo_upper)
     data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, version=version))
     assert data == b"FROM AIOQUIC" and info["alpn"] == "h3"
+    assert info["peer_cids"] == ISSUED_TO_AIOQUIC
     assert srv.wait()[0].alpn == "h3"
 
 

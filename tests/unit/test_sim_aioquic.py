@@ -114,3 +114,37 @@ def test_key_updates_with_aioquic():
     server.quic.request_key_update()  # aioquic starts one; we follow
     echo(b"after theirs")
     assert client.conn.key_phase == 0 and client.conn.state == "ESTABLISHED"
+
+
+# The completion step's NEW_CONNECTION_IDs leave in idle time (tests/unit/test_sim_cid_issuance.py):
+# aioquic still gets the full set, with the reset tokens, and may retire and switch CIDs.
+AIOQUIC_LIMIT = 8  # aioquic's active_connection_id_limit; ours caps at CONN_ID_LIMIT (8)
+
+
+def test_aioquic_client_gets_our_cids_and_retires_one():
+    server, client = SimServer(), AioPeer(is_client=True)
+    wire = Wire(client, server)
+    client.connect(wire.now)
+    wire.run(lambda: client.handshake_done and len(client.quic._peer_cid_available) == AIOQUIC_LIMIT - 1)
+    conn = server.conn
+    issued = {cid for seq, cid in conn._local_cids.items() if seq}
+    assert {c.cid for c in client.quic._peer_cid_available} == issued
+    assert {c.stateless_reset_token for c in client.quic._peer_cid_available} == {
+        conn._reset_token(cid) for cid in issued}
+
+    client.quic.change_connection_id()  # RETIRE_CONNECTION_ID 0, then uses sequence 1
+    sid = client.quic.get_next_available_stream_id()
+    client.quic.send_stream_data(sid, b"on a new CID", end_stream=True)
+    wire.run(lambda: sid in client.finished and 0 not in conn._local_cids
+             and len(client.quic._peer_cid_available) == AIOQUIC_LIMIT - 1)
+    assert bytes(client.received[sid]) == b"on a new CID"
+    assert len(conn._local_cids) == AIOQUIC_LIMIT and conn._next_cid_seq == AIOQUIC_LIMIT + 1
+    assert conn.local_cid == conn._local_cids[1]
+
+
+def test_aioquic_server_gets_our_cids():
+    client, server = sim_client(), AioPeer(is_client=False, supported=[V1])
+    wire = handshake(client, server)
+    wire.run(lambda: len(server.quic._peer_cid_available) == AIOQUIC_LIMIT - 1)
+    assert {c.cid for c in server.quic._peer_cid_available} == {
+        cid for seq, cid in client.conn._local_cids.items() if seq}

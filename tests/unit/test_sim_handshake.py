@@ -7,18 +7,9 @@ import random
 
 import pytest
 
-from quichsd.sock.sim.packets import parse_header
+from quichsd.sock.sim.levels import APP
 from tests.sim_driver import START, V1, V2, SimServer, Wire, handshake, sim_client
-
-
-def _packets(datagram: bytes) -> list[tuple[bool, int]]:
-    """(is_long, first byte) of every packet in a datagram (coalescing check)."""
-    out, pos = [], 0
-    while pos < len(datagram):
-        header = parse_header(datagram, pos, 8)
-        out.append((header.is_long, datagram[pos]))
-        pos = header.end
-    return out
+from tests.sim_driver import packet_kinds
 
 
 def server_flight_delivered() -> tuple[object, SimServer, Wire]:
@@ -77,12 +68,12 @@ def test_first_flight_is_coalesced():
     wire = Wire(client, server)
     client.start(wire.now)
     (first,) = client.send(wire.now)
-    assert len(first) == 1200 and _packets(first)[0][0]
+    assert len(first) == 1200 and packet_kinds(first)[0][0]
     server.recv(first, wire.now)
     assert server.send(wire.now) == []  # no ACK alone while the hello waits for the agent
     server.pump(wire.now)
     flight = server.send(wire.now)
-    kinds = _packets(flight[0])
+    kinds = packet_kinds(flight[0])
     assert len(kinds) >= 2 and all(is_long for is_long, _ in kinds)  # Initial + Handshake
     assert len(flight[0]) >= 1200  # carries an ack-eliciting Initial: padded
     client.recv(flight[0], wire.now)
@@ -103,20 +94,26 @@ def test_held_ack_leaves_alone_after_a_short_hold():
     assert server.send(wire.now + HANDSHAKE_ACK_HOLD / 2) == []
     assert server.conn.get_timer() == pytest.approx(wire.now + HANDSHAKE_ACK_HOLD)
     (ack,) = server.send(wire.now + HANDSHAKE_ACK_HOLD)
-    assert len(ack) < 1200 and _packets(ack) == [(True, ack[0])]  # an unpadded ACK-only Initial
+    assert len(ack) < 1200 and packet_kinds(ack) == [(True, ack[0])]  # an unpadded ACK-only Initial
 
 
-def test_client_finished_carries_the_acks_and_connection_ids():
+def test_client_finished_carries_the_acks_only():
     """The client's answer to the server's flight is one datagram: Initial ACK, Handshake
-    ACK + Finished, and the 1-RTT NEW_CONNECTION_IDs of its completion step."""
+    ACK + Finished; no 1-RTT packet (its completion step's NEW_CONNECTION_IDs wait for idle
+    time), so its 1-RTT send key is not even derived yet. They follow in a datagram of
+    their own."""
     client, server, wire = server_flight_delivered()
     assert client.send(wire.now) == []  # nothing alone while the agent works
     client.pump(wire.now)
     (answer,) = client.send(wire.now)
     assert len(answer) == 1200  # it carries an Initial: padded (RFC 9000 §14.1)
-    headers = [(is_long, first_byte & 0x30 if is_long else None) for is_long, first_byte in _packets(answer)]
-    assert headers == [(True, 0x00), (True, 0x20), (False, None)]  # Initial, Handshake, 1-RTT (v1 types)
-    assert client.conn.state == "ESTABLISHED"
+    headers = [(is_long, first_byte & 0x30 if is_long else None) for is_long, first_byte in packet_kinds(answer)]
+    assert headers == [(True, 0x00), (True, 0x20)]  # Initial, Handshake (v1 types)
+    conn = client.conn
+    assert conn.state == "ESTABLISHED" and not conn._send_keys[APP].derived
+    assert conn.idle_work()  # the agent waits: the NEW_CONNECTION_IDs are queued
+    (cids,) = client.send(wire.now)
+    assert packet_kinds(cids) == [(False, cids[0])]  # one 1-RTT packet
 
 
 def test_more_holds_the_flight():
@@ -170,7 +167,7 @@ def test_zero_rtt():
     wire2 = Wire(again, server2, now=wire.now)
     again.start(wire2.now)
     (first,) = again.send(wire2.now)
-    assert len(_packets(first)) == 2  # Initial + 0-RTT in one datagram
+    assert len(packet_kinds(first)) == 2  # Initial + 0-RTT in one datagram
     server2.recv(first, wire2.now)
     server2.pump(wire2.now)
     # decrypted, but held on the "early list" until the 1-RTT receive key
@@ -323,10 +320,10 @@ def test_close_datagrams_never_put_a_short_header_first():
     handshake(client, server)
     client.conn.close(0)
     (datagram,) = client.send(START + 10)
-    assert [is_long for is_long, _ in _packets(datagram)] == [False]
+    assert [is_long for is_long, _ in packet_kinds(datagram)] == [False]
 
     client, server, wire = server_flight_delivered()  # its agent has not read it yet
     client.conn.close(0)
     for datagram in client.send(wire.now):
-        kinds = [is_long for is_long, _ in _packets(datagram)]
+        kinds = [is_long for is_long, _ in packet_kinds(datagram)]
         assert kinds and all(kinds)

@@ -61,6 +61,11 @@ CONFIG_DEFAULTS = {
     "keepalive_probe_interval": 0,
 }
 CONN_ID_LIMIT = 8  # QUIC_CONN_ID_LIMIT
+# The NEW_CONNECTION_IDs of the completion step are issued in idle time (idle_work): while
+# the socket waits, or by the endpoint's reactor; at the latest this long after completion
+# (a timer), so they never hold up the datagram carrying the client's Finished. RFC 9000
+# §5.1.1 sets no deadline for them.
+CID_ISSUE_DELAY = 0.002
 TICKET_MAX = 4096
 
 
@@ -118,7 +123,8 @@ class SimConnection(Receiver, Sender):
         self._install_initial_keys(initial_keys)
         self._send_phase = False  # 1-RTT key phase bits (RFC 9001 §6)
         self._recv_phase = False
-        self._phase_first_pn = 0  # first 1-RTT packet number sent in the current phase
+        # First 1-RTT packet number sent in the current phase; None: no key update yet.
+        self._phase_first_pn: int | None = None
         self._prev_recv_app: PacketKey | None = None
         self._next_recv_app: PacketKey | None = None
 
@@ -135,10 +141,10 @@ class SimConnection(Receiver, Sender):
         self._probes: dict[int, int] = {}  # space -> ack-eliciting probe packets owed
         self._buffered: dict[int, list[tuple[bytes, float]]] = {HANDSHAKE: [], EARLY: [], APP: []}
         self._corked = False
-        # Handshake data waits for the application: what it would trigger alone (an
-        # ACK, the client's NEW_CONNECTION_IDs) waits for the response it will send, so
-        # both leave in one datagram as in a stack that runs TLS inline; at the latest
-        # at this time (spec kernel-quic-abi §2.3 transmit triggers; RFC 9000 §13.2.1).
+        # Handshake data waits for the application: what it would trigger alone (an ACK)
+        # waits for the response it will send, so both leave in one datagram as in a stack
+        # that runs TLS inline; at the latest at this time (spec kernel-quic-abi §2.3
+        # transmit triggers; RFC 9000 §13.2.1).
         self._hold_until: float | None = None
         self._lag = 0.0  # how long the datagram being processed may have waited (receiver.py)
         self._close_frames: list[tuple[int, fr.ConnectionClose]] = []
@@ -159,6 +165,7 @@ class SimConnection(Receiver, Sender):
         self._local_cids: dict[int, bytes] = {0: self.local_cid}
         self.cid_generation = 0  # bumped whenever local_cids() changes
         self._next_cid_seq = 1
+        self._cids_due: float | None = None  # NEW_CONNECTION_IDs scheduled for idle time
         self._peer_cids: dict[int, tuple[bytes, bytes]] = {0: (self.peer_cid, b"")}
         self._peer_cid_seq = 0
         self._peer_reset_tokens: set[bytes] = set()
@@ -194,8 +201,8 @@ class SimConnection(Receiver, Sender):
         if len(secret) < cipher.secret_len:
             raise sim_error(errno.EINVAL, f"{cipher.name} needs a {cipher.secret_len}-byte secret")
         # Only the secret is kept here: the keys are derived at first use (a receive key
-        # with parked packets at once, by the replay below) or while the socket waits
-        # (derive_keys), so a key install costs the datagrams about to leave nothing.
+        # with parked packets at once, by the replay below) or in idle time (idle_work),
+        # so a key install costs the datagrams about to leave nothing.
         key = PacketKey(cipher, bytes(secret[:cipher.secret_len]), self._qv)
         self._level_cipher[level] = ctype
         self._corked = False  # a key install is a transmit trigger
@@ -213,16 +220,25 @@ class SimConnection(Receiver, Sender):
         if self.state != "CLOSED" and level == APP and APP in self._send_keys:
             self._complete()
 
+    def idle_work(self) -> bool:
+        """Work kept off the path of the datagrams: derive the installed keys, issue the
+        NEW_CONNECTION_IDs completion scheduled. The endpoint calls this in idle time (before
+        it blocks waiting for the peer, after the flush that sent what the last socket call
+        queued; or from the reactor). True if it queued frames (the caller flushes them)."""
+        self.derive_keys()
+        return self._issue_scheduled_cids()
+
     def derive_keys(self) -> None:
-        """Derive every installed key not derived yet (RFC 9001 §5.1; PacketKey.derive).
-        The endpoint calls this before it blocks waiting for the peer: after the flush that
-        sent what the keys' install triggered, and before the answer that needs them."""
+        """Derive every installed key not derived yet (RFC 9001 §5.1; PacketKey.derive):
+        after the flush that sent what the keys' install triggered, and before the answer
+        that needs them."""
         for keys in (self._send_keys, self._recv_keys):
             for key in keys.values():
                 key.derive()
 
     def _complete(self) -> None:
-        """Both 1-RTT keys are in: the kernel's completion step (spec §2.4)."""
+        """Both 1-RTT keys are in: the kernel's completion step (spec §2.4). Its
+        NEW_CONNECTION_IDs are only scheduled (CID_ISSUE_DELAY)."""
         self.state = "ESTABLISHED"
         if not self.is_client:
             self._hold_until = None  # HANDSHAKE_DONE leaves now (a client's Finished follows)
@@ -230,7 +246,7 @@ class SimConnection(Receiver, Sender):
             self._discard_level(HANDSHAKE)  # all Handshake packets count as acknowledged
             self._pending.append(fr.NewToken(self._make_token()))
             self._pending.append(fr.HandshakeDone())
-        self._issue_connection_ids()
+        self._cids_due = self._now + CID_ISSUE_DELAY
 
     def _discard_level(self, level: int) -> None:
         if level in self._discarded:
@@ -249,15 +265,23 @@ class SimConnection(Receiver, Sender):
         """QUIC_SOCKOPT_KEY_UPDATE: start a key update (RFC 9001 §6.1)."""
         if self.state != "ESTABLISHED":
             raise sim_error(errno.EPIPE, "key update outside ESTABLISHED")
-        # RFC 9001 §6.1: not before a packet of the current phase was acknowledged.
-        largest_acked = self._spaces[APP].largest_acked
-        if (not self._handshake_confirmed or self._send_phase != self._recv_phase
-                or APP not in self._send_keys or largest_acked is None
-                or largest_acked < self._phase_first_pn):
+        if not self._handshake_confirmed or APP not in self._send_keys or self._key_update_pending():
             raise sim_error(errno.EINVAL, "a key update is still pending")
         self._send_keys[APP] = self._send_keys[APP].next_phase()
         self._send_phase = not self._send_phase
         self._phase_first_pn = self._spaces[APP].next_pn
+
+    def _key_update_pending(self) -> bool:
+        """RFC 9001 §6.1: the peer has not answered the last update yet, or no packet of
+        the current phase was acknowledged: only a subsequent update waits for that ACK, the
+        first one (no 1-RTT packet of ours need have been sent yet) does not."""
+        if self._send_phase != self._recv_phase:
+            return True
+        first = self._phase_first_pn
+        if first is None:
+            return False
+        largest_acked = self._spaces[APP].largest_acked
+        return largest_acked is None or largest_acked < first
 
     @property
     def key_phase(self) -> int:
@@ -479,11 +503,22 @@ class SimConnection(Receiver, Sender):
         addr = repr(self.peer_addr).encode()
         return b"\x00" + hmac.digest(self._secret, b"token" + addr, hashlib.sha256)[:24]
 
-    def _issue_connection_ids(self) -> None:
+    def _issue_scheduled_cids(self) -> bool:
+        """The completion step's NEW_CONNECTION_IDs, if still owed (idle_work, handle_timer;
+        owed only while ESTABLISHED: _enter_closed drops them)."""
+        if self._cids_due is None:
+            return False
+        return self._issue_connection_ids()
+
+    def _issue_connection_ids(self) -> bool:
+        """Top the peer up to its active_connection_id_limit (RFC 9000 §5.1.1, §18.2; at
+        most CONN_ID_LIMIT): new CIDs with their stateless reset tokens (§10.3), queued as
+        NEW_CONNECTION_ID frames (§19.15). True if any was queued."""
+        self._cids_due = None  # a full set now: nothing left for the scheduled issuance
         limit = min(self._peer["active_connection_id_limit"], CONN_ID_LIMIT)
         count = limit - len(self._local_cids)
         if count <= 0:
-            return
+            return False
         rand = os.urandom(8 * count)  # one read of the random source for all of them
         for i in range(0, 8 * count, 8):
             cid = rand[i:i + 8]
@@ -492,6 +527,7 @@ class SimConnection(Receiver, Sender):
             self._local_cids[seq] = cid
             self.cid_generation += 1
             self._pending.append(fr.NewConnectionId(seq, 0, cid, self._reset_token(cid)))
+        return True
 
     # ==== close ===================================================================================
 
@@ -530,6 +566,7 @@ class SimConnection(Receiver, Sender):
     def _enter_closed(self) -> None:
         self.state = "CLOSED"
         self._idle_deadline = None
+        self._cids_due = None  # NEW_CONNECTION_IDs not issued yet never will be
 
     # ==== timers ==================================================================================
 
@@ -562,11 +599,14 @@ class SimConnection(Receiver, Sender):
         return best
 
     def get_timer(self) -> float | None:
-        """The earliest of the idle, hold, loss/PTO and ACK timers (called after every
-        socket call: no allocations beyond the loss timer's tuple)."""
+        """The earliest of the idle, hold, CID issuance, loss/PTO and ACK timers (called
+        after every socket call: no allocations beyond the loss timer's tuple)."""
         if self.state == "CLOSED":
             return None
         best = self._idle_deadline
+        cids = self._cids_due
+        if cids is not None and (best is None or cids < best):
+            best = cids
         hold = self._hold_until
         if hold is not None and (best is None or hold < best):
             best = hold
@@ -594,6 +634,8 @@ class SimConnection(Receiver, Sender):
                 self.close_info = (0, 0, b"")  # idle timeout: an all-zero close (spec §1.5)
             self._enter_closed()
             return
+        if self._cids_due is not None and now >= self._cids_due:
+            self._issue_scheduled_cids()  # nobody had idle time for them: now
         self._corked = False
         loss = self._loss_or_pto()
         if loss is None or loss[0] > now:

@@ -14,6 +14,10 @@ does, spec §2.7), run timers and send what connections queue. Who does it:
   for a listener. It starts watching 2 ms after the last reader left (WATCH_GRACE), since
   a handshake agent is usually back in a socket call by then.
 
+Either of them does the connections' idle work (SimConnection.idle_work: key derivation,
+the completion step's NEW_CONNECTION_IDs) once what the socket calls queued is on the wire:
+a leader right before it blocks, the reactor at each of its steps.
+
 All connection state is touched under the endpoint's lock.
 """
 from __future__ import annotations
@@ -233,7 +237,7 @@ class Endpoint:
                     led = True
                     self._leader = me
                     reactor().detach(self)
-                self._derive_keys()
+                self._idle_work()
                 self._poll(remaining)
                 if not self._closed:
                     self.step(time.time())
@@ -248,11 +252,15 @@ class Endpoint:
                     reactor().attach(self, self.next_timer())
                 self.changed.notify_all()  # a follower may lead now
 
-    def _derive_keys(self) -> None:
-        """Idle time before a wait: what was queued is on the wire, so derive the keys
-        that were installed but not used yet (SimConnection.derive_keys)."""
+    def _idle_work(self) -> None:
+        """Idle time (before a wait, or a reactor step): what was queued is on the wire, so
+        each connection does the work kept off that path (SimConnection.idle_work: keys
+        installed but not used yet, the NEW_CONNECTION_IDs of its completion step); what
+        that queued is registered (its new CIDs) and sent."""
         for conn in self._live:
-            conn.derive_keys()
+            if conn.idle_work():
+                self._refresh_cids(conn)  # demultiplex on the new CIDs before they leave
+                self._flush(conn, time.time())
 
     def _poll(self, remaining: float | None) -> None:
         """Sleep in poll() on the UDP socket, with the lock released, until a datagram,
@@ -306,6 +314,7 @@ class Endpoint:
                 timer = self.next_timer()
                 if timer is not None and timer <= now:
                     self.step(now)
+            self._idle_work()  # nobody blocks on the endpoint: the reactor has the idle time
             # The reactor keeps each endpoint's earliest timer: tell it the new one
             # (also when the one it had was stale), or it would wake for it again.
             reactor().reschedule(self, self.next_timer())

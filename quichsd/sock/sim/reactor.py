@@ -2,7 +2,8 @@
 
 It does the kernel's work for an endpoint while no application thread is blocked on it
 (endpoint.py): datagrams that arrive between socket calls, timers (ACK delay, loss
-detection, PTO, idle timeout), a listener's new connections. An application thread that
+detection, PTO, idle timeout), a listener's new connections, and the connections' idle
+work (Endpoint._idle_work) that no blocked thread did. An application thread that
 blocks in recvmsg or accept takes its endpoint away from the reactor for that time
 (`detach`) and gives it back (`attach`) with its next timer.
 
