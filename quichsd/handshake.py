@@ -13,7 +13,6 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from .tls.events import (
 from .tls.groups import EPHEMERAL_KEYS
 from .tls.keylog import KeyLogFile
 from .tls.server import ServerEngine
-from .tls.session import SessionData, SingleUseTickets
+from .tls.session import SessionData
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +158,6 @@ def _by_file_version(load: Any, *paths: str) -> Any:
     return value
 
 
-@lru_cache(maxsize=16)
-def _replay_guard(ticket_key: bytes) -> SingleUseTickets:
-    """RFC 8446 §8.1: each ticket carries 0-RTT once. The record must outlive the
-    TlsConfig built per handshake, so there is one per ticket key (only that key opens
-    its tickets) for the whole process."""
-    return SingleUseTickets()
-
-
 def _backend(sock: Any) -> Any:
     """A QuicSocket, a socket.socket or a bare fd of an IPPROTO_QUIC socket."""
     if isinstance(sock, QuicSocket):
@@ -217,8 +208,6 @@ class _Driver:
             common["cipher_suites"] = list(cfg.cipher_suites)
         if cfg.server:
             ticket_key = self._ticket_key() if cfg.session_tickets else None
-            if ticket_key is not None:
-                common["replay_guard"] = _replay_guard(ticket_key)
             return TlsConfig(
                 **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
                 send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,

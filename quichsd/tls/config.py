@@ -77,10 +77,13 @@ def _credentials_from_files(stamps: tuple[tuple[str, int], ...]) -> Credentials:
 
 
 @lru_cache(maxsize=16)
-def _ticket_sealer(ticket_key: bytes) -> TicketSealer:
-    # A sealer is immutable and a function of the key; a server socket's key is the
-    # listener's, so configurations built per connection share one (no KDF per handshake).
-    return TicketSealer(ticket_key)
+def _per_ticket_key(ticket_key: bytes) -> tuple[TicketSealer, SingleUseTickets]:
+    """What belongs to a ticket key rather than to one configuration: a server socket's
+    key is the listener's, and a caller (the socket driver) may build a configuration per
+    connection. So they share one sealer (no KDF per handshake) and one anti-replay record
+    (RFC 8446 §8.1: a ticket's 0-RTT is accepted once, whichever configuration sees it;
+    only this key opens its tickets)."""
+    return TicketSealer(ticket_key), SingleUseTickets()
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class TlsConfig:
     session_ticket_key: bytes | None = None
     send_session_ticket: bool = True
     ticket_lifetime: int = 24 * 3600
-    replay_guard: SingleUseTickets = field(default_factory=SingleUseTickets)
+    # Default: the record shared by every configuration with this session_ticket_key.
+    replay_guard: SingleUseTickets | None = None
     keylog: KeyLog | None = None
     client_hello_hook: ClientHelloHook | None = None
 
@@ -154,9 +158,13 @@ class TlsConfig:
         self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]
         if not self.alpn_protocols or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
             raise ValueError("QUIC needs at least one ALPN protocol of 1..255 bytes (RFC 9001 §8.1)")
-        self._sealer: TicketSealer | None = (
-            _ticket_sealer(bytes(self.session_ticket_key)) if self.session_ticket_key else None
-        )
+        self._sealer: TicketSealer | None = None
+        if self.session_ticket_key:
+            self._sealer, shared_guard = _per_ticket_key(bytes(self.session_ticket_key))
+            if self.replay_guard is None:
+                self.replay_guard = shared_guard
+        elif self.replay_guard is None:
+            self.replay_guard = SingleUseTickets()  # no key, no tickets: never consulted
         self._trust: TrustStore | None = self.trust
         # Encodings of our own message parts that depend on this configuration only, found
         # on first use by the engines (in caches keyed by the values they depend on, so a

@@ -366,7 +366,9 @@ class ServerEngine(TlsEngine):
         if abs(expected_age - self._client_ticket_age) > TICKET_AGE_TOLERANCE_MS:
             return False
         expires = ticket.created_ms / 1000 + ticket.lifetime
-        return self.config.replay_guard.first_use(ticket.nonce, expires, self._now)
+        guard = self.config.replay_guard
+        assert guard is not None  # TlsConfig.__post_init__ sets one
+        return guard.first_use(ticket.nonce, expires, self._now)
 
     # -- HelloRetryRequest ---------------------------------------------------------------
 

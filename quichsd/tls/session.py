@@ -166,10 +166,10 @@ class TicketSealer:
 class SingleUseTickets:
     """Anti-replay for 0-RTT (RFC 8446 §8.1): each ticket may carry early data once.
 
-    Remembers ticket nonces until the ticket expires. Scope is this object: share one per
-    process (a TlsConfig holds one). Separate processes do not share it, so a ticket can be
-    replayed once per process; a deployment with several workers should route a client to
-    one worker or turn 0-RTT off.
+    Remembers ticket nonces until the ticket expires. Scope is this object: every TlsConfig
+    with the same ticket key shares one in a process. Separate processes do not share it,
+    so a ticket can be replayed once per process; a deployment with several workers should
+    route a client to one worker or turn 0-RTT off.
     """
 
     def __init__(self) -> None:

@@ -386,3 +386,20 @@ def test_single_use_tickets_one_first_use_among_racing_threads() -> None:
         for t in threads:
             t.join()
         assert sorted(answers) == [False] * 7 + [True]
+
+
+def test_configs_with_one_ticket_key_share_one_replay_record() -> None:
+    """RFC 8446 §8.1 across configurations built per connection: the anti-replay record
+    belongs to the ticket key, not to one TlsConfig; an explicit record is kept."""
+    from quichsd.tls.session import SingleUseTickets
+
+    key, other = os.urandom(64), os.urandom(64)
+    first = TlsConfig(alpn_protocols=[b"h3"], session_ticket_key=key)
+    second = TlsConfig(alpn_protocols=[b"h3"], session_ticket_key=bytearray(key))
+    assert first.replay_guard is second.replay_guard
+    assert first.ticket_sealer is second.ticket_sealer
+    assert TlsConfig(alpn_protocols=[b"h3"], session_ticket_key=other).replay_guard is not first.replay_guard
+    own = SingleUseTickets()
+    assert TlsConfig(alpn_protocols=[b"h3"], session_ticket_key=key, replay_guard=own).replay_guard is own
+    assert first.replay_guard.first_use(b"n", expires_at=2e9, now=1e9)
+    assert not second.replay_guard.first_use(b"n", expires_at=2e9, now=1e9)
