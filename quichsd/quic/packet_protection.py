@@ -280,10 +280,10 @@ class PacketKey:
         return self._hp.mask(sample)  # type: ignore[union-attr]
 
     def encrypt(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
-        return self._derived_aead().encrypt(self.nonce(packet_number), payload, header)
+        return self._derived_aead().encrypt(self._nonce(packet_number), payload, header)  # derived first
 
     def decrypt(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
-        return self._derived_aead().decrypt(self.nonce(packet_number), ciphertext, header)
+        return self._derived_aead().decrypt(self._nonce(packet_number), ciphertext, header)  # derived first
 
     def _derived_aead(self) -> _Aead:
         aead = self._aead
