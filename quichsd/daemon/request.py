@@ -52,6 +52,19 @@ Session tickets for consumers (kernel-quic-abi §2.6, tlshd-behaviour §3.4):
     server         the 64-byte ticket key from getsockopt(SESSION_TICKET); one NewSessionTicket
                    after the handshake (the handshake API does both).
 
+0-RTT, as tlshd (GNUTLS_ENABLE_EARLY_DATA in both roles of its QUIC path):
+
+    client         when the consumer's session data allows early data (its ticket carried
+                   max_early_data_size), the ClientHello offers it and the EARLY key is
+                   installed, which releases the stream data the consumer queued with
+                   sendmsg() before the upcall (having restored the server's transport
+                   parameters, kernel-quic-abi §2.6). A refused offer still resumes; the
+                   kernel then resends that data in 1-RTT.
+    server         tickets allow early data (max_early_data_size 0xffffffff, RFC 9001
+                   §4.6.1) and 0-RTT is accepted under the engine's anti-replay policy
+                   (README "0-RTT anti-replay policy": first PSK, our own ticket, same suite
+                   and ALPN, ticket age within 10 s, each ticket once per worker process).
+
 Not done yet: the TCP (kTLS) path (EOPNOTSUPP).
 """
 from __future__ import annotations
@@ -137,8 +150,9 @@ class DoneResult:
     alpn: str = field(default="", compare=False)
     suite: str = field(default="", compare=False)
     resumed: bool = field(default=False, compare=False)
+    early_data: bool = field(default=False, compare=False)  # 0-RTT accepted (server) / by the peer (client)
     peername: str = field(default="", compare=False)  # PEERNAME, or what reverse DNS found
-    address: str = field(default="", compare=False)  # the peer's address, as logged
+    address: str = field(default="", compare=False)  # the peer's address and port
 
 
 class _SetupError(Exception):
@@ -359,9 +373,12 @@ class _QuicHandshake:
     def _base(self, server: bool) -> HandshakeConfig:
         qcfg = self.qcfg = self._quic_config()
         suite = _CIPHERS.get(int(qcfg.get("payload_cipher_type", 0) or 0))
+        # A server's tickets allow 0-RTT and it accepts 0-RTT (tlshd's QUIC path does both);
+        # a client offers it only when its session data allows it (client()).
         cfg = HandshakeConfig(
             server=server, alpns=self._alpns(), timeout=self.timeout,
             cipher_suites=[suite] if suite is not None else None, keylog_file=self.config.keylog,
+            early_data=server,
         )
         return cfg
 
@@ -414,7 +431,12 @@ class _QuicHandshake:
             hcfg.trust = _trust(settings.truststore, settings.crl)
             if not self.peername:
                 raise _SetupError("no PEERNAME and no reverse DNS name: cannot verify the server's certificate")
-        hcfg.session_data = self._resumption_data()
+        session = self._resumption_data()
+        if session is not None:
+            hcfg.session_data = session[0]
+            # The consumer queued its early data before the upcall (kernel-quic-abi §2.6):
+            # offering 0-RTT installs the EARLY key that releases it.
+            hcfg.early_data = session[1].max_early_data > 0
         wait = int(self.qcfg.get("receive_session_ticket", 0) or 0)
         hcfg.ticket_wait = float(wait)
         result = self._run(hcfg)
@@ -428,7 +450,7 @@ class _QuicHandshake:
         ids = kr.remote_peer_ids(mode, server=False, quic=True, peer_chain=chain, peername=self.peername)
         return self._success(result, ids, "client")
 
-    def _resumption_data(self) -> bytes | None:
+    def _resumption_data(self) -> tuple[bytes, SessionData] | None:
         """The consumer's session data on a client socket, if it is ours to use (§2.6)."""
         try:
             blob = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, SESSION_TICKET_MAX)
@@ -437,11 +459,11 @@ class _QuicHandshake:
         if not blob:
             return None
         try:
-            SessionData.decode(blob)
+            session = SessionData.decode(blob)
         except Exception:
             log.log(NOTICE, "ignoring session data the consumer set (%d bytes): not ours", len(blob))
             return None
-        return blob
+        return blob, session
 
     def _store_session(self, data: bytes) -> None:
         if len(data) > SESSION_TICKET_MAX:
@@ -454,7 +476,8 @@ class _QuicHandshake:
 
     def _success(self, result: HandshakeResult, ids: list[int], role: str) -> DoneResult:
         return DoneResult(0, ids, role=role, alpn=result.alpn or "", suite=_suite_name(result.cipher_suite),
-                          resumed=result.resumed, peername=self.peername or "")
+                          resumed=result.resumed, early_data=result.early_data_accepted,
+                          peername=self.peername or "")
 
     # -- server ------------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ from quichsd.daemon.config import AlpnCredentials, DaemonConfig, X509Settings
 from quichsd.daemon.keyring import MUTUAL_AUTH_PEER_ID, AuthMode
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType, handle
 from quichsd.tls.config import ClientAuth, ExternalPsk
-from quichsd.tls.session import SessionData
+from quichsd.tls.session import QUIC_MAX_EARLY_DATA, SessionData
 from tests.daemon.conftest import needs_keyctl
 from tests.pki import make_ca, new_key
-from tests.sockets import client_socket
+from tests.sockets import client_socket, echo_upper
 
 CLIENT, SERVER = MessageType.CLIENTHELLO, MessageType.SERVERHELLO
 PSK_KEY = bytes(range(32))
@@ -61,7 +61,14 @@ class Peer:
         self.listener.listen(4)
         self.client = client_socket("sim", self.listener.getsockname()[:2])
         self.client.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, alpn)
+        self.alpn = alpn
         self.outcome: Any = None
+
+    def reconnect(self) -> None:
+        """A new client connection to the same listener (same ticket key), for resumption."""
+        self.old_clients = getattr(self, "old_clients", []) + [self.client]
+        self.client = client_socket("sim", self.listener.getsockname()[:2])
+        self.client.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, self.alpn)
 
     def start(self, config: HandshakeConfig) -> QuicSocket:
         def run() -> None:
@@ -81,7 +88,8 @@ class Peer:
         return self.outcome
 
     def close(self) -> None:
-        self.client.close()
+        for sock in (*getattr(self, "old_clients", ()), self.client):
+            sock.close()
         self.listener.close()
 
 
@@ -273,6 +281,67 @@ def test_consumer_gets_session_data_and_resumes_with_it(pki, server_factory):
                   client_config(pki))
     assert done.status == 0 and done.resumed
     assert [r.resumed for r in srv.wait(2)] == [False, True]
+
+
+def test_client_sends_the_consumers_early_data_as_0rtt(pki, server_factory):
+    """As tlshd's QUIC client (GNUTLS_ENABLE_EARLY_DATA): with session data whose ticket allows
+    early data, the stream data the consumer queued before the upcall leaves as 0-RTT."""
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file,
+                                                early_data=True), after=echo_upper)
+    first = consumer_socket(srv, receive_session_ticket=3)
+    assert handle(HandshakeRequest(first, CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+                  client_config(pki)).status == 0
+    data = first.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, 4096)
+    session = SessionData.decode(data)
+    assert session.max_early_data == QUIC_MAX_EARLY_DATA and len(session.transport_parameters) == 56
+    # The consumer, as lxin's sample ticket client does: session data and the server's
+    # transport parameters set back, early data queued, then the upcall.
+    second = consumer_socket(srv, session=data)
+    second.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM, b"\x01" + session.transport_parameters[1:])
+    second.send(b"early", -1, new=True, fin=True)
+    done = handle(HandshakeRequest(second, CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+                  client_config(pki))
+    results = srv.wait(2)
+    assert results[1].resumed and results[1].early_data_accepted  # the server took it as 0-RTT
+    assert done.status == 0 and done.resumed and done.early_data
+    second.settimeout(5)
+    assert second.recv()[0] == b"EARLY"
+
+
+def test_client_without_early_data_in_the_ticket_does_not_offer_it(pki, server_factory):
+    srv = ticket_server(server_factory, pki)  # its tickets forbid early data
+    first = consumer_socket(srv, receive_session_ticket=3)
+    handle(HandshakeRequest(first, CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+           client_config(pki))
+    data = first.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, 4096)
+    assert SessionData.decode(data).max_early_data == 0
+    done = handle(HandshakeRequest(consumer_socket(srv, session=data), CLIENT, AuthMode.UNAUTH,
+                                   peername="localhost", timeout_ms=5000), client_config(pki))
+    assert done.status == 0 and done.resumed and not done.early_data
+
+
+def test_server_tickets_allow_early_data_and_it_accepts_0rtt_once(pki, peers):
+    """As tlshd's QUIC server: max_early_data_size 0xffffffff (RFC 9001 §4.6.1) in its tickets,
+    0-RTT accepted; a second use of the same ticket is refused 0-RTT (single use, RFC 8446
+    §8.1) but still resumes."""
+    config = DaemonConfig(server=X509Settings(certificate=pki.cert_file, private_key=pki.key_file))
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", ticket_wait=3, timeout=5))
+    assert handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=5000), config).status == 0
+    first = p.join()
+    assert SessionData.decode(first.session_data).max_early_data == QUIC_MAX_EARLY_DATA
+    outcomes = []
+    for payload in (b"early", b"replayed"):
+        p.reconnect()
+        conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", session_data=first.session_data,
+                                       early_data=True, early_stream_data=payload, timeout=5))
+        done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=5000), config)
+        result = p.join()
+        assert done.status == 0 and done.resumed and result.resumed
+        conn.settimeout(5)
+        assert conn.recv()[0] == payload  # 0-RTT, or resent in 1-RTT when refused
+        outcomes.append((done.early_data, result.early_data_accepted))
+    assert outcomes == [(True, True), (False, False)]
 
 
 def test_no_session_data_unless_the_consumer_asks(pki, server_factory):
