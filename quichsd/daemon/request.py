@@ -176,13 +176,17 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
         log.error("handshake failed unexpectedly: %s: %s", type(exc).__name__, exc)
         log.debug("unexpected handshake failure", exc_info=True)
         result = DoneResult(errno.EIO, role=role)
-    result = replace(result, address=peer_address(request.sock))
-    _log_completion(request, result)
+    host, address = _peer(request.sock)
+    result = replace(result, address=address)
+    if config.debug.loglevel:
+        _log_completion(request, result, host)
     return result
 
 
-def peer_address(sock: Any) -> str:
-    """The socket's peer as text ("192.0.2.1:443", "[2001:db8::1]:443"), or "" if unknown."""
+def _peer(sock: Any) -> tuple[str, str]:
+    """The socket's peer: its host as tlshd logs it (getnameinfo NI_NUMERICHOST: "192.0.2.1",
+    "2001:db8::1") and host with port ("192.0.2.1:443", "[2001:db8::1]:443", for the
+    statistics); ("", "") if unknown."""
     try:
         if isinstance(sock, int):
             with socket.socket(fileno=os.dup(sock)) as probe:
@@ -190,11 +194,12 @@ def peer_address(sock: Any) -> str:
         else:
             address = sock.getpeername()
     except (OSError, AttributeError, ValueError):
-        return ""
+        return "", ""
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address) if address else ""
+        host, port = str(address[0]), address[1]
+        return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    text = str(address) if address else ""
+    return text, text
 
 
 def reverse_lookup(sock: Any) -> str | None:
@@ -211,13 +216,14 @@ def reverse_lookup(sock: Any) -> str | None:
     return name
 
 
-def _log_completion(request: HandshakeRequest, result: DoneResult) -> None:
-    """tlshd's completion lines (§2.7): INFO on success, ERR on failure."""
+def _log_completion(request: HandshakeRequest, result: DoneResult, host: str) -> None:
+    """tlshd 1.4.0's completion lines (§2.7, log.c tlshd_log_completion), logged only when
+    [debug] loglevel is non-zero: INFO on success, ERR on failure; the address without port."""
     outcome = "succeeded" if result.status == 0 else "failed"
     level = logging.INFO if result.status == 0 else logging.ERROR
     name = result.peername or request.peername
-    if name and result.address:
-        log.log(level, "Handshake with '%s' (%s) %s", name, result.address, outcome)
+    if name and host:
+        log.log(level, "Handshake with '%s' (%s) %s", name, host, outcome)
     else:
         log.log(level, "Handshake request %s", outcome)
 

@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from quichsd.daemon import keyring as kr
-from quichsd.daemon.config import AlpnCredentials, DaemonConfig, X509Settings
+from quichsd.daemon.config import AlpnCredentials, DaemonConfig, DebugSettings, X509Settings
 from quichsd.daemon.keyring import MUTUAL_AUTH_PEER_ID, AuthMode
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType, handle
 from quichsd.tls.config import ClientAuth, ExternalPsk
@@ -363,20 +364,40 @@ def test_foreign_session_data_means_a_full_handshake(pki, server_factory, caplog
     assert "ignoring session data the consumer set (120 bytes)" in caplog.text
 
 
+def debug_config(config: DaemonConfig, loglevel: int = 1) -> DaemonConfig:
+    return replace(config, debug=DebugSettings(loglevel=loglevel))
+
+
+def completion_lines(caplog) -> list[tuple[str, str]]:  # noqa: ANN001
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Handshake ")]
+
+
 def test_completion_lines_as_tlshd(pki, server_factory, caplog):
+    """tlshd 1.4.0 log.c: the peer's address without a port (NI_NUMERICHOST)."""
     srv = ticket_server(server_factory, pki)
+    config = debug_config(client_config(pki))
     with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
-        handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost"), client_config(pki))
+        handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost"), config)
         handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="elsewhere.example",
-                                timeout_ms=5000), client_config(pki))
-        handle(HandshakeRequest(quic_client(srv), SERVER, AuthMode.UNAUTH), client_config(pki))
+                                timeout_ms=5000), config)
+        done = handle(HandshakeRequest(quic_client(srv), SERVER, AuthMode.UNAUTH), config)
     host, port = srv.address
-    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Handshake ")]
-    assert lines == [
-        ("INFO", f"Handshake with 'localhost' ({host}:{port}) succeeded"),
-        ("ERROR", f"Handshake with 'elsewhere.example' ({host}:{port}) failed"),
+    assert completion_lines(caplog) == [
+        ("INFO", f"Handshake with 'localhost' ({host}) succeeded"),
+        ("ERROR", f"Handshake with 'elsewhere.example' ({host}) failed"),
         ("ERROR", "Handshake request failed"),  # no name (a server does not look one up): tlshd's form
     ]
+    assert done.address == f"{host}:{port}"  # the statistics keep the port
+
+
+def test_completion_lines_only_with_debug_loglevel(pki, server_factory, caplog):
+    """tlshd 1.4.0 logs completions only when [debug] loglevel is non-zero (any value)."""
+    srv = ticket_server(server_factory, pki)
+    with caplog.at_level(logging.DEBUG, logger="quichsd.daemon.request"):
+        for loglevel in (0, 3):
+            handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost"),
+                   debug_config(client_config(pki), loglevel))
+    assert completion_lines(caplog) == [("INFO", f"Handshake with 'localhost' ({srv.address[0]}) succeeded")]
 
 
 def test_client_without_peername_takes_the_reverse_dns_name(pki, server_factory, caplog):
@@ -392,9 +413,10 @@ def test_client_without_peername_takes_the_reverse_dns_name(pki, server_factory,
         pytest.skip(f"127.0.0.1 reverse-resolves to {name!r}, not the test certificate's localhost")
     srv = ticket_server(server_factory, pki)
     with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
-        done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, timeout_ms=5000), client_config(pki))
+        done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, timeout_ms=5000),
+                      debug_config(client_config(pki)))
     assert done.status == 0 and done.peername == "localhost"
-    assert f"Handshake with 'localhost' (127.0.0.1:{srv.address[1]}) succeeded" in caplog.text
+    assert "Handshake with 'localhost' (127.0.0.1) succeeded" in caplog.text
 
 
 @needs_keyctl
