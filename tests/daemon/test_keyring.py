@@ -37,19 +37,38 @@ def has_key_type(name: str, payload: bytes = b"x") -> bool:
     return True
 
 
+def _listed_in_proc_keys(serial: int) -> bool:
+    """Whether /proc/keys still lists the key (False when /proc/keys cannot be read)."""
+    try:
+        with open("/proc/keys") as f:
+            return any(line.split(None, 1)[0] == f"{serial:08x}" for line in f)
+    except OSError:
+        return False
+
+
+def _key_gone(serial: int) -> bool:
+    """Reading an invalidated key goes ENOKEY (invalid, still linked) -> EACCES (unlinked by the
+    collector, so no longer possessed, but not yet destroyed) -> ENOKEY (destroyed). Only the
+    last is gone: ENOKEY, no longer a member of the session keyring, and out of /proc/keys."""
+    try:
+        kr.read(serial)
+        return False
+    except KeyringError as exc:
+        if exc.errno != errno.ENOKEY:
+            return False
+    return serial not in kr.keyring_members(kr.KEY_SPEC_SESSION_KEYRING) and not _listed_in_proc_keys(serial)
+
+
 def destroyed_serial() -> int:
     """The serial of a key that existed and is gone (invalidated and garbage-collected)."""
     serial = kr.add_key("user", "short-lived", b"x", kr.KEY_SPEC_SESSION_KEYRING)
     kr.invalidate(serial)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the key collector runs asynchronously
-        try:
-            kr.read(serial)  # EACCES (found, not possessed) until the collector is done
-        except KeyringError as exc:
-            if exc.errno == errno.ENOKEY:
-                return serial
-        time.sleep(0.01)
-    pytest.fail(f"key {serial} still present 10 s after KEYCTL_INVALIDATE")
+    while not _key_gone(serial):  # the key collector runs asynchronously: poll, with a deadline
+        if time.monotonic() > deadline:
+            pytest.fail(f"key {serial} still present 10 s after KEYCTL_INVALIDATE")
+        time.sleep(0.005)
+    return serial
 
 
 @functools.cache
@@ -144,6 +163,19 @@ def test_private_key_payload_must_be_a_key(session: int) -> None:
 
 
 # ---- error paths ---------------------------------------------------------------------------
+
+
+def test_destroyed_serial_waits_until_the_key_is_destroyed(session: int) -> None:
+    """The helper itself: returning at the first ENOKEY (the invalidated key is still linked
+    then) let the next read see EACCES once the collector had unlinked it. Several keys: the
+    first read after an invalidation sometimes comes after the collector already ran."""
+    for _ in range(5):
+        serial = destroyed_serial()
+        assert not _listed_in_proc_keys(serial)
+        assert serial not in kr.keyring_members(kr.KEY_SPEC_SESSION_KEYRING)
+        with pytest.raises(KeyringError) as err:
+            kr.read(serial)
+        assert err.value.errno == errno.ENOKEY
 
 
 def test_missing_key_is_enokey(session: int) -> None:
