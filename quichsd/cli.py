@@ -45,29 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _daemon_logging(foreground: bool, verbose: int, also_stderr: bool = False) -> None:
-    import logging.handlers
+    from .daemon import logsetup
 
     level = logging.INFO - 10 * verbose if verbose else logging.INFO
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler: logging.Handler
-    if foreground:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("quichsd[%(process)d]: %(levelname)s %(message)s"))
-    else:
-        try:
-            handler = logging.handlers.SysLogHandler("/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTH)
-            handler.ident = "quichsd: "
-        except OSError:
-            handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(process)d] %(message)s"))
-        if also_stderr and not isinstance(handler, logging.StreamHandler):
-            copy = logging.StreamHandler(sys.stderr)
-            copy.setFormatter(logging.Formatter("quichsd[%(process)d]: %(levelname)s %(message)s"))
-            root.addHandler(copy)
-    root.addHandler(handler)
-    root.setLevel(level)
+    logsetup.setup(foreground, level, also_stderr)
 
 
 def run_daemon(args: argparse.Namespace) -> int:
