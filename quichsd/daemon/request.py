@@ -166,6 +166,9 @@ class _SetupError(Exception):
 def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
     """Run `request` to its DONE result and log the outcome as tlshd does. Never raises."""
     role = "client" if request.message_type == MessageType.CLIENTHELLO else "server"
+    # Before the handshake, as tlshd (at ACCEPT): a failed handshake closes the connection,
+    # and the kernel's getpeername() then says ENOTCONN.
+    host, address = _peer(request.sock)
     try:
         result = _handle(request, config)
     except _SetupError as exc:
@@ -176,7 +179,6 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
         log.error("handshake failed unexpectedly: %s: %s", type(exc).__name__, exc)
         log.debug("unexpected handshake failure", exc_info=True)
         result = DoneResult(errno.EIO, role=role)
-    host, address = _peer(request.sock)
     result = replace(result, address=address)
     if config.debug.loglevel:
         _log_completion(request, result, host)

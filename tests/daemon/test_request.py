@@ -390,6 +390,19 @@ def test_completion_lines_as_tlshd(pki, server_factory, caplog):
     assert done.address == f"{host}:{port}"  # the statistics keep the port
 
 
+def test_completion_line_names_a_peer_that_closed_the_connection(pki, server_factory, caplog):
+    """The address is read before the handshake, as tlshd does at ACCEPT: once the peer has
+    closed the connection (here: its handshake takes no ALPN we offer) getpeername() is ENOTCONN."""
+    srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file,
+                                                alpns=["other"]))
+    with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
+        done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost",
+                                       timeout_ms=5000), debug_config(client_config(pki)))
+    assert done.status == errno.EACCES
+    assert completion_lines(caplog) == [("ERROR", f"Handshake with 'localhost' ({srv.address[0]}) failed")]
+    assert done.address == "%s:%d" % srv.address
+
+
 def test_completion_lines_only_with_debug_loglevel(pki, server_factory, caplog):
     """tlshd 1.4.0 logs completions only when [debug] loglevel is non-zero (any value)."""
     srv = ticket_server(server_factory, pki)
