@@ -9,7 +9,7 @@ AIOPQUIC_VERSION := 0.6.1
 PEER_STAMP := $(PEER_VENV)/.aiopquic-$(AIOPQUIC_VERSION)
 PEER_PYTHONS ?= $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)
 
-.PHONY: demo test bench clean peer-venv system-deps
+.PHONY: demo test bench clean peer-venv system-deps qemu qemu-deps
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,24 @@ system-deps:
 	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dbus-daemon >/dev/null; } || \
 	  echo "system-deps: could not install dbus-daemon; the D-Bus tests will skip"; \
 	else echo "system-deps: dbus-daemon missing and not root with apt-get; the D-Bus tests will skip"; fi
+
+# The real-kernel tier (tests/qemu/run.py): Debian's kernel under QEMU, the guest suite in one boot.
+qemu: $(STAMP) qemu-deps
+	$(VPY) -m tests.qemu.run
+
+# What the QEMU tier runs on the host: qemu (TCG), busybox-static for the initramfs, kmod for
+# depmod/modinfo, make and gcc for our test module; keyutils in the guest (it shares our root).
+QEMU_DEPS := qemu-system-x86_64:qemu-system-x86 busybox:busybox-static depmod:kmod keyctl:keyutils \
+	make:make gcc:gcc
+qemu-deps:
+	@missing=""; for d in $(QEMU_DEPS); do command -v $${d%%:*} >/dev/null 2>&1 || \
+	  [ -x /usr/sbin/$${d%%:*} ] || [ -x /sbin/$${d%%:*} ] || missing="$$missing $${d#*:}"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "qemu-deps: missing$$missing (install them; needs root with apt-get)"; exit 1; fi; \
+	echo "qemu-deps: installing$$missing"; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; }
 
 bench: $(STAMP)
 	$(VPY) bench/handshake.py

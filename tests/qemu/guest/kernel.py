@@ -1,0 +1,170 @@
+"""Guest-side helpers: modules, our upcall test module, handshake daemons, keys."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+MODPROBE = "/run/quichsd-modprobe"
+UPCALL = "/proc/quichsd_upcall"
+REPO = Path(__file__).resolve().parents[3]
+
+
+def modprobe(name: str, *params: str, remove: bool = False) -> None:
+    argv = [MODPROBE, *(["-r"] if remove else []), name, *params]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def quic_tree() -> Path:
+    """The built lxin/quic tree the host found, or skip saying what to provide."""
+    tree = os.environ.get("QUICHSD_QUIC_SRC")
+    if not tree:
+        pytest.skip(os.environ.get("QUICHSD_NO_QUIC_TREE") or "no lxin/quic tree (QUICHSD_QUIC_SRC)")
+    return Path(tree)
+
+
+def tlshd_binary() -> Path:
+    path = os.environ.get("QUICHSD_TLSHD")
+    if not path:
+        pytest.skip("no tlshd built with QUIC: build ktls-utils (fetch github:oracle/ktls-utils) "
+                    "and give its src/tlshd/tlshd as QUICHSD_TLSHD or ~/.cache/quichsd/ktls-utils")
+    return Path(path)
+
+
+# ---- our consumer module -------------------------------------------------------------
+
+@dataclass
+class Side:
+    status: int            # 0 or a negative errno, as the kernel hands it to the consumer
+    peerid: int
+
+
+@dataclass
+class Report:
+    sides: dict[str, Side] = field(default_factory=dict)
+    done: int = 0
+    ok: int = 0
+    cancelled: int = 0
+    first_status: int = 0
+    usecs: int = 0
+
+
+def upcall(command: str) -> Report:
+    """Run one command of quichsd_upcall.ko (see its source) and parse its report."""
+    if not os.path.exists(UPCALL):
+        modprobe("quichsd_upcall")
+    fd = os.open(UPCALL, os.O_RDWR)
+    try:
+        os.write(fd, command.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 8192).decode()
+    finally:
+        os.close(fd)
+    report = Report()
+    for line in text.splitlines():
+        fields = dict(word.split("=", 1) for word in line.split())
+        if "side" in fields:
+            report.sides[fields["side"]] = Side(int(fields["status"]), int(fields["peerid"]))
+        else:
+            report.done, report.ok = int(fields["done"]), int(fields["ok"])
+            report.cancelled = int(fields["cancelled"])
+            report.first_status, report.usecs = int(fields["first_status"]), int(fields["usecs"])
+    return report
+
+
+# ---- handshake daemons -----------------------------------------------------------------
+
+def _genl_group_members() -> set[int]:
+    """Port ids of generic netlink sockets subscribed to any multicast group."""
+    members = set()
+    with open("/proc/net/netlink") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if cols[1] == "16" and int(cols[3], 16) != 0:
+                members.add(int(cols[2]))
+    return members
+
+
+class Daemon:
+    """A handshake daemon (quichsd or tlshd) in a subprocess, ready once it has joined the
+    `tlshd` multicast group."""
+
+    def __init__(self, argv: list[str], workdir: Path, name: str, env: dict[str, str] | None = None):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.log = open(self.log_path, "w+")
+        before = _genl_group_members()
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not (_genl_group_members() - before):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"{name} did not join the handshake group:\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def pids(self) -> list[int]:
+        """The daemon process and its children (quichsd's workers)."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout.split()
+        return [self.proc.pid, *map(int, out)]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def quichsd_daemon(workdir: Path, config: str, workers: int = 1) -> Daemon:
+    path = workdir / "quichsd.conf"
+    path.write_text(config + f"\n[quichsd]\nworkers = {workers}\ndbus = none\n")
+    return Daemon([sys.executable, "-m", "quichsd", "daemon", "-c", str(path), "--foreground"],
+                  workdir, "quichsd")
+
+
+def tlshd_daemon(workdir: Path, config: str) -> Daemon:
+    path = workdir / "tlshd.conf"
+    path.write_text(config)
+    return Daemon([str(tlshd_binary()), "-c", str(path), "-s"], workdir, "tlshd")
+
+
+def open_fds(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+# ---- keys -------------------------------------------------------------------------------
+
+def add_user_key(description: str, payload: bytes) -> int:
+    """A "user" key in the user keyring, readable by the daemon as tlshd's tests make them."""
+    from quichsd.daemon import keyring as kr
+    serial = kr.add_key("user", description, payload, kr.KEY_SPEC_USER_KEYRING)
+    kr.setperm(serial, 0x3F1F1F1F)
+    return serial

@@ -1,0 +1,447 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * quichsd_upcall: a kernel consumer of the net/handshake upcall, for quichsd's QEMU tier.
+ *
+ * Writing one command line to /proc/quichsd_upcall makes kernel sockets, asks userspace
+ * (tlshd or quichsd daemon) for handshakes on them through tls_{client,server}_hello_*(),
+ * waits for every DONE and keeps a report that a read() of the same open file returns.
+ *
+ *   <tcp|quic> <client|server|pair> <anon|x509|psk> [key=value ...]
+ *
+ * keys: n (handshakes in a row, default 1), timeout (ms handed to the daemon, 0 = none),
+ *       wait (ms we wait for DONE before tls_handshake_cancel(), default timeout + 5000,
+ *       or 30000), peername, psk (key serial), cert, privkey, keyring (serials),
+ *       alpn (QUIC only, default "sample"), port (QUIC pair listener, default 0 = any).
+ *
+ * "client"/"server" submit one side; the other end of the connection exists but nobody
+ * serves it (for status checks). "pair" submits both ends of one loopback connection.
+ * Report lines: "side=<client|server> status=<negative errno or 0> peerid=<serial>" for
+ * n == 1, then a summary "done=<n> ok=<k> cancelled=<c> first_status=<s> usecs=<elapsed>"
+ * (cancelled: requests that got no DONE before our deadline and were withdrawn).
+ */
+#include <linux/completion.h>
+#include <linux/inet.h>
+#include <linux/kernel.h>
+#include <linux/ktime.h>
+#include <linux/module.h>
+#include <linux/net.h>
+#include <linux/proc_fs.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <net/handshake.h>
+#include <net/sock.h>
+
+#define IPPROTO_QUIC_NUM	261
+#define SOL_QUIC_NUM		288
+#define QUIC_SOCKOPT_ALPN_NUM	4
+#define REPORT_MAX		4096
+
+enum transport { T_TCP, T_QUIC };
+enum auth { A_ANON, A_X509, A_PSK };
+
+struct command {
+	enum transport transport;
+	bool client, server;
+	enum auth auth;
+	unsigned int n, timeout_ms, wait_ms;
+	char peername[256];
+	char alpn[64];
+	key_serial_t psk, cert, privkey, keyring;
+	u16 port;
+};
+
+struct side {
+	struct completion done;
+	int status;
+	key_serial_t peerid;
+	bool submitted;
+	bool cancelled;		/* no DONE came: we withdrew the request */
+};
+
+struct report {
+	size_t len;
+	char text[REPORT_MAX];
+};
+
+static void report_add(struct report *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	r->len += vscnprintf(r->text + r->len, REPORT_MAX - r->len, fmt, ap);
+	va_end(ap);
+}
+
+static void on_done(void *data, int status, key_serial_t peerid)
+{
+	struct side *s = data;
+
+	s->status = status;
+	s->peerid = peerid;
+	complete(&s->done);
+}
+
+static int submit(const struct command *c, struct socket *sock, bool client,
+		  struct side *s)
+{
+	struct tls_handshake_args args = {
+		.ta_sock = sock,
+		.ta_done = on_done,
+		.ta_data = s,
+		.ta_timeout_ms = c->timeout_ms,
+		.ta_keyring = c->keyring,
+		.ta_my_cert = c->cert,
+		.ta_my_privkey = c->privkey,
+		.ta_peername = c->peername[0] ? c->peername : NULL,
+	};
+	int err;
+
+	init_completion(&s->done);
+	s->status = 0;
+	s->peerid = 0;
+	if (c->auth == A_PSK && c->psk) {
+		args.ta_my_peerids[0] = c->psk;
+		args.ta_num_peerids = 1;
+	}
+	if (client) {
+		if (c->auth == A_ANON)
+			err = tls_client_hello_anon(&args, GFP_KERNEL);
+		else if (c->auth == A_X509)
+			err = tls_client_hello_x509(&args, GFP_KERNEL);
+		else
+			err = tls_client_hello_psk(&args, GFP_KERNEL);
+	} else {
+		if (c->auth == A_PSK)
+			err = tls_server_hello_psk(&args, GFP_KERNEL);
+		else
+			err = tls_server_hello_x509(&args, GFP_KERNEL);
+	}
+	s->submitted = !err;
+	if (err)
+		s->status = err;
+	return err;
+}
+
+/* Wait for DONE; on our own deadline cancel the request as NFS does. */
+static void await(const struct command *c, struct socket *sock, struct side *s)
+{
+	long left;
+
+	if (!s->submitted)
+		return;
+	left = wait_for_completion_killable_timeout(&s->done, msecs_to_jiffies(c->wait_ms));
+	if (left > 0)
+		return;
+	if (tls_handshake_cancel(sock->sk)) {
+		s->status = left == 0 ? -ETIMEDOUT : -EINTR;
+		s->cancelled = true;
+	} else
+		wait_for_completion(&s->done);	/* DONE raced our cancel: it will come */
+}
+
+static int make_file(struct socket *sock, struct file **filp)
+{
+	*filp = sock_alloc_file(sock, 0, NULL);
+	if (IS_ERR(*filp)) {
+		int err = PTR_ERR(*filp);
+		*filp = NULL;
+		return err;
+	}
+	return 0;
+}
+
+static int loopback(struct sockaddr_in *a, u16 port)
+{
+	memset(a, 0, sizeof(*a));
+	a->sin_family = AF_INET;
+	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a->sin_port = htons(port);
+	return sizeof(*a);
+}
+
+static int set_alpn(struct socket *sock, const char *alpn)
+{
+	return sock->ops->setsockopt(sock, SOL_QUIC_NUM, QUIC_SOCKOPT_ALPN_NUM,
+				     KERNEL_SOCKPTR((void *)alpn), strlen(alpn));
+}
+
+/* A listener on loopback, bound to an ephemeral (or the given) port. */
+static int make_listener(const struct command *c, struct socket **lsock, struct sockaddr_in *addr)
+{
+	bool quic = c->transport == T_QUIC;
+	int len = loopback(addr, c->port), err;
+
+	err = sock_create_kern(&init_net, AF_INET, quic ? SOCK_DGRAM : SOCK_STREAM,
+			       quic ? IPPROTO_QUIC_NUM : IPPROTO_TCP, lsock);
+	if (err)
+		return err;
+	if (quic) {
+		err = set_alpn(*lsock, c->alpn);
+		if (err)
+			goto fail;
+	}
+	err = kernel_bind(*lsock, (struct sockaddr *)addr, len);
+	if (err)
+		goto fail;
+	err = kernel_listen(*lsock, 16);
+	if (err)
+		goto fail;
+	err = kernel_getsockname(*lsock, (struct sockaddr *)addr);
+	if (err < 0)
+		goto fail;
+	return 0;
+fail:
+	sock_release(*lsock);
+	*lsock = NULL;
+	return err;
+}
+
+/* One connection: the client end connected, submitted if asked, the server end
+ * accepted and submitted if asked, both awaited. */
+static int one_connection(const struct command *c, struct socket *lsock,
+			  struct sockaddr_in *addr, struct side *cs, struct side *ss)
+{
+	bool quic = c->transport == T_QUIC;
+	struct socket *csock = NULL, *ssock = NULL;
+	struct file *cfile = NULL, *sfile = NULL;
+	int err;
+
+	cs->submitted = ss->submitted = false;
+	cs->cancelled = ss->cancelled = false;
+	cs->status = ss->status = 0;
+	err = sock_create_kern(&init_net, AF_INET, quic ? SOCK_DGRAM : SOCK_STREAM,
+			       quic ? IPPROTO_QUIC_NUM : IPPROTO_TCP, &csock);
+	if (err)
+		return err;
+	err = make_file(csock, &cfile);
+	if (err) {
+		sock_release(csock);
+		return err;
+	}
+	if (quic) {
+		err = set_alpn(csock, c->alpn);
+		if (err)
+			goto out;
+	}
+	err = kernel_connect(csock, (struct sockaddr *)addr, sizeof(*addr), 0);
+	if (err)
+		goto out;
+	if (!quic) {
+		/* TCP: the connection exists now; accept its server end before any upcall. */
+		err = kernel_accept(lsock, &ssock, 0);
+		if (err)
+			goto out;
+		err = make_file(ssock, &sfile);
+		if (err) {
+			sock_release(ssock);
+			goto out;
+		}
+	}
+	if (c->client)
+		submit(c, csock, true, cs);
+	if (quic && c->server) {
+		/* QUIC: the listener hands out a connection once the ClientHello arrives. */
+		err = kernel_accept(lsock, &ssock, 0);
+		if (err)
+			goto wait;
+		err = make_file(ssock, &sfile);
+		if (err) {
+			sock_release(ssock);
+			goto wait;
+		}
+	}
+	if (c->server && ssock)
+		submit(c, ssock, false, ss);
+wait:
+	await(c, csock, cs);
+	if (ssock)
+		await(c, ssock, ss);
+out:
+	if (sfile)
+		fput(sfile);
+	if (cfile)
+		fput(cfile);
+	return err;
+}
+
+static int run(const struct command *c, struct report *r)
+{
+	struct sockaddr_in addr;
+	struct socket *lsock;
+	struct side cs, ss;
+	unsigned int i, ok = 0, cancelled = 0;
+	int first = 0, err;
+	ktime_t start;
+
+	err = make_listener(c, &lsock, &addr);
+	if (err)
+		return err;
+	start = ktime_get();
+	for (i = 0; i < c->n; i++) {
+		err = one_connection(c, lsock, &addr, &cs, &ss);
+		if (c->n == 1) {
+			if (c->client)
+				report_add(r, "side=client status=%d peerid=%d\n", cs.status, cs.peerid);
+			if (c->server)
+				report_add(r, "side=server status=%d peerid=%d\n", ss.status, ss.peerid);
+		}
+		cancelled += cs.cancelled + ss.cancelled;
+		if (!err && (!c->client || cs.status == 0) && (!c->server || ss.status == 0))
+			ok++;
+		else if (!first)
+			first = err ?: (c->client && cs.status) ? cs.status : ss.status;
+		if (fatal_signal_pending(current))
+			break;
+	}
+	report_add(r, "done=%u ok=%u cancelled=%u first_status=%d usecs=%lld\n", i, ok, cancelled, first,
+		   ktime_us_delta(ktime_get(), start));
+	sock_release(lsock);
+	return 0;
+}
+
+static int parse(char *line, struct command *c)
+{
+	char *word, *value;
+	unsigned int field = 0, v;
+	int err = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->n = 1;
+	c->wait_ms = 0;
+	strscpy(c->alpn, "sample", sizeof(c->alpn));
+	while (!err && (word = strsep(&line, " \t\n")) != NULL) {
+		if (!*word)
+			continue;
+		switch (field++) {
+		case 0:
+			if (!strcmp(word, "tcp"))
+				c->transport = T_TCP;
+			else if (!strcmp(word, "quic"))
+				c->transport = T_QUIC;
+			else
+				err = -EINVAL;
+			continue;
+		case 1:
+			c->client = !strcmp(word, "client") || !strcmp(word, "pair");
+			c->server = !strcmp(word, "server") || !strcmp(word, "pair");
+			if (!c->client && !c->server)
+				err = -EINVAL;
+			continue;
+		case 2:
+			if (!strcmp(word, "anon"))
+				c->auth = A_ANON;
+			else if (!strcmp(word, "x509"))
+				c->auth = A_X509;
+			else if (!strcmp(word, "psk"))
+				c->auth = A_PSK;
+			else
+				err = -EINVAL;
+			continue;
+		}
+		value = strchr(word, '=');
+		if (!value)
+			return -EINVAL;
+		*value++ = '\0';
+		if (!strcmp(word, "peername")) {
+			strscpy(c->peername, value, sizeof(c->peername));
+			continue;
+		}
+		if (!strcmp(word, "alpn")) {
+			strscpy(c->alpn, value, sizeof(c->alpn));
+			continue;
+		}
+		err = kstrtouint(value, 0, &v);
+		if (err)
+			break;
+		if (!strcmp(word, "n"))
+			c->n = v;
+		else if (!strcmp(word, "timeout"))
+			c->timeout_ms = v;
+		else if (!strcmp(word, "wait"))
+			c->wait_ms = v;
+		else if (!strcmp(word, "psk"))
+			c->psk = v;
+		else if (!strcmp(word, "cert"))
+			c->cert = v;
+		else if (!strcmp(word, "privkey"))
+			c->privkey = v;
+		else if (!strcmp(word, "keyring"))
+			c->keyring = v;
+		else if (!strcmp(word, "port"))
+			c->port = v;
+		else
+			err = -EINVAL;
+	}
+	if (field < 3 || !c->n)
+		return -EINVAL;
+	if (c->auth == A_ANON && c->server && !c->client)
+		return -EINVAL;		/* the API has no anonymous server */
+	if (!c->wait_ms)
+		c->wait_ms = c->timeout_ms ? c->timeout_ms + 5000 : 30000;
+	return err;
+}
+
+static int upcall_open(struct inode *inode, struct file *file)
+{
+	file->private_data = kzalloc(sizeof(struct report), GFP_KERNEL);
+	return file->private_data ? 0 : -ENOMEM;
+}
+
+static int upcall_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
+static ssize_t upcall_write(struct file *file, const char __user *buf, size_t len, loff_t *off)
+{
+	struct report *r = file->private_data;
+	struct command c;
+	char line[512];
+	int err;
+
+	if (len >= sizeof(line))
+		return -EINVAL;
+	if (copy_from_user(line, buf, len))
+		return -EFAULT;
+	line[len] = '\0';
+	err = parse(line, &c);
+	if (err)
+		return err;
+	r->len = 0;
+	err = run(&c, r);
+	return err ? err : len;
+}
+
+static ssize_t upcall_read(struct file *file, char __user *buf, size_t len, loff_t *off)
+{
+	struct report *r = file->private_data;
+
+	return simple_read_from_buffer(buf, len, off, r->text, r->len);
+}
+
+static const struct proc_ops upcall_ops = {
+	.proc_open = upcall_open,
+	.proc_release = upcall_release,
+	.proc_write = upcall_write,
+	.proc_read = upcall_read,
+	.proc_lseek = default_llseek,
+};
+
+static struct proc_dir_entry *entry;
+
+static int __init upcall_init(void)
+{
+	entry = proc_create("quichsd_upcall", 0600, NULL, &upcall_ops);
+	return entry ? 0 : -ENOMEM;
+}
+
+static void __exit upcall_exit(void)
+{
+	proc_remove(entry);
+}
+
+module_init(upcall_init);
+module_exit(upcall_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("quichsd QEMU tier: a kernel consumer of the handshake upcall");
