@@ -1,4 +1,12 @@
-"""X.509 credentials and peer verification through cryptography.x509.verification."""
+"""X.509 credentials and peer verification through cryptography.x509.verification.
+
+The profile is GnuTLS's as tlshd uses it, built on cryptography's path builder and its
+CA/B web-PKI policy with the extension rules GnuTLS does not have relaxed (see
+`ca_extension_policy`, `ee_extension_policy` and the README's "X.509 profile"). Path
+building, signatures, validity, basicConstraints, path length, name constraints, EKU and
+subjectAltName matching stay in cryptography; only the CN fallback of a server name (for a
+leaf without DNS or IP subjectAltNames, as gnutls_x509_crt_check_hostname2) is ours.
+"""
 from __future__ import annotations
 
 import datetime
@@ -11,6 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .constants import AlertDescription
 from .errors import TlsError
@@ -55,20 +64,22 @@ def load_crls(path: str | Path) -> tuple[x509.CertificateRevocationList, ...]:
 @dataclass(frozen=True)
 class TrustStore:
     """A verification store built once per configuration, never per handshake; with CRLs,
-    a chain that verifies is also checked for revoked certificates."""
+    a chain that verifies is also checked for revoked certificates. `subjects` (the
+    anchors' names) only serves to tell an unknown CA from other rejections."""
 
     store: verification.Store
     source: str
     crls: tuple[x509.CertificateRevocationList, ...] = ()
+    subjects: frozenset[x509.Name] = frozenset()
 
     def with_crls(self, crls: Sequence[x509.CertificateRevocationList]) -> TrustStore:
-        return TrustStore(self.store, self.source, tuple(crls))
+        return TrustStore(self.store, self.source, tuple(crls), self.subjects)
 
     @classmethod
     def from_certificates(cls, certs: Sequence[x509.Certificate], source: str = "given") -> TrustStore:
         if not certs:
             raise ValueError("a trust store needs at least one certificate")
-        return cls(verification.Store(list(certs)), source)
+        return cls(verification.Store(list(certs)), source, (), frozenset(c.subject for c in certs))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrustStore:
@@ -96,15 +107,6 @@ def _system_store() -> TrustStore:
     raise FileNotFoundError("no system CA bundle found in " + ", ".join(SYSTEM_BUNDLES))
 
 
-def _alert_for(error: verification.VerificationError) -> AlertDescription:
-    text = str(error)
-    if "not valid at validation time" in text:
-        return AlertDescription.certificate_expired
-    if "candidates exhausted" in text or "issuer" in text:
-        return AlertDescription.unknown_ca
-    return AlertDescription.bad_certificate
-
-
 @lru_cache(maxsize=256)
 def is_ip_literal(name: str) -> bool:
     try:
@@ -120,17 +122,140 @@ def _subject(name: str) -> verification.DNSName | verification.IPAddress:
     return verification.DNSName(name)
 
 
-@lru_cache(maxsize=64)
-def _server_verifier(store: verification.Store, name: str, second: int) -> verification.ServerVerifier:
+# -- the profile: GnuTLS as tlshd uses it, on cryptography's web-PKI policy ---------------
+#
+# Relaxed against the CA/B profile, because GnuTLS accepts it and tlshd deployments use it:
+#  - a CA without keyUsage (`openssl req -x509` makes one); with keyUsage, keyCertSign is
+#    still required (GnuTLS: GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE);
+#  - basicConstraints, authorityKeyIdentifier and subjectKeyIdentifier of any criticality,
+#    and an authorityKeyIdentifier of any form; cA=TRUE is still required of every CA, the
+#    anchors included (cryptography checks it whatever the policy says);
+#  - a leaf without authorityKeyIdentifier, a leaf with basicConstraints cA=TRUE or with
+#    keyCertSign (a self-signed certificate trusted as itself);
+#  - a client certificate without subjectAltName;
+#  - a server certificate without DNS/IP subjectAltName, matched on its single CN instead.
+# Kept: signatures, validity, path length, name constraints, extended key usage (a leaf's
+# EKU, if present, must name serverAuth or clientAuth; a CA's, that or anyEKU), the
+# server name against subjectAltName, unknown critical extensions refused.
+
+
+def _ca_key_usage(policy: verification.Policy, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
+    if ku is not None and not ku.key_cert_sign:
+        raise ValueError("keyUsage of a CA certificate without keyCertSign")
+
+
+def _server_eku(policy: verification.Policy, cert: x509.Certificate,
+                eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        raise ValueError("required EKU not found")
+
+
+def _ca_server_eku(policy: verification.Policy, cert: x509.Certificate,
+                   eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and not (ExtendedKeyUsageOID.SERVER_AUTH in eku
+                                or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku):
+        raise ValueError("required EKU not found")
+
+
+_ANY = verification.Criticality.AGNOSTIC
+
+
+def ca_extension_policy(server_eku: bool = False) -> verification.ExtensionPolicy:
+    """CA certificates (anchors and intermediates). `server_eku` checks EKU for serverAuth
+    where the verifier itself would check clientAuth (the CN-fallback path below)."""
+    policy = (
+        verification.ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.KeyUsage, _ANY, _ca_key_usage)
+        .require_present(x509.BasicConstraints, _ANY, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, _ANY, None)
+        .may_be_present(x509.SubjectKeyIdentifier, _ANY, None)
+    )
+    if server_eku:
+        policy = policy.may_be_present(x509.ExtendedKeyUsage, verification.Criticality.NON_CRITICAL, _ca_server_eku)
+    return policy
+
+
+def ee_extension_policy(san_required: bool, server_eku: bool = False) -> verification.ExtensionPolicy:
+    """Leaf certificates. A server verifier needs subjectAltName (cryptography matches the
+    name there); a client verifier, and the CN-fallback path, do not."""
+    policy = (
+        verification.ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.AuthorityKeyIdentifier, _ANY, None)
+        .may_be_present(x509.BasicConstraints, _ANY, None)
+        .may_be_present(x509.KeyUsage, _ANY, None)
+    )
+    if not san_required:
+        policy = policy.may_be_present(x509.SubjectAlternativeName, _ANY, None)
+    if server_eku:
+        policy = policy.may_be_present(x509.ExtendedKeyUsage, verification.Criticality.NON_CRITICAL, _server_eku)
+    return policy
+
+
+_CA_POLICY = ca_extension_policy()
+_SERVER_EE_POLICY = ee_extension_policy(san_required=True)
+_CLIENT_EE_POLICY = ee_extension_policy(san_required=False)
+_CN_CA_POLICY = ca_extension_policy(server_eku=True)
+_CN_EE_POLICY = ee_extension_policy(san_required=False, server_eku=True)
+
+
+def _builder(store: verification.Store, second: int) -> verification.PolicyBuilder:
     # Validity is checked to the second, so a verifier serves every handshake of that second.
     when = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
-    return verification.PolicyBuilder().store(store).time(when).build_server_verifier(_subject(name))
+    return verification.PolicyBuilder().store(store).time(when)
+
+
+@lru_cache(maxsize=64)
+def _server_verifier(store: verification.Store, name: str, second: int) -> verification.ServerVerifier:
+    return (_builder(store, second).extension_policies(ca_policy=_CA_POLICY, ee_policy=_SERVER_EE_POLICY)
+            .build_server_verifier(_subject(name)))
 
 
 @lru_cache(maxsize=64)
 def _client_verifier(store: verification.Store, second: int) -> verification.ClientVerifier:
-    when = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
-    return verification.PolicyBuilder().store(store).time(when).build_client_verifier()
+    return (_builder(store, second).extension_policies(ca_policy=_CA_POLICY, ee_policy=_CLIENT_EE_POLICY)
+            .build_client_verifier())
+
+
+@lru_cache(maxsize=16)
+def _cn_server_verifier(store: verification.Store, second: int) -> verification.ClientVerifier:
+    """A server certificate without DNS/IP subjectAltName: the chain checked as for a
+    server (serverAuth), without a subject; the name is then matched on the CN."""
+    return (_builder(store, second).extension_policies(ca_policy=_CN_CA_POLICY, ee_policy=_CN_EE_POLICY)
+            .build_client_verifier())
+
+
+def _has_host_san(cert: x509.Certificate) -> bool:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return bool(san.get_values_for_type(x509.DNSName) or san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        return False
+    except Exception:  # noqa: BLE001 - unparsable extensions: no CN fallback, the first error stands
+        return True
+
+
+def cn_matches(cert: x509.Certificate, name: str) -> bool:
+    """gnutls_x509_crt_check_hostname2's fallback: the subject has exactly one CN, printable
+    ASCII, equal to the host name ignoring case, or a wildcard `*.` that stands for exactly
+    the first label of a name with at least two labels after it. (GnuTLS also accepts a
+    wildcard inside the first label, such as `f*.example.com`; we do not.)"""
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) != 1 or not isinstance(cns[0].value, str):
+        return False
+    cn = cns[0].value
+    if not cn.isascii() or not cn.isprintable() or not cn:
+        return False
+    host = name.rstrip(".").lower()
+    cn = cn.rstrip(".").lower()
+    if cn == host:
+        return True
+    if not cn.startswith("*."):
+        return False
+    suffix = cn[2:]
+    if suffix.count(".") < 1 or "*" in suffix:
+        return False
+    first, dot, rest = host.partition(".")
+    return bool(first and dot) and rest == suffix
 
 
 def verify_chain(
@@ -150,15 +275,73 @@ def verify_chain(
         if peer_is_server:
             if not server_name:
                 raise TlsError(AlertDescription.internal_error, "no server name to verify against")
-            built = _server_verifier(trust.store, server_name, second).verify(leaf, intermediates)
+            try:
+                built = _server_verifier(trust.store, server_name, second).verify(leaf, intermediates)
+            except verification.VerificationError:
+                # GnuTLS falls back to the CN for a host name (never an IP address) only
+                # when the leaf has no DNS or IP subjectAltName at all.
+                if is_ip_literal(server_name) or _has_host_san(leaf):
+                    raise
+                built = _cn_server_verifier(trust.store, second).verify(leaf, intermediates).chain
+                if not cn_matches(leaf, server_name):
+                    raise TlsError(AlertDescription.bad_certificate,
+                                   f"certificate rejected: name mismatch: {server_name!r} is not the"
+                                   f" certificate's CN and it has no DNS/IP subjectAltName") from None
         else:
             built = _client_verifier(trust.store, second).verify(leaf, intermediates).chain
         if trust.crls:
             check_revocation(trust.crls, built)
     except verification.VerificationError as exc:
-        raise TlsError(_alert_for(exc), f"certificate rejected: {exc}") from None
+        raise _rejection(exc, trust, chain, peer_is_server) from None
     except ValueError as exc:  # a field the verifier parses lazily (e.g. a name) is malformed
         raise TlsError(AlertDescription.bad_certificate, f"certificate rejected: {exc}") from None
+
+
+# Reasons cryptography gives (its VerificationError text), in the words we report, with
+# the alert of RFC 8446 §6.2. Looked up in this order; the first that occurs wins.
+_REASONS = (
+    ("basicConstraints", "issuer is not a CA (no basicConstraints with cA=TRUE)"),
+    ("keyCertSign", "issuer's keyUsage does not allow signing certificates"),
+    ("path length constraint violated", "path length constraint exceeded"),
+    ("signature does not match", "a signature does not verify under its issuer's key"),
+    ("no matching subjectAltName", "name mismatch: no subjectAltName matches"),
+    ("has no subjectAltName", "name mismatch: no subjectAltName (an IP address is matched there only)"),
+    ("exceeds max depth", "certificate chain too long"),
+)
+
+
+def _rejection(exc: verification.VerificationError, trust: TrustStore, chain: Sequence[x509.Certificate],
+               peer_is_server: bool) -> TlsError:
+    text = str(exc)
+    if "not valid at validation time" in text:
+        return TlsError(AlertDescription.certificate_expired, f"certificate rejected: expired or not yet valid ({text})")
+    if "candidates exhausted" in text:
+        try:
+            known = _reaches_an_anchor(trust, chain)
+            issuer = chain[-1].issuer.rfc4514_string()
+        except ValueError as bad:  # names are parsed lazily: a malformed one is the reason
+            return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {bad}")
+        if not known:
+            # Whatever interior error came last (a self-signed root the peer sent is tried
+            # as its own issuer until the depth or its path length runs out), nothing the
+            # peer sent was issued by a name the store holds: RFC 8446's unknown_ca.
+            return TlsError(AlertDescription.unknown_ca,
+                            f"certificate rejected: unknown CA: issuer {issuer!r} is not in the trust"
+                            f" store ({trust.source})")
+    if "required EKU not found" in text:
+        usage = "server" if peer_is_server else "client"
+        return TlsError(AlertDescription.bad_certificate,
+                        f"certificate rejected: extended key usage does not allow TLS {usage} authentication")
+    for needle, words in _REASONS:
+        if needle in text:
+            return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {words} ({text})")
+    return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {text}")
+
+
+def _reaches_an_anchor(trust: TrustStore, chain: Sequence[x509.Certificate]) -> bool:
+    """Whether a certificate the peer sent is an anchor's namesake or names one as issuer."""
+    subjects = trust.subjects
+    return any(c.issuer in subjects or c.subject in subjects for c in chain)
 
 
 def check_revocation(crls: Sequence[x509.CertificateRevocationList], built: Sequence[x509.Certificate]) -> None:
