@@ -48,7 +48,6 @@ SESSION_TICKET_MAX = 4096
 MSG_MORE = 0x8000
 MSG_NOSIGNAL = 0x4000
 _EARLY = CryptoLevel.EARLY
-_APP = CryptoLevel.APP
 # The kernel's level numbers (cmsg) -> CryptoLevel, without an Enum call per message.
 _LEVELS: dict[int, CryptoLevel] = {int(level): level for level in CryptoLevel}
 
@@ -102,6 +101,11 @@ class HandshakeConfig:
 
 @dataclass
 class HandshakeResult:
+    """What the handshake agreed. `peer_closed`: TLS completed (the peer's Finished
+    verified, and for a client its own Finished sent) but the peer had already closed the
+    connection when the last socket steps ran (see quic_handshake); the result is valid,
+    the socket is not usable for data."""
+
     version: int
     cipher_suite: int
     group: int | None
@@ -111,6 +115,7 @@ class HandshakeResult:
     resumed: bool
     early_data_accepted: bool
     session_data: bytes | None = field(default=None, repr=False)
+    peer_closed: bool = False
 
 
 def read_psk_file(path: str | os.PathLike[str]) -> list[ExternalPsk]:
@@ -179,6 +184,10 @@ class _Driver:
         self.config = config
         self.deadline = time.monotonic() + config.timeout
         self.result: HandshakeComplete | None = None
+        self.engine: TlsEngine | None = None
+        # TLS completed but the peer closed before the last socket steps (quic_handshake).
+        self.peer_closed = False
+        self.flights_done = False  # the loop ended: all of our handshake flights are out
         self.session: SessionData | None = None
         self.peer_params_set = False
         self.keylog: KeyLogFile | None = None
@@ -261,6 +270,7 @@ class _Driver:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, engine: TlsEngine) -> None:
+        self.engine = engine
         if isinstance(engine, ClientEngine):
             self.apply(engine.start(time.time()))
         hold = self.hold
@@ -279,7 +289,8 @@ class _Driver:
                 self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()), held=True)
             finally:
                 hold(False)
-        if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0:
+        self.flights_done = True
+        if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0 and not self.peer_closed:
             self.collect_ticket(engine)
 
     def apply(self, events: list[Event], held: bool = False) -> None:
@@ -302,11 +313,19 @@ class _Driver:
                 if type(event) is SendHandshake:
                     queued.append(event)
                     continue
+                if self.peer_closed:
+                    self.record(event)  # the socket steps can no longer work; the result can
+                    continue
                 if type(event) is InstallSecret and event.level == _EARLY:
                     self.send_all(queued, last_flushes=False)
                     queued = []
-                self.apply_one(event)
-            self.send_all(queued, last_flushes=True)
+                try:
+                    self.apply_one(event)
+                except OSError as exc:
+                    if not self._closed_after_completion(exc, "installing the last key"):
+                        raise
+            if not self.peer_closed:
+                self.send_all(queued, last_flushes=True)
         finally:
             if hold is not None:
                 hold(False)
@@ -317,16 +336,32 @@ class _Driver:
             try:
                 self.sock.send_handshake(int(send.level), send.data, MSG_NOSIGNAL | (MSG_MORE if more else 0))
             except OSError as exc:
-                if not self._late_send_lost(send, exc):
+                if not self._closed_after_completion(exc, "sending a post-handshake message"):
                     raise
+                return
 
-    def _late_send_lost(self, send: SendHandshake, exc: OSError) -> bool:
-        """A server's NewSessionTicket after completion finds the connection closed by a
-        peer that did not wait for it (EPIPE): the handshake itself succeeded."""
-        if self.result is None or send.level != _APP or exc.errno != errno.EPIPE:
+    def _closed_after_completion(self, exc: OSError, step: str) -> bool:
+        """True (and `peer_closed` set) when `exc` is the peer's close reported by a socket
+        step after TLS completed: EPIPE from the server's 1-RTT receive key install (the
+        kernel replays the client's buffered CONNECTION_CLOSE in that setsockopt, spec §9)
+        or from a post-handshake send (NewSessionTicket). TLS completed means the peer's
+        Finished verified and, for a client, its own Finished out (before that, the peer
+        has not completed the handshake, so its close is a failure)."""
+        engine = self.engine
+        if exc.errno != errno.EPIPE or engine is None or not engine.handshake_complete:
             return False
-        log.debug("post-handshake message not sent, the peer closed the connection: %s", exc)
+        if not self.config.server and not self.flights_done:
+            return False
+        self.peer_closed = True
+        log.info("handshake completed, but the peer has closed the connection already (%s: %s)", step, exc)
         return True
+
+    def record(self, event: Event) -> None:
+        """The result-only part of apply_one: no socket calls."""
+        if type(event) is HandshakeComplete:
+            self.result = event
+        elif type(event) is SessionTicketReceived:
+            self.session = event.session
 
     def apply_one(self, event: Event) -> None:
         if type(event) is InstallSecret:
@@ -357,7 +392,12 @@ class _Driver:
         """spec §2.6: the kernel captures the first NewSessionTicket; poll for it."""
         end = min(self.deadline, time.monotonic() + self.config.ticket_wait)
         while time.monotonic() < end:
-            blob = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, SESSION_TICKET_MAX)
+            try:
+                blob = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, SESSION_TICKET_MAX)
+            except OSError as exc:
+                if self._closed_after_completion(exc, "waiting for the session ticket"):
+                    break
+                raise
             if blob:
                 self.apply(engine.receive(CryptoLevel.APP, blob, time.time()))
                 break
@@ -399,7 +439,16 @@ class _Driver:
 
 
 def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
-    """Run a handshake on a QUIC socket in ESTABLISHING state; returns what was agreed."""
+    """Run a handshake on a QUIC socket in ESTABLISHING state; returns what was agreed.
+
+    Failures raise HandshakeError (see the README). One case is not a failure: a handshake
+    that completed in TLS (the peer's Finished verified, so the peer is authenticated; for
+    a client, its own Finished sent too) and whose peer closed the connection before the
+    last socket steps ran. The kernel reports that close as EPIPE from the server's final
+    CRYPTO_SECRET setsockopt (its 1-RTT receive key replays the client's buffered
+    CONNECTION_CLOSE, kernel-quic-abi §9) or from sending the NewSessionTicket; the result
+    is then returned as usual with `peer_closed=True`, and the steps left (the ticket, a
+    client's ticket wait) are skipped. Any EPIPE before TLS completed stays an error."""
     driver = _Driver(_backend(sock), config)
     saved_timeout = driver.sock.gettimeout()
     try:
@@ -437,6 +486,7 @@ def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
         resumed=done.resumed,
         early_data_accepted=done.early_data_accepted,
         session_data=driver.session.encode() if driver.session else None,
+        peer_closed=driver.peer_closed,
     )
 
 

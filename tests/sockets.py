@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +44,19 @@ def pki(tmp_path_factory) -> Pki:
 
 @dataclass
 class Server:
-    """A listener on loopback whose accepted connections run `quic_handshake(config)`."""
+    """A listener on loopback whose accepted connections run `quic_handshake(config)`
+    (on `wrap(conn)` when given: a stand-in socket that changes what the handshake sees).
+
+    Like `quichsd server`, it never dies of one connection: an accept() or handshake that
+    fails with anything but a HandshakeError lands in `errors` (a failed handshake is an
+    outcome, in `results`)."""
 
     backend: str
     config: HandshakeConfig
     alpn: bytes = b"h3"
     results: list[Any] = field(default_factory=list)
     after: Callable[[QuicSocket, Any], None] | None = None
+    wrap: Callable[[QuicSocket], Any] | None = None
 
     def start(self) -> Server:
         self.sock = QuicSocket(socket.AF_INET, backend=self.backend)
@@ -71,13 +78,22 @@ class Server:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 continue
+            except OSError as exc:
+                if self._stop.is_set():
+                    break  # stop() closed the listener under us
+                self.errors.append(exc)
+                time.sleep(0.01)
+                continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: QuicSocket) -> None:
         try:
-            result: Any = quic_handshake(conn, self.config)
+            result: Any = quic_handshake(conn if self.wrap is None else self.wrap(conn), self.config)
         except HandshakeError as exc:
             result = exc
+        except Exception as exc:  # not an outcome the test expects: surfaced through errors
+            self.errors.append(exc)
+            return
         with self._changed:
             self.results.append(result)
             self._changed.notify_all()

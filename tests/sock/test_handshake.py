@@ -4,15 +4,17 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
 import time
+from typing import Any
 
 import pytest
 
-from quichsd import HandshakeConfig, HandshakeError, QuicSocket, quic_client_handshake, quic_handshake
+from quichsd import HandshakeConfig, HandshakeError, HandshakeResult, QuicSocket, quic_client_handshake, quic_handshake
 from quichsd import abi
 from quichsd.handshake import read_psk_file
 from quichsd.tls.config import ClientAuth, Credentials
-from quichsd.tls.constants import NamedGroup
+from quichsd.tls.constants import CryptoLevel, NamedGroup
 from tests.pki import leaf
 from tests.sockets import BACKENDS, client_socket, echo_upper
 
@@ -29,6 +31,35 @@ def client_config(pki, **kw) -> HandshakeConfig:
     base = dict(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
     base.update(kw)
     return HandshakeConfig(**base)
+
+
+def completed(outcome: Any) -> HandshakeResult:
+    """A server's handshake outcome that must be a result. A client that closes right after
+    its handshake may have closed before the server installed its 1-RTT receive key (the
+    kernel then reports EPIPE there, spec §9): the result still comes, maybe peer_closed."""
+    assert isinstance(outcome, HandshakeResult), f"the server's handshake failed: {outcome!r}"
+    return outcome
+
+
+class HoldsTheClientFlight:
+    """A server connection whose handshake reads the client's Handshake-level flight (its
+    Finished) only after `release` is set and `settle` seconds more: the client's
+    CONNECTION_CLOSE has arrived by then and waits for the 1-RTT receive key."""
+
+    def __init__(self, conn: QuicSocket, release: threading.Event, settle: float = 0.5) -> None:
+        self._conn, self._release, self._settle = conn, release, settle
+        self._held = False
+
+    def recv_item(self, bufsize: int, flags: int = 0) -> Any:
+        item = self._conn.recv_item(bufsize, flags)
+        if item.kind == "HANDSHAKE" and item.level == CryptoLevel.HANDSHAKE and not self._held:
+            self._held = True
+            assert self._release.wait(5)
+            time.sleep(self._settle)
+        return item
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 def test_full_handshake_and_data(backend, pki, server_factory) -> None:
@@ -52,8 +83,42 @@ def test_libquic_style_call_with_psk_file(backend, tmp_path, server_factory) -> 
                          alpn=b"smb")
     with client_socket(backend, srv.address) as sock:
         result = quic_client_handshake(sock, str(psk), None, "smb", timeout=5)
-    assert result.psk_identity == b"client1"
-    assert srv.wait()[0].psk_identity == b"client1"
+    assert result.psk_identity == b"client1" and not result.peer_closed
+    assert completed(srv.wait()[0]).psk_identity == b"client1"
+
+
+@pytest.mark.parametrize("auth", ["psk", "certificate"])
+def test_server_keeps_a_completed_handshake_whose_client_closed_at_once(backend, pki, tmp_path, server_factory,
+                                                                          auth) -> None:
+    """The client closes as soon as its handshake returns, before the server has installed
+    its 1-RTT receive key: that install replays the client's CONNECTION_CLOSE and fails with
+    EPIPE (spec §9). TLS had completed (the client's Finished verified), so the server gets
+    its result, with peer_closed, and what it learnt about the client."""
+    closed = threading.Event()
+    if auth == "psk":
+        psk = tmp_path / "psk.txt"
+        psk.write_text("client1:" + os.urandom(32).hex() + "\n")
+        # No ticket to send: the key install is the one step left to report the close.
+        server = HandshakeConfig(server=True, alpns=["smb"], psks=read_psk_file(psk), session_tickets=False,
+                                 timeout=10)
+        client = HandshakeConfig(alpns=["smb"], psks=read_psk_file(psk), timeout=10)
+    else:
+        ccert, ckey = leaf("ed25519", "client")
+        server = server_config(pki, alpns=["smb"], client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file, timeout=10)
+        client = client_config(pki, alpns=["smb"], credentials=Credentials([ccert], ckey), timeout=10)
+    srv = server_factory(backend, server, alpn=b"smb", wrap=lambda conn: HoldsTheClientFlight(conn, closed))
+    with client_socket(backend, srv.address) as sock:
+        mine = quic_handshake(sock, client)
+    closed.set()  # its CONNECTION_CLOSE has left
+    assert mine.alpn == "smb" and not mine.peer_closed
+    (theirs,) = srv.wait(timeout=15)
+    theirs = completed(theirs)
+    assert theirs.peer_closed and theirs.alpn == "smb"
+    if auth == "psk":
+        assert theirs.psk_identity == b"client1" and not theirs.peer_certificates
+    else:
+        assert theirs.peer_certificates[0].subject.rfc4514_string() == "CN=client"
+    assert not srv.errors
 
 
 def test_hello_retry_request(backend, pki, server_factory) -> None:
@@ -156,7 +221,7 @@ def test_client_certificate_required(backend, pki, server_factory) -> None:
     srv = server_factory(backend, server_config(pki, client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file))
     with client_socket(backend, srv.address) as sock:
         quic_handshake(sock, client_config(pki, credentials=Credentials([ccert], ckey)))
-    assert srv.wait()[0].peer_certificates[0].subject.rfc4514_string() == "CN=client"
+    assert completed(srv.wait()[0]).peer_certificates[0].subject.rfc4514_string() == "CN=client"
 
 
 def test_silent_peer_times_out(backend, pki) -> None:
@@ -180,7 +245,7 @@ def test_v2(backend, pki, server_factory) -> None:
     sock.connect(srv.address)
     with sock:
         quic_handshake(sock, client_config(pki))
-    assert srv.wait()[0].alpn == "h3"
+    assert completed(srv.wait()[0]).alpn == "h3"
 
 
 def test_asyncio_form(backend, pki, server_factory) -> None:

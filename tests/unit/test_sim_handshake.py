@@ -327,3 +327,32 @@ def test_close_datagrams_never_put_a_short_header_first():
     for datagram in client.send(wire.now):
         kinds = [is_long for is_long, _ in packet_kinds(datagram)]
         assert kinds and all(kinds)
+
+
+def test_receive_key_whose_replayed_packets_close_the_connection_is_epipe():
+    """spec §9, as the kernel's CRYPTO_SECRET handler: installing a receive key replays the
+    packets that waited for it; when one is a CONNECTION_CLOSE (a client that closed right
+    after its handshake, before the server installed its 1-RTT receive key), the install
+    itself fails with EPIPE, and the connection is closed."""
+    import errno
+
+    from quichsd.tls.constants import CryptoLevel, Direction
+    from quichsd.tls.events import InstallSecret
+
+    client, server, wire = server_flight_delivered()
+    client.pump(wire.now)
+    assert client.completed  # both 1-RTT keys in, its Finished queued
+    finished = client.send(wire.now)
+    client.conn.close(0)
+    closing = client.send(wire.now)
+    assert finished and closing
+    for datagram in finished + closing:
+        server.recv(datagram, wire.now)  # the close waits for the 1-RTT receive key
+    level, data, _ = server.conn.recv_crypto(65536)
+    events = server.engine.receive(CryptoLevel(level), data, wire.now)
+    (install,) = [e for e in events if isinstance(e, InstallSecret)]
+    assert install.level == CryptoLevel.APP and install.direction == Direction.RECV
+    with pytest.raises(OSError) as info:
+        server.conn.install_secret(int(install.level), False, install.cipher_type, install.secret)
+    assert info.value.errno == errno.EPIPE
+    assert server.conn.state == "CLOSED" and server.conn.close_info[0] == 0

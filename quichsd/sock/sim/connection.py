@@ -215,9 +215,12 @@ class SimConnection(Receiver, Sender):
         if level == APP:
             self._ticket_open = True
         self._replay_buffered(level)  # packets that waited for this key (spec §2.4)
-        # The key is in even if a replayed packet closed the connection (a peer that closed
-        # right after its Finished): the next call on the socket reports the close.
-        if self.state != "CLOSED" and level == APP and APP in self._send_keys:
+        if self.state == "CLOSED":
+            # As the kernel (spec §9, socket.c's CRYPTO_SECRET handler): the key is in, but
+            # a replayed packet closed the connection (a peer that closed right after its
+            # Finished), and the setsockopt itself reports it.
+            raise sim_error(errno.EPIPE, "a buffered packet closed the connection")
+        if level == APP and APP in self._send_keys:
             self._complete()
 
     def idle_work(self) -> bool:
