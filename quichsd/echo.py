@@ -1,9 +1,11 @@
 """`quichsd server` and `quichsd client`: handshakes on real sockets, then stream echo."""
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -80,6 +82,14 @@ def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None
                 conn, peer = listener.accept()
             except TimeoutError:
                 continue
+            except OSError as exc:
+                # One connection's trouble (the kernel's ECONNABORTED, a short ENOMEM or
+                # EMFILE...) never ends the server; a listener that is gone does.
+                if exc.errno in _LISTENER_GONE:
+                    raise
+                log.warning("accept failed, still listening: %s", exc)
+                time.sleep(0.05)  # no busy loop on a lasting condition (EMFILE)
+                continue
             served += 1
             threading.Thread(target=_serve_one, args=(conn, peer, config, out), daemon=True).start()
             if opts.max_connections and served >= opts.max_connections:
@@ -89,21 +99,78 @@ def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None
     return 0
 
 
+_LISTENER_GONE = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK})
+
+
+def _name(peer: Any) -> str:
+    """`host:port` of an accepted peer; "-" when accept() could not tell (QuicSocket.accept)."""
+    if not peer:
+        return "-"
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def _serve_one(conn: QuicSocket, peer: Any, config: HandshakeConfig, out: TextIO) -> None:
+    """One connection, on its own thread: whatever happens here ends this connection only."""
+    name = _name(peer)
     with conn:
         try:
             result = quic_handshake(conn, config)
         except HandshakeError as exc:
-            print(f"handshake with {peer[0]}:{peer[1]} failed: {exc.strerror}", file=out, flush=True)
+            print(f"handshake with {name} failed: {exc.strerror}", file=out, flush=True)
             return
-        print(f"handshake with {peer[0]}:{peer[1]} succeeded: {summary(result)}", file=out, flush=True)
+        except Exception as exc:  # a bug, not the peer: say so, but keep serving the others
+            log.error("handshake with %s: unexpected %s: %s", name, type(exc).__name__, exc)
+            print(f"handshake with {name} failed: {type(exc).__name__}", file=out, flush=True)
+            return
+        closed = " (the client has closed the connection already)" if result.peer_closed else ""
+        print(f"handshake with {name} succeeded: {summary(result)}{closed}", file=out, flush=True)
+        if result.peer_closed:
+            return
         conn.settimeout(30)
-        try:  # echo every stream until the client closes the connection
-            while True:
-                data, stream_id, fin = conn.recv()
-                conn.send(data, stream_id, fin=fin)
+        try:
+            echo_streams(conn, name)
+        except Exception as exc:
+            log.error("echo with %s: unexpected %s: %s", name, type(exc).__name__, exc)
+
+
+def _client_uni(stream_id: int) -> bool:
+    """A client-initiated unidirectional stream: receive-only for the server (RFC 9000
+    §2.1: bit 0 = server-initiated, bit 1 = unidirectional)."""
+    return stream_id & 0x3 == 0x2
+
+
+def echo_streams(conn: QuicSocket, name: str = "-") -> None:
+    """Echo every stream until the client closes the connection (or 30 s of silence).
+
+    Data on a bidirectional stream goes back on it. A client-initiated unidirectional
+    stream cannot carry an answer (libquic's sample client sends on stream 2), so each one
+    gets a new server-initiated bidirectional stream (1, 5, 9, ...) for its echo, FIN for
+    FIN, as libquic's sample server answers on stream 1. A failed echo send is a warning
+    and does not end the other streams' echo."""
+    answers: dict[int, int] = {}  # the client's unidirectional stream -> our answer stream
+    next_own = 1  # the next server-initiated bidirectional stream
+    while True:
+        try:
+            data, stream_id, fin = conn.recv()
+        except (OSError, TimeoutError) as exc:  # the client closed, or went quiet
+            log.debug("echo on %s ended: %s", name, exc)
+            return
+        target, new = stream_id, False
+        if _client_uni(stream_id):
+            answer = answers.get(stream_id)
+            if answer is None:
+                answer = answers[stream_id] = next_own
+                next_own += 4
+                new = True
+            target = answer
+            if fin:
+                del answers[stream_id]
+        try:
+            conn.send(data, target, new=new, fin=fin)
         except (OSError, TimeoutError) as exc:
-            log.debug("echo on %s ended: %s", peer, exc)
+            log.warning("echo to %s: %d bytes from stream %d not sent on stream %d: %s",
+                        name, len(data), stream_id, target, exc)
 
 
 @dataclass

@@ -90,6 +90,8 @@ class KernelQuicSocket(QuicSocketBackend):
             sock = socket.socket(family, type, IPPROTO_QUIC)
         self._sock = sock
         self._timeout: float | None = sock.gettimeout()
+        # An accepted socket: the peer's address as the accept() call reported it.
+        self.accepted_peer: Address | None = None
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> KernelQuicSocket:
@@ -136,11 +138,14 @@ class KernelQuicSocket(QuicSocketBackend):
         self._sock.connect(address)
 
     def accept(self) -> KernelQuicSocket:
+        """The next connection. It may be one the peer has closed already (spec §9), whose
+        getpeername() fails with ENOTCONN; `accepted_peer` then still has the address the
+        accept() call reported (the kernel reads it whatever the state), or None."""
         fd = self._fd()
         nonblocking = self._timeout == 0
         deadline = self._deadline()
         while True:
-            conn = self._accept_once(fd, wait=self._timeout is None)
+            conn, peer = self._accept_once(fd, wait=self._timeout is None)
             if conn >= 0:
                 break
             if -conn == errno.EINTR:
@@ -154,19 +159,33 @@ class KernelQuicSocket(QuicSocketBackend):
             os.close(conn)
             raise
         child._timeout = self._timeout
+        child.accepted_peer = peer
         return child
 
-    def _accept_once(self, fd: int, *, wait: bool) -> int:
-        """One accept4. A blocking fd with no timeout may block in the kernel; with a
-        timeout, O_NONBLOCK is set just for this call (there is no MSG_DONTWAIT for
-        accept) and then put back."""
+    def _accept_once(self, fd: int, *, wait: bool) -> tuple[int, Address | None]:
+        """One accept4: (fd or -errno, the peer's address or None). A blocking fd with no
+        timeout may block in the kernel; with a timeout, O_NONBLOCK is set just for this
+        call (there is no MSG_DONTWAIT for accept) and then put back."""
         if wait or not os.get_blocking(fd):
-            return int(lib.quic_accept(fd))
+            return self._accept4(fd)
         os.set_blocking(fd, False)
         try:
-            return int(lib.quic_accept(fd))
+            return self._accept4(fd)
         finally:
             os.set_blocking(fd, True)
+
+    def _accept4(self, fd: int) -> tuple[int, Address | None]:
+        # Python's own accept reads the address the accept4 call returns. It makes exactly
+        # one accept4 call (CLOEXEC, EINTR retried) when its socket object has no timeout
+        # of its own, the usual case (no socket.setdefaulttimeout()); otherwise it would
+        # poll on that timeout, so the address-less C helper does the call instead.
+        if self._sock.gettimeout() is not None:
+            return int(lib.quic_accept(fd)), None
+        try:
+            conn, peer = self._sock._accept()
+        except OSError as exc:
+            return -(exc.errno or errno.EIO), None
+        return conn, peer or None
 
     def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
         self._sock.shutdown(how)

@@ -49,8 +49,18 @@ class QuicSocket:
         return f"<QuicSocket backend={self.backend_name}>"
 
     def accept(self) -> tuple[QuicSocket, Any]:
+        """The next connection and its peer's address. accept() does not fail because the
+        peer has closed the connection already (the kernel hands such connections out,
+        spec §9; their handshake then fails): getpeername() on it raises ENOTCONN, so the
+        address is the one the backend learnt at accept, `accepted_peer` (the simulation's
+        connection knows it; on the kernel it is what the accept() syscall reported), or
+        None when there is none."""
         child = self.backend.accept()
-        return QuicSocket(self.family, _wrap=child, _name=self.backend_name), child.getpeername()
+        try:
+            peer = child.getpeername()
+        except OSError:
+            peer = getattr(child, "accepted_peer", None)
+        return QuicSocket(self.family, _wrap=child, _name=self.backend_name), peer
 
     def send(self, data: bytes, stream_id: int = -1, flags: int = 0, *, fin: bool = False,
              new: bool = False, uni: bool = False) -> int:

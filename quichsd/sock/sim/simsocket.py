@@ -52,6 +52,7 @@ class SimQuicSocket:
         self._listener_secret = b""
         self._bound: tuple[Any, ...] | None = None
         self._closed = False
+        self._shut_down = False  # our shutdown() closed the connection (getpeername)
         # hold_output(): socket options set meanwhile leave their transmit trigger for
         # the end of the batch (or the next send that flushes anyway).
         self._holding = 0
@@ -136,6 +137,7 @@ class SimQuicSocket:
             # close. Only sent: the one after_call below tells the waiters and the reactor
             # (nobody sees the state in between, the lock is held throughout).
             endpoint.send_queued(conn)
+            self._shut_down = True
             errcode, phrase = self.close_request
             conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
             endpoint.after_call(conn)
@@ -174,8 +176,18 @@ class SimQuicSocket:
             return self.endpoint.local_address
         return self._bound or ("0.0.0.0", 0)
 
+    @property
+    def accepted_peer(self) -> tuple[Any, ...] | None:
+        """The peer's address whatever the state (QuicSocket.accept)."""
+        return self.peer
+
     def getpeername(self) -> tuple[Any, ...]:
-        if self.peer is None:
+        """As the kernel's (inet_getname): ENOTCONN once the peer closed the connection (or
+        it timed out, or broke), e.g. one the peer closed before accept() returned it
+        (spec §9). The kernel fails after our own shutdown() too; the simulation still
+        answers then, as callers read the name after a failed handshake shut it down."""
+        conn = self.conn
+        if self.peer is None or (conn is not None and conn.state == "CLOSED" and not self._shut_down):
             raise _err(errno.ENOTCONN, "getpeername")
         return self.peer
 
