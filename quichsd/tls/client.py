@@ -102,15 +102,15 @@ _EE_EXTENSIONS = frozenset(
 )
 
 
-_PSK_DHE_KE = ext.encode_psk_modes([PskKeyExchangeMode.PSK_DHE_KE])
+_PSK_KE, _PSK_DHE_KE = PskKeyExchangeMode.PSK_KE, PskKeyExchangeMode.PSK_DHE_KE
 
 
 class _StaticHello:
     """The ClientHello parts that depend on the configuration only, encoded once: the
-    leading extensions (as a dict for the engine's checks and as encoded bytes) and the
-    cipher_suites vector."""
+    leading extensions (as a dict for the engine's checks and as encoded bytes), the
+    cipher_suites vector and the psk_key_exchange_modes body."""
 
-    __slots__ = ("extensions", "encoded", "suites", "suites_vec")
+    __slots__ = ("extensions", "encoded", "suites", "suites_vec", "psk_modes")
 
     def __init__(self, cfg: TlsConfig) -> None:
         exts: dict[int, bytes] = {}
@@ -125,6 +125,7 @@ class _StaticHello:
         self.encoded = extensions_body(exts)
         self.suites = list(cfg.cipher_suites)
         self.suites_vec = suites_vector(self.suites)
+        self.psk_modes = ext.encode_psk_modes(cfg.psk_modes)
 
 
 # The configuration values _StaticHello depends on -> its encodings, shared by every
@@ -136,7 +137,7 @@ _STATIC_HELLOS_MAX = 64
 
 def _static_hello_key(cfg: TlsConfig) -> tuple[object, ...]:
     return (cfg.server_name, tuple(cfg.groups), tuple(cfg.signature_schemes),
-            tuple(cfg.alpn_protocols), tuple(cfg.cipher_suites))
+            tuple(cfg.alpn_protocols), tuple(cfg.cipher_suites), tuple(cfg.psk_modes))
 
 
 def _static_hello(cfg: TlsConfig) -> _StaticHello:
@@ -196,6 +197,7 @@ class ClientEngine(TlsEngine):
     _early_data_offered = False
     _cert_request: CertificateRequest | None = None
     _psk_accepted = False
+    _psk_ke = False  # the server chose psk_ke: no (EC)DHE in this handshake
     _alpn: bytes | None = None
     _early_accepted = False
     _client_hs = b""
@@ -269,7 +271,7 @@ class ClientEngine(TlsEngine):
         if cookie is not None:
             tail[ET.COOKIE] = ext.encode_cookie(cookie)
         # Tickets are only issued to clients that name a PSK mode (RFC 8446 §4.2.9).
-        tail[ET.PSK_KEY_EXCHANGE_MODES] = _PSK_DHE_KE
+        tail[ET.PSK_KEY_EXCHANGE_MODES] = static.psk_modes
         if self._early_data_offered and cookie is None:
             tail[ET.EARLY_DATA] = b""
         psk = self._psk
@@ -328,13 +330,20 @@ class ClientEngine(TlsEngine):
             raise illegal_parameter("ServerHello suite differs from the HelloRetryRequest's")
         key_schedule = self._accept_psk(sh, suite)
         share = sh.extensions.get(ET.KEY_SHARE)
+        shared: bytes | None = None
         if share is None:
-            raise TlsError(AlertDescription.missing_extension, "ServerHello without key_share")
-        group, server_share = ext.decode_key_share_server(share)
-        assert self._share is not None
-        if group != self._share.group:
-            raise illegal_parameter("server key share is for a group we did not send")
-        shared = self._share.exchange(server_share)
+            # RFC 8446 §4.2.8, §4.2.9: no key_share means psk_ke, which needs a PSK and our offer.
+            if not self._psk_accepted or _PSK_KE not in self.config.psk_modes:
+                raise TlsError(AlertDescription.missing_extension, "ServerHello without key_share")
+            self._psk_ke = True
+        else:
+            if self._psk_accepted and _PSK_DHE_KE not in self.config.psk_modes:
+                raise illegal_parameter("key_share with a PSK we offered for psk_ke only (RFC 8446 §4.2.9)")
+            group, server_share = ext.decode_key_share_server(share)
+            assert self._share is not None
+            if group != self._share.group:
+                raise illegal_parameter("server key share is for a group we did not send")
+            shared = self._share.exchange(server_share)
         if self._retried:
             transcript = self.transcript
             assert transcript is not None
@@ -519,7 +528,7 @@ class ClientEngine(TlsEngine):
         return HandshakeComplete(
             version=TLS13_VERSION,
             cipher_suite=int(self.suite.suite),
-            group=int(self._share.group),
+            group=None if self._psk_ke else int(self._share.group),
             alpn=self._alpn,
             signature_scheme=self.peer_scheme,
             peer_certificates=tuple(self.peer_chain),

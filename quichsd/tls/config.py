@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import TrustStore, load_certificates, load_private_key
-from .constants import CipherSuite, NamedGroup, SignatureScheme
+from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .keylog import KeyLog
 from .messages import Certificate, CertificateEntry
 from .session import SessionData, SingleUseTickets, TicketSealer
@@ -29,6 +29,9 @@ DEFAULT_GROUPS = (
     NamedGroup.SECP384R1,
     NamedGroup.X25519MLKEM768,
 )
+# RFC 8446 §4.2.9, in preference order: with psk_dhe_ke a PSK handshake still does (EC)DHE;
+# psk_ke is what tlshd's QUIC path offers and accepts (its GnuTLS priority has +PSK only).
+DEFAULT_PSK_MODES = (PskKeyExchangeMode.PSK_DHE_KE, PskKeyExchangeMode.PSK_KE)
 DEFAULT_SIGNATURE_SCHEMES = (
     SignatureScheme.ECDSA_SECP256R1_SHA256,
     SignatureScheme.RSA_PSS_RSAE_SHA256,
@@ -142,6 +145,15 @@ class TlsConfig:
     client_auth: ClientAuth = ClientAuth.NONE
     # Client: offers the first. Server: accepts any of them.
     psks: Sequence[ExternalPsk] = ()
+    # PSK key exchange modes (RFC 8446 §4.2.9), for external PSKs and resumption alike. A
+    # client offers these (psk_dhe_ke first); a server takes psk_dhe_ke whenever the client
+    # offers it and psk_ke only when it is all the client offers and it is listed here;
+    # without a mode in common it makes a full handshake (or fails if it has no certificate)
+    # and issues no tickets. The order given does not matter. psk_ke has no forward
+    # secrecy: the traffic keys come from the PSK alone, so whoever learns the PSK (or the
+    # ticket key, for resumption) can decrypt every recorded connection made with it. It
+    # is on by default because tlshd's QUIC path knows nothing else; (PSK_DHE_KE,) refuses it.
+    psk_modes: Sequence[PskKeyExchangeMode] = DEFAULT_PSK_MODES
     # Client: resume this session (and send 0-RTT if enable_early_data and it allows).
     session: SessionData | None = None
     enable_early_data: bool = False
@@ -158,6 +170,10 @@ class TlsConfig:
         self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]
         if not self.alpn_protocols or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
             raise ValueError("QUIC needs at least one ALPN protocol of 1..255 bytes (RFC 9001 §8.1)")
+        modes = {PskKeyExchangeMode(m) for m in self.psk_modes}
+        if not modes:
+            raise ValueError("psk_modes needs psk_dhe_ke, psk_ke or both")
+        self.psk_modes = tuple(sorted(modes, reverse=True))  # psk_dhe_ke (1) first
         self._sealer: TicketSealer | None = None
         if self.session_ticket_key:
             self._sealer, shared_guard = _per_ticket_key(bytes(self.session_ticket_key))

@@ -69,9 +69,13 @@ SS = fast_members(ServerState)
 _NO_CLIENT_AUTH, _CLIENT_AUTH_REQUIRED = ClientAuth.NONE, ClientAuth.REQUIRED
 _I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
 _SEND, _RECV = Direction.SEND, Direction.RECV
-_PSK_DHE_KE = int(PskKeyExchangeMode.PSK_DHE_KE)
+_PSK_KE, _PSK_DHE_KE = PskKeyExchangeMode.PSK_KE, PskKeyExchangeMode.PSK_DHE_KE
 _TLS13_ONLY = ext.encode_supported_versions_client((TLS13_VERSION,))
-_DHE_KE_ONLY = ext.encode_psk_modes([_PSK_DHE_KE])
+# psk_key_exchange_modes bodies clients usually send -> the modes, without decoding.
+_USUAL_PSK_MODES = {
+    ext.encode_psk_modes(modes): frozenset(modes)
+    for modes in ([_PSK_DHE_KE], [_PSK_KE], [_PSK_DHE_KE, _PSK_KE], [_PSK_KE, _PSK_DHE_KE])
+}
 _SH_VERSIONS = extension(ExtensionType.SUPPORTED_VERSIONS, ext.encode_u16(TLS13_VERSION))
 
 # RFC 8446 §A.2, with QUIC's levels (RFC 9001 §4.1.3). Nothing is expected after the
@@ -126,7 +130,9 @@ class ServerEngine(TlsEngine):
     _early_accepted = False
     _client_hs = b""
     _client_ap = b""
-    _ticket_modes_ok = False
+    # The PSK key exchange mode we would use (RFC 8446 §4.2.9): psk_dhe_ke if the client
+    # offers it, else psk_ke if it offers that and we accept it, else None (no PSK, no tickets).
+    _psk_mode: PskKeyExchangeMode | None = None
     _client_ticket_age = 0
     _retry_prefix = b""
     _psk_key_schedule: KeySchedule | None = None
@@ -153,14 +159,31 @@ class ServerEngine(TlsEngine):
             self._apply_hook(ch)
         suites = self._common_suites(ch)
         alpn = self._choose_alpn(ch)
-        share = self._choose_share(ch, retry)
+        # psk_ke needs no key share: a client that offers only it may send none, or one we
+        # cannot use. Such a problem counts only if the PSK is not accepted after all.
+        psk_ke = self._psk_mode == _PSK_KE and ET.PRE_SHARED_KEY in ch.extensions
+        share_error: TlsError | None = None
+        try:
+            share = self._choose_share(ch, retry)
+        except TlsError as exc:
+            if not psk_ke or exc.alert not in (AlertDescription.missing_extension, AlertDescription.handshake_failure):
+                raise
+            share, share_error = None, exc
         psk, suite = self._choose_psk(ch, suites, raw, retry)
         if psk is None and self._credentials is None:
+            if ET.PRE_SHARED_KEY in ch.extensions and self._psk_mode is None:
+                raise TlsError(AlertDescription.handshake_failure,
+                               "no PSK key exchange mode in common and no certificate")
             raise TlsError(AlertDescription.handshake_failure, "no acceptable PSK and no certificate")
-        if share is None:
+        if psk is not None and psk_ke:
+            group, client_share = None, None  # RFC 8446 §4.2.9 psk_ke: no key_share in the ServerHello
+        elif share_error is not None:
+            raise share_error
+        elif share is None:
             self._send_hello_retry(ch, suite, raw)
             return
-        group, client_share = share
+        else:
+            group, client_share = share
         scheme = None
         if psk is None:
             assert self._credentials is not None
@@ -200,9 +223,14 @@ class ServerEngine(TlsEngine):
         if ET.PRE_SHARED_KEY in exts and ET.PSK_KEY_EXCHANGE_MODES not in exts:
             raise TlsError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
         modes = exts.get(ET.PSK_KEY_EXCHANGE_MODES)
-        self._ticket_modes_ok = modes == _DHE_KE_ONLY or (
-            modes is not None and _PSK_DHE_KE in ext.decode_psk_modes(modes)
-        )
+        if modes is not None:
+            offered = _USUAL_PSK_MODES.get(modes)
+            if offered is None:
+                offered = frozenset(ext.decode_psk_modes(modes))
+            for mode in self.config.psk_modes:  # psk_dhe_ke first
+                if mode in offered:
+                    self._psk_mode = mode
+                    break
 
     def _validate_retried_hello(self, ch: ClientHello) -> None:
         """RFC 8446 §4.1.2: the second hello may only change what the retry asked for."""
@@ -297,8 +325,8 @@ class ServerEngine(TlsEngine):
         if psk_ext is None:
             return None, suites[0]
         identities, binders = ext.decode_offered_psks(psk_ext)
-        if not self._ticket_modes_ok:
-            return None, suites[0]  # only psk_ke offered: we require (EC)DHE, as tlshd does
+        if self._psk_mode is None:
+            return None, suites[0]  # no mode in common (RFC 8446 §4.2.9): a full handshake
         for index, identity in enumerate(identities):
             psk = self._lookup_psk(index, identity)
             if psk is None:
@@ -394,8 +422,8 @@ class ServerEngine(TlsEngine):
 
     # -- the server's flight --------------------------------------------------------------
 
-    def _emit_server_flight(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, group: int,
-                            client_share: bytes, scheme: int | None) -> None:
+    def _emit_server_flight(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, group: int | None,
+                            client_share: bytes | None, scheme: int | None) -> None:
         self.client_random = ch.random
         if self.state is SS.WAIT_CH:
             transcript = self._start_transcript(suite)
@@ -414,9 +442,14 @@ class ServerEngine(TlsEngine):
             early = ks.client_early_traffic_secret(transcript.digest())
             self._install(CryptoLevel.EARLY, _RECV, early, kl.CLIENT_EARLY)
 
-        server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
-        # RFC 8446 §4.1.3: supported_versions, key_share, and pre_shared_key when resuming.
-        sh_exts = _SH_VERSIONS + extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
+        # RFC 8446 §4.1.3: supported_versions, key_share (unless psk_ke), and pre_shared_key
+        # with a PSK; psk_ke's handshake secret comes from zeros instead of a shared secret.
+        shared: bytes | None = None
+        sh_exts = _SH_VERSIONS
+        if group is not None:
+            assert client_share is not None
+            server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
+            sh_exts += extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
         if psk is not None:
             sh_exts += extension(ET.PRE_SHARED_KEY, ext.encode_u16(psk.index))
         sh = encode_server_hello(os.urandom(32), suite.suite, sh_exts)
@@ -510,7 +543,7 @@ class ServerEngine(TlsEngine):
 
     def _issue_ticket(self) -> None:
         sealer = self.config.ticket_sealer
-        if sealer is None or not self._ticket_modes_ok:
+        if sealer is None or self._psk_mode is None:
             return
         suite = self.suite
         assert suite is not None

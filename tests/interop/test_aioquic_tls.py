@@ -304,6 +304,51 @@ class TestOurClientAioquicServer:
                    early_sent=True, early_accepted=False)
         assert client.complete.peer_certificates  # authenticated by certificate again
 
+    # -- PSK key exchange modes (RFC 8446 §4.2.9) ---------------------------------------
+    # aioquic 1.7.2 has no psk_ke: its server negotiates the mode but always answers with
+    # a key_share and does (EC)DHE, and its client insists on a key_share.
+
+    def test_aioquic_picks_psk_dhe_ke_from_our_two_modes(self, clock):
+        suite = CipherSuite.AES_128_GCM_SHA256
+        store = TicketStore()
+        session = self._ticket(clock, store, suite)
+        client, server = run_ours_vs_aioquic_server(
+            our_client_config(session=session), aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)]),
+            clock.now,
+        )
+        check_pair(client, server, ours_is_client=True, suite=suite, resumed=True)
+        assert client.complete.group is not None
+
+    def test_psk_ke_only_client_refuses_a_key_share_with_its_psk(self, clock):
+        """aioquic told to take psk_ke accepts our psk_ke-only offer but still sends a
+        key_share: a mode we did not offer, so illegal_parameter (RFC 8446 §4.2.9)."""
+        suite = CipherSuite.AES_128_GCM_SHA256
+        store = TicketStore()
+
+        def server():
+            ctx = aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)])
+            ctx._psk_key_exchange_modes = [aiotls.PskKeyExchangeMode.PSK_KE]
+            return ctx
+
+        client, _ = run_ours_vs_aioquic_server(our_client_config(psk_modes=[0]), server(), clock.now)
+        session = client.session
+        assert session is not None
+        with pytest.raises(TlsError) as err:
+            run_ours_vs_aioquic_server(our_client_config(psk_modes=[0], session=session), server(), clock.now)
+        assert err.value.alert == AlertDescription.illegal_parameter
+
+    def test_psk_ke_only_client_gets_a_full_handshake_from_aioquic(self, clock):
+        """aioquic's default takes psk_dhe_ke only: no mode in common, no PSK."""
+        suite = CipherSuite.AES_128_GCM_SHA256
+        store = TicketStore()
+        session = self._ticket(clock, store, suite)
+        client, server = run_ours_vs_aioquic_server(
+            our_client_config(psk_modes=[0], session=session),
+            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)]), clock.now,
+        )
+        check_pair(client, server, ours_is_client=True, suite=suite, resumed=False)
+        assert client.complete.peer_certificates
+
     def test_ticket_with_other_hash_is_not_offered(self, clock):
         """A SHA-256 ticket cannot resume a SHA-384-only connection: we do not offer it."""
         session = self._ticket(clock, TicketStore(), CipherSuite.AES_128_GCM_SHA256)
@@ -505,6 +550,34 @@ class TestAioquicClientOurServer:
                    early_sent=True, early_accepted=True)
         check_pair(results[1][1], results[1][0], ours_is_client=False, suite=suite, resumed=True,
                    early_sent=True, early_accepted=False)
+
+    def _psk_ke_client(self, ticket=None) -> aiotls.Context:
+        ctx = aio_client(cipher_suites=[aiotls.CipherSuite(CipherSuite.AES_128_GCM_SHA256)], session_ticket=ticket)
+        ctx._psk_key_exchange_modes = [aiotls.PskKeyExchangeMode.PSK_KE]
+        return ctx
+
+    def test_psk_ke_offer_gets_a_server_hello_without_key_share(self, clock):
+        """Our server answers a psk_ke-only resumption as RFC 8446 §4.2.9 says, without
+        key_share; aioquic, having no psk_ke, cannot take that answer."""
+        cfg = our_server_config(session_ticket_key=bytes(range(64)))
+        client, _ = run_aioquic_client_vs_ours(self._psk_ke_client(), cfg, clock.now)
+        (ticket,) = client.tickets  # issued: psk_ke is a mode we share
+        with pytest.raises(aiotls.AlertMissingExtension):
+            run_aioquic_client_vs_ours(self._psk_ke_client(ticket), cfg, clock.now)
+
+    def test_psk_dhe_ke_only_server_falls_back_to_full_handshake(self, clock):
+        """A server configured to refuse psk_ke, given a psk_ke-only offer: a full
+        handshake, which aioquic completes."""
+        key = bytes(range(64))
+        client, _ = run_aioquic_client_vs_ours(self._psk_ke_client(), our_server_config(session_ticket_key=key),
+                                               clock.now)
+        (ticket,) = client.tickets
+        client, server = run_aioquic_client_vs_ours(
+            self._psk_ke_client(ticket), our_server_config(session_ticket_key=key, psk_modes=[1]), clock.now
+        )
+        check_pair(server, client, ours_is_client=False, suite=CipherSuite.AES_128_GCM_SHA256, resumed=False,
+                   early_sent=False)
+        assert client.tickets == [], "no ticket for a client whose only mode we refuse"
 
     def test_early_data_rejected_by_server_with_other_ticket_key(self, clock):
         suite = CipherSuite.CHACHA20_POLY1305_SHA256
