@@ -162,9 +162,14 @@ def open_fds(pids: list[int]) -> int:
 
 # ---- keys -------------------------------------------------------------------------------
 
-def add_user_key(description: str, payload: bytes) -> int:
-    """A "user" key in the user keyring, readable by the daemon as tlshd's tests make them."""
+def add_user_key(description: str, payload: bytes, keyring: str = "quichsd-test") -> int:
+    """A "user" key (a PSK: its description is the identity) in a named keyring linked to
+    the user keyring, as lxin/quic's tests make them; configure `keyrings = <keyring>`."""
     from quichsd.daemon import keyring as kr
-    serial = kr.add_key("user", description, payload, kr.KEY_SPEC_USER_KEYRING)
+    ring = kr.find_keyring(keyring)
+    if ring is None:
+        ring = kr.add_key("keyring", keyring, None, kr.KEY_SPEC_USER_KEYRING)
+        kr.setperm(ring, 0x3F1F1F1F)
+    serial = kr.add_key("user", description, payload, ring)
     kr.setperm(serial, 0x3F1F1F1F)
     return serial
