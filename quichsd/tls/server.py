@@ -223,6 +223,7 @@ class ServerEngine(TlsEngine):
         if ET.PRE_SHARED_KEY in exts and ET.PSK_KEY_EXCHANGE_MODES not in exts:
             raise TlsError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
         modes = exts.get(ET.PSK_KEY_EXCHANGE_MODES)
+        self._psk_mode = None  # decided anew for a second ClientHello
         if modes is not None:
             offered = _USUAL_PSK_MODES.get(modes)
             if offered is None:
