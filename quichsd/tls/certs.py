@@ -65,21 +65,25 @@ def load_crls(path: str | Path) -> tuple[x509.CertificateRevocationList, ...]:
 class TrustStore:
     """A verification store built once per configuration, never per handshake; with CRLs,
     a chain that verifies is also checked for revoked certificates. `subjects` (the
-    anchors' names) only serves to tell an unknown CA from other rejections."""
+    anchors' names) only serves to tell an unknown CA from other rejections;
+    `anchors_have_key_usage` lets verification try cryptography's own keyUsage rule first
+    (see `_verify`)."""
 
     store: verification.Store
     source: str
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     subjects: frozenset[x509.Name] = frozenset()
+    anchors_have_key_usage: bool = False
 
     def with_crls(self, crls: Sequence[x509.CertificateRevocationList]) -> TrustStore:
-        return TrustStore(self.store, self.source, tuple(crls), self.subjects)
+        return TrustStore(self.store, self.source, tuple(crls), self.subjects, self.anchors_have_key_usage)
 
     @classmethod
     def from_certificates(cls, certs: Sequence[x509.Certificate], source: str = "given") -> TrustStore:
         if not certs:
             raise ValueError("a trust store needs at least one certificate")
-        return cls(verification.Store(list(certs)), source, (), frozenset(c.subject for c in certs))
+        return cls(verification.Store(list(certs)), source, (), frozenset(c.subject for c in certs),
+                   all(_has_key_usage(c) for c in certs))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrustStore:
@@ -92,6 +96,14 @@ class TrustStore:
     @classmethod
     def system(cls) -> TrustStore:
         return _system_store()
+
+
+def _has_key_usage(cert: x509.Certificate) -> bool:
+    try:
+        cert.extensions.get_extension_for_class(x509.KeyUsage)
+    except Exception:  # noqa: BLE001 - absent or unparsable: the full profile decides
+        return False
+    return True
 
 
 @lru_cache(maxsize=32)
@@ -160,12 +172,16 @@ def _ca_server_eku(policy: verification.Policy, cert: x509.Certificate,
 _ANY = verification.Criticality.AGNOSTIC
 
 
-def ca_extension_policy(server_eku: bool = False) -> verification.ExtensionPolicy:
+def ca_extension_policy(server_eku: bool = False, key_usage_required: bool = False) -> verification.ExtensionPolicy:
     """CA certificates (anchors and intermediates). `server_eku` checks EKU for serverAuth
-    where the verifier itself would check clientAuth (the CN-fallback path below)."""
+    where the verifier itself would check clientAuth (the CN-fallback path below).
+    `key_usage_required` keeps the web-PKI rule (keyUsage present, with keyCertSign),
+    checked without a call into Python: a fast first try, never the last word."""
+    policy = verification.ExtensionPolicy.webpki_defaults_ca()
+    if not key_usage_required:
+        policy = policy.may_be_present(x509.KeyUsage, _ANY, _ca_key_usage)
     policy = (
-        verification.ExtensionPolicy.webpki_defaults_ca()
-        .may_be_present(x509.KeyUsage, _ANY, _ca_key_usage)
+        policy
         .require_present(x509.BasicConstraints, _ANY, None)
         .may_be_present(x509.AuthorityKeyIdentifier, _ANY, None)
         .may_be_present(x509.SubjectKeyIdentifier, _ANY, None)
@@ -192,6 +208,7 @@ def ee_extension_policy(san_required: bool, server_eku: bool = False) -> verific
 
 
 _CA_POLICY = ca_extension_policy()
+_CA_POLICY_WITH_KEY_USAGE = ca_extension_policy(key_usage_required=True)
 _SERVER_EE_POLICY = ee_extension_policy(san_required=True)
 _CLIENT_EE_POLICY = ee_extension_policy(san_required=False)
 _CN_CA_POLICY = ca_extension_policy(server_eku=True)
@@ -205,15 +222,36 @@ def _builder(store: verification.Store, second: int) -> verification.PolicyBuild
 
 
 @lru_cache(maxsize=64)
-def _server_verifier(store: verification.Store, name: str, second: int) -> verification.ServerVerifier:
-    return (_builder(store, second).extension_policies(ca_policy=_CA_POLICY, ee_policy=_SERVER_EE_POLICY)
+def _server_verifier(store: verification.Store, name: str, second: int,
+                     key_usage_required: bool) -> verification.ServerVerifier:
+    ca_policy = _CA_POLICY_WITH_KEY_USAGE if key_usage_required else _CA_POLICY
+    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=_SERVER_EE_POLICY)
             .build_server_verifier(_subject(name)))
 
 
 @lru_cache(maxsize=64)
-def _client_verifier(store: verification.Store, second: int) -> verification.ClientVerifier:
-    return (_builder(store, second).extension_policies(ca_policy=_CA_POLICY, ee_policy=_CLIENT_EE_POLICY)
+def _client_verifier(store: verification.Store, second: int, key_usage_required: bool) -> verification.ClientVerifier:
+    ca_policy = _CA_POLICY_WITH_KEY_USAGE if key_usage_required else _CA_POLICY
+    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=_CLIENT_EE_POLICY)
             .build_client_verifier())
+
+
+def _verify(trust: TrustStore, leaf: x509.Certificate, intermediates: list[x509.Certificate],
+            server_name: str | None, second: int) -> list[x509.Certificate]:
+    """The chain built up to an anchor, under the profile. When every anchor has keyUsage
+    (the system bundle, most PKIs), cryptography's own keyUsage rule is tried first: it
+    accepts a subset of what the profile accepts and costs no Python call per CA. Only if
+    it refuses (an intermediate without keyUsage, or any failure) does the full profile
+    decide, so the answer is always the profile's."""
+    for key_usage_required in (True, False) if trust.anchors_have_key_usage else (False,):
+        try:
+            if server_name is not None:
+                return _server_verifier(trust.store, server_name, second, key_usage_required).verify(leaf, intermediates)
+            return _client_verifier(trust.store, second, key_usage_required).verify(leaf, intermediates).chain
+        except verification.VerificationError:
+            if not key_usage_required:
+                raise
+    raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=16)
@@ -276,7 +314,7 @@ def verify_chain(
             if not server_name:
                 raise TlsError(AlertDescription.internal_error, "no server name to verify against")
             try:
-                built = _server_verifier(trust.store, server_name, second).verify(leaf, intermediates)
+                built = _verify(trust, leaf, intermediates, server_name, second)
             except verification.VerificationError:
                 # GnuTLS falls back to the CN for a host name (never an IP address) only
                 # when the leaf has no DNS or IP subjectAltName at all.
@@ -288,7 +326,7 @@ def verify_chain(
                                    f"certificate rejected: name mismatch: {server_name!r} is not the"
                                    f" certificate's CN and it has no DNS/IP subjectAltName") from None
         else:
-            built = _client_verifier(trust.store, second).verify(leaf, intermediates).chain
+            built = _verify(trust, leaf, intermediates, None, second)
         if trust.crls:
             check_revocation(trust.crls, built)
     except verification.VerificationError as exc:

@@ -109,6 +109,23 @@ def test_intermediate_chain_under_openssl_style_root() -> None:
     as_client(root, [build("client", new_key("p256"), mid, [eku("client")]), mid.cert])
 
 
+def test_intermediate_without_key_usage_under_a_root_with_it() -> None:
+    """Stores whose anchors all have keyUsage are tried with cryptography's own keyUsage
+    rule first (no Python call per CA); an intermediate without keyUsage is then decided
+    by the full profile, which takes it."""
+    root = ca_cert("root with keyUsage", extensions=[bc(True), KU_CA])
+    trust = TrustStore.from_certificates([root.cert])
+    assert trust.anchors_have_key_usage
+    assert not TrustStore.from_certificates([openssl_style_ca().cert]).anchors_have_key_usage
+    assert trust.with_crls([]).anchors_have_key_usage
+    mid = ca_cert("mid without keyUsage", root, [bc(True)])
+    as_server(trust, [server_leaf(mid), mid.cert])
+    as_client(trust, [build("client", new_key("p256"), mid, [eku("client")]), mid.cert])
+    bad = ca_cert("mid without keyCertSign", root, [bc(True), KU_NO_CERT_SIGN])
+    err = rejected(as_server, trust, [server_leaf(bad), bad.cert])
+    assert err.alert == A.bad_certificate and "keyUsage" in str(err)
+
+
 # -- refused ---------------------------------------------------------------------------
 
 
