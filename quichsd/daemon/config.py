@@ -409,7 +409,7 @@ class DaemonConfig:
 
     def server_x509(self, alpn: bytes | str | None = None, sni: str | None = None) -> X509Settings:
         """Server credentials for a connection offering `alpn` with server name `sni`."""
-        if alpn is None:
+        if alpn is None or not self.alpn:
             return self.server
         wanted = alpn.encode() if isinstance(alpn, str) else bytes(alpn)
         host = sni.lower().rstrip(".") if sni else None

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import logging
 import os
 import socket
@@ -110,11 +111,27 @@ _CIPHERS = {
 }
 
 
+@functools.lru_cache(maxsize=16)
 def _suite_name(suite: int) -> str:
     try:
         return "TLS_" + CipherSuite(suite).name
     except ValueError:
         return f"0x{suite:04x}"
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_alpns(raw: bytes) -> tuple[bytes, ...]:
+    """QUIC_SOCKOPT_ALPN's comma-separated list (one parse per distinct value)."""
+    return tuple(a for a in (item.lstrip(b" ") for item in raw.rstrip(b"\0").split(b",")) if a)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_config(raw: bytes) -> tuple[int, int, int]:
+    """(payload_cipher_type, certificate_request, receive_session_ticket) of a quic_config
+    (one unpack per distinct value: consumers set the same few)."""
+    fields = abi.unpack_config(raw)
+    return (int(fields.get("payload_cipher_type", 0) or 0), int(fields.get("certificate_request", 0) or 0),
+            int(fields.get("receive_session_ticket", 0) or 0))
 
 
 class MessageType(enum.IntEnum):
@@ -166,11 +183,14 @@ class _SetupError(Exception):
 def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
     """Run `request` to its DONE result and log the outcome as tlshd does. Never raises."""
     role = "client" if request.message_type == MessageType.CLIENTHELLO else "server"
-    # Before the handshake, as tlshd (at ACCEPT): a failed handshake closes the connection,
-    # and the kernel's getpeername() then says ENOTCONN.
-    host, address = _peer(request.sock)
+    backend, owned = None, False
+    host = address = ""
     try:
-        result = _handle(request, config)
+        backend, owned = _open(request.sock)
+        # Before the handshake, as tlshd (at ACCEPT): a failed handshake closes the
+        # connection, and the kernel's getpeername() then says ENOTCONN.
+        host, address = _peer(backend)
+        result = _handle(request, config, backend, address)
     except _SetupError as exc:
         log.error("handshake setup failed: %s", exc)
         result = DoneResult(exc.status, role=role)
@@ -179,7 +199,14 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
         log.error("handshake failed unexpectedly: %s: %s", type(exc).__name__, exc)
         log.debug("unexpected handshake failure", exc_info=True)
         result = DoneResult(errno.EIO, role=role)
-    result = replace(result, address=address)
+    finally:
+        if owned:
+            try:
+                backend.close()
+            except OSError:
+                pass
+    if result.address != address:
+        result = replace(result, address=address)
     if config.debug.loglevel:
         _log_completion(request, result, host)
     return result
@@ -190,11 +217,7 @@ def _peer(sock: Any) -> tuple[str, str]:
     "2001:db8::1") and host with port ("192.0.2.1:443", "[2001:db8::1]:443", for the
     statistics); ("", "") if unknown."""
     try:
-        if isinstance(sock, int):
-            with socket.socket(fileno=os.dup(sock)) as probe:
-                address = probe.getpeername()
-        else:
-            address = sock.getpeername()
+        address = sock.getpeername()
     except (OSError, AttributeError, ValueError):
         return "", ""
     if isinstance(address, tuple) and len(address) >= 2:
@@ -230,8 +253,8 @@ def _log_completion(request: HandshakeRequest, result: DoneResult, host: str) ->
         log.log(level, "Handshake request %s", outcome)
 
 
-def _handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
-    proto = _transport(request.sock)
+def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, address: str) -> DoneResult:
+    proto = _transport(backend)
     if proto == socket.IPPROTO_TCP:
         log.error("TLS over TCP (kTLS) is not supported yet")
         return DoneResult(errno.EOPNOTSUPP)
@@ -251,56 +274,39 @@ def _handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
             kr.link(request.keyring, kr.KEY_SPEC_SESSION_KEYRING)
         except OSError as exc:
             log.debug("linking request keyring %d: %s", request.keyring, exc)
-    backend, owned = _quic_backend(request.sock)
-    try:
-        quic = _QuicHandshake(request, config, backend, mode)
-        if message_type is MessageType.CLIENTHELLO:
-            return quic.client()
-        return quic.server()
-    finally:
-        if owned:
-            try:
-                backend.close()
-            except OSError:
-                pass
+    quic = _QuicHandshake(request, config, backend, mode, address)
+    if message_type is MessageType.CLIENTHELLO:
+        return quic.client()
+    return quic.server()
 
 
-def _transport(sock: Any) -> int:
-    """SO_PROTOCOL of the socket (§3.1); simulated QUIC sockets count as IPPROTO_QUIC."""
-    if isinstance(sock, QuicSocket):
-        if sock.backend_name == "sim":
-            return IPPROTO_QUIC
-        fd = sock.fileno()
-    elif isinstance(sock, socket.socket):
-        fd = sock.fileno()
-    elif isinstance(sock, int):
-        fd = sock
-    elif hasattr(sock, "recv_item"):  # a bare backend object (the simulation)
-        return IPPROTO_QUIC
-    else:
-        raise _SetupError(f"not a socket: {type(sock).__name__}")
-    try:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=os.dup(fd))
-    except OSError as exc:
-        raise _SetupError(f"socket fd {fd}: {exc}", exc.errno or errno.EIO) from None
-    try:
-        return probe.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
-    except OSError as exc:
-        raise _SetupError(f"getsockopt(SO_PROTOCOL) on fd {fd}: {exc}", exc.errno or errno.EIO) from None
-    finally:
-        probe.close()
-
-
-def _quic_backend(sock: Any) -> tuple[Any, bool]:
-    """The socket object to drive, and whether we opened it (a dup of a bare fd)."""
+def _open(sock: Any) -> tuple[Any, bool]:
+    """The socket object to drive, and whether we opened it: a bare fd or a socket.socket
+    is wrapped once, on a dup of its fd (which the worker closes after DONE)."""
     if isinstance(sock, QuicSocket):
         return sock.backend, False
     if isinstance(sock, (socket.socket, int)):
         from ..sock.kernel import KernelQuicSocket
 
         fd = sock.fileno() if isinstance(sock, socket.socket) else sock
-        return KernelQuicSocket.from_fd(fd), True
-    return sock, False
+        try:
+            return KernelQuicSocket.from_fd(fd), True
+        except OSError as exc:
+            raise _SetupError(f"socket fd {fd}: {exc}", exc.errno or errno.EIO) from None
+    if hasattr(sock, "recv_item"):  # a bare backend object (the simulation)
+        return sock, False
+    raise _SetupError(f"not a socket: {type(sock).__name__}")
+
+
+def _transport(backend: Any) -> int:
+    """SO_PROTOCOL of the socket (§3.1); simulated QUIC sockets count as IPPROTO_QUIC."""
+    raw = getattr(backend, "sock", None)
+    if not isinstance(raw, socket.socket):  # the simulation (its backend has no kernel socket)
+        return IPPROTO_QUIC
+    try:
+        return raw.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+    except OSError as exc:
+        raise _SetupError(f"getsockopt(SO_PROTOCOL) on fd {raw.fileno()}: {exc}", exc.errno or errno.EIO) from None
 
 
 def _serial_credentials(cert_serial: int, key_serial: int) -> Credentials | None:
@@ -343,8 +349,10 @@ def _trust(path: str | None, crl: str | None = None) -> TrustStore | None:
 
 
 class _QuicHandshake:
-    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: Any, mode: AuthMode) -> None:
+    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: Any, mode: AuthMode,
+                 address: str = "") -> None:
         self.request = request
+        self.address = address
         self.config = config
         self.sock = sock
         self.mode = mode
@@ -353,34 +361,35 @@ class _QuicHandshake:
         self.hook_error: _SetupError | None = None
         self.psk_serials: dict[bytes, int] = {}
         self.psk_missing = False
-        self.qcfg: dict[str, Any] = {}
+        # quic_config's fields that matter here, from _base().
+        self.cipher_type = self.certificate_request = self.receive_session_ticket = 0
         self.peername = request.peername
 
     # -- socket options ----------------------------------------------------------------
 
-    def _alpns(self) -> list[bytes]:
+    def _alpns(self) -> tuple[bytes, ...]:
         try:
             raw = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_ALPN, ALPN_BUFFER)
         except OSError as exc:
             raise _SetupError(f"getsockopt(ALPN): {exc}", exc.errno or errno.EIO) from None
-        alpns = [item.lstrip(b" ") for item in raw.rstrip(b"\0").split(b",")]
-        alpns = [a for a in alpns if a]
+        alpns = _parse_alpns(bytes(raw))
         if not alpns:
             raise _SetupError("no ALPN set on the socket (QUIC needs one, RFC 9001 §8.1)")
         return alpns
 
-    def _quic_config(self) -> dict[str, Any]:
+    def _quic_config(self) -> None:
         try:
-            return abi.unpack_config(self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, CONFIG_BUFFER))
+            raw = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, CONFIG_BUFFER)
         except OSError as exc:
             raise _SetupError(f"getsockopt(CONFIG): {exc}", exc.errno or errno.EIO) from None
+        try:
+            self.cipher_type, self.certificate_request, self.receive_session_ticket = _parse_config(bytes(raw))
         except Exception as exc:
             log.debug("unreadable quic_config (%s); using defaults", exc)
-            return {}
 
     def _base(self, server: bool) -> HandshakeConfig:
-        qcfg = self.qcfg = self._quic_config()
-        suite = _CIPHERS.get(int(qcfg.get("payload_cipher_type", 0) or 0))
+        self._quic_config()
+        suite = _CIPHERS.get(self.cipher_type)
         # A server's tickets allow 0-RTT and it accepts 0-RTT (tlshd's QUIC path does both);
         # a client offers it only when its session data allows it (client()).
         cfg = HandshakeConfig(
@@ -415,7 +424,7 @@ class _QuicHandshake:
         self.peername = req.peername or reverse_lookup(self.sock)
         hcfg.hostname = self.peername
         settings = self.config.client
-        no_verify_socket = self.qcfg.get("certificate_request") == CLIENT_NO_VERIFY
+        no_verify_socket = self.certificate_request == CLIENT_NO_VERIFY
         if mode is AuthMode.PSK:
             if not req.peer_identities:
                 raise _SetupError("No key identities")
@@ -445,7 +454,7 @@ class _QuicHandshake:
             # The consumer queued its early data before the upcall (kernel-quic-abi §2.6):
             # offering 0-RTT installs the EARLY key that releases it.
             hcfg.early_data = session[1].max_early_data > 0
-        wait = int(self.qcfg.get("receive_session_ticket", 0) or 0)
+        wait = self.receive_session_ticket
         hcfg.ticket_wait = float(wait)
         result = self._run(hcfg)
         if isinstance(result, DoneResult):
@@ -485,7 +494,7 @@ class _QuicHandshake:
     def _success(self, result: HandshakeResult, ids: list[int], role: str) -> DoneResult:
         return DoneResult(0, ids, role=role, alpn=result.alpn or "", suite=_suite_name(result.cipher_suite),
                           resumed=result.resumed, early_data=result.early_data_accepted,
-                          peername=self.peername or "")
+                          peername=self.peername or "", address=self.address)
 
     # -- server ------------------------------------------------------------------------
 
@@ -494,8 +503,8 @@ class _QuicHandshake:
         if mode is AuthMode.UNAUTH:
             raise _SetupError("Unrecognized auth mode (unauth server)")
         hcfg = self._base(server=True)
-        alpns = list(hcfg.alpns)  # type: ignore[arg-type]
-        request_cert = int(self.qcfg.get("certificate_request", 0) or 0)
+        alpns = hcfg.alpns
+        request_cert = self.certificate_request
         serial_creds = None
         if mode is AuthMode.X509:
             serial_creds = _serial_credentials(req.certificate, req.private_key)

@@ -1,11 +1,16 @@
-"""One worker process: requests from a `RequestSource`, each run in its own thread (spec
-tlshd-behaviour §2.4, §9.2 item 7, §9.4 "Process model").
+"""One worker process: requests from a `RequestSource`, each served on a thread of its own
+(spec tlshd-behaviour §2.4, §9.2 item 7, §9.4 "Process model").
 
-A worker replaces tlshd's fork-per-request child with a thread per request, bounded by a
-semaphore. Every request obtained from the source gets exactly one `source.done(fd, result)`
-and then its fd is closed, whatever happens in `handle()` (which never raises) or in `done()`.
-The configuration is read from `config_provider()` once per request, so a reload swaps it
-atomically for new requests only; requests already running keep the configuration they began with.
+A worker replaces tlshd's fork-per-request child with a thread per request in flight, bounded
+by a semaphore. Threads are kept for the next request once theirs is done (an idle thread
+leaves after `idle_timeout` seconds without work): a new thread costs more than the thread
+start itself, since its first handshake also pays for the thread's cold state (OpenSSL's
+per-thread random generators, allocator caches, CPU caches), about a third more CPU than a
+handshake on a thread that has served one before. Every request obtained from the source gets
+exactly one `source.done(fd, result)` and then its fd is closed, whatever happens in
+`handle()` (which never raises) or in `done()`. The configuration is read from
+`config_provider()` once per request, so a reload swaps it atomically for new requests only;
+requests already running keep the configuration they began with.
 
 Sources:
     NetlinkSource   the kernel: READY multicast -> ACCEPT (EAGAIN: another worker took it) ->
@@ -33,6 +38,8 @@ from .stats_channel import StatsPublisher
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 256
+# Seconds an idle request thread waits for the next request before it ends.
+IDLE_THREAD_TIMEOUT = 60.0
 
 
 class RequestSource(Protocol):
@@ -59,21 +66,31 @@ class Worker:
 
     def __init__(self, source: RequestSource, config_provider: Callable[[], DaemonConfig],
                  stats: HandshakeStats | StatsPublisher | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 poll_interval: float = 0.2) -> None:
+                 poll_interval: float = 0.2, idle_timeout: float = IDLE_THREAD_TIMEOUT) -> None:
         self.source = source
         self.config_provider = config_provider
         self.stats = stats
         self.poll_interval = poll_interval
+        self.idle_timeout = idle_timeout
         self._slots = threading.BoundedSemaphore(concurrency)
         self._stopping = threading.Event()
         self._drain_timeout: float | None = None
-        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._running = 0  # requests being served
+        self._idle: list[queue.SimpleQueue] = []  # the inboxes of idle threads, the latest last
+        self._threads = 0  # live threads, idle or not
 
     @property
     def in_flight(self) -> int:
         with self._lock:
-            return len(self._threads)
+            return self._running
+
+    @property
+    def threads(self) -> int:
+        """Threads alive, serving or idle."""
+        with self._lock:
+            return self._threads
 
     def stop(self, drain_timeout: float | None = None) -> None:
         """Take no more requests; serve_forever() then waits up to `drain_timeout` seconds
@@ -101,36 +118,72 @@ class Worker:
         drain = drain_timeout if self._drain_timeout is None else self._drain_timeout
         if not self.join(drain):
             log.error("%d requests still running after %.0f s; leaving them", self.in_flight, drain)
+        self._dismiss_idle()
 
-    def submit(self, fd: int, request: HandshakeRequest, *, _slot_taken: bool = False) -> threading.Thread:
-        """Run one request in its own thread."""
+    def submit(self, fd: int, request: HandshakeRequest, *, _slot_taken: bool = False) -> None:
+        """Run one request on an idle thread, or on a new one."""
         if not _slot_taken:
             self._slots.acquire()
-        thread = threading.Thread(target=self._run, args=(fd, request), name=f"handshake fd {fd}", daemon=True)
         with self._lock:
-            self._threads.add(thread)
+            self._running += 1
+            inbox = self._idle.pop() if self._idle else None  # the thread that ran last: warmest
+            if inbox is None:
+                self._threads += 1
+        if inbox is not None:
+            inbox.put((fd, request))
+            return
+        thread = threading.Thread(target=self._thread, args=(fd, request), name=f"handshake fd {fd}", daemon=True)
         try:
             thread.start()
         except BaseException:
             with self._lock:
-                self._threads.discard(thread)
+                self._threads -= 1
             self._finish(fd, DoneResult(errno.EIO))
-            self._slots.release()
+            self._ended()
             raise
-        return thread
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running requests; True if none is left."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._running == 0, timeout)
+
+    def _thread(self, fd: int, request: HandshakeRequest) -> None:
+        """One thread: serve a request, then wait as an idle thread for the next one."""
+        me = threading.current_thread()
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        item: tuple[int, HandshakeRequest] | None = (fd, request)
+        try:
+            while item is not None:
+                me.name = f"handshake fd {item[0]}"
+                self._run(*item)
+                me.name = "handshake (idle)"
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._idle.append(inbox)
+                try:
+                    item = inbox.get(timeout=self.idle_timeout)
+                except queue.Empty:
+                    with self._lock:
+                        if any(box is inbox for box in self._idle):
+                            self._idle.remove(inbox)
+                            return
+                    item = inbox.get()  # taken from the idle list just now: its request is on the way
+        finally:
             with self._lock:
-                threads = list(self._threads)
-            if not threads:
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            threads[0].join(remaining)
+                self._threads -= 1
+
+    def _dismiss_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for inbox in idle:
+            inbox.put(None)
+
+    def _ended(self) -> None:
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+        self._slots.release()
 
     def _run(self, fd: int, request: HandshakeRequest) -> None:
         result = DoneResult(errno.EIO)
@@ -153,9 +206,7 @@ class Worker:
             if delay > 0:  # [debug] delay_done, a testing knob of tlshd's (§4.3)
                 time.sleep(delay)
             self._finish(fd, result)
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-            self._slots.release()
+            self._ended()
 
     def _finish(self, fd: int, result: DoneResult) -> None:
         try:

@@ -102,6 +102,77 @@ def test_delay_done_holds_the_done(pki):
     assert elapsed >= 1.0
 
 
+def eopnotsupp_request() -> tuple[int, HandshakeRequest, socket.socket]:
+    """A request that ends at once (a unix socket: EOPNOTSUPP), its fd, and the fd's peer."""
+    a, b = socket.socketpair()
+    return b.detach(), HandshakeRequest(a, 1, AuthMode.UNAUTH), a
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_thread_serves_one_request_after_another(pki):
+    """Threads are reused (a new thread per handshake costs a third more CPU): requests one at
+    a time are all served by one thread, each with its DONE and its fd closed."""
+    import threading
+
+    source = QueueSource()
+    worker = Worker(source, lambda: DaemonConfig(), concurrency=4, poll_interval=0.05)
+    threads: list[threading.Thread] = []
+    names: list[str] = []
+    done = source.done
+
+    def record(fd, result):  # noqa: ANN001, ANN202
+        threads.append(threading.current_thread())
+        names.append(threading.current_thread().name)
+        done(fd, result)
+
+    source.done = record
+    t = threading.Thread(target=worker.serve_forever, daemon=True)
+    t.start()
+    peers = []
+    for n in range(5):
+        fd, request, peer = eopnotsupp_request()
+        peers.append(peer)
+        source.put(fd, request)
+        assert source.wait(n + 1, 5)[fd].status == errno.EOPNOTSUPP
+        wait_for(lambda: worker.in_flight == 0)
+    assert worker.threads == 1 and len(set(threads)) == 1
+    assert names == [f"handshake fd {fd}" for fd in source.results]  # named after the request served
+    for peer in peers:
+        peer.settimeout(2)
+        assert peer.recv(1) == b""  # every fd closed after its DONE
+        peer.close()
+    worker.stop()
+    t.join(5)
+    wait_for(lambda: worker.threads == 0)  # stop() sends the idle threads away
+
+
+def test_idle_threads_leave_after_the_idle_timeout():
+    import threading
+
+    source = QueueSource()
+    worker = Worker(source, lambda: DaemonConfig(), concurrency=4, poll_interval=0.05, idle_timeout=0.2)
+    t = threading.Thread(target=worker.serve_forever, daemon=True)
+    t.start()
+    fd, request, peer = eopnotsupp_request()
+    source.put(fd, request)
+    source.wait(1, 5)
+    assert worker.threads == 1
+    wait_for(lambda: worker.threads == 0)
+    fd, request, peer2 = eopnotsupp_request()  # and a new one comes for the next request
+    source.put(fd, request)
+    assert source.wait(2, 5)[fd].status == errno.EOPNOTSUPP
+    worker.stop()
+    t.join(5)
+    peer.close()
+    peer2.close()
+
+
 def test_apply_debug_levels_and_back():
     import logging
 
