@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="where the guest writes its reports")
     parser.add_argument("pytest_args", nargs="*", help="passed to the guest's pytest "
                         "(default: the whole guest suite)")
-    opts = parser.parse_args(argv)
+    opts, extra = parser.parse_known_args(argv)
+    opts.pytest_args = [*opts.pytest_args, *extra]
     if not shutil.which("qemu-system-x86_64"):
         print("qemu: qemu-system-x86_64 is missing (Debian: qemu-system-x86)", file=sys.stderr)
         return 2

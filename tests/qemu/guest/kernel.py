@@ -69,6 +69,9 @@ def upcall(command: str) -> Report:
     report = Report()
     for line in text.splitlines():
         fields = dict(word.split("=", 1) for word in line.split())
+        if "error" in fields:
+            err = -int(fields["error"])
+            raise OSError(err, f"{os.strerror(err)} making the sockets ({fields['step']}): {command}")
         if "side" in fields:
             report.sides[fields["side"]] = Side(int(fields["status"]), int(fields["peerid"]))
         else:
@@ -80,45 +83,79 @@ def upcall(command: str) -> Report:
 
 # ---- handshake daemons -----------------------------------------------------------------
 
-def _genl_group_members() -> set[int]:
-    """Port ids of generic netlink sockets subscribed to any multicast group."""
-    members = set()
+def _genl_subscribers() -> set[int]:
+    """Socket inodes of generic netlink sockets subscribed to a multicast group."""
+    inodes = set()
     with open("/proc/net/netlink") as f:
         next(f)
         for line in f:
             cols = line.split()
             if cols[1] == "16" and int(cols[3], 16) != 0:
-                members.add(int(cols[2]))
-    return members
+                inodes.add(int(cols[9]))
+    return inodes
+
+
+def _process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
 
 
 class Daemon:
     """A handshake daemon (quichsd or tlshd) in a subprocess, ready once it has joined the
     `tlshd` multicast group."""
 
-    def __init__(self, argv: list[str], workdir: Path, name: str, env: dict[str, str] | None = None):
+    def __init__(self, argv: list[str], workdir: Path, name: str, listeners: int = 1,
+                 env: dict[str, str] | None = None):
+        """`listeners`: how many of its processes join the group (quichsd: each worker)."""
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self.log = open(self.log_path, "w+")
-        before = _genl_group_members()
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         deadline = time.monotonic() + 120
-        while not (_genl_group_members() - before):
+        while self.joined() < listeners:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"{name} did not join the handshake group:\n{self.output()}")
             time.sleep(0.05)
+
+    def joined(self) -> int:
+        """How many of the daemon's processes hold a socket in a generic netlink group."""
+        subscribers = _genl_subscribers()
+        return sum(1 for pid in _process_tree(self.proc.pid) if _socket_inodes(pid) & subscribers)
 
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text()
 
     def pids(self) -> list[int]:
-        """The daemon process and its children (quichsd's workers)."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)],
-                             capture_output=True, text=True).stdout.split()
-        return [self.proc.pid, *map(int, out)]
+        """The daemon process and its descendants (quichsd's workers)."""
+        return _process_tree(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -141,7 +178,7 @@ def quichsd_daemon(workdir: Path, config: str, workers: int = 1) -> Daemon:
     path = workdir / "quichsd.conf"
     path.write_text(config + f"\n[quichsd]\nworkers = {workers}\ndbus = none\n")
     return Daemon([sys.executable, "-m", "quichsd", "daemon", "-c", str(path), "--foreground"],
-                  workdir, "quichsd")
+                  workdir, "quichsd", listeners=workers)
 
 
 def tlshd_daemon(workdir: Path, config: str) -> Daemon:

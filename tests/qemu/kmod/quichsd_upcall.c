@@ -16,7 +16,8 @@
  * "client"/"server" submit one side; the other end of the connection exists but nobody
  * serves it (for status checks). "pair" submits both ends of one loopback connection.
  * Report lines: "side=<client|server> status=<negative errno or 0> peerid=<serial>" for
- * n == 1, then a summary "done=<n> ok=<k> cancelled=<c> first_status=<s> usecs=<elapsed>"
+ * n == 1 ("error=<errno> step=<what failed>" before them when making the sockets failed),
+ * then a summary "done=<n> ok=<k> cancelled=<c> first_status=<s> usecs=<elapsed>"
  * (cancelled: requests that got no DONE before our deadline and were withdrawn).
  */
 #include <linux/completion.h>
@@ -33,7 +34,7 @@
 
 #define IPPROTO_QUIC_NUM	261
 #define SOL_QUIC_NUM		288
-#define QUIC_SOCKOPT_ALPN_NUM	4
+#define QUIC_SOCKOPT_ALPN_NUM	11	/* uapi <linux/quic.h>; also csrc/quic_abi.h */
 #define REPORT_MAX		4096
 
 enum transport { T_TCP, T_QUIC };
@@ -165,27 +166,34 @@ static int set_alpn(struct socket *sock, const char *alpn)
 				     KERNEL_SOCKPTR((void *)alpn), strlen(alpn));
 }
 
-/* A listener on loopback, bound to an ephemeral (or the given) port. */
-static int make_listener(const struct command *c, struct socket **lsock, struct sockaddr_in *addr)
+/* A listener on loopback, bound to an ephemeral (or the given) port; a failing step is
+ * named in the report. */
+static int make_listener(const struct command *c, struct socket **lsock, struct sockaddr_in *addr,
+			 struct report *r)
 {
 	bool quic = c->transport == T_QUIC;
 	int len = loopback(addr, c->port), err;
+	const char *step = "socket";
 
 	err = sock_create_kern(&init_net, AF_INET, quic ? SOCK_DGRAM : SOCK_STREAM,
 			       quic ? IPPROTO_QUIC_NUM : IPPROTO_TCP, lsock);
 	if (err)
-		return err;
+		goto report;
+	step = "alpn";
 	if (quic) {
 		err = set_alpn(*lsock, c->alpn);
 		if (err)
 			goto fail;
 	}
+	step = "bind";
 	err = kernel_bind(*lsock, (struct sockaddr *)addr, len);
 	if (err)
 		goto fail;
+	step = "listen";
 	err = kernel_listen(*lsock, 16);
 	if (err)
 		goto fail;
+	step = "getsockname";
 	err = kernel_getsockname(*lsock, (struct sockaddr *)addr);
 	if (err < 0)
 		goto fail;
@@ -193,14 +201,18 @@ static int make_listener(const struct command *c, struct socket **lsock, struct 
 fail:
 	sock_release(*lsock);
 	*lsock = NULL;
+report:
+	report_add(r, "error=%d step=listener-%s\n", err, step);
 	return err;
 }
 
 /* One connection: the client end connected, submitted if asked, the server end
  * accepted and submitted if asked, both awaited. */
 static int one_connection(const struct command *c, struct socket *lsock,
-			  struct sockaddr_in *addr, struct side *cs, struct side *ss)
+			  struct sockaddr_in *addr, struct side *cs, struct side *ss,
+			  struct report *r)
 {
+	const char *step = "socket";
 	bool quic = c->transport == T_QUIC;
 	struct socket *csock = NULL, *ssock = NULL;
 	struct file *cfile = NULL, *sfile = NULL;
@@ -212,22 +224,26 @@ static int one_connection(const struct command *c, struct socket *lsock,
 	err = sock_create_kern(&init_net, AF_INET, quic ? SOCK_DGRAM : SOCK_STREAM,
 			       quic ? IPPROTO_QUIC_NUM : IPPROTO_TCP, &csock);
 	if (err)
-		return err;
+		goto report;
+	step = "file";
 	err = make_file(csock, &cfile);
 	if (err) {
 		sock_release(csock);
-		return err;
+		goto report;
 	}
+	step = "alpn";
 	if (quic) {
 		err = set_alpn(csock, c->alpn);
 		if (err)
 			goto out;
 	}
+	step = "connect";
 	err = kernel_connect(csock, (struct sockaddr *)addr, sizeof(*addr), 0);
 	if (err)
 		goto out;
 	if (!quic) {
 		/* TCP: the connection exists now; accept its server end before any upcall. */
+		step = "accept";
 		err = kernel_accept(lsock, &ssock, 0);
 		if (err)
 			goto out;
@@ -241,6 +257,7 @@ static int one_connection(const struct command *c, struct socket *lsock,
 		submit(c, csock, true, cs);
 	if (quic && c->server) {
 		/* QUIC: the listener hands out a connection once the ClientHello arrives. */
+		step = "accept";
 		err = kernel_accept(lsock, &ssock, 0);
 		if (err)
 			goto wait;
@@ -261,6 +278,9 @@ out:
 		fput(sfile);
 	if (cfile)
 		fput(cfile);
+report:
+	if (err && c->n == 1)
+		report_add(r, "error=%d step=%s\n", err, step);
 	return err;
 }
 
@@ -273,12 +293,12 @@ static int run(const struct command *c, struct report *r)
 	int first = 0, err;
 	ktime_t start;
 
-	err = make_listener(c, &lsock, &addr);
+	err = make_listener(c, &lsock, &addr, r);
 	if (err)
-		return err;
+		return 0;
 	start = ktime_get();
 	for (i = 0; i < c->n; i++) {
-		err = one_connection(c, lsock, &addr, &cs, &ss);
+		err = one_connection(c, lsock, &addr, &cs, &ss, r);
 		if (c->n == 1) {
 			if (c->client)
 				report_add(r, "side=client status=%d peerid=%d\n", cs.status, cs.peerid);
