@@ -11,6 +11,14 @@ The family is described in netlink/handshake.yaml; the message classes below mir
 and `HandshakeFamily` resolves the family by name through pyroute2's GenericNetlinkSocket
 (optionally joining "tlshd"), raising `FamilyMissing` if the kernel does not have it.
 
+`HandshakeChannel` is the hot path: a plain AF_NETLINK socket that sends those same message
+classes' bytes and decodes the replies with them, once the family (and group) id is known.
+pyroute2's synchronous calls run an asyncio loop per request, and a fresh socket costs a
+family lookup: on a real kernel under QEMU a fresh HandshakeFamily per ACCEPT and per DONE
+was half of a served request's CPU. tlshd opens a fresh socket per ACCEPT and per DONE to
+keep replies apart from multicast traffic; a channel that never joins the group, one per
+thread, keeps them apart just as well.
+
 Differences from tlshd: repeated PEER_IDENTITY and CERTIFICATE attributes are all kept (tlshd
 keeps only the last one); ACCEPT and DONE are sent with NLM_F_ACK so kernel errors (EAGAIN on
 ACCEPT, a rejected DONE) are seen instead of lost (§1.7, §9.2.5).
@@ -18,11 +26,15 @@ ACCEPT, a rejected DONE) are seen instead of lost (§1.7, §9.2.5).
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg, nla
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, genlmsg, nla
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
@@ -185,10 +197,9 @@ def probe_accepted(error: int | None) -> bool:
 
 
 class HandshakeFamily:
-    """A pyroute2 generic netlink socket bound to the `handshake` family.
-
-    Use one instance with `join=True` as the READY listener, and a fresh instance per ACCEPT
-    and per DONE, as tlshd does (§1.11). Raises FamilyMissing if the family cannot be resolved.
+    """A pyroute2 generic netlink socket bound to the `handshake` family: how the family and
+    its group are resolved by name (the daemon's preflight, resolve_family()). Raises
+    FamilyMissing if the family (or, with `join=True`, its "tlshd" group) is missing.
     """
 
     def __init__(self, *, join: bool = False) -> None:
@@ -215,44 +226,6 @@ class HandshakeFamily:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def recv_ready(self) -> list[int]:
-        """Read pending multicast messages; the handler classes of those that carry one."""
-        classes = []
-        for msg in self.sock.get():
-            hc = ready_handler_class(msg) if hasattr(msg, "get_attr") else None
-            if hc is not None:
-                classes.append(hc)
-        return classes
-
-    def accept(self, handler_class: int = HANDSHAKE_HANDLER_CLASS_TLSHD) -> dict[str, Any]:
-        """Send ACCEPT and parse the reply. NetlinkError(EAGAIN) means nothing was pending."""
-        for reply in self.sock.nlm_request(
-            build_accept(handler_class), msg_type=self.family_id, msg_flags=NLM_F_REQUEST | NLM_F_ACK
-        ):
-            if reply.get_attr("HANDSHAKE_A_ACCEPT_SOCKFD") is not None:
-                return parse_accept(reply)
-        raise NetlinkError(errno.EIO, "ACCEPT reply without SOCKFD")
-
-    def done(self, status: int, sockfd: int, remote_auth: Iterable[int] = (), tags: Iterable[str] = ()) -> None:
-        """Send DONE and wait for the kernel's ack; a rejection raises NetlinkError."""
-        for _ in self.sock.nlm_request(
-            build_done(status, sockfd, remote_auth, tags),
-            msg_type=self.family_id,
-            msg_flags=NLM_F_REQUEST | NLM_F_ACK,
-        ):
-            pass
-
-    def probe(self) -> KernelCapabilities:
-        """Send the two probe DONEs tlshd sends, and read the kernel's verdicts (§1.8)."""
-        verdicts = []
-        for extra in ({"tags": ["__probe__"]}, {"remote_auth": [0]}):
-            try:
-                self.done(0, -1, **extra)
-                verdicts.append(probe_accepted(None))
-            except NetlinkError as exc:
-                verdicts.append(probe_accepted(exc.code))
-        return KernelCapabilities(session_tags=verdicts[0], remote_peerids=verdicts[1])
-
     def close(self) -> None:
         self.sock.close()
 
@@ -261,3 +234,140 @@ class HandshakeFamily:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+NETLINK_GENERIC = 16
+REQUEST_TIMEOUT = 10.0
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+_NLMSGHDR = struct.Struct("=IHHII")
+
+
+class NetlinkReplyError(OSError):
+    """The kernel answered a request with a negative errno (NLMSG_ERROR)."""
+
+
+def split_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(type, seq, whole message) for each netlink message of one datagram."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, msg_type, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            break
+        yield msg_type, seq, data[offset:offset + length]
+        offset += (length + 3) & ~3
+
+
+def error_code(message: bytes) -> int:
+    """The positive errno of an NLMSG_ERROR message (0 for an ACK)."""
+    return -struct.unpack_from("=i", message, _NLMSGHDR.size)[0]
+
+
+def resolve_family() -> tuple[int, int]:
+    """(family id, "tlshd" group id), or FamilyMissing."""
+    with HandshakeFamily() as fam:
+        groups = fam.sock.mcast_groups
+        if MCAST_GROUP not in groups:
+            raise FamilyMissing(f"no multicast group {MCAST_GROUP!r}")
+        return fam.family_id, groups[MCAST_GROUP]
+
+
+class HandshakeChannel:
+    """A generic netlink socket for the `handshake` family whose id is already known.
+
+    With `group`, it joins that multicast group and only reads READY notifications;
+    without, it sends ACCEPT and DONE (with NLM_F_ACK) and reads their replies.
+    """
+
+    def __init__(self, family_id: int, group: int | None = None) -> None:
+        self.family_id = family_id
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  NETLINK_GENERIC)
+        try:
+            self.sock.bind((0, 0))
+            if group is not None:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+            else:
+                self.sock.settimeout(REQUEST_TIMEOUT)   # the kernel answers at once
+        except BaseException:
+            self.sock.close()
+            raise
+        self._seq = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_ready(self) -> list[int]:
+        """Read one datagram of notifications; the handler classes of READYs carrying one."""
+        classes = []
+        for msg_type, _seq, message in split_messages(self.sock.recv(65536)):
+            if msg_type == self.family_id:
+                msg = ready_msg(message)
+                msg.decode()
+                hc = ready_handler_class(msg)
+                if hc is not None:
+                    classes.append(hc)
+        return classes
+
+    def _request(self, msg: genlmsg) -> list[bytes]:
+        """Send `msg` with NLM_F_ACK; the family's replies before the ACK. A negative
+        answer raises NetlinkReplyError with its errno."""
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        msg.encode()
+        data = bytearray(msg.data)
+        _NLMSGHDR.pack_into(data, 0, len(data), self.family_id, NLM_F_REQUEST | NLM_F_ACK, self._seq, 0)
+        self.sock.send(data)
+        replies = []
+        while True:
+            for msg_type, seq, message in split_messages(self.sock.recv(65536)):
+                if seq != self._seq:
+                    continue                    # a late answer to an abandoned request
+                if msg_type == NLMSG_ERROR:
+                    code = error_code(message)
+                    if code:
+                        raise NetlinkReplyError(code, os.strerror(code))
+                    return replies
+                if msg_type == self.family_id:
+                    replies.append(message)
+
+    def accept(self, handler_class: int = HANDSHAKE_HANDLER_CLASS_TLSHD) -> dict[str, Any]:
+        """ACCEPT; NetlinkReplyError(EAGAIN) when another agent took the request."""
+        for message in self._request(build_accept(handler_class)):
+            reply = accept_msg(message)
+            reply.decode()
+            if reply.get_attr("HANDSHAKE_A_ACCEPT_SOCKFD") is not None:
+                return parse_accept(reply)
+        raise NetlinkReplyError(errno.EIO, "ACCEPT reply without SOCKFD")
+
+    def done(self, status: int, sockfd: int, remote_auth: Iterable[int] = (), tags: Iterable[str] = ()) -> None:
+        """DONE, waiting for the kernel's ACK; a rejection raises NetlinkReplyError."""
+        self._request(build_done(status, sockfd, remote_auth, tags))
+
+    def probe(self) -> KernelCapabilities:
+        """The two probe DONEs tlshd sends, and the kernel's verdicts (§1.8)."""
+        verdicts = []
+        for extra in ({"tags": ["__probe__"]}, {"remote_auth": [0]}):
+            try:
+                self.done(0, -1, **extra)
+                verdicts.append(probe_accepted(None))
+            except NetlinkReplyError as exc:
+                verdicts.append(probe_accepted(exc.errno))
+        return KernelCapabilities(session_tags=verdicts[0], remote_peerids=verdicts[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ThreadChannels:
+    """One request channel per thread, made on first use and kept for the thread's life."""
+
+    def __init__(self, family_id: int) -> None:
+        self.family_id = family_id
+        self._local = threading.local()
+
+    def get(self) -> HandshakeChannel:
+        try:
+            return self._local.channel
+        except AttributeError:
+            self._local.channel = HandshakeChannel(self.family_id)
+            return self._local.channel

@@ -248,24 +248,23 @@ class QueueSource:
 
 
 class NetlinkSource:
-    """The kernel's handshake upcall (spec §1.4-1.7, §9.2)."""
+    """The kernel's handshake upcall (spec §1.4-1.7, §9.2): a listener joined to "tlshd",
+    and ACCEPT and DONE on a channel of the calling thread's own (netlink.HandshakeChannel)."""
 
     def __init__(self) -> None:
-        from .netlink import HandshakeFamily
+        from .netlink import HandshakeChannel, ThreadChannels, resolve_family
 
-        self._family = HandshakeFamily
-        self.listener = HandshakeFamily(join=True)  # FamilyMissing propagates
+        family_id, group = resolve_family()  # FamilyMissing propagates
+        self.listener = HandshakeChannel(family_id, group)
+        self._channels = ThreadChannels(family_id)
         self._pending: deque[int] = deque()
-        with HandshakeFamily() as fam:
-            self.capabilities = fam.probe()
+        self.capabilities = self._channels.get().probe()
         log.log(NOTICE, "Kernel capabilities: %s", self.capabilities.describe())
 
     def close(self) -> None:
         self.listener.close()
 
     def next(self, timeout: float) -> tuple[int, HandshakeRequest] | None:
-        from pyroute2.netlink.exceptions import NetlinkError
-
         from .netlink import HANDSHAKE_HANDLER_CLASS_TLSHD
 
         if not self._pending:
@@ -276,15 +275,15 @@ class NetlinkSource:
                 classes = self.listener.recv_ready()
             except OSError as exc:  # ENOBUFS (overrun): recover rather than exit (§9.2 item 7)
                 log.error("netlink receive: %s", exc)
-                return None
+                # Requests whose READY was lost are still queued in the kernel: try one.
+                classes = [HANDSHAKE_HANDLER_CLASS_TLSHD]
             self._pending.extend(c for c in classes if c == HANDSHAKE_HANDLER_CLASS_TLSHD)
         while self._pending:
             handler_class = self._pending.popleft()
             try:
-                with self._family() as fam:
-                    fields = fam.accept(handler_class)
-            except NetlinkError as exc:
-                if exc.code != errno.EAGAIN:
+                fields = self._channels.get().accept(handler_class)
+            except OSError as exc:
+                if exc.errno != errno.EAGAIN:
                     log.error("ACCEPT: %s", exc)
                 continue  # EAGAIN: another worker took it
             fd = fields["sockfd"]
@@ -296,8 +295,7 @@ class NetlinkSource:
     def done(self, fd: int, result: DoneResult) -> None:
         # An attribute the kernel's policy rejects would make it drop the whole DONE (§9.2.5).
         remote_auth = result.remote_auth if self.capabilities.remote_peerids else []
-        with self._family() as fam:
-            fam.done(result.status, fd, remote_auth)
+        self._channels.get().done(result.status, fd, remote_auth)
 
 
 def request_from_accept(fields: dict[str, Any]) -> HandshakeRequest:

@@ -7,6 +7,7 @@ import errno
 
 import json
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,41 @@ def test_probe_verdicts_read_the_kernel_error():
     tag_probe, _ = round_trip(nl.build_done(0, -1, tags=["__probe__"]), nl.done_msg)
     assert tag_probe.get_attrs("HANDSHAKE_A_DONE_TAG") == ["__probe__"]
     assert tag_probe.get_attrs("HANDSHAKE_A_DONE_REMOTE_AUTH") == []
+
+
+def test_split_messages_and_error_codes():
+    """Two messages in one datagram (a reply and its ACK), padding respected."""
+    reply, _ = round_trip(nl.build_done(0, 7), nl.done_msg)
+    first = reply.data + b"\0" * (-len(reply.data) % 4)
+    ack = struct.pack("=IHHII", 36, 2, 0, 5, 0) + struct.pack("=i", 0) + bytes(16)
+    nack = struct.pack("=IHHII", 36, 2, 0, 6, 0) + struct.pack("=i", -errno.EAGAIN) + bytes(16)
+    parts = list(nl.split_messages(first + ack + nack))
+    assert [(t, seq) for t, seq, _ in parts][1:] == [(2, 5), (2, 6)]
+    assert parts[0][2] == reply.data
+    assert nl.error_code(parts[1][2]) == 0 and nl.error_code(parts[2][2]) == errno.EAGAIN
+    assert list(nl.split_messages(b"\0" * 8)) == []
+
+
+def test_channel_reports_the_kernels_refusal_on_real_netlink():
+    """A HandshakeChannel speaks real generic netlink: aimed at the controller family (id 0x10;
+    this machine has no `handshake` family), its requests come back as NLMSG_ERROR, raised
+    with the kernel's errno, and the channel stays usable."""
+    channel = nl.HandshakeChannel(0x10)
+    try:
+        for _ in range(2):
+            with pytest.raises(nl.NetlinkReplyError) as info:
+                channel.done(0, -1)        # cmd 3 on nlctrl is GETFAMILY: no name given
+            assert info.value.errno in (errno.EINVAL, errno.ENOENT, errno.EOPNOTSUPP)
+    finally:
+        channel.close()
+
+
+def test_thread_channels_are_per_thread():
+    channels = nl.ThreadChannels(0x10)
+    mine = channels.get()
+    assert channels.get() is mine
+    other = []
+    t = threading.Thread(target=lambda: other.append(channels.get()))
+    t.start()
+    t.join()
+    assert other[0] is not mine and other[0].family_id == 0x10
