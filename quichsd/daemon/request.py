@@ -492,6 +492,9 @@ class _QuicHandshake:
             raise _SetupError(f"setsockopt(SESSION_TICKET): {exc}", exc.errno or errno.EIO) from None
 
     def _success(self, result: HandshakeResult, ids: list[int], role: str) -> DoneResult:
+        log.debug("QUIC %s handshake: ALPN %r, %s, %s, %s", role, result.alpn or "",
+                  _suite_name(result.cipher_suite), "resumed" if result.resumed else "full",
+                  "0-RTT accepted" if result.early_data_accepted else "no 0-RTT")
         return DoneResult(0, ids, role=role, alpn=result.alpn or "", suite=_suite_name(result.cipher_suite),
                           resumed=result.resumed, early_data=result.early_data_accepted,
                           peername=self.peername or "", address=self.address)

@@ -187,14 +187,23 @@ def tlshd_daemon(workdir: Path, config: str) -> Daemon:
     return Daemon([str(tlshd_binary()), "-c", str(path), "-s"], workdir, "tlshd")
 
 
-def open_fds(pids: list[int]) -> int:
-    total = 0
+def open_fds(pids: list[int]) -> list[str]:
+    """The open fds of `pids`, netlink sockets aside (a worker keeps one per request thread,
+    and its thread pool may grow), as 'pid/fd -> target': what a leaked consumer socket or
+    file would show up in."""
+    with open("/proc/net/netlink") as f:
+        next(f)
+        netlink = {f"socket:[{line.split()[9]}]" for line in f}
+    fds = []
     for pid in pids:
         try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target not in netlink:
+                    fds.append(f"{pid}/{fd} -> {target}")
         except FileNotFoundError:
             pass
-    return total
+    return sorted(fds)
 
 
 # ---- keys -------------------------------------------------------------------------------

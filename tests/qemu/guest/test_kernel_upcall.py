@@ -91,4 +91,4 @@ def test_fifty_requests_leave_no_fd_behind(tmp_path, config) -> None:
         deadline = time.monotonic() + 10
         while open_fds(daemon.pids()) != before and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert open_fds(daemon.pids()) == before, os.listdir(f"/proc/{daemon.pids()[-1]}/fd")
+        assert open_fds(daemon.pids()) == before
