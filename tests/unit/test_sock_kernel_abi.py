@@ -30,8 +30,8 @@ from quichsd.abi import ffi, lib
 from quichsd.sock import base
 from quichsd.sock.base import Address, QuicSocketBackend, RecvItem, RecvKind
 from quichsd.sock.kernel import KernelQuicSocket, kernel_quic_available
+from tests.sockets import NO_QUIC
 
-NO_QUIC = "no IPPROTO_QUIC in this kernel (needs the quic module; the QEMU tier runs these)"
 needs_quic = pytest.mark.skipif(not kernel_quic_available(), reason=NO_QUIC)
 
 CMSGHDR = struct.Struct("=Qii")  # struct cmsghdr on Linux/x86_64: len, level, type
