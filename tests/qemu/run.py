@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -34,14 +35,18 @@ KERNEL_SELECTION = "kernel or qemu or Kernel"
 
 
 def build_kmod(kernel: kernel_mod.Kernel) -> Path:
-    """Our upcall test module, built out of the source tree, installed under updates/."""
-    build = CACHE / "kmod-build"
-    shutil.rmtree(build, ignore_errors=True)
-    shutil.copytree(KMOD_SRC, build)
-    subprocess.run(["make", "-s", "-C", str(kernel.headers), f"M={build}",
-                    "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"], check=True)
-    dest = kernel.updates / "quichsd_upcall.ko"
-    shutil.copy2(build / "quichsd_upcall.ko", dest)
+    """Our upcall test module, built out of the source tree (in a directory of this run's
+    own: runs may overlap), installed under updates/ by an atomic rename."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kmod-build-", dir=CACHE) as tmp:
+        build = Path(tmp) / "src"
+        shutil.copytree(KMOD_SRC, build)
+        subprocess.run(["make", "-s", "-C", str(kernel.headers), f"M={build}",
+                        "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"], check=True)
+        dest = kernel.updates / "quichsd_upcall.ko"
+        staged = kernel.updates / f".quichsd_upcall.ko.{os.getpid()}"
+        shutil.copy2(build / "quichsd_upcall.ko", staged)
+        os.replace(staged, dest)
     return dest
 
 
@@ -70,9 +75,13 @@ def find_quic_tree() -> tuple[Path | None, str]:
 def install_quic(kernel: kernel_mod.Kernel, tree: Path | None) -> None:
     for name in ("quic.ko", "quic_sample_test.ko"):
         dest = kernel.updates / name
-        dest.unlink(missing_ok=True)
-        if tree is not None and (tree / "modules/net/quic" / name).exists():
-            shutil.copy2(tree / "modules/net/quic" / name, dest)
+        built = tree / "modules/net/quic" / name if tree is not None else None
+        if built is None or not built.exists():
+            dest.unlink(missing_ok=True)
+            continue
+        staged = kernel.updates / f".{name}.{os.getpid()}"
+        shutil.copy2(built, staged)
+        os.replace(staged, dest)
 
 
 def find_tlshd() -> Path | None:

@@ -197,6 +197,8 @@ static int make_listener(const struct command *c, struct socket **lsock, struct 
 	err = kernel_getsockname(*lsock, (struct sockaddr *)addr);
 	if (err < 0)
 		goto fail;
+	/* A QUIC accept waits for a ClientHello that may never come: bound it. */
+	(*lsock)->sk->sk_rcvtimeo = msecs_to_jiffies(c->wait_ms);
 	return 0;
 fail:
 	sock_release(*lsock);
@@ -255,12 +257,13 @@ static int one_connection(const struct command *c, struct socket *lsock,
 	}
 	if (c->client)
 		submit(c, csock, true, cs);
-	if (quic && c->server) {
+	if (quic && c->server && (!c->client || cs->submitted)) {
 		/* QUIC: the listener hands out a connection once the ClientHello arrives. */
 		step = "accept";
 		err = kernel_accept(lsock, &ssock, 0);
 		if (err)
 			goto wait;
+		ssock->sk->sk_rcvtimeo = MAX_SCHEDULE_TIMEOUT;	/* inherited from the listener */
 		err = make_file(ssock, &sfile);
 		if (err) {
 			sock_release(ssock);
