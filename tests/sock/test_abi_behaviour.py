@@ -55,6 +55,17 @@ def test_secret_and_transport_params_after_established_are_einval(backend, pki, 
         assert errno_of(sock.setsockopt, L.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, b"\x0f\x00") == errno.EINVAL
 
 
+def test_getpeername_after_our_shutdown_is_enotconn(backend, pki, server_factory) -> None:
+    """inet_getname: the peer's name until the connection closes, ENOTCONN after our own
+    shutdown() as after the peer's close (the daemon reads it before the handshake)."""
+    srv = server_factory(backend, server_config(pki))
+    with client_socket(backend, srv.address) as sock:
+        quic_handshake(sock, client_config(pki))
+        assert sock.getpeername()[:2] == tuple(srv.address)
+        sock.shutdown(socket.SHUT_RDWR)
+        assert errno_of(sock.getpeername) == errno.ENOTCONN
+
+
 def test_msg_more_holds_the_flight(backend, pki) -> None:
     """Nothing leaves while MSG_MORE is set; the send without it flushes (spec §2.3)."""
     listener = QuicSocket(socket.AF_INET, backend=backend)

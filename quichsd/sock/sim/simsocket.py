@@ -182,12 +182,11 @@ class SimQuicSocket:
         return self.peer
 
     def getpeername(self) -> tuple[Any, ...]:
-        """As the kernel's (inet_getname): ENOTCONN once the peer closed the connection (or
-        it timed out, or broke), e.g. one the peer closed before accept() returned it
-        (spec §9). The kernel fails after our own shutdown() too; the simulation still
-        answers then, as callers read the name after a failed handshake shut it down."""
+        """As the kernel's (inet_getname): ENOTCONN once the connection is closed, by the
+        peer (e.g. one it closed before accept() returned it, spec §9), by a timeout or
+        an error, or by our own shutdown()."""
         conn = self.conn
-        if self.peer is None or (conn is not None and conn.state == "CLOSED" and not self._shut_down):
+        if self.peer is None or self._shut_down or (conn is not None and conn.state == "CLOSED"):
             raise _err(errno.ENOTCONN, "getpeername")
         return self.peer
 
