@@ -125,11 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("qemu-system-x86_64"):
         print("qemu: qemu-system-x86_64 is missing (Debian: qemu-system-x86)", file=sys.stderr)
         return 2
-    kernel = kernel_mod.prepare()
-    if opts.print_headers:
-        print(kernel.headers)
-        return 0
-    build_kmod(kernel)
+    try:
+        kernel = kernel_mod.prepare()
+        if opts.print_headers:
+            print(kernel.headers)
+            return 0
+        build_kmod(kernel)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"qemu: cannot prepare the guest kernel: {exc}", file=sys.stderr)
+        return 2
     tree, why = find_quic_tree()
     install_quic(kernel, tree)
     kernel.depmod()
