@@ -75,6 +75,7 @@ import functools
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -227,16 +228,34 @@ def _peer(sock: Any) -> tuple[str, str]:
     return text, text
 
 
+# Reverse DNS names found, per peer address: (expiry on time.monotonic(), name). A client
+# request without PEERNAME needs one (tlshd calls getnameinfo per request); kept this long,
+# as a name service cache would (nscd keeps hosts an hour), a consumer's reconnections to
+# the same server do not each read /etc/hosts or ask DNS. Failures are not kept.
+REVERSE_DNS_TTL = 30.0
+_REVERSE_DNS_MAX = 256
+_reverse_dns: dict[tuple[Any, ...], tuple[float, str]] = {}
+
+
 def reverse_lookup(sock: Any) -> str | None:
     """The peer's name by reverse DNS, for a client request without PEERNAME (§9.2.3, as
     tlshd); None when there is no name. Servers do not look up: there it would only name a
-    log line, at the price of a DNS query per handshake."""
+    log line, at the price of a DNS query per handshake. A name found is reused for the
+    same address for REVERSE_DNS_TTL seconds."""
     try:
         address = sock.getpeername()
+        key = (address[0], *address[3:4])  # the host (and an IPv6 scope): not the port
+        now = time.monotonic()
+        cached = _reverse_dns.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         name, _ = socket.getnameinfo(tuple(address[:2]), socket.NI_NAMEREQD)
-    except (OSError, AttributeError, ValueError, TypeError) as exc:
+    except (OSError, AttributeError, ValueError, TypeError, IndexError) as exc:
         log.debug("no reverse DNS name for the peer: %s", exc)
         return None
+    if len(_reverse_dns) >= _REVERSE_DNS_MAX:
+        _reverse_dns.clear()
+    _reverse_dns[key] = (now + REVERSE_DNS_TTL, name)
     log.debug("PEERNAME from reverse DNS: %s", name)
     return name
 

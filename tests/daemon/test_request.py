@@ -432,6 +432,45 @@ def test_client_without_peername_takes_the_reverse_dns_name(pki, server_factory,
     assert "Handshake with 'localhost' (127.0.0.1) succeeded" in caplog.text
 
 
+def test_reverse_dns_names_are_kept_for_a_while(monkeypatch):
+    """A name found is reused for the same host (any port) for REVERSE_DNS_TTL seconds;
+    another host, an expired name and a failed lookup ask again."""
+    import socket as _socket
+
+    from quichsd.daemon import request as rq
+
+    asked = []
+
+    def getnameinfo(address, flags):
+        asked.append(address)
+        if address[0] == "192.0.2.9":
+            raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
+        return f"host-{address[0]}", "0"
+
+    class Peer:
+        def __init__(self, *address):
+            self.address = address
+
+        def getpeername(self):
+            return self.address
+
+    now = [1000.0]
+    monkeypatch.setattr(rq.socket, "getnameinfo", getnameinfo)
+    monkeypatch.setattr(rq.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(rq, "_reverse_dns", {})
+    assert rq.reverse_lookup(Peer("192.0.2.1", 443)) == "host-192.0.2.1"
+    assert rq.reverse_lookup(Peer("192.0.2.1", 444)) == "host-192.0.2.1"
+    assert rq.reverse_lookup(Peer("2001:db8::1", 443, 0, 0)) == "host-2001:db8::1"
+    assert len(asked) == 2
+    now[0] += rq.REVERSE_DNS_TTL - 1
+    assert rq.reverse_lookup(Peer("192.0.2.1", 443)) == "host-192.0.2.1" and len(asked) == 2
+    now[0] += 2
+    assert rq.reverse_lookup(Peer("192.0.2.1", 443)) == "host-192.0.2.1" and len(asked) == 3
+    assert rq.reverse_lookup(Peer("192.0.2.9", 443)) is None
+    assert rq.reverse_lookup(Peer("192.0.2.9", 443)) is None
+    assert len(asked) == 5
+
+
 @needs_keyctl
 def test_bad_key_serials_are_eio(pki, server_factory, session):
     srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
