@@ -49,8 +49,12 @@ Session tickets for consumers (kernel-quic-abi §2.6, tlshd-behaviour §3.4):
                    the resulting session data back with setsockopt(SESSION_TICKET) for the
                    consumer. DIFFERENCE FROM tlshd: tlshd keeps only the lowest bit of N and
                    always waits 1 s; we honour N as the seconds the field means.
-    server         the 64-byte ticket key from getsockopt(SESSION_TICKET); one NewSessionTicket
-                   after the handshake (the handshake API does both).
+    server         x509 mode: the 64-byte ticket key from getsockopt(SESSION_TICKET); one
+                   NewSessionTicket after the handshake (the handshake API does both). PSK
+                   mode: no tickets, as tlshd (its QUIC PSK server enables none): a session
+                   resumed from one would no longer name the PSK's key serial in REMOTE_AUTH,
+                   and a ticket per handshake is a seal, a send and the client's receive of
+                   work that no consumer of tlshd's PSK mode expects.
 
 0-RTT, as tlshd (GNUTLS_ENABLE_EARLY_DATA in both roles of its QUIC path):
 
@@ -525,6 +529,7 @@ class _QuicHandshake:
         if mode is AuthMode.UNAUTH:
             raise _SetupError("Unrecognized auth mode (unauth server)")
         hcfg = self._base(server=True)
+        hcfg.session_tickets = mode is not AuthMode.PSK  # as tlshd; see the module docstring
         alpns = hcfg.alpns
         request_cert = self.certificate_request
         serial_creds = None

@@ -559,6 +559,18 @@ def test_psk_server(peers, session):
 
 
 @needs_keyctl
+def test_psk_server_issues_no_session_ticket(peers, session):
+    """As tlshd's QUIC PSK server: no NewSessionTicket (a resumed session would lose the PSK's
+    serial in REMOTE_AUTH); the client waiting for one gets none, and the handshake is fine."""
+    serial = kr.add_key("user", "client-7", PSK_KEY, session)
+    p = peer(peers)
+    conn = p.start(HandshakeConfig(psks=[ExternalPsk(b"client-7", PSK_KEY)], ticket_wait=0.5, timeout=5))
+    assert handle(HandshakeRequest(conn, SERVER, AuthMode.PSK), DaemonConfig()) == DoneResult(0, [serial])
+    result = p.join()
+    assert not isinstance(result, HandshakeError) and result.session_data is None
+
+
+@needs_keyctl
 def test_psk_server_unknown_identity_is_ekeyrejected(peers, session):
     kr.add_key("user", "client-7", PSK_KEY, session)
     p = peer(peers)
