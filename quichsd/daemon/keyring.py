@@ -139,9 +139,16 @@ def _check(rc: int, op: str, target: str) -> int:
 # ---- thin syscall wrappers ------------------------------------------------------------------
 
 
+# A first buffer large enough for PSKs, descriptions and most certificates: one call
+# instead of a sizing call and a read (the calls return the full size; a larger payload is
+# read again at that size).
+_READ_GUESS = 4096
+
+
 def _read_sized(call: Any, serial: int, op: str) -> bytes:
-    """Run a KEYCTL_READ-style call: size by a first call, retry while the payload grows."""
-    size = _check(call(serial, ffi.NULL, 0), op, _target(serial))
+    """Run a KEYCTL_READ-style call: into a buffer of _READ_GUESS bytes, again at the size the
+    call reports while the payload does not fit (or grows between the calls)."""
+    size = _READ_GUESS
     while True:
         buf = ffi.new("char[]", max(size, 1))
         got = _check(call(serial, buf, size), op, _target(serial))

@@ -102,6 +102,14 @@ def test_read_sizes_large_payloads(session: int) -> None:
     assert kr.read(serial) == big
 
 
+def test_read_at_the_first_buffers_edge(session: int) -> None:
+    """One call reads what fits the first buffer; one byte more is read again at its size."""
+    for size in (1, kr._READ_GUESS - 1, kr._READ_GUESS, kr._READ_GUESS + 1):
+        payload = bytes(i % 7 + 1 for i in range(size))
+        serial = kr.add_key("user", f"edge {size}", payload, kr.KEY_SPEC_SESSION_KEYRING)
+        assert kr.read(serial) == payload
+
+
 def test_description_with_semicolons_is_kept_whole(session: int) -> None:
     serial = kr.add_key("user", "a;b;c", b"k", kr.KEY_SPEC_SESSION_KEYRING)
     assert kr.describe(serial).description == "a;b;c"
