@@ -419,6 +419,16 @@ def resolve_family() -> tuple[int, int]:
         return fam.family_id, groups[MCAST_GROUP]
 
 
+def bound_waits(sock: socket.socket, seconds: float) -> None:
+    """Blocking sends and receives on `sock` give up after `seconds` (EAGAIN), by the kernel's
+    SO_RCVTIMEO/SO_SNDTIMEO rather than a Python timeout, which would poll() before every
+    call."""
+    whole = int(seconds)
+    limit = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+
+
 class HandshakeChannel:
     """A generic netlink socket for the `handshake` family whose id is already known.
 
@@ -435,7 +445,7 @@ class HandshakeChannel:
             if group is not None:
                 self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
             else:
-                self.sock.settimeout(REQUEST_TIMEOUT)   # the kernel answers at once
+                bound_waits(self.sock, REQUEST_TIMEOUT)  # the kernel answers at once
         except BaseException:
             self.sock.close()
             raise
@@ -461,10 +471,17 @@ class HandshakeChannel:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         data = bytearray(msg)
         _NLMSGHDR.pack_into(data, 0, len(data), self.family_id, NLM_F_REQUEST | NLM_F_ACK, self._seq, 0)
-        self.sock.send(data)
+        try:
+            self.sock.send(data)
+        except BlockingIOError:
+            raise TimeoutError(errno.ETIMEDOUT, f"netlink: request not taken within {REQUEST_TIMEOUT:.0f} s") from None
         replies = []
         while True:
-            for msg_type, seq, message in split_messages(self.sock.recv(65536)):
+            try:
+                datagram = self.sock.recv(65536)
+            except BlockingIOError:
+                raise TimeoutError(errno.ETIMEDOUT, f"netlink: no answer within {REQUEST_TIMEOUT:.0f} s") from None
+            for msg_type, seq, message in split_messages(datagram):
                 if seq != self._seq:
                     continue                    # a late answer to an abandoned request
                 if msg_type == NLMSG_ERROR:

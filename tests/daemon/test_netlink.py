@@ -415,3 +415,27 @@ def test_every_message_class_has_a_fast_codec():
     for classes in CLASSES.values():
         for cls in classes:
             nl._codec(cls)
+
+
+def test_channel_gives_up_on_a_request_without_answer():
+    """The wait for the kernel's answer is bounded (SO_RCVTIMEO, no poll per call): a request
+    nobody answers is ETIMEDOUT, a TimeoutError."""
+    import socket
+    import time
+
+    channel = nl.HandshakeChannel(0x10)
+    mine, silent = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        assert channel.sock.gettimeout() is None  # blocking: no Python-level poll
+        channel.sock.close()
+        channel.sock = mine
+        nl.bound_waits(mine, 0.2)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            channel.done(0, 5)
+        assert info.value.errno == errno.ETIMEDOUT
+        assert 0.15 < time.monotonic() - start < 5
+        assert len(silent.recv(4096)) == len(nl.done_request(0, 5))  # the request went out
+    finally:
+        mine.close()
+        silent.close()
