@@ -413,6 +413,22 @@ def test_from_fd_keeps_a_nonblocking_fds_mode(pair):
     k.close()
 
 
+def test_from_fd_keeps_a_blocking_fds_mode_under_a_default_timeout(pair):
+    """socket.setdefaulttimeout() makes Python's socket constructor set O_NONBLOCK: the
+    caller's blocking fd is put back; without one, nothing is touched."""
+    a, _ = pair
+    assert os.get_blocking(a.fileno())
+    saved = socket.getdefaulttimeout()
+    try:
+        for default in (None, 2.5):
+            socket.setdefaulttimeout(default)
+            k = KernelQuicSocket.from_fd(a.fileno())
+            assert k.gettimeout() is None and os.get_blocking(a.fileno())
+            k.close()
+    finally:
+        socket.setdefaulttimeout(saved)
+
+
 def test_accept_on_a_unix_listener_honours_the_timeout(tmp_path):
     """accept() through the C helper, on a kind of listener every kernel has."""
     path = str(tmp_path / "listener")
