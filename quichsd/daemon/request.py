@@ -194,8 +194,8 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
         backend, owned = _open(request.sock)
         # Before the handshake, as tlshd (at ACCEPT): a failed handshake closes the
         # connection, and the kernel's getpeername() then says ENOTCONN.
-        host, address = _peer(backend)
-        result = _handle(request, config, backend, address)
+        host, address, peer = _peer(backend)
+        result = _handle(request, config, backend, address, peer)
     except _SetupError as exc:
         log.error("handshake setup failed: %s", exc)
         result = DoneResult(exc.status, role=role)
@@ -217,19 +217,19 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
     return result
 
 
-def _peer(sock: Any) -> tuple[str, str]:
+def _peer(sock: Any) -> tuple[str, str, Any]:
     """The socket's peer: its host as tlshd logs it (getnameinfo NI_NUMERICHOST: "192.0.2.1",
-    "2001:db8::1") and host with port ("192.0.2.1:443", "[2001:db8::1]:443", for the
-    statistics); ("", "") if unknown."""
+    "2001:db8::1"), host with port ("192.0.2.1:443", "[2001:db8::1]:443", for the
+    statistics) and getpeername()'s answer; ("", "", None) if unknown."""
     try:
         address = sock.getpeername()
     except (OSError, AttributeError, ValueError):
-        return "", ""
+        return "", "", None
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = str(address[0]), address[1]
-        return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", address
     text = str(address) if address else ""
-    return text, text
+    return text, text, address
 
 
 # Reverse DNS names found, per peer address: (expiry on time.monotonic(), name). A client
@@ -241,13 +241,14 @@ _REVERSE_DNS_MAX = 256
 _reverse_dns: dict[tuple[Any, ...], tuple[float, str]] = {}
 
 
-def reverse_lookup(sock: Any) -> str | None:
+def reverse_lookup(sock: Any, address: Any = None) -> str | None:
     """The peer's name by reverse DNS, for a client request without PEERNAME (§9.2.3, as
     tlshd); None when there is no name. Servers do not look up: there it would only name a
     log line, at the price of a DNS query per handshake. A name found is reused for the
-    same address for REVERSE_DNS_TTL seconds."""
+    same address for REVERSE_DNS_TTL seconds. `address`: the peer's, if read already."""
     try:
-        address = sock.getpeername()
+        if address is None:
+            address = sock.getpeername()
         key = (address[0], *address[3:4])  # the host (and an IPv6 scope): not the port
         now = time.monotonic()
         cached = _reverse_dns.get(key)
@@ -276,7 +277,8 @@ def _log_completion(request: HandshakeRequest, result: DoneResult, host: str) ->
         log.log(level, "Handshake request %s", outcome)
 
 
-def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, address: str) -> DoneResult:
+def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, address: str,
+            peer: Any = None) -> DoneResult:
     proto = _transport(backend)
     if proto == socket.IPPROTO_TCP:
         log.error("TLS over TCP (kTLS) is not supported yet")
@@ -297,7 +299,7 @@ def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, addre
             kr.link(request.keyring, kr.KEY_SPEC_SESSION_KEYRING)
         except OSError as exc:
             log.debug("linking request keyring %d: %s", request.keyring, exc)
-    quic = _QuicHandshake(request, config, backend, mode, address)
+    quic = _QuicHandshake(request, config, backend, mode, address, peer)
     if message_type is MessageType.CLIENTHELLO:
         return quic.client()
     return quic.server()
@@ -322,10 +324,13 @@ def _open(sock: Any) -> tuple[Any, bool]:
 
 
 def _transport(backend: Any) -> int:
-    """SO_PROTOCOL of the socket (§3.1); simulated QUIC sockets count as IPPROTO_QUIC."""
+    """SO_PROTOCOL of the socket (§3.1); simulated QUIC sockets count as IPPROTO_QUIC. A
+    socket object made over the fd has read it already (Python's constructor asks)."""
     raw = getattr(backend, "sock", None)
     if not isinstance(raw, socket.socket):  # the simulation (its backend has no kernel socket)
         return IPPROTO_QUIC
+    if raw.proto:
+        return raw.proto
     try:
         return raw.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
     except OSError as exc:
@@ -373,9 +378,10 @@ def _trust(path: str | None, crl: str | None = None) -> TrustStore | None:
 
 class _QuicHandshake:
     def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: Any, mode: AuthMode,
-                 address: str = "") -> None:
+                 address: str = "", peer: Any = None) -> None:
         self.request = request
         self.address = address
+        self.peer = peer  # getpeername()'s answer, read before the handshake
         self.config = config
         self.sock = sock
         self.mode = mode
@@ -444,7 +450,7 @@ class _QuicHandshake:
     def client(self) -> DoneResult:
         req, mode = self.request, self.mode
         hcfg = self._base(server=False)
-        self.peername = req.peername or reverse_lookup(self.sock)
+        self.peername = req.peername or reverse_lookup(self.sock, self.peer)
         hcfg.hostname = self.peername
         settings = self.config.client
         no_verify_socket = self.certificate_request == CLIENT_NO_VERIFY

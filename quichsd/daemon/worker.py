@@ -152,10 +152,12 @@ class Worker:
         me = threading.current_thread()
         inbox: queue.SimpleQueue = queue.SimpleQueue()
         item: tuple[int, HandshakeRequest] | None = (fd, request)
+        del request  # nothing of a request is kept while the thread is idle (its socket object)
         try:
             while item is not None:
                 me.name = f"handshake fd {item[0]}"
                 self._run(*item)
+                item = None
                 me.name = "handshake (idle)"
                 with self._lock:
                     if self._stopping.is_set():
