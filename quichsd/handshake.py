@@ -217,10 +217,13 @@ class _Driver:
             common["cipher_suites"] = list(cfg.cipher_suites)
         if cfg.server:
             ticket_key = self._ticket_key() if cfg.session_tickets else None
+            # On a kernel socket the ServerHello goes out alone, ahead of the rest of the
+            # flight (run()): the client works on it while the server computes the rest.
+            # (The simulation batches a step's output; it keeps the one-step flight.)
             return TlsConfig(
                 **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
                 send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
-                client_hello_hook=self._client_hello_hook,
+                client_hello_hook=self._client_hello_hook, server_hello_first=self.hold is None,
             )
         if not cfg.verify:
             log.warning("server certificate verification is OFF for this handshake (verify=False)")
@@ -283,6 +286,8 @@ class _Driver:
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
             if hold is None:
                 self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()))
+                if engine.flight_pending:  # the ServerHello is sent: now the rest of the flight
+                    self.apply(engine.continue_flight(time.time()))  # type: ignore[attr-defined]
                 continue
             hold(True)  # the server's transport parameter calls from the engine go with the batch
             try:

@@ -57,6 +57,8 @@ def run_pair(client_cfg, server_cfg, now: float, *, tamper=None) -> tuple[Side, 
             data = tamper("client" if sender is client else "server", event) or data
         target = server if sender is client else client
         out = target.engine.receive(event.level, data, now)
+        if target.engine.flight_pending:  # a ServerHello sent alone (server_hello_first)
+            out += target.engine.continue_flight(now)
         target.events.extend(out)
         queue.extend((target, e) for e in out)
     return client, server

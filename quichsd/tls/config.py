@@ -165,6 +165,12 @@ class TlsConfig:
     replay_guard: SingleUseTickets | None = None
     keylog: KeyLog | None = None
     client_hello_hook: ClientHelloHook | None = None
+    # Server, (EC)DHE: the ClientHello's events end with the ServerHello, and
+    # ServerEngine.continue_flight() gives the rest of the flight (the shared secret, the
+    # handshake keys, EncryptedExtensions..Finished). A caller that sends the ServerHello
+    # in between lets the client work on it while the server computes the rest. Off: one
+    # step, as before.
+    server_hello_first: bool = False
 
     def __post_init__(self) -> None:
         self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]

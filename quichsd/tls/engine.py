@@ -109,6 +109,9 @@ class TlsEngine:
     # on first use, as most connections never issue or receive a ticket.
     _resumption_hash = b""
     _resumption_secret = b""
+    # A server that sent its ServerHello alone has the rest of its flight to give
+    # (ServerEngine.continue_flight, TlsConfig.server_hello_first); never a client.
+    flight_pending = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -300,6 +300,30 @@ _SERVER_EXCHANGES: dict[int, Callable[[bytes], tuple[bytes, bytes]]] = {
 }
 
 
+def server_key_share(group: NamedGroup, client_share: bytes) -> tuple[bytes, Callable[[], bytes]] | None:
+    """server_key_exchange in two steps, for X25519 and the NIST curves: (server
+    key_exchange bytes, a call that computes the shared secret). The client's share is
+    validated now, so a malformed one fails before anything is sent; the ServerHello can
+    go out while the secret is still to be computed. None for the other groups (the
+    hybrid one), which do both at once in server_key_exchange."""
+    if group == NamedGroup.X25519:
+        peer = _x25519_public(client_share)
+        x_private, public = EPHEMERAL_KEYS.take(NamedGroup.X25519)
+
+        def x25519_secret() -> bytes:
+            try:
+                return x_private.exchange(peer)  # type: ignore[attr-defined, arg-type]
+            except ValueError:
+                raise illegal_parameter("x25519 shared secret is all zero") from None  # §7.4.2
+
+        return public, x25519_secret
+    if group in _EC_CURVES:
+        ec_peer = _ec_public(group, client_share)  # validate before spending a key
+        ec_private, public = EPHEMERAL_KEYS.take(group)
+        return public, lambda: ec_private.exchange(_ECDH, ec_peer)  # type: ignore[union-attr, call-arg, arg-type]
+    return None
+
+
 def server_key_exchange(group: NamedGroup, client_share: bytes) -> tuple[bytes, bytes]:
     """(server key_exchange bytes, shared secret) for the client's share of `group`."""
     exchange = _SERVER_EXCHANGES.get(group)

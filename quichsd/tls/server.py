@@ -30,7 +30,7 @@ from .constants import (
 from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import HandshakeComplete, PeerTransportParameters
-from .groups import server_key_exchange
+from .groups import server_key_exchange, server_key_share
 from .keyschedule import KeySchedule, finished_verify_data, message_hash, resumption_psk, verify_finished
 from .messages import (
     Certificate,
@@ -61,6 +61,8 @@ class ServerState(enum.Enum):
     WAIT_CV = enum.auto()
     WAIT_FINISHED = enum.auto()
     CONNECTED = enum.auto()
+    # The ServerHello is out, the rest of the flight waits for continue_flight().
+    FLIGHT_PENDING = enum.auto()
 
 
 ET = fast_members(ExtensionType)
@@ -87,6 +89,7 @@ SERVER_STATES = {
     SS.WAIT_CV: {HT.CERTIFICATE_VERIFY: _H},
     SS.WAIT_FINISHED: {HT.FINISHED: _H},
     SS.CONNECTED: {},
+    SS.FLIGHT_PENDING: {},
 }
 
 # (selected ALPN, early_data accepted) -> EncryptedExtensions' leading extensions.
@@ -137,6 +140,9 @@ class ServerEngine(TlsEngine):
     _retry_prefix = b""
     _psk_key_schedule: KeySchedule | None = None
     peer_transport_parameters: bytes | None = None
+    # With config.server_hello_first: what continue_flight() needs (the suite, the
+    # signature scheme, the call that makes the shared secret).
+    _rest_of_flight: tuple[SuiteInfo, int | None, object] | None = None
 
     def __init__(self, config: TlsConfig) -> None:
         config.check_server()
@@ -446,18 +452,54 @@ class ServerEngine(TlsEngine):
         # RFC 8446 §4.1.3: supported_versions, key_share (unless psk_ke), and pre_shared_key
         # with a PSK; psk_ke's handshake secret comes from zeros instead of a shared secret.
         shared: bytes | None = None
+        make_shared = None
         sh_exts = _SH_VERSIONS
         if group is not None:
             assert client_share is not None
-            server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
+            split = server_key_share(group, client_share) if self.config.server_hello_first else None  # type: ignore[arg-type]
+            if split is not None:
+                server_share, make_shared = split
+            else:
+                server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
             sh_exts += extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
         if psk is not None:
             sh_exts += extension(ET.PRE_SHARED_KEY, ext.encode_u16(psk.index))
         sh = encode_server_hello(os.urandom(32), suite.suite, sh_exts)
         transcript.update(sh)
+        if make_shared is not None:
+            # The ServerHello needs only our share: it goes first, the rest follows.
+            self._send(_I, sh)
+            self._rest_of_flight = (suite, scheme, make_shared)
+            self.state = SS.FLIGHT_PENDING
+            return
+        self._rest_of_server_flight(suite, scheme, shared, sh)
+
+    @property
+    def flight_pending(self) -> bool:
+        """The ServerHello was sent alone (config.server_hello_first); continue_flight()
+        gives the rest."""
+        return self._rest_of_flight is not None
+
+    def continue_flight(self, now: float | None = None) -> list:
+        """The rest of the server's first flight after a ServerHello sent alone: the
+        handshake keys, EncryptedExtensions..Finished, the 1-RTT send key."""
+        if self._rest_of_flight is None:
+            raise RuntimeError("no flight pending")
+        if now is not None:
+            self._now = now
+        suite, scheme, make_shared = self._rest_of_flight
+        self._rest_of_flight = None
+        return self._guard(lambda: self._rest_of_server_flight(suite, scheme, make_shared(), None))  # type: ignore[operator]
+
+    def _rest_of_server_flight(self, suite: SuiteInfo, scheme: int | None, shared: bytes | None,
+                               sh: bytes | None) -> None:
+        """From the handshake secret on; `sh`: the ServerHello to send first, if not sent."""
+        ks, transcript, psk = self.key_schedule, self.transcript, self._psk
+        assert ks is not None and transcript is not None
         ks.handshake(shared)
         self._client_hs, server_hs = ks.handshake_traffic_secrets(transcript.digest())
-        self._send(_I, sh)
+        if sh is not None:
+            self._send(_I, sh)
         self._install_handshake_secrets(self._client_hs, server_hs)
 
         flight = [self._encrypted_extensions()]

@@ -121,6 +121,50 @@ def test_server_keeps_a_completed_handshake_whose_client_closed_at_once(backend,
     assert not srv.errors
 
 
+class KernelStyleServer:
+    """A server connection driven as on a kernel socket (no output batching to hold), with
+    its handshake sends recorded: (level, MSG_MORE set)."""
+
+    def __init__(self, conn: QuicSocket) -> None:
+        self._conn = conn
+        self.sends: list[tuple[int, bool]] = []
+
+    def send_handshake(self, level: int, data: bytes, flags: int = 0) -> int:
+        self.sends.append((level, bool(flags & 0x8000)))
+        return self._conn.send_handshake(level, data, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "hold_output":
+            raise AttributeError(name)
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("auth", ["psk", "certificate"])
+def test_kernel_style_server_sends_its_server_hello_first(backend, pki, tmp_path, server_factory, auth) -> None:
+    """On a kernel socket the server's ServerHello goes out on its own (flushed), ahead of
+    the rest of its flight (TlsConfig.server_hello_first), so the client can work on it
+    meanwhile; the handshake completes as before."""
+    wrapped: list[KernelStyleServer] = []
+
+    def wrap(conn: QuicSocket) -> KernelStyleServer:
+        wrapped.append(KernelStyleServer(conn))
+        return wrapped[-1]
+
+    if auth == "psk":
+        psk = tmp_path / "psk.txt"
+        psk.write_text("client1:" + os.urandom(32).hex() + "\n")
+        server = HandshakeConfig(server=True, alpns=["h3"], psks=read_psk_file(psk), timeout=5)
+        client = HandshakeConfig(alpns=["h3"], psks=read_psk_file(psk), timeout=5)
+    else:
+        server, client = server_config(pki), client_config(pki)
+    srv = server_factory(backend, server, wrap=wrap)
+    with client_socket(backend, srv.address) as sock:
+        mine = quic_handshake(sock, client)
+    theirs = completed(srv.wait()[0])
+    assert mine.cipher_suite == theirs.cipher_suite and not srv.errors
+    assert wrapped[0].sends[:2] == [(int(CryptoLevel.INITIAL), False), (int(CryptoLevel.HANDSHAKE), False)]
+
+
 def test_hello_retry_request(backend, pki, server_factory) -> None:
     """The client's one key share is x25519; a P-384-only server asks again."""
     srv = server_factory(backend, server_config(pki, groups=[NamedGroup.SECP384R1]))

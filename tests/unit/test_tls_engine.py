@@ -6,6 +6,7 @@ import os
 import pytest
 
 from quichsd.tls.client import ClientEngine, _static_hello
+from quichsd.tls.server import ServerEngine
 from quichsd.tls.certs import TrustStore
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
 from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
@@ -99,6 +100,72 @@ def test_event_order_is_what_the_kernel_needs() -> None:
         "send INITIAL", "HANDSHAKE SEND", "HANDSHAKE RECV", "send HANDSHAKE", "APP SEND",
         "APP RECV", "send APP", "complete",
     ]
+
+
+FINISHED_AT_HANDSHAKE = bytes([20, 0, 0, 32]) + bytes(32)
+
+
+@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1, NamedGroup.X25519MLKEM768])
+@pytest.mark.parametrize("psk", [False, True])
+def test_server_hello_first(group, psk) -> None:
+    """TlsConfig.server_hello_first: with (EC)DHE, the ClientHello's events end with the
+    ServerHello and continue_flight() gives the rest; nothing is taken in between. The
+    hybrid group stays one step."""
+    from tests.tls_tamper import psk_client_cfg, psk_server_cfg
+
+    ccfg = psk_client_cfg(groups=[group]) if psk else client_cfg(groups=[group])
+    scfg = (psk_server_cfg if psk else server_cfg)(server_hello_first=True)
+    for take_a_message in (False, True):
+        server = ServerEngine(scfg)
+        first = server.receive(CryptoLevel.INITIAL, ClientEngine(ccfg).start(T)[0].data, T)
+        if group == NamedGroup.X25519MLKEM768:
+            assert not server.flight_pending and SendHandshake in map(type, first)
+            return
+        assert server.flight_pending
+        assert [type(e) for e in first] == [PeerTransportParameters, SendHandshake]
+        assert first[-1].level == CryptoLevel.INITIAL
+        if take_a_message:
+            with pytest.raises(TlsError, match="not expected in state FLIGHT_PENDING"):
+                server.receive(CryptoLevel.HANDSHAKE, FINISHED_AT_HANDSHAKE, T)
+            continue
+        rest = server.continue_flight(T)
+        assert not server.flight_pending
+        assert [(type(e), e.level) for e in rest if isinstance(e, SendHandshake)] == [(SendHandshake, CryptoLevel.HANDSHAKE)]
+        with pytest.raises(RuntimeError):
+            server.continue_flight(T)
+
+
+@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1])
+@pytest.mark.parametrize("psk", [False, True])
+def test_server_hello_first_completes_as_one_step(group, psk) -> None:
+    from tests.tls_tamper import psk_client_cfg, psk_server_cfg
+
+    make_c = (lambda **kw: psk_client_cfg(**kw)) if psk else client_cfg
+    make_s = psk_server_cfg if psk else server_cfg
+    key = os.urandom(64)
+    one = run_pair(make_c(groups=[group]), make_s(session_ticket_key=key), T)
+    two = run_pair(make_c(groups=[group]), make_s(session_ticket_key=key, server_hello_first=True), T)
+    assert _order(two[1]) == _order(one[1]) and _order(two[0]) == _order(one[0])
+    assert_secrets_mirror(*two)
+    assert two[0].complete.group == group and two[1].complete.resumed is False
+
+
+def test_server_hello_first_low_order_share_fails_after_the_server_hello() -> None:
+    """An all-zero X25519 secret (RFC 8446 §7.4.2) is found when the rest of the flight is
+    made: illegal_parameter, and the engine stays failed."""
+    client = ClientEngine(client_cfg(groups=[NamedGroup.X25519]))
+    hello = bytearray(client.start(T)[0].data)
+    public = client._share.public
+    at = bytes(hello).index(public)
+    hello[at:at + 32] = bytes(32)
+    server = ServerEngine(server_cfg(server_hello_first=True))
+    first = server.receive(CryptoLevel.INITIAL, bytes(hello), T)
+    assert first[-1].level == CryptoLevel.INITIAL and server.flight_pending
+    with pytest.raises(TlsError) as info:
+        server.continue_flight(T)
+    assert info.value.alert.name == "illegal_parameter"
+    with pytest.raises(TlsError):
+        server.receive(CryptoLevel.HANDSHAKE, FINISHED_AT_HANDSHAKE, T)
 
 
 @pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1, NamedGroup.X25519MLKEM768])

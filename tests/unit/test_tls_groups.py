@@ -17,6 +17,7 @@ from quichsd.tls.groups import (
     ClientKeyShare,
     client_key_share,
     server_key_exchange,
+    server_key_share,
 )
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -180,6 +181,26 @@ def test_x25519_all_zero_secret(point: bytes) -> None:
     illegal(server_key_exchange, NamedGroup.X25519, point)
     client = client_key_share(NamedGroup.X25519)
     illegal(client.exchange, point)
+
+
+@pytest.mark.parametrize("point", [X25519_ZERO_POINT, X25519_ORDER_8_POINT])
+def test_x25519_all_zero_secret_in_two_steps(point: bytes) -> None:
+    """server_key_share: a well-formed low-order point passes the first step (its share
+    goes into the ServerHello) and the shared secret then aborts with illegal_parameter."""
+    public, secret = server_key_share(NamedGroup.X25519, point)
+    assert len(public) == 32
+    illegal(secret)
+
+
+@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1])
+def test_server_key_share_in_two_steps_agrees_with_the_client(group) -> None:
+    client = client_key_share(group)
+    public, secret = server_key_share(group, client.public)
+    assert len(public) == SERVER_LEN[group]
+    assert secret() == client.exchange(public)
+    # a malformed share fails at the first step, before anything is sent
+    illegal(server_key_share, group, client.public[:-1])
+    assert server_key_share(NamedGroup.X25519MLKEM768, client_key_share(NamedGroup.X25519MLKEM768).public) is None
 
 
 def test_hybrid_x25519_part_all_zero() -> None:
