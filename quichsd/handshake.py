@@ -91,6 +91,9 @@ class HandshakeConfig:
     session_tickets: bool = True
     # Client: seconds to wait for the server's ticket after the handshake (0 = don't).
     ticket_wait: float = 0.0
+    # Called once, when the handshake has sent its first flight and waits for the peer
+    # (the daemon's worker lets another thread listen for requests then).
+    on_wait: Any = None
     keylog_file: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     # None keeps the engine's defaults (tls/config.py); the first group gets the key share.
@@ -193,6 +196,7 @@ class _Driver:
         self.keylog: KeyLogFile | None = None
         # The simulation's batching of transmit attempts (None on the kernel backend).
         self.hold = getattr(backend, "hold_output", None)
+        self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -277,10 +281,17 @@ class _Driver:
         if isinstance(engine, ClientEngine):
             self.apply(engine.start(time.time()))
         hold = self.hold
+        on_wait = self.config.on_wait
         while not engine.handshake_complete:
             # Idle time: what this step had to send is sent and the answer is a round trip
             # away, so make the next handshake's ephemeral key now (tls.groups).
             EPHEMERAL_KEYS.refill()
+            if on_wait is not None and self.sent:
+                on_wait = None
+                try:
+                    self.config.on_wait()
+                except Exception as exc:  # the caller's; never the handshake's failure
+                    log.debug("on_wait: %s", exc)
             item = self.recv()
             if item.kind != "HANDSHAKE":
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
@@ -336,6 +347,8 @@ class _Driver:
                 hold(False)
 
     def send_all(self, sends: list[SendHandshake], last_flushes: bool) -> None:
+        if sends:
+            self.sent = True
         for index, send in enumerate(sends):
             more = index < len(sends) - 1 or not last_flushes
             try:

@@ -80,7 +80,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -185,8 +185,10 @@ class _SetupError(Exception):
         self.status = status
 
 
-def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
-    """Run `request` to its DONE result and log the outcome as tlshd does. Never raises."""
+def handle(request: HandshakeRequest, config: DaemonConfig, on_wait: Callable[[], None] | None = None) -> DoneResult:
+    """Run `request` to its DONE result and log the outcome as tlshd does. Never raises.
+    `on_wait` is called (once) when the request first waits: for the peer's answer, or for
+    a reverse DNS lookup (the worker passes the listening on then)."""
     role = "client" if request.message_type == MessageType.CLIENTHELLO else "server"
     backend, owned = None, False
     host = address = ""
@@ -195,7 +197,7 @@ def handle(request: HandshakeRequest, config: DaemonConfig) -> DoneResult:
         # Before the handshake, as tlshd (at ACCEPT): a failed handshake closes the
         # connection, and the kernel's getpeername() then says ENOTCONN.
         host, address, peer = _peer(backend)
-        result = _handle(request, config, backend, address, peer)
+        result = _handle(request, config, backend, address, peer, on_wait)
     except _SetupError as exc:
         log.error("handshake setup failed: %s", exc)
         result = DoneResult(exc.status, role=role)
@@ -241,6 +243,15 @@ _REVERSE_DNS_MAX = 256
 _reverse_dns: dict[tuple[Any, ...], tuple[float, str]] = {}
 
 
+def cached_reverse_name(address: Any) -> str | None:
+    """The reverse DNS name kept for `address` (getpeername()'s answer), if still fresh."""
+    try:
+        cached = _reverse_dns.get((address[0], *address[3:4]))
+    except (TypeError, IndexError, KeyError):
+        return None
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
 def reverse_lookup(sock: Any, address: Any = None) -> str | None:
     """The peer's name by reverse DNS, for a client request without PEERNAME (§9.2.3, as
     tlshd); None when there is no name. Servers do not look up: there it would only name a
@@ -278,7 +289,7 @@ def _log_completion(request: HandshakeRequest, result: DoneResult, host: str) ->
 
 
 def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, address: str,
-            peer: Any = None) -> DoneResult:
+            peer: Any = None, on_wait: Callable[[], None] | None = None) -> DoneResult:
     proto = _transport(backend)
     if proto == socket.IPPROTO_TCP:
         log.error("TLS over TCP (kTLS) is not supported yet")
@@ -299,7 +310,7 @@ def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, addre
             kr.link(request.keyring, kr.KEY_SPEC_SESSION_KEYRING)
         except OSError as exc:
             log.debug("linking request keyring %d: %s", request.keyring, exc)
-    quic = _QuicHandshake(request, config, backend, mode, address, peer)
+    quic = _QuicHandshake(request, config, backend, mode, address, peer, on_wait)
     if message_type is MessageType.CLIENTHELLO:
         return quic.client()
     return quic.server()
@@ -378,8 +389,9 @@ def _trust(path: str | None, crl: str | None = None) -> TrustStore | None:
 
 class _QuicHandshake:
     def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: Any, mode: AuthMode,
-                 address: str = "", peer: Any = None) -> None:
+                 address: str = "", peer: Any = None, on_wait: Callable[[], None] | None = None) -> None:
         self.request = request
+        self.on_wait = on_wait
         self.address = address
         self.peer = peer  # getpeername()'s answer, read before the handshake
         self.config = config
@@ -424,7 +436,7 @@ class _QuicHandshake:
         cfg = HandshakeConfig(
             server=server, alpns=self._alpns(), timeout=self.timeout,
             cipher_suites=[suite] if suite is not None else None, keylog_file=self.config.keylog,
-            early_data=server,
+            early_data=server, on_wait=self.on_wait,
         )
         return cfg
 
@@ -450,6 +462,8 @@ class _QuicHandshake:
     def client(self) -> DoneResult:
         req, mode = self.request, self.mode
         hcfg = self._base(server=False)
+        if not req.peername and self.on_wait is not None and cached_reverse_name(self.peer) is None:
+            self.on_wait()  # a lookup may take a while
         self.peername = req.peername or reverse_lookup(self.sock, self.peer)
         hcfg.hostname = self.peername
         settings = self.config.client

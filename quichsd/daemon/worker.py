@@ -2,19 +2,31 @@
 (spec tlshd-behaviour §2.4, §9.2 item 7, §9.4 "Process model").
 
 A worker replaces tlshd's fork-per-request child with a thread per request in flight, bounded
-by a semaphore. Threads are kept for the next request once theirs is done (an idle thread
-leaves after `idle_timeout` seconds without work): a new thread costs more than the thread
-start itself, since its first handshake also pays for the thread's cold state (OpenSSL's
-per-thread random generators, allocator caches, CPU caches), about a third more CPU than a
-handshake on a thread that has served one before. Every request obtained from the source gets
-exactly one `source.done(fd, result)` and then its fd is closed, whatever happens in
-`handle()` (which never raises) or in `done()`. The configuration is read from
-`config_provider()` once per request, so a reload swaps it atomically for new requests only;
-requests already running keep the configuration they began with.
+by a semaphore. Threads are kept for the next request once theirs is done: a new thread costs
+more than the thread start itself, since its first handshake also pays for the thread's cold
+state (OpenSSL's per-thread random generators, allocator caches, CPU caches), about a third
+more CPU than a handshake on a thread that has served one before.
+
+The threads take turns at listening (leader/followers): one thread waits for the next request
+from the source and serves the request it gets itself, so a request starts on the thread that
+accepted it, with no hand-over to another thread on its path (a thread's wake-up, and the
+interpreter lock passing to it: about half a millisecond per request under QEMU). It passes
+the listening on when its handshake first waits for the peer (an idle thread takes it, or the
+main thread starts one), so the one who listens next wakes while this one sleeps; a request
+that ends without waiting keeps it, and its thread listens again. (Before a reverse DNS
+lookup that is not cached, and before [debug] delay_done, the turn is passed on too: nothing
+slow holds it.) An idle thread that has not had the turn for `idle_timeout` seconds leaves;
+the listening one stays.
+
+Every request obtained from the source gets exactly one `source.done(fd, result)` and then its
+fd is closed, whatever happens in `handle()` (which never raises) or in `done()`. The
+configuration is read from `config_provider()` once per request, so a reload swaps it
+atomically for new requests only; requests already running keep the configuration they
+began with.
 
 Sources:
     NetlinkSource   the kernel: READY multicast -> ACCEPT (EAGAIN: another worker took it) ->
-                    HandshakeRequest; done() sends DONE on a fresh netlink socket.
+                    HandshakeRequest; done() sends DONE on the thread's own netlink socket.
     QueueSource     an in-process queue of (fd, HandshakeRequest), for tests and embedding.
 """
 from __future__ import annotations
@@ -76,10 +88,14 @@ class Worker:
         self._stopping = threading.Event()
         self._drain_timeout: float | None = None
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)  # a request ended, a thread left
+        self._role_free = threading.Condition(self._lock)  # for idle threads: nobody listens
+        self._wanted = threading.Condition(self._lock)  # for the main thread: start a listener
         self._running = 0  # requests being served
-        self._idle: list[queue.SimpleQueue] = []  # the inboxes of idle threads, the latest last
-        self._threads = 0  # live threads, idle or not
+        self._threads = 0  # live threads: serving, listening or idle
+        self._listening = False  # a thread holds the listening turn
+        self._idle = 0  # threads waiting for the turn
+        self._starting = 0  # threads the main thread started to listen, not yet at it
 
     @property
     def in_flight(self) -> int:
@@ -88,58 +104,58 @@ class Worker:
 
     @property
     def threads(self) -> int:
-        """Threads alive, serving or idle."""
+        """Threads alive, serving, listening or idle."""
         with self._lock:
             return self._threads
 
     def stop(self, drain_timeout: float | None = None) -> None:
         """Take no more requests; serve_forever() then waits up to `drain_timeout` seconds
-        (default: its own argument) for the running ones."""
+        (default: its own argument) for the running ones. Safe in a signal handler: it takes
+        no lock (every wait here wakes within `poll_interval` to look)."""
         if drain_timeout is not None:
             self._drain_timeout = drain_timeout
         self._stopping.set()
 
     def serve_forever(self, drain_timeout: float = 5.0) -> None:
-        """Take requests until stop(); then wait up to `drain_timeout` for running ones."""
+        """Keep a thread listening until stop(); then wait up to `drain_timeout` for the
+        running requests."""
         while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=self.poll_interval):
-                continue
-            try:
-                item = self.source.next(self.poll_interval)
-            except Exception as exc:
-                self._slots.release()
-                log.error("request source failed: %s: %s", type(exc).__name__, exc)
-                time.sleep(self.poll_interval)
-                continue
-            if item is None:
-                self._slots.release()
-                continue
-            self.submit(*item, _slot_taken=True)
+            with self._lock:
+                start = not self._listening and not self._idle and not self._starting
+                if start:
+                    self._threads += 1
+                    self._starting += 1
+                else:
+                    self._wanted.wait(self.poll_interval)
+            if start:
+                self._start_thread(None)
         drain = drain_timeout if self._drain_timeout is None else self._drain_timeout
         if not self.join(drain):
             log.error("%d requests still running after %.0f s; leaving them", self.in_flight, drain)
-        self._dismiss_idle()
 
     def submit(self, fd: int, request: HandshakeRequest, *, _slot_taken: bool = False) -> None:
-        """Run one request on an idle thread, or on a new one."""
+        """Run one request on a new thread, which then joins the others."""
         if not _slot_taken:
             self._slots.acquire()
         with self._lock:
             self._running += 1
-            inbox = self._idle.pop() if self._idle else None  # the thread that ran last: warmest
-            if inbox is None:
-                self._threads += 1
-        if inbox is not None:
-            inbox.put((fd, request))
-            return
-        thread = threading.Thread(target=self._thread, args=(fd, request), name=f"handshake fd {fd}", daemon=True)
+            self._threads += 1
+        self._start_thread((fd, request))
+
+    def _start_thread(self, item: tuple[int, HandshakeRequest] | None) -> None:
+        """A new thread (counted already by the caller), serving `item` first if given."""
+        name = f"handshake fd {item[0]}" if item is not None else "handshake (idle)"
+        thread = threading.Thread(target=self._thread, args=(item,), name=name, daemon=True)
         try:
             thread.start()
         except BaseException:
             with self._lock:
                 self._threads -= 1
-            self._finish(fd, DoneResult(errno.EIO))
-            self._ended()
+                if item is None:
+                    self._starting -= 1
+            if item is not None:
+                self._finish(item[0], DoneResult(errno.EIO))
+                self._ended()
             raise
 
     def join(self, timeout: float | None = None) -> bool:
@@ -147,39 +163,91 @@ class Worker:
         with self._changed:
             return self._changed.wait_for(lambda: self._running == 0, timeout)
 
-    def _thread(self, fd: int, request: HandshakeRequest) -> None:
-        """One thread: serve a request, then wait as an idle thread for the next one."""
+    def _thread(self, item: tuple[int, HandshakeRequest] | None) -> None:
+        """One thread: serve, listen for the next request (or wait for the turn), serve it."""
         me = threading.current_thread()
-        inbox: queue.SimpleQueue = queue.SimpleQueue()
-        item: tuple[int, HandshakeRequest] | None = (fd, request)
-        del request  # nothing of a request is kept while the thread is idle (its socket object)
+        fresh = item is None  # started by the main thread to listen
+        holding = [False]  # this thread has the listening turn (while serving: not yet passed)
+
+        def pass_turn() -> None:
+            if holding[0]:
+                holding[0] = False
+                self._release_turn()
+
         try:
-            while item is not None:
-                me.name = f"handshake fd {item[0]}"
-                self._run(*item)
-                item = None
-                me.name = "handshake (idle)"
-                with self._lock:
-                    if self._stopping.is_set():
-                        return
-                    self._idle.append(inbox)
-                try:
-                    item = inbox.get(timeout=self.idle_timeout)
-                except queue.Empty:
-                    with self._lock:
-                        if any(box is inbox for box in self._idle):
-                            self._idle.remove(inbox)
-                            return
-                    item = inbox.get()  # taken from the idle list just now: its request is on the way
+            while True:
+                if item is not None:
+                    me.name = f"handshake fd {item[0]}"
+                    self._run(*item, on_wait=pass_turn)
+                    item = None  # nothing of the request is kept while idle
+                    me.name = "handshake (idle)"
+                held, holding[0] = holding[0], False  # _listen takes it over (or releases it)
+                item = self._listen(fresh, held)
+                fresh = False
+                if item is None:
+                    return
+                holding[0] = True
         finally:
+            pass_turn()
             with self._lock:
                 self._threads -= 1
+                self._wanted.notify()
+                self._changed.notify_all()
 
-    def _dismiss_idle(self) -> None:
+    def _release_turn(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
-        for inbox in idle:
-            inbox.put(None)
+            self._listening = False
+            if self._idle:
+                self._role_free.notify()
+            else:
+                self._wanted.notify()  # the main thread starts a listener
+
+    def _listen(self, fresh: bool = False, holding: bool = False) -> tuple[int, HandshakeRequest] | None:
+        """Take the listening turn (an idle thread waits for it up to `idle_timeout`; a thread
+        `holding` it goes on), then wait for a request: returned counted as running, with its
+        slot taken, the turn still held (the caller passes it on). None: stopping, or idle
+        too long; the turn is released. `fresh`: the thread's first turn, for which the main
+        thread started it."""
+        with self._lock:
+            if fresh:
+                self._starting -= 1
+            if not holding:
+                if self._listening:
+                    self._idle += 1
+                    try:
+                        deadline = time.monotonic() + self.idle_timeout
+                        while self._listening:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0 or self._stopping.is_set():
+                                return None
+                            self._role_free.wait(min(remaining, self.poll_interval))
+                    finally:
+                        self._idle -= 1
+                if self._stopping.is_set():
+                    return None
+                self._listening = True
+        item = None
+        try:
+            while not self._stopping.is_set():
+                if not self._slots.acquire(timeout=self.poll_interval):
+                    continue
+                try:
+                    item = self.source.next(self.poll_interval)
+                except Exception as exc:
+                    self._slots.release()
+                    log.error("request source failed: %s: %s", type(exc).__name__, exc)
+                    time.sleep(self.poll_interval)
+                    continue
+                if item is None:
+                    self._slots.release()
+                    continue
+                with self._lock:
+                    self._running += 1
+                return item
+            return None
+        finally:
+            if item is None:
+                self._release_turn()
 
     def _ended(self) -> None:
         with self._changed:
@@ -187,14 +255,14 @@ class Worker:
             self._changed.notify_all()
         self._slots.release()
 
-    def _run(self, fd: int, request: HandshakeRequest) -> None:
+    def _run(self, fd: int, request: HandshakeRequest, on_wait: Callable[[], None] | None = None) -> None:
         result = DoneResult(errno.EIO)
         token = self.stats.record_start() if self.stats is not None else None
         delay = 0
         try:
             config = self.config_provider()
             delay = config.debug.delay_done
-            result = handle(request, config)
+            result = handle(request, config, on_wait=on_wait)
         except BaseException as exc:  # handle() never raises; belt and braces
             log.error("request fd %s: %s: %s", fd, type(exc).__name__, exc)
         finally:
@@ -206,6 +274,8 @@ class Worker:
                 except Exception:
                     log.debug("stats failed", exc_info=True)
             if delay > 0:  # [debug] delay_done, a testing knob of tlshd's (§4.3)
+                if on_wait is not None:
+                    on_wait()  # another thread listens meanwhile
                 time.sleep(delay)
             self._finish(fd, result)
             self._ended()

@@ -117,7 +117,8 @@ def wait_for(condition, timeout: float = 5.0) -> None:  # noqa: ANN001
 
 def test_a_thread_serves_one_request_after_another(pki):
     """Threads are reused (a new thread per handshake costs a third more CPU): requests one at
-    a time are all served by one thread, each with its DONE and its fd closed."""
+    a time that never wait for a peer are all served by the thread that listens (it keeps
+    the turn), each with its DONE and its fd closed."""
     import threading
 
     source = QueueSource()
@@ -153,18 +154,28 @@ def test_a_thread_serves_one_request_after_another(pki):
 
 
 def test_idle_threads_leave_after_the_idle_timeout():
+    """A request that waits (here: delay_done) passes the listening on, so a second thread
+    listens meanwhile; the first, done and without the turn, leaves after idle_timeout; the
+    listening one stays."""
     import threading
 
+    from quichsd.daemon.config import DebugSettings
+
     source = QueueSource()
-    worker = Worker(source, lambda: DaemonConfig(), concurrency=4, poll_interval=0.05, idle_timeout=0.2)
+    # delay_done holds the first request's thread for a second: another one listens meanwhile.
+    worker = Worker(source, lambda: DaemonConfig(debug=DebugSettings(delay_done=1)), concurrency=4,
+                    poll_interval=0.05, idle_timeout=0.2)
     t = threading.Thread(target=worker.serve_forever, daemon=True)
     t.start()
+    wait_for(lambda: worker.threads == 1)  # listening
     fd, request, peer = eopnotsupp_request()
     source.put(fd, request)
+    wait_for(lambda: worker.threads == 2)  # one serving, one listening
     source.wait(1, 5)
+    wait_for(lambda: worker.threads == 1)  # the served one was idle for 0.2 s and left
+    time.sleep(0.4)
     assert worker.threads == 1
-    wait_for(lambda: worker.threads == 0)
-    fd, request, peer2 = eopnotsupp_request()  # and a new one comes for the next request
+    fd, request, peer2 = eopnotsupp_request()  # and the next request is served
     source.put(fd, request)
     assert source.wait(2, 5)[fd].status == errno.EOPNOTSUPP
     worker.stop()

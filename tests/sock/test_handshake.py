@@ -165,6 +165,18 @@ def test_kernel_style_server_sends_its_server_hello_first(backend, pki, tmp_path
     assert wrapped[0].sends[:2] == [(int(CryptoLevel.INITIAL), False), (int(CryptoLevel.HANDSHAKE), False)]
 
 
+def test_on_wait_is_called_once_when_the_first_flight_is_out(backend, pki, server_factory) -> None:
+    """HandshakeConfig.on_wait: once, after the first flight left and before the handshake
+    waits for the peer (a client: after its ClientHello; a server: after its flight)."""
+    server_calls: list[int] = []
+    srv = server_factory(backend, server_config(pki, on_wait=lambda: server_calls.append(1)))
+    client_calls: list[int] = []
+    with client_socket(backend, srv.address) as sock:
+        quic_handshake(sock, client_config(pki, on_wait=lambda: client_calls.append(1)))
+    completed(srv.wait()[0])
+    assert client_calls == [1] and server_calls == [1]
+
+
 def test_hello_retry_request(backend, pki, server_factory) -> None:
     """The client's one key share is x25519; a P-384-only server asks again."""
     srv = server_factory(backend, server_config(pki, groups=[NamedGroup.SECP384R1]))
