@@ -22,6 +22,7 @@ fork) lets the CLI detect that up front with a clear message.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -122,12 +123,32 @@ def run_worker(source_factory: Callable[[], RequestSource], config: DaemonConfig
         return EXIT_FAMILY_MISSING
     worker = Worker(source, lambda: config, stats)
     workers.append(worker)
+    settle_garbage_collector()
     log.debug("worker %d serving", os.getpid())
     worker.serve_forever()
     close = getattr(source, "close", None)
     if close is not None:
         close()
     return EXIT_OK
+
+
+# The cyclic garbage collector in a worker: a generation-0 collection once this many more
+# container objects are alive than at the last one (CPython's default: 700).
+GC_THRESHOLD0 = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """For a worker about to serve: what it has loaded (code, configuration, credentials)
+    lives as long as it does, so the cyclic collector need not look at it again
+    (gc.freeze()), and a collection is due only after many more objects than CPython's
+    default 700: a request's objects die by reference counting, mostly before any
+    collection would have seen them. Under QEMU the default cost about a millisecond per
+    request (a generation-0 collection per request, 0.7 ms each, and a generation-1 one
+    every few). Reference cycles are still collected, later and in larger batches."""
+    gc.collect()
+    gc.freeze()
+    _, threshold1, threshold2 = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD0, threshold1, threshold2)
 
 
 @dataclass

@@ -285,3 +285,22 @@ def test_cli_daemon_family_missing(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert proc.returncode != 0
     assert "Kernel handshake service is not available" in proc.stderr
+
+
+def test_a_worker_settles_the_garbage_collector_before_serving():
+    """What a worker loaded before serving is frozen out of the cyclic collector, and a
+    collection is due after GC_THRESHOLD0 more objects (in a child: it is process-wide)."""
+    code = (
+        "import gc\n"
+        "from quichsd.daemon.supervisor import GC_THRESHOLD0, settle_garbage_collector\n"
+        "before = gc.get_threshold()\n"
+        "settle_garbage_collector()\n"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold() == (GC_THRESHOLD0, *before[1:]), gc.get_threshold()\n"
+        "class Cycle:\n"
+        "    pass\n"
+        "a = Cycle(); a.me = a; del a\n"
+        "assert gc.collect() >= 1  # cycles are still collected\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
