@@ -9,7 +9,7 @@ AIOPQUIC_VERSION := 0.6.1
 PEER_STAMP := $(PEER_VENV)/.aiopquic-$(AIOPQUIC_VERSION)
 PEER_PYTHONS ?= $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)
 
-.PHONY: demo test bench clean peer-venv system-deps qemu qemu-deps
+.PHONY: demo test bench clean peer-venv system-deps qemu qemu-deps fuzz fuzz-deps
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PY) -m venv $(VENV)
@@ -76,3 +76,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so quichsd/_sysabi*.so
+
+# Coverage-guided fuzzing (fuzz/, atheris): every target for FUZZ_SECONDS each, a line per
+# target (executions, coverage, crashes) and a summary; a crash fails and leaves the input in
+# fuzz/artifacts/<target>/. FUZZ_TARGETS picks some (default: all).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+# The same requirement as pyproject's `fuzz` extra; installed into the venv only.
+ATHERIS := atheris>=2.3.0
+fuzz: $(STAMP) fuzz-deps
+	$(VPY) -m fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-deps: $(STAMP)
+	@$(VPY) -c 'import atheris' 2>/dev/null || $(VPY) -m pip install -q '$(ATHERIS)'

@@ -288,7 +288,9 @@ def _decode_attrs(cls: type, data: bytes, offset: int, end: int) -> list[tuple[s
 
 def decode(cls: type, message: bytes) -> Decoded:
     """One generic netlink message of class `cls` (its netlink header first), attributes
-    read by the class's map; unknown attributes are skipped."""
+    read by the class's map; unknown attributes are skipped. A message too short for its
+    headers raises NetlinkReplyError (EPROTO), as a failed request would."""
+    _check_size(message, _NLMSGHDR_SIZE + _GENLMSGHDR.size)
     length = min(struct.unpack_from("=I", message, 0)[0], len(message))
     cmd = message[_NLMSGHDR_SIZE]
     return Decoded(cmd, _decode_attrs(cls, message, _NLMSGHDR_SIZE + _GENLMSGHDR.size, length))
@@ -407,7 +409,15 @@ def split_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 def error_code(message: bytes) -> int:
     """The positive errno of an NLMSG_ERROR message (0 for an ACK)."""
+    _check_size(message, _NLMSGHDR.size + 4)
     return -struct.unpack_from("=i", message, _NLMSGHDR.size)[0]
+
+
+def _check_size(message: bytes, size: int) -> None:
+    # The kernel never sends these; if one came, the request fails (callers handle OSError)
+    # instead of a struct.error or IndexError ending a worker thread (found by fuzz/).
+    if len(message) < size:
+        raise NetlinkReplyError(errno.EPROTO, f"netlink message of {len(message)} bytes, under {size}")
 
 
 def resolve_family() -> tuple[int, int]:
