@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from quichsd.devcerts import NOW, demo_ca, leaf
+from quichsd.quic.address_token import AddressTokens, TokenKind
 from quichsd.sock.sim import SimConnection, parse_initial_header
 from quichsd.sock.sim.packets import parse_header
 from quichsd.tls.certs import TrustStore
@@ -53,6 +54,7 @@ def credentials() -> Credentials:
 
 
 _TICKET_KEY = os.urandom(64)
+_TOKENS = AddressTokens()
 
 
 # ---- our side: SimConnection + TLS engine ---------------------------------------------------
@@ -179,7 +181,8 @@ class SimServer(SimAgent):
             version, dcid, scid, token = header
             self.conn = SimConnection(is_client=False, version=version, original_dcid=dcid, peer_cid=scid,
                                       token=token, now=now, config=self.config, peer_addr=ADDR_C,
-                                      local_params=self.local_params)
+                                      local_params=self.local_params,
+                                      token_source=lambda: _TOKENS.issue(TokenKind.REGULAR, ADDR_C, b"", now))
             conn = self.conn
 
             def hook(info: ClientHelloInfo) -> ServerChoice:

@@ -59,7 +59,7 @@ def test_handshake_streams_and_ticket(version):
     client.feed_ticket(wire.now)
     assert client.session is not None
     # NEW_TOKEN and HANDSHAKE_DONE arrived; the client issued NEW_CONNECTION_IDs
-    wire.run(lambda: cc.new_token != b"" and cc._handshake_confirmed)
+    wire.run(lambda: cc.token != b"" and cc._handshake_confirmed)
     assert len(sc.local_cids()) > 1 and len(cc.local_cids()) > 1
 
 

@@ -12,7 +12,10 @@ No sockets, threads or clocks: time comes in as `now` (seconds), datagrams go ou
 The receiving half lives in receiver.py, the sending half in sender.py (mixins over the
 state set up here).
 
-Not simulated: Retry and Version Negotiation packets (compatible version negotiation of
+Address validation is: a client follows a Retry (RFC 9000 §17.2.5.2) and keeps the
+token of a NEW_TOKEN frame; a server connection starts validated when its Initial carried
+a valid token (the endpoint checks it, endpoint.py) and issues a NEW_TOKEN at completion.
+Not simulated: Version Negotiation packets (compatible version negotiation of
 RFC 9368 between v1 and v2 is), path migration and preferred_address, PLPMTUD (datagrams
 are 1200 bytes), disable_1rtt_encryption, events (the socket layer's business), ECN.
 """
@@ -23,6 +26,7 @@ import hashlib
 import hmac
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ...quic.errors import QuicError, QuicErrorCode
@@ -76,7 +80,15 @@ class SimConnection(Receiver, Sender):
                  local_params: dict[str, int] | None = None, config: dict[str, Any] | None = None,
                  local_cid: bytes | None = None, peer_cid: bytes | None = None,
                  original_dcid: bytes | None = None, token: bytes = b"", now: float,
-                 peer_addr: Any = None, initial_keys: tuple[PacketKey, PacketKey] | None = None) -> None:
+                 peer_addr: Any = None, initial_keys: tuple[PacketKey, PacketKey] | None = None,
+                 initial_dcid: bytes | None = None, retry_scid: bytes | None = None,
+                 validated: bool = False, token_source: Callable[[], bytes] | None = None) -> None:
+        """Server connections: `original_dcid` is the client's very first DCID (before any
+        Retry, for original_destination_connection_id), `initial_dcid` the DCID of the
+        Initial that created the connection (its Initial keys and first demultiplexing;
+        defaults to original_dcid), `retry_scid` the SCID of the Retry it followed, and
+        `validated` whether a valid token proved its address (RFC 9000 §8.1).
+        `token_source` mints the NEW_TOKEN token sent at completion."""
         self._now = now
         self.is_client = is_client
         self.config = {**CONFIG_DEFAULTS, **{k: v for k, v in (config or {}).items()
@@ -108,13 +120,23 @@ class SimConnection(Receiver, Sender):
                 raise sim_error(errno.EINVAL, "a server connection needs peer_cid and original_dcid")
             self.peer_cid = peer_cid
             self.original_dcid = original_dcid
+        # The DCID the Initial keys come from (RFC 9001 §5.2): the first one, or a Retry's SCID.
+        self._initial_cid = self.peer_cid if is_client else (initial_dcid or self.original_dcid)
+        self.retry_scid = retry_scid  # client: the SCID of the Retry it followed
+        self.retries_followed = 0  # client: Retry packets acted on (0 or 1)
+        self._token_source = token_source
+        self._token_in_flight = False  # server: a NEW_TOKEN not acknowledged yet
+        self.event_mask = 0  # QUIC_SOCKOPT_EVENT bits the socket subscribed
+        self.events: list[bytes] = []  # event type byte + payload (MSG_QUIC_NOTIFICATION); rare
+        # Client: QUIC_SOCKOPT_TOKEN's one buffer, as the kernel's quic_token(): set by the
+        # application, replaced by a Retry's token, freed at the 1-RTT receive key, then
+        # filled by NEW_TOKEN frames (spec §1.4, §2.4).
         self.token = token
         self.peer_addr = peer_addr
         self.state = "ESTABLISHING"
         self.close_info: tuple[int, int, bytes] | None = None
-        self.new_token = b""  # client: the last NEW_TOKEN received
 
-        self._secret = rand[16:]  # for our stateless reset tokens and NEW_TOKENs
+        self._secret = rand[16:]  # for our stateless reset tokens
         self._send_keys: dict[int, PacketKey] = {}
         self._recv_keys: dict[int, PacketKey] = {}
         self._level_cipher: dict[int, int] = {}
@@ -152,7 +174,7 @@ class SimConnection(Receiver, Sender):
         self._close_resends = 0
         self._close_resend_due = False
         self._handshake_confirmed = False
-        self._validated = is_client  # server: address validated (RFC 9000 §8.1)
+        self._validated = is_client or validated  # server: address validated (RFC 9000 §8.1)
         self._bytes_received = 0
         self._bytes_sent = 0
         self._idle_timeout = self._local["max_idle_timeout"] / 1e6
@@ -176,7 +198,7 @@ class SimConnection(Receiver, Sender):
 
     def _install_initial_keys(self, keys: tuple[PacketKey, PacketKey] | None = None) -> None:
         """`keys`: (client, server) already derived for original_dcid in this version."""
-        client, server = keys or initial_keys(self.original_dcid, self._qv)
+        client, server = keys or initial_keys(self._initial_cid, self._qv)
         self._send_keys[INITIAL], self._recv_keys[INITIAL] = (client, server) if self.is_client else (server, client)
 
     def _change_version(self, version: int) -> None:
@@ -214,6 +236,7 @@ class SimConnection(Receiver, Sender):
         self._recv_keys[level] = key
         if level == APP:
             self._ticket_open = True
+            self.token = b""  # freed, so a NEW_TOKEN can be stored (spec §2.4)
         self._replay_buffered(level)  # packets that waited for this key (spec §2.4)
         if self.state == "CLOSED":
             # As the kernel (spec §9, socket.c's CRYPTO_SECRET handler): the key is in, but
@@ -247,7 +270,7 @@ class SimConnection(Receiver, Sender):
             self._hold_until = None  # HANDSHAKE_DONE leaves now (a client's Finished follows)
             self._handshake_confirmed = True
             self._discard_level(HANDSHAKE)  # all Handshake packets count as acknowledged
-            self._pending.append(fr.NewToken(self._make_token()))
+            self._queue_new_token()
             self._pending.append(fr.HandshakeDone())
         self._cids_due = self._now + CID_ISSUE_DELAY
 
@@ -349,7 +372,7 @@ class SimConnection(Receiver, Sender):
         return tparams.build_local_blob(
             self._local, is_client=self.is_client, local_cid=self.local_cid,
             original_dcid=self.original_dcid, version=self.version,
-            peer_sent_version_info=self._peer_sent_version_info,
+            peer_sent_version_info=self._peer_sent_version_info, retry_scid=self.retry_scid,
             reset_token=self._reset_token(self.local_cid) if needs_token else None)
 
     def set_peer_transport_params_blob(self, blob: bytes) -> None:
@@ -359,7 +382,8 @@ class SimConnection(Receiver, Sender):
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT over 512 bytes")
         try:
             peer = tparams.parse_peer_blob(bytes(blob), we_are_client=self.is_client,
-                                           original_dcid=self.original_dcid, peer_cid=self.peer_cid)
+                                           original_dcid=self.original_dcid, peer_cid=self.peer_cid,
+                                           retry_scid=self.retry_scid)
             self._negotiate_version(peer)
         except QuicError as exc:
             self._close_locally(exc.error_code, 0, exc.reason.encode()[:63])
@@ -483,11 +507,11 @@ class SimConnection(Receiver, Sender):
     def has_item(self) -> bool:
         """A recvmsg would return at once: handshake data, readable stream data, or the
         ENOTCONN of a closed connection."""
-        return (bool(self._crypto_queue) or self.state == "CLOSED"
+        return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self.events)
                 or ((APP in self._recv_keys or APP in self._discarded) and self._streams.readable()))
 
     def pending_readable(self) -> bool:
-        return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self._datagrams_in)
+        return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self._datagrams_in) or bool(self.events)
                 or (APP in self._recv_keys and self._streams.readable()))
 
     # ==== connection IDs ==========================================================================
@@ -495,16 +519,60 @@ class SimConnection(Receiver, Sender):
     def local_cids(self) -> list[bytes]:
         """Every CID the peer may address us with (the endpoint demultiplexes on them)."""
         cids = list(self._local_cids.values())
-        if not self.is_client and self.original_dcid not in cids:
-            cids.append(self.original_dcid)
+        if not self.is_client and self._initial_cid not in cids:
+            cids.append(self._initial_cid)
         return cids
 
     def _reset_token(self, cid: bytes) -> bytes:
         return hmac.digest(self._secret, b"stateless_reset" + cid, hashlib.sha256)[:16]
 
-    def _make_token(self) -> bytes:
-        addr = repr(self.peer_addr).encode()
-        return b"\x00" + hmac.digest(self._secret, b"token" + addr, hashlib.sha256)[:24]
+    # ==== address validation (RFC 9000 §8.1) =======================================================
+
+    def _queue_new_token(self) -> bool:
+        """A NEW_TOKEN frame (§19.7) for the client's next connection; False without a
+        token source (a connection made outside an endpoint)."""
+        if self._token_source is None:
+            return False
+        self._pending.append(fr.NewToken(self._token_source()))
+        self._token_in_flight = True
+        return True
+
+    def send_new_token(self) -> None:
+        """Server QUIC_SOCKOPT_TOKEN set (spec §1.4): EINVAL unless ESTABLISHED, EAGAIN
+        while the last NEW_TOKEN is unacknowledged."""
+        if self.is_client or self.state != "ESTABLISHED":
+            raise sim_error(errno.EINVAL, "NEW_TOKEN outside ESTABLISHED")
+        if self._token_in_flight:
+            raise sim_error(errno.EAGAIN, "a NEW_TOKEN is in flight")
+        if not self._queue_new_token():
+            raise sim_error(errno.EINVAL, "no token source")
+        self._corked = False
+
+    def set_token(self, token: bytes) -> None:
+        """Client QUIC_SOCKOPT_TOKEN set: the token of the next Initial packets."""
+        self.token = bytes(token)
+
+    def follow_retry(self, scid: bytes, token: bytes) -> None:
+        """A valid Retry (RFC 9000 §17.2.5.2; the receiver checked it): the next Initial
+        goes to the Retry's SCID with its token, under Initial keys from that SCID (RFC
+        9001 §5.2), carrying the same ClientHello CRYPTO data; packet numbers go on
+        (§17.2.5.3), the Initials sent so far leave the flight (RFC 9002 §6.3)."""
+        self.retries_followed += 1
+        self.retry_scid = scid
+        self.token = token
+        self.peer_cid = scid
+        self._peer_cids[0] = (scid, b"")
+        self._initial_cid = scid
+        self._install_initial_keys()
+        self._recovery.forget(self._spaces[INITIAL].abandon_sent())
+        self._crypto[INITIAL].send.retransmit_all()
+        self._probes.pop(INITIAL, None)
+        self._corked = False
+
+    def _push_event(self, event_type: int, payload: bytes) -> None:
+        """An event for recvmsg (MSG_QUIC_NOTIFICATION), if the socket subscribed it."""
+        if self.event_mask & (1 << event_type):
+            self.events.append(bytes((event_type,)) + payload)
 
     def _issue_scheduled_cids(self) -> bool:
         """The completion step's NEW_CONNECTION_IDs, if still owed (idle_work, handle_timer;

@@ -19,6 +19,11 @@ the completion step's NEW_CONNECTION_IDs) once what the socket calls queued is o
 a leader right before it blocks, the reactor at each of its steps.
 
 All connection state is touched under the endpoint's lock.
+
+A new client Initial meets the endpoint's admission first (admission.py, RFC 9000 §8.1):
+its token is checked (quic/address_token.py), and an unvalidated client gets a stateless
+Retry when the listener asks for address validation (the kernel's validate_peer_address)
+or when too many unvalidated connections are half-open; over the hard caps it is dropped.
 """
 from __future__ import annotations
 
@@ -33,10 +38,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ...quic.packet_protection import initial_keys
-from ...quic.versions import SUPPORTED_VERSIONS
+from ...quic.address_token import AddressTokens, TokenKind, ValidToken, kind_of
+from ...quic.errors import QuicErrorCode
+from ...quic.packet_protection import PacketKey, initial_keys
+from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
+from . import frames as fr
+from .admission import Admission, AdmissionLimits, RateLimitedLog
 from .connection import SimConnection
 from .listener_peek import (
     ClientHelloRejected,
@@ -46,6 +56,7 @@ from .listener_peek import (
     open_client_initial,
     packet_dcid,
 )
+from .packets import PacketHeader, build_long_packet, build_retry
 from .reactor import reactor
 
 log = logging.getLogger(__name__)
@@ -74,19 +85,48 @@ else:  # pragma: no cover - not Linux
 
 
 class Listener:
-    """A listening socket's registration on an endpoint."""
+    """A listening socket's registration on an endpoint. `validate_peer_address`
+    reads the socket's QUIC_SOCKOPT_CONFIG field of that name (settable after listen)."""
 
-    def __init__(self, alpns: list[bytes], backlog: int, make_connection: Callable[..., SimConnection]) -> None:
+    def __init__(self, alpns: list[bytes], backlog: int, make_connection: Callable[..., SimConnection],
+                 validate_peer_address: Callable[[], bool] = lambda: False) -> None:
         self.alpns = alpns
         self.backlog = backlog
         self.make_connection = make_connection
+        self.validate_peer_address = validate_peer_address
         self.pending: deque[SimConnection] = deque()
-        self.secret = os.urandom(32)  # the listener's token/ticket secret (spec §1.4)
+        self.secret = os.urandom(32)  # the listener's ticket secret (spec §1.4)
+
+
+@dataclass
+class EndpointStats:
+    """What the endpoint did with client Initials that made no connection (tests, logs)."""
+
+    retries_sent: int = 0
+    invalid_tokens: int = 0  # Retry tokens that failed: INVALID_TOKEN (RFC 9000 §8.1.3)
+    dropped_over_limit: int = 0
+    no_listener: int = 0  # no listener for the offered ALPNs
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    original_dcid: bytes
+    retry_scid: bytes | None
+    validated: bool
+
+
+ADMISSION_LIMITS = AdmissionLimits()  # what new endpoints get (tests may pass their own)
+_log_no_listener = RateLimitedLog(log, logging.WARNING)
+_log_over_limit = RateLimitedLog(log, logging.INFO)
 
 
 class Endpoint:
-    def __init__(self, family: int, local: Address | None = None) -> None:
+    def __init__(self, family: int, local: Address | None = None,
+                 limits: AdmissionLimits | None = None) -> None:
         self.family = family
+        self.tokens = AddressTokens()  # a random key per endpoint: tokens die with it
+        self.admission = Admission(limits or ADMISSION_LIMITS)
+        self.stats = EndpointStats()
         self.udp = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
             self.udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -139,6 +179,7 @@ class Endpoint:
 
     def remove_connection(self, conn: SimConnection) -> None:
         with self.lock:
+            self.admission.settle(conn)
             for cid in [c for c, v in self.connections.items() if v is conn]:
                 del self.connections[cid]
             self._live.pop(conn, None)
@@ -188,6 +229,8 @@ class Endpoint:
         if conn is not None:
             self._flush(conn, now)
             self._refresh_cids(conn)
+            if conn.state != "ESTABLISHING":
+                self.admission.settle(conn)
         if self._leader is not None:
             if self._leader != threading.get_ident():
                 self._poke_leader()
@@ -298,6 +341,8 @@ class Endpoint:
             timer = conn.get_timer()
             if timer is not None and timer <= now:
                 conn.handle_timer(now)
+                if conn.state != "ESTABLISHING":
+                    self.admission.settle(conn)
         self._flush_all(now)
         for conn in list(self._live):
             self._refresh_cids(conn)
@@ -326,10 +371,7 @@ class Endpoint:
 
     def _flush(self, conn: SimConnection, now: float) -> None:
         for data, addr in conn.datagrams_to_send(now):
-            try:
-                self.udp.sendto(data, addr)
-            except OSError as exc:  # as UDP does: the loss shows up as a retransmission
-                log.debug("sendto %s: %s", addr, exc)
+            self._sendto(data, addr)  # a failure is lost as on UDP: a retransmission follows
 
     def _flush_all(self, now: float) -> None:
         for conn in list(self._live):
@@ -354,13 +396,16 @@ class Endpoint:
         if dcid is None:
             return
         conn = self.connections.get(dcid)
-        if conn is not None:
-            conn.receive_datagram(data, addr, now, lag)
-            return
-        accepted = self._new_server_connection(data, addr, now)
-        if accepted is not None:
+        if conn is None:
+            accepted = self._new_server_connection(data, addr, now)
+            if accepted is None:
+                return
             conn, opened = accepted
             conn.receive_datagram(data, addr, now, lag, opened)
+        else:
+            conn.receive_datagram(data, addr, now, lag)
+        if conn.state != "ESTABLISHING":
+            self.admission.settle(conn)
 
     def _new_server_connection(self, data: bytes, addr: Address,
                                now: float) -> tuple[SimConnection, OpenedInitial] | None:
@@ -379,14 +424,80 @@ class Endpoint:
             log.debug("dropping an Initial from %s: %s", addr, exc)
             return None
         listener = self._pick_listener(alpns)
-        if listener is None or len(listener.pending) >= max(1, listener.backlog):
+        if listener is None:
+            self.stats.no_listener += 1
+            offered = ", ".join(a.decode("ascii", "replace") for a in alpns or []) or "none"
+            _log_no_listener("no listener on %s for the ALPNs offered by %s: %s",
+                             self.local_address[:2], addr[:2], offered)
             return None
-        conn = listener.make_connection(version=header.version, original_dcid=header.dcid, peer_cid=header.scid,
-                                        peer_addr=addr, token=header.token, now=now, listener=listener,
-                                        initial_keys=keys)
+        admitted = self._admit(header, addr, listener, keys, now)
+        if admitted is None or len(listener.pending) >= max(1, listener.backlog):
+            return None
+        conn = listener.make_connection(version=header.version, original_dcid=admitted.original_dcid,
+                                        peer_cid=header.scid, peer_addr=addr, token=header.token, now=now,
+                                        listener=listener, initial_keys=keys, initial_dcid=header.dcid,
+                                        retry_scid=admitted.retry_scid, validated=admitted.validated,
+                                        token_source=self._token_source(addr))
         self._register(conn)  # includes the client's first DCID, used until it learns ours
+        self.admission.add(conn, str(addr[0]), admitted.validated)
         listener.pending.append(conn)
         return conn, opened
+
+    # -- address validation (RFC 9000 §8.1) ---------------------------------------------------
+
+    def _admit(self, header: PacketHeader, addr: Address, listener: Listener,
+               keys: tuple[PacketKey, PacketKey], now: float) -> _Admitted | None:
+        """How a connection for this Initial starts, or None when the endpoint answered
+        it statelessly (Retry, INVALID_TOKEN) or dropped it (over a cap)."""
+        source = str(addr[0])
+        valid = self.tokens.check(header.token, addr, now) if header.token else None
+        if header.token and valid is None and kind_of(header.token) is TokenKind.RETRY:
+            # §8.1.3: the client will not take another Retry, so the server closes. (The
+            # kernel checks tokens only when validating; our automatic Retries mean any
+            # listener may have issued it.)
+            self.stats.invalid_tokens += 1
+            log.debug("invalid Retry token from %s", addr[:2])
+            self._send_initial_close(header, addr, keys, QuicErrorCode.INVALID_TOKEN)
+            return None
+        # A REGULAR token that fails is as good as none (§8.1.3).
+        if valid is None and (listener.validate_peer_address() or self.admission.wants_retry(source)):
+            self._send_retry(header, addr, now)
+            return None
+        why = self.admission.refuses(source, valid is not None)
+        if why is not None:
+            self.stats.dropped_over_limit += 1
+            _log_over_limit("dropping a client Initial from %s: %s", addr[:2], why)
+            return None
+        return _admitted(valid, header.dcid)
+
+    def _token_source(self, addr: Address) -> Callable[[], bytes]:
+        """What a connection's NEW_TOKEN frames carry: a REGULAR token for `addr`."""
+        return lambda: self.tokens.issue(TokenKind.REGULAR, addr, b"", time.time())
+
+    def _send_retry(self, header: PacketHeader, addr: Address, now: float) -> None:
+        """A stateless Retry (RFC 9000 §17.2.5): a fresh SCID, which the client's next
+        Initial carries as its DCID, and a RETRY token holding the original DCID."""
+        version = SUPPORTED_VERSIONS[header.version]
+        token = self.tokens.issue(TokenKind.RETRY, addr, header.dcid, now)
+        packet = build_retry(version, header.scid, os.urandom(SHORT_HEADER_CID_LEN), token, header.dcid)
+        self.stats.retries_sent += 1
+        self._sendto(packet, addr)
+
+    def _send_initial_close(self, header: PacketHeader, addr: Address, keys: tuple[PacketKey, PacketKey],
+                            code: int) -> None:
+        """A CONNECTION_CLOSE in an Initial packet from no connection (RFC 9000 §10.2.3),
+        under the server Initial key of the client's DCID; not ack-eliciting, so not padded."""
+        version = SUPPORTED_VERSIONS[header.version]
+        payload = fr.ConnectionClose(int(code)).encode()
+        packet = build_long_packet(keys[1], version, LongPacketType.INITIAL, header.scid,
+                                   os.urandom(SHORT_HEADER_CID_LEN), None, 0, None, payload)
+        self._sendto(packet, addr)
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.udp.sendto(data, addr)
+        except OSError as exc:
+            log.debug("sendto %s: %s", addr, exc)
 
     def _pick_listener(self, client_alpns: list[bytes] | None) -> Listener | None:
         if client_alpns is None:  # no ALPN seen (not parsed, or truncated): any listener
@@ -398,6 +509,14 @@ class Endpoint:
                 if proto in lst.alpns:
                     return lst
         return next((lst for lst in self.listeners if not lst.alpns), None)
+
+
+def _admitted(valid: ValidToken | None, dcid: bytes) -> _Admitted:
+    if valid is None:
+        return _Admitted(dcid, None, False)
+    if valid.kind is TokenKind.RETRY:  # §7.3: the original DCID came back in the token
+        return _Admitted(valid.original_dcid, dcid, True)
+    return _Admitted(dcid, None, True)
 
 
 _registry: dict[tuple[int, Address], Endpoint] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...quic.packet_number import encode_packet_number
-from ...quic.packet_protection import TAG_LEN, PacketKey, UnprotectError
+from ...quic.packet_protection import TAG_LEN, PacketKey, UnprotectError, retry_integrity_tag, verify_retry_integrity
 from ...quic.varint import VarintError, decode_varint, encode_varint, encode_varint_fixed
 from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType, QuicVersion
 
@@ -171,4 +171,23 @@ def pn_length(pn: int, largest_acked: int | None) -> int:
     return length
 
 
-__all__ += ["pn_length", "UnprotectError"]
+def build_retry(version: QuicVersion, dcid: bytes, scid: bytes, token: bytes, odcid: bytes) -> bytes:
+    """A Retry packet (RFC 9000 §17.2.5; RFC 9369 §3.2 for v2's type bits) ending in its
+    integrity tag (RFC 9001 §5.8) over the client's original DCID."""
+    first = 0xC0 | (version.long_type_bits(LongPacketType.RETRY) << 4)
+    body = (bytes((first,)) + version.number.to_bytes(4, "big") + bytes((len(dcid),)) + dcid
+            + bytes((len(scid),)) + scid + token)
+    return body + retry_integrity_tag(version, odcid, body)
+
+
+def retry_token(data: bytes, header: PacketHeader) -> bytes:
+    """The Retry Token field of a Retry packet parsed by parse_header (b"" if none)."""
+    start = header.start + 7 + len(header.dcid) + len(header.scid)
+    return data[start:len(data) - TAG_LEN]
+
+
+def retry_is_authentic(data: bytes, header: PacketHeader, version: QuicVersion, odcid: bytes) -> bool:
+    return verify_retry_integrity(version, odcid, data[header.start:])
+
+
+__all__ += ["pn_length", "UnprotectError", "build_retry", "retry_token", "retry_is_authentic"]

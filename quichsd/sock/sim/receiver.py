@@ -10,11 +10,11 @@ from typing import Any
 
 from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.packet_protection import PacketKey, UnprotectError, initial_keys
-from ...quic.versions import SUPPORTED_VERSIONS
+from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from . import frames as fr
 from .levels import APP, EARLY, HANDSHAKE, INITIAL, LEVEL_OF_TYPE, PACKET_KIND, SPACE_OF
 from .listener_peek import OpenedInitial
-from .packets import PacketError, PacketHeader, parse_header, unprotect_packet
+from .packets import PacketError, PacketHeader, parse_header, retry_is_authentic, retry_token, unprotect_packet
 from .recovery import SentPacket
 
 __all__ = ["Receiver"]
@@ -22,6 +22,7 @@ __all__ = ["Receiver"]
 MAX_BUFFERED_PACKETS = 64  # packets parked per level while their keys are missing
 CLOSE_RESENDS = 3  # answers to a peer that keeps sending after our CONNECTION_CLOSE
 STATELESS_RESET_ERRCODE = 0x100  # what the kernel reports for a stateless reset
+NEW_TOKEN_EVENT = 8  # QUIC_EVENT_NEW_TOKEN
 
 # RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged immediately, without
 # max_ack_delay. The ACK waits only for the handshake agent's answer, which follows within
@@ -41,6 +42,7 @@ class Receiver:
         self._now = now
         self._lag = lag
         if self.state == "CLOSED":
+            self._bytes_received += len(data)  # more amplification credit for the close
             if self._close_datagram is not None and self._close_resends < CLOSE_RESENDS:
                 self._close_resends += 1
                 self._close_resend_due = True
@@ -62,6 +64,9 @@ class Receiver:
                 break
             if header.is_long and header.packet_type is None:
                 break  # Version Negotiation or an unknown version: not simulated
+            if header.packet_type is LongPacketType.RETRY:
+                processed |= self._receive_retry(data, header)
+                break  # a Retry has no Length: it ends the datagram
             pos = header.end
             processed |= self._receive_packet(data, header, now)
         if not processed and self.state != "CLOSED" and len(data) >= 21 and data[-16:] in self._peer_reset_tokens:
@@ -85,7 +90,7 @@ class Receiver:
                 # The server moved to another compatible version (RFC 9368 §2.3): follow it
                 # once, up to its ServerHello (it may have ACKed, or sent a HelloRetryRequest,
                 # in the old version first).
-                key = initial_keys(self.original_dcid, SUPPORTED_VERSIONS[header.version])[1]
+                key = initial_keys(self._initial_cid, SUPPORTED_VERSIONS[header.version])[1]
                 switch_to = header.version
             if key is None:
                 return False
@@ -130,18 +135,35 @@ class Receiver:
             self._discard_level(INITIAL)  # RFC 9001 §4.9.1
         return True
 
+    def _receive_retry(self, data: bytes, header: PacketHeader) -> bool:
+        """RFC 9000 §17.2.5.2: a client acts on at most one Retry, and only before any
+        packet of the server was processed; it discards one addressed elsewhere, one whose
+        SCID is the DCID it used, one with an empty token or an integrity tag that does
+        not verify (RFC 9001 §5.8) over the DCID it used first, as the kernel does."""
+        if not self.is_client or self.state != "ESTABLISHING":
+            return False
+        if self.retries_followed or self._server_packet_seen or header.version != self.version:
+            return False
+        if header.dcid != self.local_cid or header.scid == self.peer_cid or not header.scid:
+            return False
+        token = retry_token(data, header)
+        if not token or not retry_is_authentic(data, header, self._qv, self.original_dcid):
+            return False
+        self.follow_retry(header.scid, token)
+        return True
+
     def _packet_level(self, header: PacketHeader) -> int | None:
         if not header.is_long:
             return APP if header.dcid in self._local_cids.values() else None
         level = LEVEL_OF_TYPE.get(header.packet_type)  # type: ignore[arg-type]
         if level is None:
-            return None  # Retry: not simulated
+            return None  # Retry: _receive_retry
         if level == EARLY and self.is_client:
             return None
         if self.is_client and level == INITIAL and header.token:
             return None  # RFC 9000 §17.2.2: servers send no token
         dcid = header.dcid
-        if dcid not in self._local_cids.values() and not (not self.is_client and dcid == self.original_dcid):
+        if dcid not in self._local_cids.values() and not (not self.is_client and dcid == self._initial_cid):
             return None
         return level
 
@@ -237,6 +259,8 @@ class Receiver:
             elif kind == "stream":
                 self._streams.on_stream_acked(item[1], item[2], item[3], item[4])
             elif kind == "ctrl":
+                if isinstance(item[1], fr.NewToken):
+                    self._token_in_flight = False  # another one may go (spec §1.4)
                 self._streams.on_control_acked(item[1])
 
     def _on_packets_lost(self, lost: list[SentPacket]) -> None:
@@ -299,7 +323,8 @@ class Receiver:
     def _on_new_token(self, f: fr.NewToken, level: int) -> None:
         if not self.is_client:
             raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "NEW_TOKEN from a client", 0x07)
-        self.new_token = f.token
+        self.token = f.token  # readable through QUIC_SOCKOPT_TOKEN, as the kernel's
+        self._push_event(NEW_TOKEN_EVENT, f.token)
 
     def _on_handshake_done(self, f: fr.HandshakeDone, level: int) -> None:
         if not self.is_client:

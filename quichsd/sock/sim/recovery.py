@@ -90,14 +90,21 @@ class PacketSpace:
 
     def discard(self) -> list[SentPacket]:
         """Keys are gone: forget everything (RFC 9002 §6.4). Returns packets in flight."""
+        dropped = self.abandon_sent()
+        self.ack_deadline = None
+        self.unacked_eliciting = 0
+        self.discarded = True
+        return dropped
+
+    def abandon_sent(self) -> list[SentPacket]:
+        """Forget what was sent (a client after a Retry, RFC 9002 §6.3: the server kept
+        none of it); received packets and the packet numbers go on. Returns the packets
+        that were in flight."""
         dropped = [p for p in self.sent.values() if p.in_flight]
         self.sent.clear()
         self.eliciting_in_flight = 0
         self.loss_time = None
         self.last_ack_eliciting_time = None
-        self.ack_deadline = None
-        self.unacked_eliciting = 0
-        self.discarded = True
         return dropped
 
 

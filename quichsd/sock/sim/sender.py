@@ -75,20 +75,41 @@ class Sender:
         return False
 
     def _close_datagrams(self) -> list[tuple[bytes, Any]]:
+        """The CONNECTION_CLOSE datagram, and its resends (receiver.py), within the
+        amplification limit like everything else (RFC 9000 §8.1, §10.2.3)."""
         if self._close_frames:
-            parts = []
-            for level, frame in self._close_frames:
-                key = self._send_keys.get(level)
-                if key is not None:
-                    parts.append(self._protect(level, key, frame.encode()))
+            frames = [(lv, f) for lv, f in self._close_frames if lv in self._send_keys]
             self._close_frames = []
-            self._close_datagram = b"".join(parts) or None
+            self._close_datagram = self._fitting_close(frames)
             self._close_resend_due = False
-            return [(self._close_datagram, self.peer_addr)] if self._close_datagram else []
-        if self._close_resend_due and self._close_datagram:
-            self._close_resend_due = False
-            return [(self._close_datagram, self.peer_addr)]
-        return []
+        elif not (self._close_resend_due and self._close_datagram):
+            return []
+        self._close_resend_due = False
+        datagram = self._close_datagram
+        if datagram is None or len(datagram) > self._amplification_budget():
+            return []
+        self._bytes_sent += len(datagram)
+        return [(datagram, self.peer_addr)]
+
+    def _fitting_close(self, frames: list[tuple[int, fr.ConnectionClose]]) -> bytes | None:
+        """The close packets, made smaller until they fit the amplification budget (RFC
+        9000 §10.2.3 lets a close shed its reason phrase, and a server send it at one
+        level only): every level with the phrase, then without it, then the highest level
+        alone; None if not even that fits (the peer's idle timeout ends it then)."""
+        budget = self._amplification_budget()
+        bare = [(lv, fr.ConnectionClose(f.error_code, f.frame_type, b"", f.app)) for lv, f in frames]
+        for candidate in (frames, bare, bare[-1:]):
+            if candidate and self._close_size(candidate) <= budget:
+                return b"".join(self._protect(lv, self._send_keys[lv], f.encode()) for lv, f in candidate)
+        return None
+
+    def _close_size(self, frames: list[tuple[int, fr.ConnectionClose]]) -> int:
+        size = 0
+        for level, frame in frames:
+            space = self._spaces[SPACE_OF[level]]
+            pn_len = pn_length(space.next_pn, space.largest_acked)
+            size += self._overhead(level, pn_len) + max(len(frame.encode()), 4 - pn_len)
+        return size
 
     def _amplification_budget(self) -> int:
         if self._validated:

@@ -77,17 +77,20 @@ class SimQuicSocket:
         self.endpoint = shared_endpoint(self.family, self._bound)
         self.endpoint.acquire()
         alpns = [a for a in self.alpn.split(b",") if a] if self.alpn else []
-        listener = Listener(alpns, backlog, self._make_server_connection)
+        listener = Listener(alpns, backlog, self._make_server_connection,
+                            lambda: bool(self.config.get("validate_peer_address")))
         self.endpoint.add_listener(listener)
         self.listener = listener
 
     def _make_server_connection(self, *, version: int, original_dcid: bytes, peer_cid: bytes,
                                 peer_addr: tuple[Any, ...], token: bytes, now: float,
-                                listener: Listener, initial_keys: Any = None) -> SimConnection:
+                                listener: Listener, initial_keys: Any = None, **validation: Any) -> SimConnection:
+        """`validation`: initial_dcid, retry_scid, validated, token_source (endpoint._admit)."""
         conn = SimConnection(is_client=False, version=version, local_params=dict(self.local_params) or None,
                              config=dict(self.config) or None, peer_cid=peer_cid,
                              original_dcid=original_dcid, token=token, now=now, peer_addr=peer_addr,
-                             initial_keys=initial_keys)
+                             initial_keys=initial_keys, **validation)
+        conn.event_mask = self.events
         return conn
 
     def accept(self) -> SimQuicSocket:
@@ -122,6 +125,7 @@ class SimQuicSocket:
         conn = SimConnection(is_client=True, version=version, local_params=dict(self.local_params) or None,
                              config=dict(self.config) or None, token=self.token, now=time.time(),
                              peer_addr=peer)
+        conn.event_mask = self.events
         self.endpoint, self.conn, self.peer = endpoint, conn, peer
         endpoint.add_connection(conn)
 
@@ -180,6 +184,16 @@ class SimQuicSocket:
     def accepted_peer(self) -> tuple[Any, ...] | None:
         """The peer's address whatever the state (QuicSocket.accept)."""
         return self.peer
+
+    @property
+    def retries_followed(self) -> int:
+        """Client: Retry packets its connection followed (0 or 1)."""
+        return self.conn.retries_followed if self.conn is not None else 0
+
+    @property
+    def endpoint_stats(self) -> Any:
+        """The UDP endpoint's EndpointStats (Retries sent, ...), None before bind/connect."""
+        return self.endpoint.stats if self.endpoint is not None else None
 
     def getpeername(self) -> tuple[Any, ...]:
         """As the kernel's (inet_getname): ENOTCONN once the connection is closed, by the
@@ -259,6 +273,9 @@ class SimQuicSocket:
                     level, data, eor = crypto
                     return RecvItem(kind="HANDSHAKE", data=data, level=level,
                                     msg_flags=0x80 if eor else 0)
+                if conn.events:  # ahead of stream data, as the kernel queues them
+                    return RecvItem(kind="EVENT", data=conn.events.pop(0),
+                                    msg_flags=L.MSG_QUIC_NOTIFICATION | 0x80)
                 stream = conn.stream_recv(bufsize)
                 if stream is not None:
                     stream_id, data, fin = stream
@@ -370,11 +387,19 @@ class SimQuicSocket:
         self.ticket_blob = value
 
     def _set_token(self, value: bytes) -> None:
-        if self.conn is not None and not self.conn.is_client:
-            raise _err(errno.EINVAL, "server NEW_TOKEN is not simulated")
+        """Server: send a NEW_TOKEN (value ignored); client: 1..120 bytes for the next
+        Initials (spec §1.4)."""
+        conn = self.conn
+        if self.listener is not None:
+            raise _err(errno.EINVAL, "TOKEN on a listener")
+        if conn is not None and not conn.is_client:
+            _sim(conn.send_new_token)
+            return
         if not 0 < len(value) <= 120:
             raise _err(errno.EINVAL, "TOKEN length")
         self.token = value
+        if conn is not None:
+            conn.set_token(value)
 
     def _set_close(self, value: bytes) -> None:
         info = abi.unpack_connection_close(value)
@@ -385,6 +410,8 @@ class SimQuicSocket:
         if not 1 <= event_type <= 9:
             raise _err(errno.EINVAL, "event type")
         self.events = self.events | (1 << event_type) if on else self.events & ~(1 << event_type)
+        if self.conn is not None:
+            self.conn.event_mask = self.events  # only NEW_TOKEN events are simulated
 
     # getters
     def _get_tp_ext(self, given: bytes, buflen: int) -> bytes:
@@ -435,11 +462,14 @@ class SimQuicSocket:
         return first + hmac.digest(prk, first + b"session_ticket\x02", hashlib.sha256)
 
     def _get_token(self, given: bytes, buflen: int) -> bytes:
-        if self.conn is not None and not self.conn.is_client:
+        """Client: the one token buffer (what was set, a Retry's token, then the last
+        NEW_TOKEN's); server: always EINVAL (libquic's role test, spec §1.4)."""
+        if self.listener is not None or (self.conn is not None and not self.conn.is_client):
             raise _err(errno.EINVAL, "TOKEN on a server socket")
-        if buflen < len(self.token):
+        token = self.conn.token if self.conn is not None else self.token
+        if buflen < len(token):
             raise _err(errno.EINVAL, "TOKEN buffer too small")
-        return self.token
+        return token
 
     def _get_close(self, given: bytes, buflen: int) -> bytes:
         info = self.conn.close_info if self.conn is not None else None

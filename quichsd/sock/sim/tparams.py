@@ -187,7 +187,7 @@ def needs_reset_token(p: dict[str, int], *, is_client: bool) -> bool:
 
 def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
                      original_dcid: bytes, version: int, peer_sent_version_info: bool,
-                     reset_token: bytes | None) -> bytes:
+                     reset_token: bytes | None, retry_scid: bytes | None = None) -> bytes:
     """The parameters in the kernel's order and with its emission rules (§5): the
     connection's own values (CIDs, token, version) around the configuration's, which are
     encoded once per configuration (_config_parts)."""
@@ -196,6 +196,8 @@ def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
         _param(out, 0x00, original_dcid)
         if needs_reset_token(p, is_client=is_client) and reset_token is not None:
             _param(out, 0x02, reset_token)
+        if retry_scid is not None:  # RFC 9000 §7.3: the SCID of the Retry we sent
+            _param(out, 0x10, retry_scid)
     _param(out, 0x0F, local_cid)
     leading, trailing = _config_parts(p)
     out += leading
@@ -222,15 +224,21 @@ def _tp_error(why: str) -> QuicError:
 
 
 def parse_peer_blob(blob: bytes, *, we_are_client: bool, original_dcid: bytes,
-                    peer_cid: bytes) -> PeerParams:
-    """Decode and check the peer's parameters; raises QuicError (0x08 or 0x11)."""
+                    peer_cid: bytes, retry_scid: bytes | None = None) -> PeerParams:
+    """Decode and check the peer's parameters; raises QuicError (0x08 or 0x11).
+    `retry_scid`: a client's, the SCID of the Retry it followed (RFC 9000 §7.3)."""
     tp = TransportParameters.decode(blob, "server" if we_are_client else "client")
     if we_are_client:
         if tp.original_destination_connection_id is None:
             raise _tp_error("server sent no original_destination_connection_id")
         if tp.original_destination_connection_id != original_dcid:
             raise _tp_error("original_destination_connection_id does not match")
-    if tp.retry_source_connection_id is not None:
+    if we_are_client and retry_scid is not None:
+        if tp.retry_source_connection_id is None:
+            raise _tp_error("no retry_source_connection_id after a Retry")
+        if tp.retry_source_connection_id != retry_scid:
+            raise _tp_error("retry_source_connection_id does not match the Retry")
+    elif tp.retry_source_connection_id is not None:
         raise _tp_error("retry_source_connection_id without a Retry")
     if tp.initial_source_connection_id is None:
         raise _tp_error("no initial_source_connection_id")
