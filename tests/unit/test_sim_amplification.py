@@ -1,0 +1,94 @@
+"""The anti-amplification limit counted on the wire (RFC 9000 §8.1): a server sends at most
+three times what it received from an unvalidated address, its CONNECTION_CLOSE included
+(§10.2.3). A raw UDP socket plays a client whose source address is forged: it sends valid
+Initials (a ClientHello from our TLS engine) and never answers."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
+from tests.sim_driver import ALPN, sim_client
+from tests.sockets import pki  # noqa: F401  (fixture)
+
+L = abi.lib
+V1, V2 = 0x00000001, 0x6B3343CF
+HANDSHAKE_TIMEOUT = 1.5  # the server gives up (and closes) after this; PTOs fire before
+
+
+class SilentClientServer:
+    """A sim listener whose accepted connections run the server handshake, which times
+    out (nobody answers), then close: the close path under the amplification limit."""
+
+    def __init__(self, pki, version: int) -> None:
+        self.sock = QuicSocket(socket.AF_INET, backend="sim")
+        self.sock.setsockopt(L.QUIC_SOCKOPT_ALPN, ALPN)
+        self.sock.setsockopt(L.QUIC_SOCKOPT_CONFIG, abi.pack_config(version=version))
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.address = self.sock.getsockname()[:2]
+        self.config = HandshakeConfig(server=True, alpns=[ALPN], cert_file=pki.cert_file, key_file=pki.key_file,
+                                      timeout=HANDSHAKE_TIMEOUT)
+        self.outcome: list = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(5)
+        conn, _ = self.sock.accept()
+        try:
+            quic_handshake(conn, self.config)
+        except HandshakeError as exc:
+            self.outcome.append(exc)
+        finally:
+            conn.close()  # a CONNECTION_CLOSE, if the budget has room for one
+
+    def finish(self) -> None:
+        self.thread.join(HANDSHAKE_TIMEOUT + 5)
+        self.sock.close()
+
+
+def drain(raw: socket.socket) -> list[bytes]:
+    """Everything queued on the raw socket (loopback delivers as it sends)."""
+    raw.setblocking(False)
+    out = []
+    while True:
+        try:
+            out.append(raw.recv(65536))
+        except BlockingIOError:
+            return out
+
+
+@pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("initials", [1, 2])
+def test_unvalidated_server_sends_at_most_three_times_what_it_received(pki, version: int, initials: int) -> None:
+    srv = SilentClientServer(pki, version)
+    agent = sim_client(version=version)
+    agent.start(0.0)
+    (first,) = agent.send(0.0)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.settimeout(5)
+    sent = [first]
+    raw.sendto(first, srv.address)
+    received = [raw.recv(65536)]  # the server's first flight has begun
+    if initials == 2:
+        # the client's probe: its Initial again in a new packet (a PTO retransmission)
+        agent.conn.handle_timer(10.0)
+        probe = agent.send(10.0)[0]
+        assert len(probe) >= 1200
+        sent.append(probe)
+        raw.sendto(probe, srv.address)
+    srv.finish()
+    assert srv.outcome and isinstance(srv.outcome[0], HandshakeError)
+    received += drain(raw)
+    raw.close()
+    total_in, total_out = sum(map(len, sent)), sum(map(len, received))
+    assert total_in == 1200 * initials
+    assert total_out <= 3 * total_in, f"{total_out} bytes for {total_in}: {total_out / total_in:.3f}x"
+    print(f"amplification: {total_out} bytes for {total_in}: {total_out / total_in:.3f}x")
+    # the budget was used, not avoided: with one Initial, more than two thirds of it; with
+    # two, more than one Initial's budget allowed (the second one raised it)
+    assert total_out > (2 * 1200 if initials == 1 else 3 * 1200)
