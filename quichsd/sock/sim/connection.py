@@ -25,8 +25,8 @@ import errno
 import hashlib
 import hmac
 import os
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ...quic.errors import QuicError, QuicErrorCode
@@ -34,13 +34,14 @@ from ...quic.packet_protection import CIPHERS, PacketKey, initial_keys
 from ...quic.versions import QUIC_V1, SUPPORTED_VERSIONS, QuicVersion
 from . import frames as fr
 from . import tparams
-from .crypto_stream import CryptoStream
+from .crypto_stream import CryptoStreams
 from .errors import SimError, sim_error
 from .levels import APP, EARLY, HANDSHAKE, INITIAL
 from .listener_peek import ClientHelloRejected, packet_dcid, parse_initial_header, peek_client_hello_alpn
 from .receiver import Receiver
 from .recovery import MAX_DATAGRAM, PacketSpace, Recovery
 from .sender import Sender
+from .small_queue import SmallQueue
 from .streams import StreamManager
 
 __all__ = [
@@ -64,6 +65,12 @@ CONFIG_DEFAULTS = {
     "certificate_request": 0,
     "keepalive_probe_interval": 0,
 }
+# Shared by every connection that changes nothing of them (read-only: a connection
+# replaces these mappings, never writes into them); a half-open connection has no copies.
+_DEFAULT_CONFIG: Mapping[str, int] = MappingProxyType(dict(CONFIG_DEFAULTS))
+_DEFAULT_LOCAL: Mapping[str, int] = MappingProxyType(dict(tparams.LOCAL_DEFAULTS))
+_ZERO_PARAMS: Mapping[str, int] = MappingProxyType(dict(tparams.ZERO))
+_PEER_DEFAULTS: Mapping[str, int] = MappingProxyType(dict(tparams.PEER_DEFAULTS))
 CONN_ID_LIMIT = 8  # QUIC_CONN_ID_LIMIT
 # The NEW_CONNECTION_IDs of the completion step are issued in idle time (idle_work): while
 # the socket waits, or by the endpoint's reactor; at the latest this long after completion
@@ -75,6 +82,25 @@ TICKET_MAX = 4096
 
 class SimConnection(Receiver, Sender):
     """A QUIC connection driven through the kernel's socket semantics."""
+
+    # What every connection sets, in slots: a listener may hold thousands of half-open
+    # ones, and an instance dict of this many entries is 1.8 KiB. The mixins keep a
+    # __dict__, so an attribute not listed here still works (it only costs that dict).
+    __slots__ = ("_alt_initial_recv", "_buffered", "_bytes_received", "_bytes_sent", "_cids_due",
+                 "_close_datagram", "_close_frames", "_close_resend_due", "_close_resends",
+                 "_corked", "_crypto", "_crypto_queue", "_datagrams_in", "_datagrams_out",
+                 "_discarded", "_handshake_confirmed", "_hold_until", "_idle_deadline",
+                 "_idle_restart_on_send", "_idle_timeout", "_initial_cid", "_lag", "_last_send",
+                 "_level_cipher", "_local", "_local_cids", "_next_cid_seq", "_next_recv_app",
+                 "_now", "_peer", "_peer_cid_seq", "_peer_cids", "_peer_params_set",
+                 "_peer_reset_tokens", "_peer_sent_version_info", "_pending", "_phase_first_pn",
+                 "_preferred_version", "_prev_recv_app", "_probes", "_qv", "_recovery",
+                 "_recv_keys", "_recv_phase", "_remote", "_secret", "_send_keys", "_send_phase",
+                 "_server_packet_seen", "_spaces", "_streams", "_ticket", "_ticket_open",
+                 "_ticket_ready", "_token_in_flight", "_token_source", "_validated",
+                 "_version_followed", "cid_generation", "close_info", "config", "event_mask",
+                 "events", "is_client", "local_cid", "original_dcid", "peer_addr", "peer_cid",
+                 "retries_followed", "retry_scid", "state", "token", "version")
 
     def __init__(self, *, is_client: bool, version: int = QUIC_V1.number,
                  local_params: dict[str, int] | None = None, config: dict[str, Any] | None = None,
@@ -91,8 +117,8 @@ class SimConnection(Receiver, Sender):
         `token_source` mints the NEW_TOKEN token sent at completion."""
         self._now = now
         self.is_client = is_client
-        self.config = {**CONFIG_DEFAULTS, **{k: v for k, v in (config or {}).items()
-                                             if k in CONFIG_DEFAULTS and v}}
+        overrides = {k: v for k, v in (config or {}).items() if k in CONFIG_DEFAULTS and v}
+        self.config: Mapping[str, Any] = {**CONFIG_DEFAULTS, **overrides} if overrides else _DEFAULT_CONFIG
         version = version or self.config["version"] or QUIC_V1.number
         if version not in SUPPORTED_VERSIONS:
             raise sim_error(errno.EINVAL, f"unsupported QUIC version 0x{version:08x}")
@@ -100,12 +126,14 @@ class SimConnection(Receiver, Sender):
         self._qv: QuicVersion = SUPPORTED_VERSIONS[version]
         # A client keeps its configured version; a server prefers its own (spec §5).
         self._preferred_version = self.config["version"] or (version if is_client else QUIC_V1.number)
-        try:
-            self._local = tparams.merge_fields(tparams.LOCAL_DEFAULTS, local_params or {}, remote=False)
-        except ValueError as exc:
-            raise sim_error(errno.EINVAL, f"local transport parameter {exc}") from None
-        self._remote = dict(tparams.ZERO)  # what TRANSPORT_PARAM remote=1 reports
-        self._peer = dict(tparams.PEER_DEFAULTS)  # effective peer values
+        self._local: Mapping[str, int] = _DEFAULT_LOCAL
+        if local_params:
+            try:
+                self._local = tparams.merge_fields(tparams.LOCAL_DEFAULTS, local_params, remote=False)
+            except ValueError as exc:
+                raise sim_error(errno.EINVAL, f"local transport parameter {exc}") from None
+        self._remote: Mapping[str, int] = _ZERO_PARAMS  # what TRANSPORT_PARAM remote=1 reports
+        self._peer: Mapping[str, int] = _PEER_DEFAULTS  # effective peer values
         self._peer_params_set = False
         self._peer_sent_version_info = False
 
@@ -150,11 +178,11 @@ class SimConnection(Receiver, Sender):
         self._prev_recv_app: PacketKey | None = None
         self._next_recv_app: PacketKey | None = None
 
-        self._crypto = {level: CryptoStream() for level in (INITIAL, HANDSHAKE, APP)}
+        self._crypto = CryptoStreams()  # by level, made at first use
         self._spaces = {space: PacketSpace() for space in (INITIAL, HANDSHAKE, APP)}
         self._recovery = Recovery(self.config["initial_smoothed_rtt"] / 1e6)
         self._streams = StreamManager(is_client, self._local)
-        self._crypto_queue: deque[list] = deque()  # [level, chunk, read position]
+        self._crypto_queue: SmallQueue[list] = SmallQueue()  # [level, chunk, read position]
         self._ticket = bytearray()
         self._ticket_ready = False
         self._ticket_open = True
@@ -191,8 +219,8 @@ class SimConnection(Receiver, Sender):
         self._peer_cids: dict[int, tuple[bytes, bytes]] = {0: (self.peer_cid, b"")}
         self._peer_cid_seq = 0
         self._peer_reset_tokens: set[bytes] = set()
-        self._datagrams_in: deque[bytes] = deque()
-        self._datagrams_out: deque[bytes] = deque()
+        self._datagrams_in: SmallQueue[bytes] = SmallQueue()
+        self._datagrams_out: SmallQueue[bytes] = SmallQueue()
 
     # ==== keys ==================================================================================
 
@@ -414,10 +442,11 @@ class SimConnection(Receiver, Sender):
             self._change_version(chosen)
 
     def _apply_peer_params(self) -> None:
-        self._peer = {**tparams.PEER_DEFAULTS, **{k: v for k, v in self._remote.items() if v}}
+        peer = {**tparams.PEER_DEFAULTS, **{k: v for k, v in self._remote.items() if v}}
         if not self._remote["disable_compatible_version"] and self._peer_params_set:
-            self._peer["disable_compatible_version"] = 0
-        self._streams.apply_peer_params(self._peer)
+            peer["disable_compatible_version"] = 0
+        self._peer = peer
+        self._streams.apply_peer_params(peer)
         self._update_idle_timeout()
 
     def _update_idle_timeout(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ...quic.errors import QuicError, QuicErrorCode
 from .sendbuf import SendBuffer
 
-__all__ = ["Reassembly", "CryptoStream", "CRYPTO_PARK_LIMIT"]
+__all__ = ["Reassembly", "CryptoStream", "CryptoStreams", "CRYPTO_PARK_LIMIT"]
 
 # Out-of-order CRYPTO bytes held per level before CRYPTO_BUFFER_EXCEEDED (the kernel
 # allows 3/4 of SO_RCVBUF; a ClientHello and a certificate chain fit many times over).
@@ -76,3 +76,12 @@ class CryptoStream:
     def __init__(self) -> None:
         self.send = SendBuffer()
         self.recv = Reassembly(CRYPTO_PARK_LIMIT)
+
+
+class CryptoStreams(dict[int, CryptoStream]):
+    """A connection's CRYPTO streams by level, each made at its first use: a half-open
+    server connection (an Initial and nothing more) only ever touches Initial's."""
+
+    def __missing__(self, level: int) -> CryptoStream:
+        stream = self[level] = CryptoStream()
+        return stream

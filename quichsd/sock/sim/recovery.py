@@ -38,6 +38,11 @@ class SentPacket:
 class PacketSpace:
     """One packet number space: Initial, Handshake or Application (0-RTT and 1-RTT)."""
 
+    # Three per connection from its first Initial: slots keep a half-open one small.
+    __slots__ = ("next_pn", "largest_acked", "sent", "eliciting_in_flight", "loss_time",
+                 "last_ack_eliciting_time", "received", "largest_received", "largest_received_time",
+                 "unacked_eliciting", "ack_deadline", "discarded")
+
     def __init__(self) -> None:
         self.next_pn = 0
         self.largest_acked: int | None = None
@@ -110,6 +115,9 @@ class PacketSpace:
 
 class Recovery:
     """RTT, congestion window and the loss/PTO computations over all spaces."""
+
+    __slots__ = ("latest_rtt", "smoothed_rtt", "rttvar", "min_rtt", "_has_sample", "pto_count", "cwnd",
+                 "ssthresh", "bytes_in_flight", "_recovery_start")
 
     def __init__(self, initial_rtt: float) -> None:
         self.latest_rtt = 0.0

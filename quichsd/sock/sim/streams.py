@@ -60,21 +60,35 @@ class Stream:
         return self.send is None or self.send.all_acked or self.reset_done
 
 
+_NO_PEER: dict[str, int] = {}  # the peer's parameters before they are known (never written)
+_EMPTY_QUEUE: tuple[()] = ()  # the receive queue until data arrives (_enqueue makes a deque)
+
+
 class StreamManager:
-    """All streams of one connection, and the flow-control state between them."""
+    """All streams of one connection, and the flow-control state between them.
+
+    Every connection has one from its first Initial, and most half-open ones never carry a
+    stream, so it starts small: slots, [bidi, uni] pairs as lists indexed by `uni` (a bool),
+    and no receive deque until data arrives (tests/unit/test_sim_halfopen_memory.py)."""
+
+    __slots__ = ("is_client", "streams", "local", "peer", "next_local", "peer_max_streams",
+                 "local_max_streams", "peer_opened", "peer_closed", "max_streams_pending",
+                 "send_max_data", "send_written", "recv_max_data", "recv_highest_total",
+                 "recv_consumed_total", "max_data_pending", "queue", "_rr")
 
     def __init__(self, is_client: bool, local: dict[str, int]) -> None:
         self.is_client = is_client
         self.streams: dict[int, Stream] = {}
         self.local = local
-        self.peer: dict[str, int] = {}
+        self.peer: dict[str, int] = _NO_PEER
         base = 0 if is_client else 1
-        self.next_local = {False: base, True: base + 2}
-        self.peer_max_streams = {False: 0, True: 0}  # how many streams we may open
-        self.local_max_streams = {False: local["max_streams_bidi"], True: local["max_streams_uni"]}
-        self.peer_opened = {False: 0, True: 0}  # peer-initiated streams opened so far
-        self.peer_closed = {False: 0, True: 0}
-        self.max_streams_pending = {False: False, True: False}
+        # [bidi, uni] pairs, indexed by `uni`
+        self.next_local = [base, base + 2]
+        self.peer_max_streams = [0, 0]  # how many streams we may open
+        self.local_max_streams = [local["max_streams_bidi"], local["max_streams_uni"]]
+        self.peer_opened = [0, 0]  # peer-initiated streams opened so far
+        self.peer_closed = [0, 0]
+        self.max_streams_pending = [False, False]
         # connection-level flow control
         self.send_max_data = 0
         self.send_written = 0
@@ -83,7 +97,7 @@ class StreamManager:
         self.recv_consumed_total = 0
         self.max_data_pending = False
         # the receive queue: [stream id, bytearray, read position, fin]
-        self.queue: deque[list] = deque()
+        self.queue: deque[list] | tuple[()] = _EMPTY_QUEUE
         self._rr = 0  # round-robin start for sending
 
     # -- parameters ------------------------------------------------------------------------
@@ -265,7 +279,7 @@ class StreamManager:
                 stream.reset_pending = -1  # sent; -1 = waiting for its ACK
 
     def has_control(self) -> bool:
-        return (self.max_data_pending or any(self.max_streams_pending.values())
+        return (self.max_data_pending or any(self.max_streams_pending)
                 or any(s.msd_pending or s.stop_pending is not None
                        or (s.reset_pending is not None and s.reset_pending >= 0)
                        for s in self.streams.values()))
@@ -359,8 +373,10 @@ class StreamManager:
             last = queue[-1]
             last[1] += data
             last[3] = fin
-        else:
-            queue.append([stream_id, bytearray(data), 0, fin])
+            return
+        if not isinstance(queue, deque):
+            self.queue = queue = deque()
+        queue.append([stream_id, bytearray(data), 0, fin])
 
     def on_reset_stream(self, f: fr.ResetStream) -> None:
         stream = self._stream_for_recv(f.stream_id, 0x04)
@@ -422,7 +438,7 @@ class StreamManager:
         pos += n
         done = pos >= len(buf)
         if done:
-            self.queue.popleft()
+            self.queue.popleft()  # type: ignore[union-attr]
         else:
             entry[2] = pos
             if pos >= 65536:  # drop the read prefix in large steps
