@@ -9,7 +9,7 @@ AIOPQUIC_VERSION := 0.6.1
 PEER_STAMP := $(PEER_VENV)/.aiopquic-$(AIOPQUIC_VERSION)
 PEER_PYTHONS ?= $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)
 
-.PHONY: demo test bench clean peer-venv system-deps qemu qemu-deps fuzz fuzz-deps
+.PHONY: demo test bench clean peer-venv system-deps qemu qemu-deps soak fuzz fuzz-deps
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PY) -m venv $(VENV)
@@ -89,3 +89,10 @@ fuzz: $(STAMP) fuzz-deps
 
 fuzz-deps: $(STAMP)
 	@$(VPY) -c 'import atheris' 2>/dev/null || $(VPY) -m pip install -q '$(ATHERIS)'
+
+# Soak: handshakes and small echo transfers through `quichsd server` (simulation) and
+# through the daemon (its request source injected, as tests/daemon runs it) for SOAK_MINUTES;
+# prints RSS, fds, threads and handshake rates, fails on a failed handshake or on growth.
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(VPY) bench/soak.py --minutes $(SOAK_MINUTES)
