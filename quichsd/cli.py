@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--psk", metavar="FILE", help="PSK file, identity:hexkey per line")
     server.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
     server.add_argument("--no-early-data", action="store_true", help="refuse 0-RTT")
+    server.add_argument("--retry", action="store_true",
+                        help="validate client addresses: answer token-less Initials with a Retry")
 
     client = commands.add_parser("client", help="handshake with a QUIC server and exchange stream data")
     client.add_argument("server", metavar="ADDR:PORT")
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print("quichsd server: needs --cert and --key, or --psk", file=sys.stderr)
             return 2
         return echo.serve(echo.ServerOptions(args.listen, args.alpn, args.cert, args.key, args.psk,
-                                             args.backend, not args.no_early_data), sys.stdout)
+                                             args.backend, not args.no_early_data, retry=args.retry), sys.stdout)
     if args.command == "client":
         return echo.run_client(echo.ClientOptions(args.server, args.alpn, args.cafile, args.sni, args.insecure,
                                                   args.session, args.early_data, args.data, args.psk,

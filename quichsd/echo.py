@@ -58,6 +58,7 @@ class ServerOptions:
     backend: str = "auto"
     early_data: bool = True
     max_connections: int = 0  # 0: serve forever
+    retry: bool = False  # validate_peer_address: every token-less client is sent a Retry
 
 
 def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None,
@@ -65,6 +66,8 @@ def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None
     family, address = parse_address(opts.listen)
     listener = QuicSocket(family, backend=opts.backend)
     listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, opts.alpn.encode())
+    if opts.retry:  # RFC 9000 §8.1.2, spec kernel-quic-abi §1.4 (CONFIG)
+        listener.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(validate_peer_address=1))
     listener.bind(address)
     listener.listen(16)
     listener.settimeout(0.2)

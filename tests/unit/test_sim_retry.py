@@ -394,3 +394,32 @@ def test_unmatched_alpn_is_logged(pki, retry_server, caplog) -> None:
             quic_handshake(sock, client_config(pki, alpns=["smb", "nope"], timeout=0.5))
     assert srv.stats.no_listener >= 1
     assert any("smb, nope" in r.getMessage() for r in caplog.records)
+
+
+# ---- quichsd server --retry ----------------------------------------------------------------------
+
+
+def test_cli_server_retry_flag_sets_validate_peer_address(pki) -> None:
+    import io
+
+    from quichsd.cli import build_parser
+    from quichsd.echo import ServerOptions, serve
+
+    args = build_parser().parse_args(["server", "--listen", "127.0.0.1:0", "--alpn", "h3", "--retry"])
+    assert args.retry
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    opts = ServerOptions(f"127.0.0.1:{port}", "h3", pki.cert_file, pki.key_file, backend="sim", retry=True)
+    ready, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=serve, args=(opts, io.StringIO(), ready, stop), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        with connect(("127.0.0.1", port)) as sock:
+            quic_handshake(sock, client_config(pki))
+            assert sock.backend.retries_followed == 1
+    finally:
+        stop.set()
+        thread.join(5)
