@@ -121,3 +121,16 @@ def test_a_connection_that_sent_its_first_flight_stays_small(initials) -> None:
 
     per_conn = growth_per_connection(make)
     assert per_conn < BOUND_FLIGHT_SENT, f"{per_conn / 1024:.1f} KiB per half-open connection"
+
+
+def test_a_connection_nobody_has_read_from_derives_no_key_in_idle_time(initials) -> None:
+    """Idle-time key derivation is for handshakes that run: a connection in the backlog
+    keeps its Initial send key a secret (its cipher contexts are ~3.5 KiB) until the
+    application reads its ClientHello, or until it must send."""
+    conn = accept_initial(initials[0], 999)
+    conn.idle_work()
+    assert conn._recv_keys[INITIAL].derived  # it opened the client's Initial
+    assert not conn._send_keys[INITIAL].derived
+    assert conn.recv_crypto(1 << 16) is not None  # the application takes it: its handshake runs
+    conn.idle_work()
+    assert conn._send_keys[INITIAL].derived

@@ -86,18 +86,18 @@ class SimConnection(Receiver, Sender):
     # What every connection sets, in slots: a listener may hold thousands of half-open
     # ones, and an instance dict of this many entries is 1.8 KiB. The mixins keep a
     # __dict__, so an attribute not listed here still works (it only costs that dict).
-    __slots__ = ("_alt_initial_recv", "_buffered", "_bytes_received", "_bytes_sent", "_cids_due",
-                 "_close_datagram", "_close_frames", "_close_resend_due", "_close_resends",
-                 "_corked", "_crypto", "_crypto_queue", "_datagrams_in", "_datagrams_out",
-                 "_discarded", "_handshake_confirmed", "_hold_until", "_idle_deadline",
-                 "_idle_restart_on_send", "_idle_timeout", "_initial_cid", "_lag", "_last_send",
-                 "_level_cipher", "_local", "_local_cids", "_next_cid_seq", "_next_recv_app",
-                 "_now", "_peer", "_peer_cid_seq", "_peer_cids", "_peer_params_set",
-                 "_peer_reset_tokens", "_peer_sent_version_info", "_pending", "_phase_first_pn",
-                 "_preferred_version", "_prev_recv_app", "_probes", "_qv", "_recovery",
-                 "_recv_keys", "_recv_phase", "_remote", "_secret", "_send_keys", "_send_phase",
-                 "_server_packet_seen", "_spaces", "_streams", "_ticket", "_ticket_open",
-                 "_ticket_ready", "_token_in_flight", "_token_source", "_validated",
+    __slots__ = ("_alt_initial_recv", "_app_started", "_buffered", "_bytes_received", "_bytes_sent",
+                 "_cids_due", "_close_datagram", "_close_frames", "_close_resend_due",
+                 "_close_resends", "_corked", "_crypto", "_crypto_queue", "_datagrams_in",
+                 "_datagrams_out", "_discarded", "_handshake_confirmed", "_hold_until",
+                 "_idle_deadline", "_idle_restart_on_send", "_idle_timeout", "_initial_cid", "_lag",
+                 "_last_send", "_level_cipher", "_local", "_local_cids", "_next_cid_seq",
+                 "_next_recv_app", "_now", "_peer", "_peer_cid_seq", "_peer_cids",
+                 "_peer_params_set", "_peer_reset_tokens", "_peer_sent_version_info", "_pending",
+                 "_phase_first_pn", "_preferred_version", "_prev_recv_app", "_probes", "_qv",
+                 "_recovery", "_recv_keys", "_recv_phase", "_remote", "_secret", "_send_keys",
+                 "_send_phase", "_server_packet_seen", "_spaces", "_streams", "_ticket",
+                 "_ticket_open", "_ticket_ready", "_token_in_flight", "_token_source", "_validated",
                  "_version_followed", "cid_generation", "close_info", "config", "event_mask",
                  "events", "is_client", "local_cid", "original_dcid", "peer_addr", "peer_cid",
                  "retries_followed", "retry_scid", "state", "token", "version")
@@ -179,6 +179,7 @@ class SimConnection(Receiver, Sender):
         self._next_recv_app: PacketKey | None = None
 
         self._crypto = CryptoStreams()  # by level, made at first use
+        self._app_started = is_client  # the application has read handshake data (idle_work)
         self._spaces = {space: PacketSpace() for space in (INITIAL, HANDSHAKE, APP)}
         self._recovery = Recovery(self.config["initial_smoothed_rtt"] / 1e6)
         self._streams = StreamManager(is_client, self._local)
@@ -278,8 +279,14 @@ class SimConnection(Receiver, Sender):
         """Work kept off the path of the datagrams: derive the installed keys, issue the
         NEW_CONNECTION_IDs completion scheduled. The endpoint calls this in idle time (before
         it blocks waiting for the peer, after the flush that sent what the last socket call
-        queued; or from the reactor). True if it queued frames (the caller flushes them)."""
-        self.derive_keys()
+        queued; or from the reactor). True if it queued frames (the caller flushes them).
+
+        A server connection nobody has read from yet (waiting in the listener's backlog)
+        derives nothing here: its keys wait for their first use, as its handshake may never
+        run (each derived key holds about 3.5 KiB of cipher contexts; a flood of Initials
+        leaves hundreds of such connections queued)."""
+        if self._app_started:
+            self.derive_keys()
         return self._issue_scheduled_cids()
 
     def derive_keys(self) -> None:
@@ -361,6 +368,7 @@ class SimConnection(Receiver, Sender):
         self._hold_until = None  # the response: held ACKs and frames go with it
 
     def recv_crypto(self, max_len: int) -> tuple[int, bytes, bool] | None:
+        self._app_started = True
         if not self._crypto_queue:
             return None
         entry = self._crypto_queue[0]
