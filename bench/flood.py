@@ -119,9 +119,22 @@ def stats_loop() -> None:
         time.sleep(STATS_INTERVAL)
 
 
+def raise_admission_caps() -> None:
+    """For the halfopen_kib measurement: the simulation's admission limits (automatic Retry,
+    half-open caps) so high that every Initial makes a connection."""
+    from quichsd.sock.sim import endpoint as sim_endpoint
+
+    limits = getattr(sim_endpoint, "ADMISSION_LIMITS", None)
+    if limits is None:
+        return  # a tree without admission limits: nothing to raise
+    sim_endpoint.ADMISSION_LIMITS = type(limits)(**{name: 1 << 30 for name in limits.__dataclass_fields__})
+
+
 def child_server(argv: list[str]) -> int:
     from quichsd.cli import main
 
+    if os.environ.get("FLOOD_RAISE_CAPS") == "1":
+        raise_admission_caps()
     threading.Thread(target=stats_loop, daemon=True, name="flood-stats").start()
     return main(argv)
 
@@ -129,11 +142,13 @@ def child_server(argv: list[str]) -> int:
 class Server:
     """`quichsd server` in a subprocess, its stats lines collected by a reader thread."""
 
-    def __init__(self, pki: tuple[str, str, str], port: int, extra: list[str], out_path: Path) -> None:
+    def __init__(self, pki: tuple[str, str, str], port: int, extra: list[str], out_path: Path,
+                 raise_caps: bool) -> None:
         argv = [sys.executable, __file__, "--child", "server", "--backend", "sim",
                 "--listen", f"127.0.0.1:{port}", "--alpn", ALPN, "--cert", pki[1], "--key", pki[2], *extra]
         self.out = open(out_path, "w+")
-        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ, "FLOOD_RAISE_CAPS": "1" if raise_caps else "0"}
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.PIPE, text=True, env=env)
         self.samples: list[dict] = []
         self.other_stderr: list[str] = []
         self.lock = threading.Lock()
@@ -279,6 +294,10 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=12.0, help="seconds after the flood before the end figure")
     parser.add_argument("--min-halfopen", type=int, default=200,
                         help="fewer half-open connections held at peak: no halfopen_kib ratio")
+    parser.add_argument("--raise-caps", action="store_true",
+                        help="lift the simulation's admission limits (automatic Retry, half-open caps) in the "
+                             "server, to measure halfopen_kib over many held connections (add the server's own "
+                             "--backlog with --server-arg where it has one)")
     parser.add_argument("--verbose", action="store_true", help="list every legitimate handshake")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra argument for `quichsd server` (repeat), e.g. --server-arg=--retry")
@@ -293,7 +312,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pki = write_pki(Path(tmp))
         port = free_port()
-        server = Server(pki, port, args.server_arg, Path(tmp) / "server.out")
+        server = Server(pki, port, args.server_arg, Path(tmp) / "server.out", args.raise_caps)
         try:
             server.wait_listening()
             legit = Legit(port, pki, args.legit_interval)
@@ -328,7 +347,8 @@ def main() -> None:
     kib = growth / held if held >= args.min_halfopen else math.nan
 
     print(f"flood: {args.count} Initials at {args.rate:g}/s from {args.sources} sources, sent in "
-          f"{last - first:.2f} s; server args: {' '.join(args.server_arg) or '(none)'}")
+          f"{last - first:.2f} s; server args: {' '.join(args.server_arg) or '(none)'}"
+          f"{'; admission caps raised' if args.raise_caps else ''}")
     print(f"server RSS  start {start['rss_kib'] / 1024:7.1f} MiB  peak {peak_rss['rss_kib'] / 1024:7.1f} MiB"
           f"  end {end['rss_kib'] / 1024:7.1f} MiB")
     print(f"threads     start {start['threads']:7d}      peak {peak_threads:7d}      end {end['threads']:7d}")
