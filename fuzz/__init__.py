@@ -21,6 +21,7 @@ TARGETS: dict[str, str] = {
     "transport_params": "fuzz.transport_params",
     "quic_packets": "fuzz.quic_packets",
     "quic_frames": "fuzz.quic_frames",
+    "quic_connection": "fuzz.quic_connection",
     "netlink_attrs": "fuzz.netlink_attrs",
     "daemon_config": "fuzz.daemon_config",
 }

@@ -46,7 +46,7 @@ CLIENT_TP = b"\x0f\x08clientid\x04\x04\x80\x10\x00\x00"
 SERVER_TP = b"\x0f\x08serverid\x00\x08odcid123\x01\x02\x40\x64"
 TICKET_KEY = bytes(range(64))
 PSK = ExternalPsk(b"nvme-host-1", bytes(range(32)))
-MODES = ("full", "hrr", "resumption", "client_auth", "psk", "unverified")
+MODES = ("full", "hrr", "resumption", "client_auth", "psk", "unverified", "split_flight")
 
 
 # -- randomness ------------------------------------------------------------------------------
@@ -224,6 +224,8 @@ def configs(mode: str) -> tuple[TlsConfig, TlsConfig]:
                 TlsConfig(**common, transport_parameters=SERVER_TP))
     if mode == "unverified":
         return _client(verify_peer=False), _server()
+    if mode == "split_flight":  # the ServerHello alone, then continue_flight() (kernel sockets)
+        return _client(), _server(server_hello_first=True)
     raise ValueError(mode)
 
 
@@ -267,7 +269,10 @@ class Conversation:
                 target = "server" if sender == "client" else "client"
                 for level, data in deliveries if deliveries is not None else [(event.level, event.data)]:
                     self.receiver = target
-                    queue.extend((target, e) for e in self.engine(target).receive(level, data, T))
+                    engine = self.engine(target)
+                    queue.extend((target, e) for e in engine.receive(level, data, T))
+                    if engine.flight_pending:  # as quichsd/handshake.py does, once the ServerHello is out
+                        queue.extend((target, e) for e in engine.continue_flight(T))  # type: ignore[attr-defined]
             self.receiver = None
         return self
 

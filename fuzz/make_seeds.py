@@ -104,6 +104,9 @@ def tls_messages() -> Iterator[bytes]:
                 yield bytes((check,)) + body
     for _, k, flight in flights:
         yield b"\x01" + bytes((1 + k * 37 % 200,)) + flight
+    from .handshakes import _session
+
+    yield b"\x0d" + _session().encode()  # what a client keeps to resume
 
 
 def tls_engine() -> Iterator[bytes]:
@@ -187,6 +190,29 @@ def _quic_vectors() -> Iterator[tuple[str, bytes]]:
 def quic_frames() -> Iterator[bytes]:
     yield from (p for kind, p in _quic_vectors() if kind == "payload")
     yield from sim()["payloads"]
+
+
+def quic_connection() -> Iterator[bytes]:
+    from quichsd.sock.sim import frames as fr
+
+    def packet(level: int, payload: bytes) -> bytes:
+        return bytes((level,)) + len(payload).to_bytes(2, "big") + payload
+
+    for payload in sim()["payloads"]:
+        for level in range(3):
+            yield packet(level, payload[:1400])
+    # A conversation on the established connection: streams, flow control, CIDs, close.
+    app = [
+        fr.encode_stream(0, 0, b"hello", False) + fr.encode_stream(2, 0, b"uni", True),
+        fr.Ack(((0, 1),), 3).encode() + fr.MaxData(1 << 20).encode() + fr.MaxStreamData(0, 1 << 16).encode(),
+        fr.encode_stream(0, 5, b" world", True) + fr.MaxStreams(False, 10).encode() + fr.Ping().encode(),
+        fr.NewConnectionId(1, 0, b"newcid01", bytes(16)).encode() + fr.RetireConnectionId(0).encode(),
+        fr.ResetStream(4, 7, 0).encode() + fr.StopSending(0, 9).encode() + fr.PathChallenge(bytes(8)).encode(),
+        fr.DataBlocked(100).encode() + fr.StreamDataBlocked(0, 5).encode() + fr.StreamsBlocked(True, 3).encode(),
+        fr.ConnectionClose(0, 0, b"bye", True).encode(),
+    ]
+    yield b"".join(packet(2, p) for p in app)
+    yield packet(1, b"\x01" + fr.Ack(((0, 1),)).encode()) + packet(0, b"\x06\x00\x04\x14\x00\x00\x00")
 
 
 def transport_params() -> Iterator[bytes]:
@@ -275,6 +301,7 @@ SEEDS = {
     "transport_params": transport_params,
     "quic_packets": quic_packets,
     "quic_frames": quic_frames,
+    "quic_connection": quic_connection,
     "netlink_attrs": netlink_attrs,
     "daemon_config": daemon_config,
 }

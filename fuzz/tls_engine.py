@@ -2,7 +2,8 @@
 engine.py) fed arbitrary bytes at each crypto level, in the middle of real handshakes.
 
 The handshakes are those of fuzz/handshakes.py (full, HelloRetryRequest, resumption with
-0-RTT, client authentication, external PSK, an unverifying client), reproducible byte for
+0-RTT, client authentication, external PSK, an unverifying client, a server sending its
+ServerHello alone), reproducible byte for
 byte. A scenario is one delivery of one of them: the conversation runs live up to it, the
 fuzzer's bytes replace that delivery, and the conversation goes on live from there.
 

@@ -5,12 +5,15 @@ Input: the first byte picks the check, the rest is the bytes it is given:
     0      one message with its 4-byte header (decode_message), as the engine decodes it
     1      the bytes cut into chunks (sized by the first byte of the rest) and fed to a
            MessageBuffer, the per-level reassembly every received CRYPTO byte goes through
-    2..    one extension body through its decoder (server_name, ALPN, key_share, ...)
+    2..12  one extension body through its decoder (server_name, ALPN, key_share, ...)
+    13     session data (SessionData.decode): what a client resumes from, read from the
+           consumer's SESSION_TICKET socket option or `quichsd client --session FILE`
 
 A bug is: any exception but TlsError; a TlsError whose alert is internal_error; a message or
 extension that decodes but does not encode back to the same bytes (every field is kept,
 so the codec is exact); a MessageBuffer that returns something other than the whole
-messages of what it was fed, in order.
+messages of what it was fed, in order; session data that decodes but whose encoding
+does not decode to the same session.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from quichsd.tls import extensions as ext
 from quichsd.tls.constants import AlertDescription
 from quichsd.tls.errors import TlsError
 from quichsd.tls.messages import MAX_MESSAGE_SIZE, MessageBuffer, decode_message
+from quichsd.tls.session import SessionData
 
 
 def _message(data: bytes) -> None:
@@ -70,6 +74,12 @@ def _exact(decode: Callable[[bytes], object], encode: Callable[[object], bytes])
     return check
 
 
+def _session(data: bytes) -> None:
+    session = SessionData.decode(data)
+    again = SessionData.decode(session.encode())
+    assert again == session, f"session data round trip:\n{session}\n{again}"
+
+
 CHECKS: tuple[Callable[[bytes], None], ...] = (
     _message,
     _buffer,
@@ -84,6 +94,7 @@ CHECKS: tuple[Callable[[bytes], None], ...] = (
     _exact(ext.decode_offered_psks, lambda v: ext.encode_offered_psks(*v)),
     _exact(ext.decode_cookie, ext.encode_cookie),
     _exact(ext.decode_max_early_data, lambda v: v.to_bytes(4, "big")),
+    _session,
 )
 
 

@@ -331,7 +331,9 @@ def verify_chain(
             check_revocation(trust.crls, built)
     except verification.VerificationError as exc:
         raise _rejection(exc, trust, chain, peer_is_server) from None
-    except ValueError as exc:  # a field the verifier parses lazily (e.g. a name) is malformed
+    except (ValueError, TypeError) as exc:  # a field parsed lazily (e.g. a name) is malformed
+        # cryptography raises TypeError for some malformed names: a BitString-typed attribute
+        # under another OID than x500UniqueIdentifier (found by fuzz/tls_engine).
         raise TlsError(AlertDescription.bad_certificate, f"certificate rejected: {exc}") from None
 
 
@@ -357,7 +359,7 @@ def _rejection(exc: verification.VerificationError, trust: TrustStore, chain: Se
         try:
             known = _reaches_an_anchor(trust, chain)
             issuer = chain[-1].issuer.rfc4514_string()
-        except ValueError as bad:  # names are parsed lazily: a malformed one is the reason
+        except (ValueError, TypeError) as bad:  # names are parsed lazily: a malformed one is the reason
             return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {bad}")
         if not known:
             # Whatever interior error came last (a self-signed root the peer sent is tried

@@ -76,10 +76,19 @@ class SessionData:
         received_at = r.uint(8) / 1000
         max_early = r.u32()
         alpn = r.vec(1) or None
-        name = r.vec(1).decode("ascii") or None
+        name = _ascii(r.vec(1), "server name")
         tps = r.vec(2)
         r.expect_end("session data")
         return cls(ticket, psk, suite, age_add, lifetime, received_at, max_early, alpn, name, tps)
+
+
+def _ascii(raw: bytes, what: str) -> str | None:
+    # A non-ASCII name is malformed data like any other: decode_error, not UnicodeDecodeError
+    # (HandshakeConfig.session_data callers catch TlsError; found by fuzz/tls_messages).
+    try:
+        return raw.decode("ascii") or None
+    except UnicodeDecodeError:
+        raise decode_error(f"{what} is not ASCII") from None
 
 
 # TicketContents' fixed-size fields, in encode() order: suite, created_ms, age_add,
@@ -127,7 +136,7 @@ class TicketContents:
         lifetime = r.u32()
         max_early = r.u32()
         alpn = r.vec(1) or None
-        name = r.vec(1).decode("ascii") or None
+        name = _ascii(r.vec(1), "server name")
         cert = r.vec(2) or None
         ident = r.vec(2) or None
         r.expect_end("ticket")

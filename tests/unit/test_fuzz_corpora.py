@@ -82,3 +82,22 @@ def test_short_netlink_messages_fail_the_request() -> None:
         with pytest.raises(NetlinkReplyError) as err:
             read(short)
         assert err.value.errno == errno.EPROTO
+
+
+def test_session_data_with_a_non_ascii_name_is_a_decode_error() -> None:
+    """Found by fuzz/tls_messages: session data (SESSION_TICKET, --session FILE,
+    HandshakeConfig.session_data) naming a non-ASCII server raised UnicodeDecodeError,
+    which quic_handshake() let through instead of a HandshakeError."""
+    from quichsd.tls.constants import AlertDescription
+    from quichsd.tls.errors import TlsError
+    from quichsd.tls.session import SessionData
+
+    from fuzz.handshakes import _session
+
+    good = _session()
+    blob = good.encode().replace(b"\x09localhost", b"\x09localh\xf6st")
+    assert blob != good.encode()
+    with pytest.raises(TlsError) as err:
+        SessionData.decode(blob)
+    assert err.value.alert == AlertDescription.decode_error
+    assert SessionData.decode(good.encode()) == good
