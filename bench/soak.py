@@ -18,7 +18,8 @@ sim server; the daemon's supervisor and workers, summed), RSS, open fds and thre
 /proc, and each load's handshake rate since the last line.
 
 Fails (exit 1), saying why, if: any handshake, echo or DONE fails; the RSS of a process
-tree, median over the last quarter of the samples, exceeds the median over the first
+tree, median over the last quarter of the samples (those after a warm-up of 30 s, at most
+a tenth of the run), exceeds the median over the first
 quarter by more than max(10%, 4 MiB) (the allocator's warm-up stays in the first quarter);
 the fds or threads of a process tree, minimum over the last quarter, exceed the maximum
 over the first quarter (both vary with the requests in flight; a leak lifts the floor).
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -54,6 +56,7 @@ MESSAGE = b"soak " * 40  # 200 bytes each way per sim connection
 TIMEOUT = 10.0
 RSS_MARGIN_FRACTION = 0.10
 RSS_MARGIN_KIB = 4096
+WARMUP = 30.0  # seconds (at most a tenth of the run) left out of the quarters compared
 
 
 def write_pki(directory: Path) -> tuple[str, str, str]:
@@ -241,13 +244,16 @@ def daemon_driver(load: Load, daemon: DaemonProc, port: int, pause: float) -> No
 
 # -- the verdict ------------------------------------------------------------------------------
 
-def quarters(samples: list[dict]) -> tuple[list[dict], list[dict]]:
-    q = max(1, len(samples) // 4)
-    return samples[:q], samples[-q:]
+def quarters(samples: list[dict], warmup: float) -> tuple[list[dict], list[dict]]:
+    """First and last quarter of the samples taken after `warmup` seconds (threads and
+    buffers that start on demand start then)."""
+    steady = [s for s in samples if s["t"] >= warmup] or samples
+    q = max(1, len(steady) // 4)
+    return steady[:q], steady[-q:]
 
 
-def verdict(name: str, samples: list[dict]) -> list[str]:
-    first, last = quarters(samples)
+def verdict(name: str, samples: list[dict], warmup: float) -> list[str]:
+    first, last = quarters(samples, warmup)
     problems = []
     rss0 = statistics.median(s["rss_kib"] for s in first)
     rss1 = statistics.median(s["rss_kib"] for s in last)
@@ -287,6 +293,7 @@ def main() -> int:
     duration = args.minutes * 60
     interval = args.interval or min(180.0, max(args.sample, duration / 8))
     sample_every = min(args.sample, interval)
+    warmup = min(WARMUP, duration / 10)
 
     directory = Path(tempfile.mkdtemp(prefix="quichsd-soak-"))
     directory.chmod(0o755)
@@ -313,8 +320,8 @@ def main() -> int:
             now = time.monotonic()
             usage = {name: tree_usage(pid) for name, pid in pids.items()}
             for name in pids:
-                samples[name].append(usage[name])
-            if now - last_line >= interval or now == start or now - start >= duration:
+                samples[name].append({**usage[name], "t": now - start})
+            if now - last_line >= interval or not samples["sim"][:-1] or now - start >= duration:
                 print(line(now - start, usage, loads, counts, now - last_line), flush=True)
                 counts = {load.name: load.done for load in loads}
                 last_line = now
@@ -339,13 +346,16 @@ def main() -> int:
     problems = [f"{load.name}: {len(load.failures)} failed (first: {load.failures[0]})"
                 for load in loads if load.failures]
     for name in pids:
-        problems += verdict(name, samples[name])
-    for load in loads:
+        problems += verdict(name, samples[name], warmup)
+    for load, log in ((sim, "sim-server.log"), (dmn, "daemon-peer.log")):
+        served = (directory / log).read_text().count(" succeeded")
         print(f"soak: {load.name}: {load.done} handshakes in {elapsed / 60:.1f} min "
-              f"({load.done / elapsed:.1f}/s), {len(load.failures)} failed")
+              f"({load.done / elapsed:.1f}/s), {len(load.failures)} failed; the server logged {served} successful")
     for problem in problems:
         print(f"soak: FAIL {problem}")
-    print(f"soak: {'FAIL' if problems else 'ok'}")
+    if not problems:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"soak: {'FAIL (files kept in ' + str(directory) + ')' if problems else 'ok'}")
     return 1 if problems else 0
 
 
