@@ -3,11 +3,42 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from typing import NoReturn
+
+# Exit statuses, the same in every subcommand (the daemon keeps tlshd's where it has one).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the handshake, the exchange or the request failed; the network or system refused
+EXIT_USAGE = 2  # a bad option or value, or a file named on the command line that cannot be used
+EXIT_SOFTWARE = 70  # a bug in quichsd (sysexits' EX_SOFTWARE): one line; -v shows the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
+
+EPILOG = """\
+exit status:
+  0    success
+  1    failure: the handshake or the echo failed or timed out, the address is in use,
+       the host cannot be resolved, no daemon answered (status); daemon: its
+       configuration cannot be loaded or privileges cannot be dropped (as tlshd)
+  2    bad usage: an unknown option, a bad value, a file named on the command line
+       (--cert, --key, --psk, --cafile, --session) that cannot be used; daemon: the
+       kernel has no "handshake" netlink family either
+  70   a bug in quichsd: one line, and its traceback with -v
+  130  interrupted (Ctrl-C)
+Every error is one line on stderr.
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (status 2), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quichsd", description="Userspace TLS 1.3 handshake agent for in-kernel QUIC")
+    parser = OneLineParser(prog="quichsd", description="Userspace TLS 1.3 handshake agent for in-kernel QUIC",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="handshakes in memory, then over loopback sockets, showing what was negotiated")
@@ -22,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--no-early-data", action="store_true", help="refuse 0-RTT")
     server.add_argument("--retry", action="store_true",
                         help="validate client addresses: answer token-less Initials with a Retry")
+    server.add_argument("--handshake-workers", type=_positive, default=None, metavar="N",
+                        help="handshakes at once, each on a thread of a fixed pool; further connections wait "
+                             "in the listen backlog (default: 64)")
+    server.add_argument("--backlog", type=_positive, default=None, metavar="N",
+                        help="connections waiting to be accepted (listen backlog; default: 512)")
 
     client = commands.add_parser("client", help="handshake with a QUIC server and exchange stream data")
     client.add_argument("server", metavar="ADDR:PORT")
@@ -34,16 +70,43 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--data", metavar="TEXT", help="send TEXT on a stream and print the echo")
     client.add_argument("--psk", metavar="FILE", help="PSK file, identity:hexkey per line")
     client.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
+    client.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                        help="give up on a handshake after SECONDS (default: 30)")
     status = commands.add_parser("status", help="counters and recent handshakes of a running daemon (D-Bus)")
     status.add_argument("--session", action="store_true", help="ask on the session bus, not the system bus")
     status.add_argument("--bus", metavar="ADDRESS", help="D-Bus address to ask on")
     daemon = commands.add_parser("daemon", help="serve the kernel's handshake upcalls (a tlshd drop-in)")
     daemon.add_argument("-c", "--config", metavar="PATH", help="configuration file (default: tlshd's search)")
-    daemon.add_argument("--workers", type=int, metavar="N", help="worker processes (default: [quichsd] workers)")
+    daemon.add_argument("--workers", type=_positive, metavar="N", help="worker processes (default: [quichsd] workers)")
     daemon.add_argument("--foreground", action="store_true", help="log to stderr instead of syslog (LOG_AUTH)")
     daemon.add_argument("-s", "--stderr", action="store_true", help="log to syslog and also to stderr (as tlshd -s)")
     daemon.add_argument("-v", "--version", action="store_true", help="print the version and exit (as tlshd -v)")
+    from .spec.cli import add_arguments as add_spec_arguments
+
+    add_spec_arguments(commands.add_parser("spec", help="check a QUIC server's conformance (h3spec-style)"))
+    for sub in commands.choices.values():
+        sub.epilog, sub.formatter_class = EPILOG, argparse.RawDescriptionHelpFormatter
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
+    return value
 
 
 def _daemon_logging(foreground: bool, verbose: int, also_stderr: bool = False) -> None:
@@ -103,37 +166,93 @@ def print_status(snapshot: dict, out) -> None:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a subcommand; every error ends here as one line on stderr and a status of EPILOG."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"quichsd {args.command}"
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during the exit stays quiet
+        return _fail(prog, "interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        return EXIT_FAILED  # whoever read our output has gone: nobody to tell
+    except Exception as exc:
+        from . import echo
+        from .handshake import HandshakeError
+
+        if isinstance(exc, echo.UsageError):
+            return _fail(prog, str(exc), EXIT_USAGE)
+        if isinstance(exc, echo.ClientFailed):
+            return _fail(prog, str(exc), EXIT_FAILED)
+        if isinstance(exc, HandshakeError):
+            return _fail(prog, exc.strerror, EXIT_FAILED)
+        if isinstance(exc, OSError):
+            return _fail(prog, _os_error(args, exc), EXIT_FAILED)
+        if args.verbose:
+            raise
+        return _fail(prog, f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+                     EXIT_SOFTWARE)
+
+
+def _fail(prog: str, message: str, status: int) -> int:
+    from .echo import say
+
+    try:
+        say(sys.stderr, f"{prog}: {message}")
+    except (OSError, ValueError):
+        pass
+    return status
+
+
+def _os_error(args: argparse.Namespace, exc: OSError) -> str:
+    """A system call's refusal, said as what we were doing."""
+    reason = exc.strerror or str(exc)
+    if args.command == "server":
+        return f"cannot listen on {args.listen}: {reason}"
+    if args.command == "client":
+        return f"cannot connect to {args.server}: {reason}"
+    return reason
+
+
+def run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo()
     if args.command == "daemon":
         return run_daemon(args)
+    if args.command == "spec":
+        from .spec.cli import run_spec
+
+        return run_spec(args, sys.stdout, sys.stderr)
     if args.command == "status":
         from .daemon.dbus_service import DbusServiceError, read_status
 
         try:
             snapshot = read_status(args.bus, system=not (args.session or args.bus))
         except (DbusServiceError, OSError) as exc:
-            print(f"quichsd status: no daemon answered: {exc}", file=sys.stderr)
-            return 1
+            return _fail("quichsd status", f"no daemon answered: {exc}", EXIT_FAILED)
         print_status(snapshot, sys.stdout)
-        return 0
+        return EXIT_OK
     from . import echo
 
     if args.command == "server":
         if not args.psk and not (args.cert and args.key):
-            print("quichsd server: needs --cert and --key, or --psk", file=sys.stderr)
-            return 2
-        return echo.serve(echo.ServerOptions(args.listen, args.alpn, args.cert, args.key, args.psk,
-                                             args.backend, not args.no_early_data, retry=args.retry), sys.stdout)
+            raise echo.UsageError("needs --cert and --key, or --psk")
+        options = echo.ServerOptions(args.listen, args.alpn, args.cert, args.key, args.psk, args.backend,
+                                     not args.no_early_data, retry=args.retry)
+        if args.handshake_workers is not None:
+            options.handshake_workers = args.handshake_workers
+        if args.backlog is not None:
+            options.backlog = args.backlog
+        return echo.serve(options, sys.stdout)
     if args.command == "client":
         return echo.run_client(echo.ClientOptions(args.server, args.alpn, args.cafile, args.sni, args.insecure,
                                                   args.session, args.early_data, args.data, args.psk,
-                                                  args.backend), sys.stdout)
-    return 2
+                                                  args.backend, args.timeout), sys.stdout)
+    raise echo.UsageError(f"unknown command {args.command!r}")
 
 
 if __name__ == "__main__":

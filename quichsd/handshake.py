@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from . import abi
+from .quic.errors import QuicErrorCode
 from .sock import QuicSocket
-from .tls.certs import TrustStore
+from .tls.certs import TrustStore, load_certificates
 from .tls.client import ClientEngine
 from .tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
 from .tls.constants import AlertDescription, CryptoLevel
@@ -122,9 +124,14 @@ class HandshakeResult:
 
 
 def read_psk_file(path: str | os.PathLike[str]) -> list[ExternalPsk]:
-    """libquic's PSK file format: `identity:hexkey` per line."""
+    """libquic's PSK file format: `identity:hexkey` per line. A file that cannot be read or
+    holds no usable PSK raises HandshakeError (EIO, as tlshd's status for unusable keys)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unusable("PSK file", path, exc) from None
     psks = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -134,8 +141,54 @@ def read_psk_file(path: str | os.PathLike[str]) -> list[ExternalPsk]:
                 raise ValueError("expected identity:hexkey")
             psks.append(ExternalPsk(identity.encode(), bytes.fromhex(key.strip())))
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+            raise HandshakeError(errno.EIO, f"PSK file {path}, line {number}: {exc}") from None
+    if not psks:
+        raise HandshakeError(errno.EIO, f"PSK file {path}: no identity:hexkey line")
     return psks
+
+
+def _unusable(what: str, path: Any, exc: BaseException) -> HandshakeError:
+    """A credential, trust or PSK file that cannot be used: one line naming it and why."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    return HandshakeError(errno.EIO, f"{what} {path}: {reason}")
+
+
+def load_credentials(cert_file: str, key_file: str) -> Credentials:
+    """The certificate chain and its private key, checked to belong together; HandshakeError
+    (EIO) names the file that cannot be used. Loaded again only when a file changes."""
+    for what, path in (("certificate file", cert_file), ("private key file", key_file)):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            raise _unusable(what, path, exc) from None
+    try:
+        credentials: Credentials = _by_file_version(Credentials.from_files, cert_file, key_file)
+    except Exception as exc:  # OSError, ValueError/TypeError from cryptography's parsers
+        which = ("private key file", key_file) if _certificate_loads(cert_file) else ("certificate file", cert_file)
+        raise _unusable(*which, exc) from None
+    leaf_key = credentials.chain[0].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    own_key = credentials.private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if leaf_key != own_key:
+        raise HandshakeError(errno.EIO, f"private key file {key_file} does not match certificate {cert_file}")
+    return credentials
+
+
+def _certificate_loads(cert_file: str) -> bool:
+    """After Credentials.from_files failed: True when the certificate file itself loads (so
+    the key file was the trouble)."""
+    try:
+        load_certificates(cert_file)
+    except Exception:
+        return False
+    return True
+
+
+def load_trust(cafile: str) -> TrustStore:
+    try:
+        store: TrustStore = _by_file_version(TrustStore.from_file, cafile)
+    except Exception as exc:
+        raise _unusable("trust file", cafile, exc) from None
+    return store
 
 
 def _alpn_list(alpns: str | Sequence[str | bytes] | None) -> list[bytes]:
@@ -197,6 +250,7 @@ class _Driver:
         # The simulation's batching of transmit attempts (None on the kernel backend).
         self.hold = getattr(backend, "hold_output", None)
         self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
+        self.answered = False  # handshake data came from the peer
 
     # -- configuration -----------------------------------------------------------------
 
@@ -207,10 +261,13 @@ class _Driver:
             raise HandshakeError(errno.EINVAL, "QUIC needs ALPN (RFC 9001 §8.1): no alpns given or set on the socket")
         credentials = cfg.credentials
         if credentials is None and cfg.cert_file and cfg.key_file:
-            credentials = _by_file_version(Credentials.from_files, cfg.cert_file, cfg.key_file)
-        trust = cfg.trust or (_by_file_version(TrustStore.from_file, cfg.cafile) if cfg.cafile else None)
+            credentials = load_credentials(cfg.cert_file, cfg.key_file)
+        trust = cfg.trust or (load_trust(cfg.cafile) if cfg.cafile else None)
         if cfg.keylog_file:
-            self.keylog = KeyLogFile(cfg.keylog_file)
+            try:
+                self.keylog = KeyLogFile(cfg.keylog_file)
+            except OSError as exc:
+                raise _unusable("key log file", cfg.keylog_file, exc) from None
         common: dict[str, Any] = dict(
             alpn_protocols=alpns, credentials=credentials, trust=trust, verify_peer=cfg.verify,
             psks=list(cfg.psks), keylog=self.keylog,
@@ -231,7 +288,10 @@ class _Driver:
             )
         if not cfg.verify:
             log.warning("server certificate verification is OFF for this handshake (verify=False)")
-        session = SessionData.decode(cfg.session_data) if cfg.session_data else None
+        try:
+            session = SessionData.decode(cfg.session_data) if cfg.session_data else None
+        except TlsError as exc:
+            raise HandshakeError(errno.EINVAL, f"session_data cannot be resumed from: {exc}") from None
         if session is not None and cfg.early_data and len(session.transport_parameters) == 56:
             # spec §2.6: restore the server's parameters so 0-RTT stream data can be queued.
             self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM, b"\x01" + session.transport_parameters[1:])
@@ -262,7 +322,13 @@ class _Driver:
     def _client_hello_hook(self, info: ClientHelloInfo) -> ServerChoice | None:
         """spec §2.4 server step 3: set the client's blob, then read ours (it may echo
         version information only because the client sent it)."""
-        self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, info.transport_parameters)
+        try:
+            self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, info.transport_parameters)
+        except OSError as exc:  # the client's parameters are invalid (RFC 9000 §7.4): its error, not ours
+            code = QuicErrorCode.VERSION_NEGOTIATION_ERROR if exc.errno == errno.EPROTONOSUPPORT \
+                else QuicErrorCode.TRANSPORT_PARAMETER_ERROR
+            raise TlsError(AlertDescription.illegal_parameter, f"client transport parameters: {exc.strerror}",
+                           code) from None
         self.peer_params_set = True
         local = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
         choice = ServerChoice(transport_parameters=local)
@@ -295,6 +361,7 @@ class _Driver:
             item = self.recv()
             if item.kind != "HANDSHAKE":
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
+            self.answered = True
             if hold is None:
                 self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()))
                 if engine.flight_pending:  # the ServerHello is sent: now the rest of the flight
@@ -399,12 +466,24 @@ class _Driver:
     def recv(self) -> Any:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise HandshakeError(errno.ETIMEDOUT, "handshake timed out")
+            raise self.timed_out("handshake timed out")
         self.sock.settimeout(remaining)
         try:
             return self.sock.recv_item(RECV_BUFFER)
         except (TimeoutError, socket.timeout):
-            raise HandshakeError(errno.ETIMEDOUT, "handshake timed out") from None
+            raise self.timed_out("handshake timed out") from None
+
+    def timed_out(self, what: str) -> HandshakeError:
+        """ETIMEDOUT, saying whether the peer ever answered. A client that heard nothing
+        names the ALPN it offered: a server (the kernel's ALPN demultiplexer, spec §9) with
+        no listener for it drops the ClientHello without a word."""
+        if self.answered:
+            return HandshakeError(errno.ETIMEDOUT, f"{what}: the peer stopped answering")
+        if self.config.server:
+            return HandshakeError(errno.ETIMEDOUT, f"{what}: no answer from the client")
+        offered = ",".join(a.decode(errors="replace") for a in _alpn_list(self.config.alpns) or self._socket_alpns())
+        return HandshakeError(errno.ETIMEDOUT, f"{what}: no answer from the server (nothing listening there, "
+                                               f"or no listener for the offered ALPN {offered or '-'})")
 
     def collect_ticket(self, engine: ClientEngine) -> None:
         """spec §2.6: the kernel captures the first NewSessionTicket; poll for it."""
@@ -441,6 +520,11 @@ class _Driver:
                 alert = None
             name = alert.name if alert is not None else f"alert {info.errcode - 0x100}"
             return HandshakeError(errno.EACCES, f"peer closed the connection: {name} (0x{info.errcode:x})", alert)
+        if exc.errno == errno.ENOTCONN and info is not None and not any(info):
+            # Nobody sent a CONNECTION_CLOSE: the idle timer closed the connection (an
+            # all-zero close, spec §1.5, §2.5), a timeout like our own deadline's. (Its 30 s
+            # run from connect(), so it fires just before a 30 s handshake deadline.)
+            return self.timed_out("handshake timed out (idle timeout)")
         detail = f" (close code 0x{info.errcode:x})" if info is not None and info.errcode else ""
         return HandshakeError(exc.errno or errno.EIO, f"connection closed during the handshake: {exc}{detail}")
 

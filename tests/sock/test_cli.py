@@ -59,7 +59,8 @@ def test_client_reports_a_failed_verification(server, tmp_path) -> None:
     address, _ = server
     result = client(address, "--alpn", "h3", "--sni", "localhost", "--cafile", str(other))
     assert result.returncode == 1
-    assert "handshake failed" in result.stdout and "unknown_ca" in result.stdout
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr  # one line, on stderr
+    assert result.stderr.startswith("quichsd client: handshake failed") and "unknown_ca" in result.stderr
 
 
 def test_insecure_is_explicit_and_logged(server) -> None:
