@@ -24,6 +24,13 @@ A new client Initial meets the endpoint's admission first (admission.py, RFC 900
 its token is checked (quic/address_token.py), and an unvalidated client gets a stateless
 Retry when the listener asks for address validation (the kernel's validate_peer_address)
 or when too many unvalidated connections are half-open; over the hard caps it is dropped.
+Where this differs from the kernel, on purpose: the kernel only retries when asked and
+only looks at tokens then (a failing token: Retry again, or INVALID_TOKEN for a Retry
+token); here a Retry token is always checked, since an automatic Retry may have issued
+it, and a valid NEW_TOKEN token lifts the amplification limit even without validation.
+The kernel answers a connection it cannot make with CONNECTION_REFUSED; over its caps the
+endpoint drops the Initial, so a flood gets nothing back. Token bytes differ (both are
+opaque to the client; each server reads only its own).
 """
 from __future__ import annotations
 
