@@ -358,6 +358,8 @@ def _read_session(path: Path) -> bytes | None:
         return None  # the first connection: the ticket is stored there afterwards
     except OSError as exc:
         raise UsageError(f"session file {path}: {exc.strerror}") from None
+    if not data:
+        return None  # made empty beforehand (to choose its place and owner): nothing to resume
     try:
         SessionData.decode(data)
     except (TlsError, ValueError) as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import stat
 import subprocess
 import sys
 
@@ -35,16 +36,22 @@ def client(*args: str) -> subprocess.CompletedProcess:
 
 def test_client_server_echo_and_resumption(server, pki, tmp_path) -> None:
     address, proc = server
-    session = str(tmp_path / "session")
+    session = tmp_path / "sessions" / "session"
+    session.parent.mkdir()
+    session.touch(0o644)  # an existing file, readable by all: the secret must not inherit that
+    session.chmod(0o644)
     first = client(address, "--alpn", "h3", "--cafile", pki.ca_file, "--sni", "localhost",
-                   "--session", session, "--data", "ping")
+                   "--session", str(session), "--data", "ping")
     assert first.returncode == 0, first.stderr
     assert "resumed=no" in first.stdout and "echo: ping" in first.stdout
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600 and session.stat().st_size > 0
     second = client(address, "--alpn", "h3", "--cafile", pki.ca_file, "--sni", "localhost",
-                    "--session", session, "--early-data", "early", "--data", "pong")
+                    "--session", str(session), "--early-data", "early", "--data", "pong")
     assert second.returncode == 0, second.stderr
     assert "resumed=yes 0rtt=yes" in second.stdout
     assert "echo of 0-RTT data: early" in second.stdout and "echo: pong" in second.stdout
+    assert stat.S_IMODE(session.stat().st_mode) == 0o600
+    assert [p.name for p in session.parent.iterdir()] == ["session"]  # no temporary file left
     line = proc.stdout.readline()
     assert "succeeded: alpn=h3" in line
 
