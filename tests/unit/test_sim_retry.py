@@ -379,6 +379,41 @@ def test_half_open_flood_gets_stateless_retries_and_the_client_gets_in(pki, retr
     raw.close()
 
 
+def test_client_sharing_a_flooders_address_is_retried_and_let_in(pki, retry_server) -> None:
+    """The per-source threshold reached by half-open connections from 127.0.0.1: a client
+    from there gets a Retry, follows it, and its validated connection is admitted (counted
+    apart from the flood's); the flood's own Initials keep getting Retries meanwhile."""
+    limits = AdmissionLimits()
+    srv = retry_server(validate=False, alpn=RAW_ALPN)
+    endpoint = srv.sock.backend.endpoint
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    for datagram in raw_initials(limits.retry_threshold_per_source):
+        raw.sendto(datagram, srv.address)
+    deadline = time.monotonic() + 5
+    while True:  # the listener made (unvalidated) connections of all of them
+        with endpoint.lock:
+            unvalidated, _ = endpoint.admission.counts("127.0.0.1")
+        if unvalidated >= limits.retry_threshold_per_source or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    assert unvalidated == limits.retry_threshold_per_source
+    with connect(srv.address) as sock:
+        quic_handshake(sock, client_config(pki, alpns=[RAW_ALPN]))
+        assert sock.backend.retries_followed == 1 and srv.stats.retries_sent == 1
+    for datagram in raw_initials(3):  # more of the flood: no state, a Retry each
+        raw.sendto(datagram, srv.address)
+    raw.settimeout(5)
+    retries = 0
+    while retries < 3:  # among the server flights still coming for the first ones
+        datagram = raw.recv(2048)
+        retries += (datagram[0] & 0xF0) == 0xF0  # a v1 Retry's first byte (RFC 9000 §17.2.5)
+    assert srv.stats.retries_sent == 4
+    with endpoint.lock:
+        assert endpoint.admission.counts("127.0.0.1")[0] == limits.retry_threshold_per_source
+    raw.close()
+
+
 def test_over_the_hard_cap_initials_are_dropped(pki, retry_server) -> None:
     srv = retry_server(validate=False, alpn=RAW_ALPN,
                        limits=AdmissionLimits(retry_threshold=100, retry_threshold_per_source=100, max_half_open=3))
