@@ -427,12 +427,35 @@ def test_over_the_hard_cap_initials_are_dropped(pki, retry_server) -> None:
 
 
 def test_unmatched_alpn_is_logged(pki, retry_server, caplog) -> None:
+    """A rate-limited warning naming the ALPNs (folded to debug within its interval, so
+    another test's warning moments ago may have taken this one's turn)."""
     srv = retry_server(validate=False)
-    with caplog.at_level("WARNING", logger="quichsd.sock.sim.endpoint"):
+    with caplog.at_level("DEBUG", logger="quichsd.sock.sim.endpoint"):
         with connect(srv.address) as sock, pytest.raises(HandshakeError):
             quic_handshake(sock, client_config(pki, alpns=["smb", "nope"], timeout=0.5))
     assert srv.stats.no_listener >= 1
-    assert any("smb, nope" in r.getMessage() for r in caplog.records)
+    assert any("smb, nope" in r.getMessage() and r.levelname in ("WARNING", "DEBUG") for r in caplog.records)
+
+
+def test_rate_limited_log_folds_and_counts(caplog) -> None:
+    import logging
+
+    from quichsd.sock.sim.admission import RateLimitedLog
+
+    logger = logging.getLogger("tests.ratelimited")
+    now = [1000.0]
+    limited = RateLimitedLog(logger, logging.WARNING, interval=10, clock=lambda: now[0])
+    with caplog.at_level("DEBUG", logger="tests.ratelimited"):
+        for i in range(3):
+            limited("event %d", i)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "event 0"), ("DEBUG", "event 1"), ("DEBUG", "event 2")]
+    caplog.clear()
+    now[0] += 10
+    with caplog.at_level("DEBUG", logger="tests.ratelimited"):
+        limited("event %d", 3)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "event 3 (and 2 more since the last report)")]
 
 
 # ---- quichsd server --retry ----------------------------------------------------------------------

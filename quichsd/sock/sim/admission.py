@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,15 +104,17 @@ class RateLimitedLog:
     """At most one record per `interval` seconds at `level`; the others go to debug,
     and the next record says how many were folded into it."""
 
-    def __init__(self, logger: logging.Logger, level: int, interval: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, level: int, interval: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._log = logger
+        self._clock = clock
         self._level = level
         self._interval = interval
         self._next = 0.0
         self._folded = 0
 
     def __call__(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now < self._next:
             self._folded += 1
             self._log.debug(msg, *args)
