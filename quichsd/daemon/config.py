@@ -36,6 +36,9 @@ Groups and keys (§4.3). Other groups and keys are ignored silently, as in tlshd
 
     [quichsd]               quichsd's own keys; tlshd ignores this group.
         workers          handshake workers; default: CPUs this process may run on.
+        handshakes       handshakes a worker runs at once, each on a thread; default 256,
+                         at most 4096. A request beyond that is answered at once with DONE
+                         ETIMEDOUT (a consumer retries it, spec §9.3) rather than queued.
         dbus             none | system | session; default system.
         keylog           NSS key log file (the SSLKEYLOGFILE format); default unset.
                          An empty value also means unset.
@@ -106,6 +109,8 @@ from dataclasses import dataclass, field, replace
 log = logging.getLogger(__name__)
 
 NOTICE = 25  # syslog's LOG_NOTICE, between INFO and WARNING
+DEFAULT_HANDSHAKES = 256
+MAX_HANDSHAKES = 4096
 DEFAULT_USER = "nobody"
 logging.addLevelName(NOTICE, "NOTICE")
 
@@ -400,6 +405,7 @@ class DaemonConfig:
     client: X509Settings = X509Settings()
     server: X509Settings = X509Settings()
     workers: int = field(default_factory=default_workers)
+    handshakes: int = DEFAULT_HANDSHAKES  # per worker at once; a request over it gets DONE at once
     dbus: str = "system"
     keylog: str | None = None
     user: str = DEFAULT_USER
@@ -440,7 +446,7 @@ _X509_KEYS = {
     "pq_private_key": "x509.pq.private_key",
 }
 _DEBUG_KEYS = ("loglevel", "tls", "nl", "delay_done")
-_QUICHSD_KEYS = ("workers", "dbus", "keylog", "default_timeout", "user", "group")
+_QUICHSD_KEYS = ("workers", "handshakes", "dbus", "keylog", "default_timeout", "user", "group")
 _ALPN_KEYS = ("certificate", "private_key", "truststore")
 
 
@@ -477,6 +483,11 @@ def _quichsd(keyfile: KeyFile) -> dict[str, object]:
         if workers < 1:
             raise _value_error(keyfile, group, "workers", "must be at least 1")
         settings["workers"] = workers
+    handshakes = keyfile.get_integer(group, "handshakes")
+    if handshakes is not None:
+        if not 1 <= handshakes <= MAX_HANDSHAKES:
+            raise _value_error(keyfile, group, "handshakes", f"must be 1 to {MAX_HANDSHAKES}")
+        settings["handshakes"] = handshakes
     dbus = keyfile.get_string(group, "dbus")
     if dbus is not None:
         if dbus not in DBUS_CHOICES:

@@ -121,7 +121,7 @@ def run_worker(source_factory: Callable[[], RequestSource], config: DaemonConfig
     except FamilyMissing as exc:
         log.error("%s: %s", FAMILY_MISSING_MESSAGE, exc)
         return EXIT_FAMILY_MISSING
-    worker = Worker(source, lambda: config, stats)
+    worker = Worker(source, lambda: config, stats, concurrency=config.handshakes)
     workers.append(worker)
     settle_garbage_collector()
     log.debug("worker %d serving", os.getpid())

@@ -2,7 +2,9 @@
 (spec tlshd-behaviour §2.4, §9.2 item 7, §9.4 "Process model").
 
 A worker replaces tlshd's fork-per-request child with a thread per request in flight, bounded
-by a semaphore. Threads are kept for the next request once theirs is done: a new thread costs
+by a semaphore (`concurrency`, [quichsd] handshakes): a request that comes while the worker is
+full, or when no thread can be started, is answered at once with DONE BUSY_STATUS, never
+queued and never left without an answer; there are at most `concurrency` + 1 threads. Threads are kept for the next request once theirs is done: a new thread costs
 more than the thread start itself, since its first handshake also pays for the thread's cold
 state (OpenSSL's per-thread random generators, allocator caches, CPU caches), about a third
 more CPU than a handshake on a thread that has served one before.
@@ -50,6 +52,10 @@ from .stats_channel import StatsPublisher
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 256
+# DONE's status for a request refused because the worker is full (or can start no thread):
+# SunRPC retries ETIMEDOUT and takes any other error but EACCES as EACCES, a hard failure
+# (spec tlshd-behaviour §1.10, §9.3); EAGAIN would end the mount.
+BUSY_STATUS = errno.ETIMEDOUT
 # Seconds an idle request thread waits for the next request before it ends.
 IDLE_THREAD_TIMEOUT = 60.0
 
@@ -84,6 +90,7 @@ class Worker:
         self.stats = stats
         self.poll_interval = poll_interval
         self.idle_timeout = idle_timeout
+        self.concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._stopping = threading.Event()
         self._drain_timeout: float | None = None
@@ -96,6 +103,7 @@ class Worker:
         self._listening = False  # a thread holds the listening turn
         self._idle = 0  # threads waiting for the turn
         self._starting = 0  # threads the main thread started to listen, not yet at it
+        self._no_thread = False  # the last thread start failed (said once until one works)
 
     @property
     def in_flight(self) -> int:
@@ -127,8 +135,8 @@ class Worker:
                     self._starting += 1
                 else:
                     self._wanted.wait(self.poll_interval)
-            if start:
-                self._start_thread(None)
+            if start and not self._start_thread(None):
+                self._answer_without_thread()
         drain = drain_timeout if self._drain_timeout is None else self._drain_timeout
         if not self.join(drain):
             log.error("%d requests still running after %.0f s; leaving them", self.in_flight, drain)
@@ -142,21 +150,54 @@ class Worker:
             self._threads += 1
         self._start_thread((fd, request))
 
-    def _start_thread(self, item: tuple[int, HandshakeRequest] | None) -> None:
-        """A new thread (counted already by the caller), serving `item` first if given."""
+    def _start_thread(self, item: tuple[int, HandshakeRequest] | None) -> bool:
+        """A new thread (counted already by the caller), serving `item` first if given.
+        False: no thread could be started (the process's thread limit, no memory for a
+        stack); `item` then has its DONE (BUSY_STATUS)."""
         name = f"handshake fd {item[0]}" if item is not None else "handshake (idle)"
         thread = threading.Thread(target=self._thread, args=(item,), name=name, daemon=True)
         try:
             thread.start()
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._threads -= 1
                 if item is None:
                     self._starting -= 1
             if item is not None:
-                self._finish(item[0], DoneResult(errno.EIO))
+                self._finish(item[0], DoneResult(BUSY_STATUS if isinstance(exc, RuntimeError) else errno.EIO))
                 self._ended()
-            raise
+            if not isinstance(exc, RuntimeError):  # "can't start new thread"; anything else is not ours
+                raise
+            if not self._no_thread:
+                self._no_thread = True
+                log.error("cannot start a request thread (%s): requests get DONE %s until one starts",
+                          exc, errno.errorcode[BUSY_STATUS])
+            return False
+        if self._no_thread:
+            self._no_thread = False
+            log.log(NOTICE, "request threads start again")
+        return True
+
+    def _answer_without_thread(self) -> None:
+        """No thread could be started to listen: the main thread takes the turn for one
+        wait, and a request that comes gets its DONE (BUSY_STATUS) rather than no answer."""
+        with self._lock:
+            if self._listening or self._stopping.is_set():
+                return
+            self._listening = True
+        item = None
+        try:
+            item = self.source.next(self.poll_interval)
+        except Exception as exc:
+            log.error("request source failed: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._release_turn()
+        if item is not None:
+            self._refuse(item, "no thread could be started for it")
+
+    def _refuse(self, item: tuple[int, HandshakeRequest], why: str) -> None:
+        log.warning("Handshake request refused (fd %s): %s", item[0], why)
+        self._finish(item[0], DoneResult(BUSY_STATUS))
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running requests; True if none is left."""
@@ -229,17 +270,19 @@ class Worker:
         item = None
         try:
             while not self._stopping.is_set():
-                if not self._slots.acquire(timeout=self.poll_interval):
-                    continue
                 try:
                     item = self.source.next(self.poll_interval)
                 except Exception as exc:
-                    self._slots.release()
                     log.error("request source failed: %s: %s", type(exc).__name__, exc)
                     time.sleep(self.poll_interval)
                     continue
                 if item is None:
-                    self._slots.release()
+                    continue
+                if not self._slots.acquire(blocking=False):
+                    # Full: answered now, never queued (tlshd-behaviour §9.2 item 4: one DONE
+                    # per request); the consumer's retry may find a worker with room.
+                    self._refuse(item, f"{self.concurrency} handshakes are running ([quichsd] handshakes)")
+                    item = None
                     continue
                 with self._lock:
                     self._running += 1

@@ -28,14 +28,16 @@ def server(server_factory, pki):  # noqa: ANN001, ANN201
 class Daemon:
     """The harness daemon in a subprocess; requests and outcomes over AF_UNIX sockets."""
 
-    def __init__(self, tmp_path, config_text: str, workers: int = 2, env: dict | None = None) -> None:  # noqa: ANN001
+    def __init__(self, tmp_path, config_text: str, workers: int = 2, env: dict | None = None,  # noqa: ANN001
+                 launcher: tuple[str, ...] = ()) -> None:
         self.config = tmp_path / "config"
         self.config.write_text(config_text)
         self.req, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.out, out_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.stderr = open(tmp_path / "stderr", "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.daemon.worker_harness", str(req_child.fileno()), str(out_child.fileno()),
+            [sys.executable, *launcher, "-m", "tests.daemon.worker_harness", str(req_child.fileno()),
+             str(out_child.fileno()),
              str(self.config), str(workers)],
             pass_fds=(req_child.fileno(), out_child.fileno()), cwd=ROOT, stderr=self.stderr,
             env={**os.environ, **(env or {})})

@@ -84,6 +84,44 @@ def test_timeout_gives_etimedout(pki):
     assert time.monotonic() - start < 5
 
 
+def test_a_full_worker_answers_at_once_with_etimedout(pki, caplog):
+    """[quichsd] handshakes = 2: two requests that wait for a silent peer fill the worker;
+    the next three are not queued and not left unanswered: each gets one DONE ETIMEDOUT
+    (what SunRPC retries, tlshd-behaviour §9.3) while the two still run, and the worker
+    never has more than handshakes + 1 threads."""
+    from quichsd import QuicSocket, abi
+
+    udp, address = silent_address()
+    source = QueueSource()
+    worker = Worker(source, lambda: DaemonConfig(client=X509Settings(truststore=pki.ca_file)), concurrency=2,
+                    poll_interval=0.05)
+    import threading
+
+    t = threading.Thread(target=worker.serve_forever, daemon=True)
+    t.start()
+    fds = []
+    for _ in range(5):
+        sock = QuicSocket(socket.AF_INET, backend="sim")
+        sock.connect(address)
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"h3")
+        a, b = socket.socketpair()
+        fds.append(b.detach())
+        source.put(fds[-1], HandshakeRequest(sock, MessageType.CLIENTHELLO, AuthMode.UNAUTH,
+                                             peername="localhost", timeout_ms=3000))
+    with caplog.at_level("WARNING", logger="quichsd.daemon.worker"):
+        refused = source.wait(3, 10)
+        assert worker.in_flight == 2 and worker.threads <= 3
+        assert sorted(refused) == sorted(fds[2:])
+        assert all(r.status == errno.ETIMEDOUT for r in refused.values())
+        results = source.wait(5, 20)
+    worker.stop()
+    t.join(5)
+    udp.close()
+    assert sorted(results) == sorted(fds) and all(r.status == errno.ETIMEDOUT for r in results.values())
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 3 and "2 handshakes are running" in lines[0], lines
+
+
 def test_delay_done_holds_the_done(pki):
     """[debug] delay_done (tlshd-behaviour §4.3): seconds to wait before DONE."""
     from quichsd.daemon.config import DebugSettings
@@ -241,6 +279,30 @@ def test_supervisor_restarts_killed_worker(pki, server_factory, tmp_path, daemon
     udp.close()
     assert d.stop() == 0
     assert "died (signal 9)" in d.log()
+
+
+def test_a_worker_that_cannot_start_a_thread_answers_and_lives(pki, tmp_path, daemons):
+    """The harness daemon in a process that can start three more threads (thread stacks
+    under RLIMIT_AS, tests/sock/thread_limited.py: root ignores RLIMIT_NPROC). Requests that
+    wait for a silent peer hold the threads there are; for the next ones no thread can be
+    started, and each gets one DONE ETIMEDOUT at once instead of no answer. The worker
+    lives on (it used to die of `RuntimeError: can't start new thread`)."""
+    udp, silent = silent_address()
+    d = Daemon(tmp_path, config_text(pki, extra="dbus = none\nhandshakes = 16\n"), workers=1,
+               env={"MALLOC_ARENA_MAX": "1"}, launcher=("-m", "tests.sock.thread_limited", "3"))
+    daemons.append(d)
+    d.wait_event(lambda e: e["event"] == "up")
+    sent = [d.send(address=list(silent), timeout_ms=20000)[0] for _ in range(8)]
+    answered = d.wait_event(lambda e: e["event"] == "done" and e["id"] in sent)
+    assert answered["status"] == errno.ETIMEDOUT
+    assert d.proc.poll() is None
+    done = [e for e in d.events if e["event"] == "done"]
+    assert len(done) < len(sent)  # the others are still running: these were refused, not timed out
+    udp.close()
+    d.stop()
+    log = d.log()
+    assert "cannot start a request thread" in log and "Handshake request refused" in log, log
+    assert "died" not in log and "Traceback" not in log, log
 
 
 def test_sighup_reload_good_and_bad(pki, tmp_path, daemons):

@@ -107,7 +107,7 @@ def test_a_thread_that_cannot_start_refuses_one_connection_only(pki) -> None:
     server lives on, and once they close, the next client's handshake is served."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.sock.thread_limited", "5", "server", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "tests.sock.thread_limited", "5", "quichsd", "server", "--listen", f"127.0.0.1:{port}",
          "--cert", pki.cert_file, "--key", pki.key_file, "--alpn", "h3", "--backend", "sim",
          "--handshake-workers", "8"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, MALLOC_ARENA_MAX="1"),
