@@ -123,14 +123,23 @@ def test_a_connection_that_sent_its_first_flight_stays_small(initials) -> None:
     assert per_conn < BOUND_FLIGHT_SENT, f"{per_conn / 1024:.1f} KiB per half-open connection"
 
 
-def test_a_connection_nobody_has_read_from_derives_no_key_in_idle_time(initials) -> None:
+def test_a_connection_nobody_has_read_from_keeps_no_derived_key_in_idle_time(initials) -> None:
     """Idle-time key derivation is for handshakes that run: a connection in the backlog
-    keeps its Initial send key a secret (its cipher contexts are ~3.5 KiB) until the
-    application reads its ClientHello, or until it must send."""
+    keeps its keys as secrets (a derived key's cipher contexts are ~3.5 KiB), derives one
+    when a packet needs it (its ACK), drops it again in idle time; once the application
+    reads its ClientHello, idle time derives them all. (Derivation is deterministic, so
+    when it happens changes no byte: test_sim_lazy_keys.)"""
     conn = accept_initial(initials[0], 999)
+    keys = (conn._send_keys[INITIAL], conn._recv_keys[INITIAL])
+    assert keys[1].derived  # it opened the client's Initial
     conn.idle_work()
-    assert conn._recv_keys[INITIAL].derived  # it opened the client's Initial
-    assert not conn._send_keys[INITIAL].derived
+    assert not any(k.derived for k in keys)
+    due = conn.get_timer()
+    assert due is not None
+    conn.handle_timer(due)
+    assert conn.datagrams_to_send(due) and keys[0].derived  # the held ACK: derived for it
+    conn.idle_work()
+    assert not any(k.derived for k in keys)
     assert conn.recv_crypto(1 << 16) is not None  # the application takes it: its handshake runs
     conn.idle_work()
-    assert conn._send_keys[INITIAL].derived
+    assert all(k.derived for k in keys)

@@ -282,11 +282,17 @@ class SimConnection(Receiver, Sender):
         queued; or from the reactor). True if it queued frames (the caller flushes them).
 
         A server connection nobody has read from yet (waiting in the listener's backlog)
-        derives nothing here: its keys wait for their first use, as its handshake may never
-        run (each derived key holds about 3.5 KiB of cipher contexts; a flood of Initials
-        leaves hundreds of such connections queued)."""
+        keeps only its keys' secrets instead: it derives a key when a packet needs it and
+        drops the cipher contexts again here, as its handshake may never run (each derived
+        key holds about 3.5 KiB of them; a flood of Initials leaves hundreds of such
+        connections queued, each with a key that opened its Initial and one that sent an
+        ACK)."""
         if self._app_started:
             self.derive_keys()
+        else:
+            for keys in (self._send_keys, self._recv_keys):
+                for key in keys.values():
+                    key.forget_derived()
         return self._issue_scheduled_cids()
 
     def derive_keys(self) -> None:
