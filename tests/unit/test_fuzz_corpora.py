@@ -101,3 +101,31 @@ def test_session_data_with_a_non_ascii_name_is_a_decode_error() -> None:
         SessionData.decode(blob)
     assert err.value.alert == AlertDescription.decode_error
     assert SessionData.decode(good.encode()) == good
+
+
+@pytest.mark.parametrize("final_size", [(1 << 62) - 1, 1_048_561])
+def test_reset_stream_final_size_over_credit_is_flow_control_error(final_size: int) -> None:
+    """Found by fuzz/quic_connection: a RESET_STREAM's final size was not held to the flow
+    control limits (RFC 9000 §4.5), so a final size near 2^62 made the next MAX_DATA
+    unencodable and datagrams_to_send() raise VarintError. Now FLOW_CONTROL_ERROR."""
+    from fuzz import quic_connection as q
+    from quichsd.quic.errors import QuicErrorCode
+    from quichsd.sock.sim.frames import ResetStream
+
+    conn = q._server()
+    limit = conn._local["max_stream_data_bidi_remote"]
+    assert final_size > limit
+    conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, final_size).encode()), q.ADDR, q.T + 1)
+    assert conn.state == "CLOSED"
+    assert conn.close_info[:2] == (QuicErrorCode.FLOW_CONTROL_ERROR, 0x04)
+    conn.datagrams_to_send(q.T + 1)  # the CONNECTION_CLOSE goes out; nothing raises
+
+
+def test_reset_stream_within_credit_still_resets() -> None:
+    from fuzz import quic_connection as q
+    from quichsd.sock.sim.frames import ResetStream
+
+    conn = q._server()
+    conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, 1000).encode()), q.ADDR, q.T + 1)
+    assert conn.state == "ESTABLISHED"
+    assert conn.datagrams_to_send(q.T + 1)

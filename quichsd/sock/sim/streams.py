@@ -385,9 +385,15 @@ class StreamManager:
         if stream.recv is None:
             raise QuicError(QuicErrorCode.STREAM_STATE_ERROR, f"RESET_STREAM on send-only stream {f.stream_id}", 0x04)
         self._check_final_size(stream, f.final_size, True, 0x04)
+        # RFC 9000 §4.5: the final size is credit consumed, held to the same limits as data
+        # (a final size near 2^62 had pushed our MAX_DATA past a varint; found by fuzz/).
+        if f.final_size > stream.recv_max:
+            raise QuicError(QuicErrorCode.FLOW_CONTROL_ERROR, f"stream {f.stream_id} final size over its credit", 0x04)
         if f.final_size > stream.recv_highest:
             self.recv_highest_total += f.final_size - stream.recv_highest
             stream.recv_highest = f.final_size
+            if self.recv_highest_total > self.recv_max_data:
+                raise QuicError(QuicErrorCode.FLOW_CONTROL_ERROR, "connection credit exceeded", 0x04)
         stream.recv_final = f.final_size
         self.queue = deque(e for e in self.queue if e[0] != stream.id)
         # Credit of data that will never be read (received or not) returns to the connection.
