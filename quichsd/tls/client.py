@@ -280,6 +280,9 @@ class ClientEngine(TlsEngine):
             if cookie is not None:
                 _check_hello_fits(exts)
             self._hello = ClientHello(self.client_random, list(static.suites), exts)
+            if cfg.client_hello_rewrite is not None:
+                self._hello = cfg.client_hello_rewrite(self._hello)
+                return self._hello.encode()
             return encode_client_hello(self.client_random, static.suites_vec, static.encoded + extensions_body(tail))
         exts = static.extensions | tail
         age = psk.session.obfuscated_age(self._now) if psk.session else 0

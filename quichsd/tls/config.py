@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .certs import TrustStore, load_certificates, load_private_key
 from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .keylog import KeyLog
-from .messages import Certificate, CertificateEntry
+from .messages import Certificate, CertificateEntry, ClientHello
 from .session import SessionData, SingleUseTickets, TicketSealer
 from .signatures import schemes_for_private_key
 
@@ -171,6 +171,9 @@ class TlsConfig:
     # in between lets the client work on it while the server computes the rest. Off: one
     # step, as before.
     server_hello_first: bool = False
+    # Client: rewrites the ClientHello before it is encoded and enters the transcript
+    # (`quichsd spec`'s seam, sock/sim/rewrite.py; not applied to a hello offering a PSK).
+    client_hello_rewrite: Callable[[ClientHello], ClientHello] | None = None
 
     def __post_init__(self) -> None:
         self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]

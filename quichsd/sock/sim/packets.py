@@ -132,12 +132,13 @@ def _pad_for_sample(payload: bytes, pn_len: int) -> bytes:
 
 def build_long_packet(key: PacketKey, version: QuicVersion, ptype: LongPacketType, dcid: bytes,
                       scid: bytes, token: bytes | None, pn: int, largest_acked: int | None,
-                      payload: bytes) -> bytes:
-    """A protected Initial / 0-RTT / Handshake packet. `token` only for Initial."""
-    pn_bytes = encode_packet_number(pn, largest_acked)
+                      payload: bytes, header_bits: int = 0, pn_len: int | None = None) -> bytes:
+    """A protected Initial / 0-RTT / Handshake packet. `token` only for Initial.
+    `header_bits`, `pn_len`: what a SendRewriter asked for (rewrite.py)."""
+    pn_bytes = _pn_bytes(pn, largest_acked, pn_len)
     pn_len = len(pn_bytes)
     payload = _pad_for_sample(payload, pn_len)
-    first = 0xC0 | (version.long_type_bits(ptype) << 4) | (pn_len - 1)
+    first = 0xC0 | (version.long_type_bits(ptype) << 4) | (pn_len - 1) | header_bits
     head = bytearray((first,))
     head += version.number.to_bytes(4, "big")
     head.append(len(dcid))
@@ -154,12 +155,19 @@ def build_long_packet(key: PacketKey, version: QuicVersion, ptype: LongPacketTyp
 
 
 def build_short_packet(key: PacketKey, dcid: bytes, pn: int, largest_acked: int | None,
-                       payload: bytes, key_phase: int = 0) -> bytes:
-    pn_bytes = encode_packet_number(pn, largest_acked)
+                       payload: bytes, key_phase: int = 0, header_bits: int = 0,
+                       pn_len: int | None = None) -> bytes:
+    pn_bytes = _pn_bytes(pn, largest_acked, pn_len)
     pn_len = len(pn_bytes)
     payload = _pad_for_sample(payload, pn_len)
-    first = 0x40 | (0x04 if key_phase else 0) | (pn_len - 1)
+    first = 0x40 | (0x04 if key_phase else 0) | (pn_len - 1) | header_bits
     return key.protect(bytes((first,)) + dcid + pn_bytes, payload, pn)
+
+
+def _pn_bytes(pn: int, largest_acked: int | None, length: int | None) -> bytes:
+    if length is None:
+        return encode_packet_number(pn, largest_acked)
+    return (pn & ((1 << (8 * length)) - 1)).to_bytes(length, "big")
 
 
 def pn_length(pn: int, largest_acked: int | None) -> int:

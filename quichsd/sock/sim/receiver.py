@@ -34,6 +34,10 @@ HANDSHAKE_ACK_HOLD = 0.002
 class Receiver:
     """receive_datagram() and the frame handlers."""
 
+    # The peer's CONNECTION_CLOSE, once received (close_info does not say whose close it
+    # was, nor whether it was an application's).
+    peer_close: fr.ConnectionClose | None = None
+
     def receive_datagram(self, data: bytes, addr: Any, now: float, lag: float = 0.0,
                          opened: OpenedInitial | None = None) -> None:
         """`lag`: how long the datagram may have waited in the socket before we read it
@@ -368,6 +372,7 @@ class Receiver:
         self._issue_connection_ids()
 
     def _on_connection_close(self, f: fr.ConnectionClose, level: int) -> None:
+        self.peer_close = f
         self.close_info = (f.error_code, 0 if f.app else f.frame_type, f.reason[:63])
         self._close_frames = []
         self._close_datagram = None

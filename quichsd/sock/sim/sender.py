@@ -6,7 +6,7 @@ A mixin: SimConnection (connection.py) owns the state these methods use.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...quic.packet_protection import PacketKey
 from . import frames as fr
@@ -21,6 +21,9 @@ from .packets import (
 )
 from .recovery import MAX_DATAGRAM, PacketSpace, SentPacket
 
+if TYPE_CHECKING:
+    from .rewrite import SendRewriter
+
 __all__ = ["Sender"]
 
 MAX_DATAGRAMS_PER_CALL = 64
@@ -29,6 +32,9 @@ _CRYPTO_LEVELS = (INITIAL, HANDSHAKE, APP)
 
 class Sender:
     """datagrams_to_send() and packet assembly."""
+
+    # `quichsd spec`'s seam (rewrite.py): set on its own client connections only.
+    send_rewriter: SendRewriter | None = None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         self._now = now
@@ -260,11 +266,15 @@ class Sender:
         space = self._spaces[SPACE_OF[level]]
         pn = space.next_pn
         space.next_pn += 1
+        bits, pn_len = 0, None
+        if self.send_rewriter is not None:
+            payload, bits, pn_len = self.send_rewriter.rewrite_packet(level, payload)
         if level == APP:
-            return build_short_packet(key, self.peer_cid, pn, space.largest_acked, payload, int(self._send_phase))
+            return build_short_packet(key, self.peer_cid, pn, space.largest_acked, payload, int(self._send_phase),
+                                      bits, pn_len)
         token = (self.token if self.is_client else b"") if level == INITIAL else None
         return build_long_packet(key, self._qv, LONG_TYPE[level], self.peer_cid, self.local_cid, token,
-                                 pn, space.largest_acked, payload)
+                                 pn, space.largest_acked, payload, bits, pn_len)
 
     def _seal(self, level: int, payload: bytearray, items: list, in_flight: bool, eliciting: bool,
               now: float) -> bytes:
