@@ -11,7 +11,9 @@ Where it comes from (spec tlshd-behaviour §4.1, §9.1)
 Syntax (§4.2): GLib GKeyFile, not configparser
     A line is blank, a comment (`#` as its first non-blank character), a group header
     `[name]`, or `key=value`; anything else fails the whole file. There are no inline
-    comments, and `;` never starts one. Group names are literal (`authenticate.client` is
+    comments, and `;` never starts one. (Unlike tlshd, which would take the comment as part
+    of the value, quichsd rejects a key it reads whose value holds " #" or starts with "#",
+    and says why; a group line followed by a comment fails in both, ours saying why.) Group names are literal (`authenticate.client` is
     one name), keys are case-sensitive, a repeated group continues the earlier one, and a
     repeated key replaces the earlier value. Whitespace around the key and before the value
     is dropped, but trailing whitespace stays in the value. A CR before LF is dropped.
@@ -200,6 +202,9 @@ class KeyFile:
         close = text.find("]")
         if text[0] == "[" and close != -1 and not text[close + 1 :].strip(" \t"):
             self._start_group(text[1:close], number)
+        elif text[0] == "[" and close != -1 and text[close + 1 :].lstrip(" \t").startswith("#"):
+            # GLib fails this line too (only blanks may follow ']'); say why.
+            raise self._error(number, f"group line {_show(text)} has an inline comment: {NO_INLINE_COMMENTS}")
         elif text.find("=") > 0:
             self._add_pair(text, number)
         else:
@@ -450,8 +455,18 @@ _QUICHSD_KEYS = ("workers", "handshakes", "dbus", "keylog", "default_timeout", "
 _ALPN_KEYS = ("certificate", "private_key", "truststore")
 
 
+NO_INLINE_COMMENTS = ("GKeyFile, and so tlshd, has no inline comments (a '#' is a comment only as the "
+                      "first character of a line); put the comment on a line of its own")
+# ' #' or a '#' first in a value: text the writer meant as a comment. GLib keeps it in the
+# value (a path, a keyring name...) or fails the value (an integer); tlshd then uses a path
+# ending in the comment without a word. A '#' after anything but a blank (`/etc/a#1.pem`)
+# stays a plain character, and a value that really holds " #" writes that blank as `\s`.
+_INLINE_COMMENT_RE = re.compile(r"(?:^|[ \t])#")
+
+
 def from_keyfile(keyfile: KeyFile) -> DaemonConfig:
     """Build the configuration from a parsed file; ConfigError names the offending key."""
+    _reject_inline_comments(keyfile)
     return DaemonConfig(
         debug=DebugSettings(**{name: _tlshd_int(keyfile, "debug", name) for name in _DEBUG_KEYS}),
         keyrings=keyfile.get_string_list("authenticate", "keyrings") or (),
@@ -460,6 +475,21 @@ def from_keyfile(keyfile: KeyFile) -> DaemonConfig:
         alpn=tuple(_alpn_groups(keyfile)),
         **_quichsd(keyfile),
     )
+
+
+def _reject_inline_comments(keyfile: KeyFile) -> None:
+    """Every key we read, checked for a comment written after its value (a deliberate
+    difference from tlshd, which takes such a value as it stands)."""
+    read: list[tuple[str, Sequence[str]]] = [
+        ("debug", _DEBUG_KEYS), ("authenticate", ("keyrings",)), ("authenticate.client", tuple(_X509_KEYS.values())),
+        ("authenticate.server", tuple(_X509_KEYS.values())), ("quichsd", _QUICHSD_KEYS),
+    ]
+    read += [(group, _ALPN_KEYS) for group in keyfile.groups() if group.startswith("alpn:")]
+    for group, keys in read:
+        for key in keys:
+            value = keyfile.raw(group, key)
+            if value is not None and _INLINE_COMMENT_RE.search(value.text):
+                raise _value_error(keyfile, group, key, f"{_show(value.text)} has an inline comment: {NO_INLINE_COMMENTS}")
 
 
 def _tlshd_int(keyfile: KeyFile, group: str, key: str) -> int:

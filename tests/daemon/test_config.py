@@ -750,3 +750,69 @@ def test_reload_rereads_the_legacy_path(etc: tuple[Path, Path]) -> None:
     legacy.write_text("[debug]\nloglevel=3\n")
     new, error = reload(current, path)
     assert error is None and new.debug.loglevel == 3
+
+
+# --- inline comments (GKeyFile has none) and the README's own sample --------------------------
+
+
+@pytest.mark.parametrize(
+    "text, group, key",
+    [
+        ("[quichsd]\nkeylog = /tmp/keys   # for Wireshark\n", "quichsd", "keylog"),
+        ("[quichsd]\nworkers = 4\t# four\n", "quichsd", "workers"),
+        ("[quichsd]\ndbus = # none\n", "quichsd", "dbus"),
+        ("[authenticate.client]\nx509.truststore = /etc/ca.pem # ours\n", "authenticate.client", "x509.truststore"),
+        ("[debug]\nloglevel = 1 # verbose\n", "debug", "loglevel"),
+        ("[alpn:smb]\ncertificate = /c.pem # smb\nprivate_key = /k.pem\n", "alpn:smb", "certificate"),
+    ],
+)
+def test_a_comment_after_a_value_is_refused_and_says_why(text: str, group: str, key: str) -> None:
+    """GLib keeps such a comment in the value (tlshd would read a keylog path ending in
+    '# for Wireshark') or fails it (an integer): one error naming line, group and key."""
+    error = parse_error(text)
+    assert (error.line, error.group, error.key) == (2, group, key)
+    assert "inline comment" in str(error) and "GKeyFile, and so tlshd, has no inline comments" in str(error)
+    assert len(str(error).splitlines()) == 1
+
+
+def test_a_comment_after_a_group_line_is_refused_and_says_why() -> None:
+    error = parse_error("[quichsd]   # our own keys\nworkers = 2\n")
+    assert error.line == 1
+    assert "group line" in str(error) and "has no inline comments" in str(error)
+
+
+def test_a_hash_that_is_not_a_comment_stays_in_the_value() -> None:
+    """'#' after a non-blank is a plain character (as in GLib); a value that really holds
+    ' #' writes its blank as \\s."""
+    cfg = config("[quichsd]\nkeylog = /tmp/keys#1\n[authenticate.client]\nx509.truststore = /etc/my\\s#2.pem\n")
+    assert cfg.keylog == "/tmp/keys#1"
+    assert cfg.client.truststore == "/etc/my #2.pem"
+    assert config("[other]\nnote = tlshd ignores this group # so do we\n") == config("")
+
+
+def readme_ini_blocks() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = readme.split("```ini\n")[1:]
+    return [block.split("```", 1)[0] for block in blocks]
+
+
+def test_the_readme_config_sample_loads_as_written(tmp_path) -> None:
+    blocks = readme_ini_blocks()
+    assert blocks, "README.md has no ```ini block"
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"readme-{number}.conf"
+        path.write_text(block)
+        cfg = load_file(str(path))  # what `quichsd daemon -c` does with it
+        assert isinstance(cfg, DaemonConfig)
+    cfg = load_file(str(tmp_path / "readme-0.conf"))
+    assert (cfg.workers, cfg.handshakes, cfg.dbus, cfg.user, cfg.default_timeout) == (4, 256, "system", "nobody", 40)
+    assert cfg.keylog == "/var/tmp/quichsd-keys.log"
+    assert [(a.alpn, a.sni, a.certificate) for a in cfg.alpn] == [(b"smb", "fs.example", "/etc/quichsd/smb.pem")]
+
+
+def test_handshakes_per_worker() -> None:
+    assert config("").handshakes == 256
+    assert config("[quichsd]\nhandshakes = 8\n").handshakes == 8
+    for bad in ("0", "-1", "4097", "many"):
+        error = parse_error(f"[quichsd]\nhandshakes = {bad}\n")
+        assert error.key == "handshakes"
