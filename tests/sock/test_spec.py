@@ -27,14 +27,16 @@ def server(pki):
     proc = subprocess.Popen(
         [sys.executable, "-m", "quichsd", "server", "--listen", f"127.0.0.1:{port}", "--cert", pki.cert_file,
          "--key", pki.key_file, "--alpn", "smb,h3", "--backend", "sim"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert "listening on" in proc.stdout.readline()
         yield port
     finally:
         proc.terminate()
-        proc.wait(5)
+        _, errors = proc.communicate(timeout=5)
+    # However broken the clients were, the server said so without a traceback.
+    assert "Traceback" not in errors, errors
 
 
 def spec(*args: str) -> subprocess.CompletedProcess:
