@@ -1,6 +1,14 @@
 """A half-open flood against `quichsd server` (simulation backend), with a legitimate client
 measuring its handshake latency meanwhile.
 
+Two runs, each with a fresh server: "protected" (the server as configured: its automatic
+Retry above a number of half-open connections, its caps and bounded handshake pool are
+what protect it; add --server-arg=--retry for a server that always sends Retry), and
+"memory" (the simulation's admission limits lifted and the listener's backlog raised to
+hold every Initial, so that the per-connection figure is taken over thousands of held
+connections; the legitimate client is expected to suffer there, its figure is printed but
+not used).
+
 The server runs in a subprocess on its own port, as `quichsd server` (quichsd.cli.main),
 with one extra thread of ours that reads, every STATS_INTERVAL seconds, the process's
 VmRSS and thread count (/proc/self/status) and how many connections the simulation's
@@ -17,24 +25,24 @@ padded to 1200 bytes. All of them are built before the flood starts.
 
 The legitimate client: quichsd's own client (QuicSocket, simulation backend, from
 127.0.0.1, certificate verified) does one full handshake every --legit-interval seconds
-from before the flood until --tail seconds after its last Initial, each with a 10 s
+from before the flood until --settle seconds after its last Initial, each with a 10 s
 deadline; a failed handshake counts as 10,000 ms in the percentiles and is reported.
 
-Figures printed: RSS and threads at start (listening, warmed by one handshake), peak and
-end (--settle seconds after the flood), the most half-open connections held, and the last
-line `flood: legit_p99_ms=X halfopen_kib=Y`:
+Figures printed per run: RSS and threads at start (listening, warmed by one handshake),
+peak and end (--settle seconds after the flood), the most half-open connections held, and
+the last line `flood: legit_p99_ms=X halfopen_kib=Y`:
 
-- legit_p99_ms: the 99th percentile of the legitimate handshakes' latencies (connect to
-  handshake complete) that overlapped the flood (first Initial to last Initial + tail).
-- halfopen_kib: the server's RSS growth over the start figure, divided by the number of
-  half-open connections it held at that same moment (one stats sample: both read in one
-  step of the stats thread), taken at the sample with the most half-open connections. It
-  includes everything the server holds for them: SimConnection state, the TLS server
-  engines of those in a handshake, thread stacks that were touched (RSS, not the reserved
-  8 MiB), allocator overhead and freed memory the allocator did not return. It is only
-  meaningful when many connections are held: pass caps high enough (--server-arg) for
-  that, and the script says when fewer than --min-halfopen were held instead of printing
-  a misleading ratio (halfopen_kib=nan then).
+- legit_p99_ms (protected run): the 99th percentile of the legitimate handshakes'
+  latencies (connect to handshake complete) that overlapped the flood (first Initial to
+  last Initial + --tail).
+- halfopen_kib (memory run): the server's RSS growth over the start figure, divided by the
+  number of half-open connections it held at that same moment (one stats sample: both read
+  in one step of the stats thread), taken at the sample with the most half-open
+  connections. It includes everything the server holds for them: the simulation's
+  connection state and its endpoint's maps, the TLS engines and touched thread stacks of
+  those in a handshake on the pool, cipher contexts, allocator overhead and freed memory
+  the allocator did not return. With fewer than --min-halfopen held the ratio would say
+  little and is printed as nan.
 """
 from __future__ import annotations
 
@@ -49,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -282,59 +291,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        sys.exit(child_server(sys.argv[2:]))
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=5000, help="half-open Initials to send")
-    parser.add_argument("--rate", type=float, default=1000.0, help="Initials per second")
-    parser.add_argument("--sources", type=int, default=64, help="loopback source addresses of the flood")
-    parser.add_argument("--legit-interval", type=float, default=0.05, help="seconds between legitimate handshakes")
-    parser.add_argument("--tail", type=float, default=1.0, help="legit handshakes counted after the flood")
-    parser.add_argument("--settle", type=float, default=12.0, help="seconds after the flood before the end figure")
-    parser.add_argument("--min-halfopen", type=int, default=200,
-                        help="fewer half-open connections held at peak: no halfopen_kib ratio")
-    parser.add_argument("--raise-caps", action="store_true",
-                        help="lift the simulation's admission limits (automatic Retry, half-open caps) in the "
-                             "server, to measure halfopen_kib over many held connections (add the server's own "
-                             "--backlog with --server-arg where it has one)")
-    parser.add_argument("--verbose", action="store_true", help="list every legitimate handshake")
-    parser.add_argument("--server-arg", action="append", default=[],
-                        help="extra argument for `quichsd server` (repeat), e.g. --server-arg=--retry")
-    args = parser.parse_args()
+@dataclass
+class RunResult:
+    p99: float
+    kib: float
 
-    rng = random.Random(0x51ED)
-    t_build = time.monotonic()
-    packets = [client_initial(rng) for _ in range(args.count)]
-    assert all(len(p) == DATAGRAM for p in packets)
-    print(f"built {len(packets)} Initials of {DATAGRAM} bytes in {time.monotonic() - t_build:.1f} s")
+
+def one_run(args: argparse.Namespace, packets: list[bytes], pki: tuple[str, str, str], tmp: Path,
+            server_args: list[str], raise_caps: bool, label: str) -> RunResult:
+    """One server, one flood, the legitimate client throughout; prints its figures."""
     socks = flood_sockets(args.sources)
-    with tempfile.TemporaryDirectory() as tmp:
-        pki = write_pki(Path(tmp))
-        port = free_port()
-        server = Server(pki, port, args.server_arg, Path(tmp) / "server.out", args.raise_caps)
-        try:
-            server.wait_listening()
-            legit = Legit(port, pki, args.legit_interval)
-            warm = legit.one()
-            if warm[2]:
-                raise SystemExit(f"the warm-up handshake failed: {warm[2]}")
-            time.sleep(3 * STATS_INTERVAL)
-            start = server.latest()
-            legit.thread.start()
-            t_wall0 = time.time()
-            first, last = run_flood(packets, socks, port, args.rate)
-            time.sleep(args.settle)
-            legit.stop.set()
-            legit.thread.join(LEGIT_TIMEOUT + 5)
-            # Every handshake that overlapped the flood (a slow one started just before counts).
-            window = [r for r in legit.results if r[0] <= last + args.tail and r[0] + r[1] / 1000.0 >= first]
-            end = server.latest()
-            samples = server.since(t_wall0)
-        finally:
-            server.stop()
-            for s in socks:
-                s.close()
+    port = free_port()
+    server = Server(pki, port, server_args, tmp / f"server-{label}.out", raise_caps)
+    try:
+        server.wait_listening()
+        legit = Legit(port, pki, args.legit_interval)
+        warm = legit.one()
+        if warm[2]:
+            raise SystemExit(f"the warm-up handshake failed: {warm[2]}")
+        time.sleep(3 * STATS_INTERVAL)
+        start = server.latest()
+        legit.thread.start()
+        t_wall0 = time.time()
+        first, last = run_flood(packets, socks, port, args.rate)
+        time.sleep(args.settle)
+        legit.stop.set()
+        legit.thread.join(LEGIT_TIMEOUT + 5)
+        # Every handshake that overlapped the flood (a slow one started just before counts).
+        window = [r for r in legit.results if r[0] <= last + args.tail and r[0] + r[1] / 1000.0 >= first]
+        end = server.latest()
+        samples = server.since(t_wall0)
+    finally:
+        server.stop()
+        for s in socks:
+            s.close()
 
     failed = [r for r in window if r[2]]
     latencies = [r[1] for r in window]
@@ -346,24 +336,67 @@ def main() -> None:
     growth = peak_half["rss_kib"] - start["rss_kib"]
     kib = growth / held if held >= args.min_halfopen else math.nan
 
-    print(f"flood: {args.count} Initials at {args.rate:g}/s from {args.sources} sources, sent in "
-          f"{last - first:.2f} s; server args: {' '.join(args.server_arg) or '(none)'}"
-          f"{'; admission caps raised' if args.raise_caps else ''}")
+    print(f"-- {label}: {args.count} Initials at {args.rate:g}/s from {args.sources} sources, sent in "
+          f"{last - first:.2f} s; server args: {' '.join(server_args) or '(none)'}"
+          f"{'; admission caps raised' if raise_caps else ''}")
     print(f"server RSS  start {start['rss_kib'] / 1024:7.1f} MiB  peak {peak_rss['rss_kib'] / 1024:7.1f} MiB"
           f"  end {end['rss_kib'] / 1024:7.1f} MiB")
     print(f"threads     start {start['threads']:7d}      peak {peak_threads:7d}      end {end['threads']:7d}")
     print(f"connections held at peak: {held} half-open (of {peak_half['conns']}), "
-          f"RSS then +{growth / 1024:.1f} MiB over start; at end: {end['halfopen']} half-open of {end['conns']}")
+          f"RSS then +{growth / 1024:.1f} MiB over start ({kib:.1f} KiB each); "
+          f"at end: {end['halfopen']} half-open of {end['conns']}")
     print(f"legit: {len(window)} handshakes during the flood, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
           f"max {max(latencies, default=math.nan):.0f} ms, {len(failed)} failed"
           + (f" (first: {failed[0][2]})" if failed else ""))
     if args.verbose:
         for t0, ms, err in legit.results:
             print(f"  legit at {t0 - first:+7.2f} s: {ms:6.0f} ms {err or ''}")
-    if held < args.min_halfopen:
-        print(f"halfopen_kib: only {held} half-open connections held at peak (< {args.min_halfopen}): "
-              f"no meaningful per-connection figure from this run (raise the server's caps to measure it)")
-    print(f"flood: legit_p99_ms={p99:.0f} halfopen_kib={kib:.1f}")
+    return RunResult(p99, kib)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        sys.exit(child_server(sys.argv[2:]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=5000, help="half-open Initials to send")
+    parser.add_argument("--rate", type=float, default=1000.0, help="Initials per second")
+    parser.add_argument("--sources", type=int, default=64, help="loopback source addresses of the flood")
+    parser.add_argument("--legit-interval", type=float, default=0.05, help="seconds between legitimate handshakes")
+    parser.add_argument("--tail", type=float, default=1.0, help="legit handshakes counted after the flood")
+    parser.add_argument("--settle", type=float, default=12.0, help="seconds after the flood before the end figure")
+    parser.add_argument("--min-halfopen", type=int, default=1000,
+                        help="fewer half-open connections held at peak: no halfopen_kib ratio (nan)")
+    parser.add_argument("--only", choices=("protected", "memory"),
+                        help="one of the two runs (default: both)")
+    parser.add_argument("--verbose", action="store_true", help="list every legitimate handshake")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra argument for `quichsd server` in both runs (repeat), e.g. --server-arg=--retry")
+    args = parser.parse_args()
+
+    rng = random.Random(0x51ED)
+    t_build = time.monotonic()
+    packets = [client_initial(rng) for _ in range(args.count)]
+    assert all(len(p) == DATAGRAM for p in packets)
+    print(f"built {len(packets)} Initials of {DATAGRAM} bytes in {time.monotonic() - t_build:.1f} s")
+    protected = memory = RunResult(math.nan, math.nan)
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = write_pki(Path(tmp))
+        if args.only != "memory":
+            protected = one_run(args, packets, pki, Path(tmp), args.server_arg, False, "protected")
+        if args.only != "protected":
+            backlog = [f"--backlog={args.count + 100}"] if server_has_option("--backlog") else []
+            memory = one_run(args, packets, pki, Path(tmp), [*args.server_arg, *backlog], True, "memory")
+    if args.only != "protected" and math.isnan(memory.kib):
+        print(f"halfopen_kib: fewer than {args.min_halfopen} half-open connections held in the memory run: "
+              f"no meaningful per-connection figure")
+    print(f"flood: legit_p99_ms={protected.p99:.0f} halfopen_kib={memory.kib:.1f}")
+
+
+def server_has_option(option: str) -> bool:
+    from quichsd.cli import build_parser
+
+    server = build_parser()._subparsers._group_actions[0].choices["server"]  # type: ignore[union-attr]
+    return any(option in action.option_strings for action in server._actions)
 
 
 if __name__ == "__main__":
