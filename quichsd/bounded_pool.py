@@ -53,7 +53,8 @@ class BoundedPool:
                 self._lock.notify()
                 return True
             self._threads += 1
-        thread = threading.Thread(target=self._loop, args=(args,), name=f"{self.name} {self._threads}", daemon=True)
+            number = self._threads
+        thread = threading.Thread(target=self._loop, args=(args,), name=f"{self.name} #{number}", daemon=True)
         try:
             thread.start()
         except RuntimeError as exc:  # "can't start new thread": this one piece of work is refused

@@ -150,7 +150,7 @@ def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None
     say(out, f"listening on {opts.listen} ({listener.backend_name} backend)")
     if ready is not None:
         ready.set()
-    pool = BoundedPool(opts.handshake_workers, _serve_one, name="handshake")
+    pool = BoundedPool(opts.handshake_workers, _serve_one, name=f"handshake {opts.listen}")
     served = 0
     try:
         while stop is None or not stop.is_set():
