@@ -124,8 +124,11 @@ class SimConnection(Receiver, Sender):
             raise sim_error(errno.EINVAL, f"unsupported QUIC version 0x{version:08x}")
         self.version = version
         self._qv: QuicVersion = SUPPORTED_VERSIONS[version]
-        # A client keeps its configured version; a server prefers its own (spec §5).
-        self._preferred_version = self.config["version"] or (version if is_client else QUIC_V1.number)
+        # A client keeps its configured version; a server prefers its own if configured,
+        # else stays on the client's chosen one (0: no preference), as the kernel's
+        # quic_packet_select_version (seen under QEMU: an unconfigured kernel listener
+        # keeps a v2 client in v2).
+        self._preferred_version = self.config["version"] or (version if is_client else 0)
         self._local: Mapping[str, int] = _DEFAULT_LOCAL
         if local_params:
             try:

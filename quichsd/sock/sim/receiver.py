@@ -299,7 +299,7 @@ class Receiver:
             self._crypto_queue.append([level, chunk, 0])
         # A server that may still move to its preferred version ACKs at once in the
         # client's (picoquic needs that ACK before the switch).
-        may_switch = not self.is_client and self.version != self._preferred_version
+        may_switch = not self.is_client and self._preferred_version not in (0, self.version)
         if chunks and self._hold_until is None and not may_switch and self._lag < HANDSHAKE_ACK_HOLD:
             self._hold_until = self._now + HANDSHAKE_ACK_HOLD - self._lag
 
