@@ -2,6 +2,9 @@
 
 Used for received packet numbers (ACK ranges), acknowledged and lost byte ranges of send
 buffers. The sets stay small (a handful of ranges), so a sorted list is enough.
+
+Many stay empty for a connection's life (a half-open connection has five), so an empty
+set shares one empty tuple for both lists until its first add (112 bytes less each).
 """
 from __future__ import annotations
 
@@ -10,13 +13,15 @@ from collections.abc import Iterator
 
 __all__ = ["RangeSet"]
 
+_NONE: tuple[int, ...] = ()  # the lists of every empty set (never written: add() replaces it)
+
 
 class RangeSet:
     __slots__ = ("_starts", "_ends")
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
+        self._starts: list[int] = _NONE  # type: ignore[assignment]
+        self._ends: list[int] = _NONE  # type: ignore[assignment]
 
     def __bool__(self) -> bool:
         return bool(self._starts)
@@ -45,6 +50,9 @@ class RangeSet:
         if start >= end:
             return
         starts, ends = self._starts, self._ends
+        if not starts:
+            self._starts, self._ends = [start], [end]
+            return
         i = bisect_left(ends, start)  # first range that ends at or after start
         j = i
         while j < len(starts) and starts[j] <= end:
@@ -56,7 +64,7 @@ class RangeSet:
 
     def subtract(self, start: int, end: int) -> None:
         """Remove [start, end)."""
-        if start >= end:
+        if start >= end or not self._starts:
             return
         starts, ends = self._starts, self._ends
         i = bisect_left(ends, start + 1)  # first range that ends after start
