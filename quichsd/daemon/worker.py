@@ -197,6 +197,11 @@ class Worker:
 
     def _refuse(self, item: tuple[int, HandshakeRequest], why: str) -> None:
         log.warning("Handshake request refused (fd %s): %s", item[0], why)
+        if self.stats is not None:  # counted as a failure, so `quichsd status` shows it
+            try:
+                self.stats.record_done(self.stats.record_start(), peer=item[1].peername or "", status=BUSY_STATUS)
+            except Exception:
+                log.debug("stats failed", exc_info=True)
         self._finish(item[0], DoneResult(BUSY_STATUS))
 
     def join(self, timeout: float | None = None) -> bool:

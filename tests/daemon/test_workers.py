@@ -93,8 +93,11 @@ def test_a_full_worker_answers_at_once_with_etimedout(pki, caplog):
 
     udp, address = silent_address()
     source = QueueSource()
-    worker = Worker(source, lambda: DaemonConfig(client=X509Settings(truststore=pki.ca_file)), concurrency=2,
-                    poll_interval=0.05)
+    from quichsd.daemon.stats import HandshakeStats
+
+    stats = HandshakeStats()
+    worker = Worker(source, lambda: DaemonConfig(client=X509Settings(truststore=pki.ca_file)), stats,
+                    concurrency=2, poll_interval=0.05)
     import threading
 
     t = threading.Thread(target=worker.serve_forever, daemon=True)
@@ -120,6 +123,8 @@ def test_a_full_worker_answers_at_once_with_etimedout(pki, caplog):
     assert sorted(results) == sorted(fds) and all(r.status == errno.ETIMEDOUT for r in results.values())
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(lines) == 3 and "2 handshakes are running" in lines[0], lines
+    counters = stats.snapshot()
+    assert (counters["accepted"], counters["failed_total"], counters["in_flight"]) == (5, 5, 0), counters
 
 
 def test_delay_done_holds_the_done(pki):
