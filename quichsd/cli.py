@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"quichsd {args.command}"
-    logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[_LineHandler()])
     try:
         return run(args)
     except KeyboardInterrupt:
@@ -194,6 +195,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(prog, f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
                      EXIT_SOFTWARE)
+
+
+class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log records to stderr under the same lock as the rest of our output (echo.say), so
+    a record and an output line of another thread never share a line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .echo import say
+
+        try:
+            say(self.stream, self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _fail(prog: str, message: str, status: int) -> int:
