@@ -50,6 +50,8 @@ _NONCE_LEN = 12
 _TAG_LEN = 16
 _TIME = struct.Struct(">Q")
 _MAX_CID = 20
+_MIN_LEN = 1 + _NONCE_LEN + _TIME.size + _TAG_LEN
+_MAX_LEN = _MIN_LEN + _MAX_CID
 
 
 class TokenKind(IntEnum):
@@ -94,7 +96,7 @@ class AddressTokens:
     def check(self, token: bytes, addr: Any, now: float) -> ValidToken | None:
         """The token's content if it is ours, for this address (and port), and not
         expired; else None. `kind_of(token)` tells what the client believes it holds."""
-        if not 1 + _NONCE_LEN + _TIME.size + _TAG_LEN <= len(token) <= 1 + _NONCE_LEN + _TIME.size + _MAX_CID + _TAG_LEN:
+        if not _MIN_LEN <= len(token) <= _MAX_LEN:
             return None
         kind = kind_of(token)
         if kind is None:
