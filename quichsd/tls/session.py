@@ -56,7 +56,8 @@ class SessionData:
         w.u16(self.cipher_suite)
         w.u32(self.age_add)
         w.u32(self.lifetime)
-        w.raw(int(self.received_at * 1000).to_bytes(8, "big"))
+        # round, not int: a decoded ms / 1000 times 1000 can fall just below the integer.
+        w.raw(round(self.received_at * 1000).to_bytes(8, "big"))
         w.u32(self.max_early_data)
         w.vec(1, self.alpn or b"")
         w.vec(1, (self.server_name or "").encode("ascii"))
@@ -73,13 +74,23 @@ class SessionData:
         suite = r.u16()
         age_add = r.u32()
         lifetime = r.u32()
-        received_at = r.uint(8) / 1000
+        received_ms = r.uint(8)
+        if received_ms >= _MAX_EXACT_MS:
+            raise decode_error("session data received_at out of range")
+        received_at = received_ms / 1000
         max_early = r.u32()
         alpn = r.vec(1) or None
         name = _ascii(r.vec(1), "server name")
         tps = r.vec(2)
         r.expect_end("session data")
         return cls(ticket, psk, suite, age_add, lifetime, received_at, max_early, alpn, name, tps)
+
+
+# received_at travels as milliseconds in 8 bytes and lives as float seconds: rounded back,
+# the count is exact below 2^51 ms (year 73,000); beyond, it would not come back the same,
+# nor fit 8 bytes again near 2^64 (found by fuzz/tls_messages: encode() raised OverflowError
+# for a session decode() had accepted).
+_MAX_EXACT_MS = 1 << 51
 
 
 def _ascii(raw: bytes, what: str) -> str | None:

@@ -129,3 +129,23 @@ def test_reset_stream_within_credit_still_resets() -> None:
     conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, 1000).encode()), q.ADDR, q.T + 1)
     assert conn.state == "ESTABLISHED"
     assert conn.datagrams_to_send(q.T + 1)
+
+
+def test_session_data_round_trips_exactly_and_bounds_its_clock() -> None:
+    """Found by fuzz/tls_messages: a received_at near 2^64 ms decoded but could not be encoded
+    again (OverflowError), and a decoded time re-encoded could lose a millisecond (int()
+    truncation of ms / 1000 * 1000). Now the count is rounded and bounded below 2^51 ms."""
+    import dataclasses
+
+    from quichsd.tls.errors import TlsError
+    from quichsd.tls.session import SessionData
+
+    from fuzz.handshakes import _session
+
+    base = _session()
+    for ms in (1_780_000_000_001, 4_306_019_458_242, (1 << 51) - 1):
+        blob = dataclasses.replace(base, received_at=ms / 1000).encode()
+        assert SessionData.decode(blob).encode() == blob
+    late = dataclasses.replace(base, received_at=0).encode().replace(bytes(8), (1 << 51).to_bytes(8, "big"), 1)
+    with pytest.raises(TlsError, match="received_at"):
+        SessionData.decode(late)
