@@ -46,7 +46,7 @@ def aioquic_server(pki):
 
 
 def test_every_check_gets_a_verdict_and_aioquic_fails_these(aioquic_server, pki) -> None:
-    settings = Settings((b"h3",), trust=TrustStore.from_file(pki.ca_file), timeout=1.5)
+    settings = Settings((b"h3",), trust=TrustStore.from_file(pki.ca_file), timeout=3.0)
     results = run_checks(CHECKS, resolve("127.0.0.1", aioquic_server.port), settings)
     assert [r.verdict for r in results if r.verdict is Verdict.ERROR] == [], \
         [(r.name, r.detail) for r in results if r.verdict is Verdict.ERROR]

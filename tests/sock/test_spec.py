@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from quichsd.cli import main
 from quichsd.quic.errors import QuicErrorCode
 from quichsd.sock.sim import frames as fr
 from quichsd.sock.sim.rewrite import SendRewriter
@@ -45,7 +46,7 @@ def spec(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_our_server_passes_every_check(server, pki) -> None:
-    result = spec("127.0.0.1", str(server), "--ca", pki.ca_file, "--sni", "localhost")
+    result = spec("127.0.0.1", str(server), "--ca", pki.ca_file, "--sni", "localhost", "--timeout", "10")
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stdout + result.stderr
     summary = re.fullmatch(r"(\d+) passed, 0 failed in [\d.]+ s", lines[-1])
@@ -56,6 +57,14 @@ def test_our_server_passes_every_check(server, pki) -> None:
     assert all(line.startswith("PASS ") for line in lines[:-1])
 
 
+def run_main(*argv: str) -> int:
+    """The CLI in this process (argparse's usage errors exit)."""
+    try:
+        return main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 def _settings(pki, timeout: float = 3.0) -> Settings:
     return Settings((b"h3",), trust=TrustStore.from_file(pki.ca_file), timeout=timeout)
 
@@ -64,7 +73,7 @@ def test_a_server_that_never_closes_fails_the_check(server, pki) -> None:
     """No mischief at all: the handshake completes, nothing closes, and the verdict says so."""
     check = Check("nothing-wrong", "-", "breaks no rule", (QuicErrorCode.PROTOCOL_VIOLATION,),
                   lambda peer: SendRewriter())
-    (result,) = run_checks([check], resolve("127.0.0.1", server), _settings(pki, timeout=0.5))
+    (result,) = run_checks([check], resolve("127.0.0.1", server), _settings(pki, timeout=2.0))
     assert result.verdict is Verdict.FAIL
     assert result.observed.outcome is Outcome.TIMEOUT and result.observed.handshake_complete
     assert result.detail == "no CONNECTION_CLOSE within the timeout (handshake completed)"
@@ -82,7 +91,7 @@ def test_another_code_fails_the_check_and_is_named(server, pki) -> None:
 def test_only_the_selected_checks_run_and_a_failure_sets_the_status(server, pki) -> None:
     """Without --ca our client cannot verify the test certificate: a check that needs the
     handshake to complete ends as our client's error, counted as a failure."""
-    result = spec("127.0.0.1", str(server), "-k", "handshake-done,tp-no-initial", "--timeout", "2")
+    result = spec("127.0.0.1", str(server), "-k", "handshake-done,tp-no-initial", "--timeout", "5")
     lines = result.stdout.splitlines()
     assert result.returncode == 1
     assert lines[0].startswith("PASS  tp-no-initial-source-cid (RFC 9000 §7.3)")
@@ -99,17 +108,16 @@ def test_only_the_selected_checks_run_and_a_failure_sets_the_status(server, pki)
     (("127.0.0.1", "443", "-k", "no-such-check"), 2, "quichsd spec: no check name contains any of"),
     (("127.0.0.1", "443", "--ca", "/nonexistent/ca.pem"), 2, "quichsd spec: --ca /nonexistent/ca.pem: cannot use it"),
 ])
-def test_user_errors_are_one_line(args, status, message) -> None:
-    result = spec(*args)
-    assert result.returncode == status
-    assert result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+def test_user_errors_are_one_line(args, status, message, capsys) -> None:
+    assert run_main("spec", *args) == status
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith(message), err
 
 
-def test_list_names_every_check_with_its_section_and_expected_error() -> None:
-    result = spec("--list")
-    assert result.returncode == 0
-    lines = result.stdout.splitlines()
+def test_list_names_every_check_with_its_section_and_expected_error(capsys) -> None:
+    assert run_main("spec", "--list") == 0
+    lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(CHECKS)
     assert ("no-quic-transport-parameters (RFC 9001 §8.2): sends no quic_transport_parameters extension; "
             "expects CRYPTO_ERROR missing_extension (0x16d)") in lines
