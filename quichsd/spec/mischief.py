@@ -33,9 +33,11 @@ __all__ = [
 
 @dataclass
 class PeerView:
-    """What one connection has learnt of the server (None until its ServerHello flight)."""
+    """What one connection has learnt of the server: its transport parameters (None until
+    its first flight), and whether the handshake is confirmed (HANDSHAKE_DONE received)."""
 
     params: TransportParameters | None = None
+    handshake_confirmed: bool = False
 
     def param(self, name: str, default: int = 0) -> int:
         value = getattr(self.params, name, None) if self.params is not None else None
@@ -122,7 +124,9 @@ def with_psk(first: bool, keep_modes: bool = True) -> Callable[[ClientHello], Cl
 class _PacketEdit:
     """Edits every packet our client sends at `level`: the server must close at the first
     one, and a later one (a retransmission, the Initial after a Retry) breaks the rule as
-    well."""
+    well. 1-RTT packets only once the handshake is confirmed: the server has then completed
+    and installed its keys, so what it answers is about the frame, not about a packet that
+    arrived ahead of its keys."""
 
     level: int
     peer: PeerView
@@ -132,7 +136,7 @@ class _PacketEdit:
     pn_length: int | None
 
     def __call__(self, packet: OutgoingPacket) -> OutgoingPacket:
-        if packet.level != self.level:
+        if packet.level != self.level or (packet.level == APP and not self.peer.handshake_confirmed):
             return packet
         extra = self.frames(self.peer) if self.frames is not None else b""
         if self.mode == "replace":

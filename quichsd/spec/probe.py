@@ -105,6 +105,7 @@ class Probe:
         try:
             action()
             self._feed_engine()
+            self.peer.handshake_confirmed = self.conn.handshake_confirmed
         except TlsError as exc:
             self.conn.close(exc.quic_error, exc.reason.encode(), app=False)
         except OSError as exc:  # the connection refused a step (SimError), or the socket failed
