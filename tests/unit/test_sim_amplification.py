@@ -117,3 +117,31 @@ def test_unvalidated_server_sends_at_most_three_times_what_it_received(pki, vers
     closes = [c for c in (initial_close(d, agent.conn.original_dcid, version) for d in received) if c]
     if initials == 2:
         assert len(closes) == 1
+
+
+@pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
+def test_padding_never_exceeds_the_budget(version: int) -> None:
+    """In memory, on a simulated clock: the server's ACK leaves on its own before its
+    handshake agent answers (the hold ends first), so what is left of the budget after
+    its flight is not a multiple of 1200; a probe must not be padded past it (RFC 9000
+    §14.1 padding vs §8.1): an Initial may then carry an ACK only. Then the close."""
+    from tests.sim_driver import START, SimServer
+
+    client, server = sim_client(version=version), SimServer()
+    client.start(START)
+    (first,) = client.send(START)
+    server.recv(first, START)
+    now = server.timer()  # the ACK's hold runs out before the agent reads the hello
+    server.on_timer(now)
+    sent = server.send(now)
+    assert len(sent) == 1 and len(sent[0]) < 100  # the ACK alone
+    server.pump(now)
+    sent += server.send(now)
+    for _ in range(6):  # PTOs while the client stays silent
+        now = server.timer()
+        server.on_timer(now)
+        sent += server.send(now)
+    server.conn.close(0x0C)
+    sent += server.send(now)
+    total = sum(map(len, sent))
+    assert 2 * 1200 < total <= 3 * len(first), [len(d) for d in sent]

@@ -135,6 +135,9 @@ class Sender:
         if budget < 64:
             return None
         cc_open = self._recovery.can_send(MAX_DATAGRAM)
+        # An ack-eliciting Initial makes the datagram 1200 bytes (RFC 9000 §14.1): below
+        # that budget (§8.1) an Initial packet may carry an ACK, nothing more.
+        initial_fits = budget >= MIN_INITIAL_DATAGRAM
         built: list[list] = []  # [level, payload, items, eliciting, size]
         remaining = budget
         for level in self._send_levels():
@@ -145,7 +148,10 @@ class Sender:
             if room < 8:
                 continue
             probe = self._probes.get(SPACE_OF[level], 0) > 0 and level != EARLY
-            payload, items, eliciting = self._fill(level, space, room, now, cc_open or probe, probe)
+            may_send = cc_open or probe
+            if level == INITIAL and not initial_fits:
+                may_send = probe = False
+            payload, items, eliciting = self._fill(level, space, room, now, may_send, probe)
             if not payload:
                 continue
             if probe and eliciting:
