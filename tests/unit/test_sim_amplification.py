@@ -19,7 +19,7 @@ from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
 V1, V2 = 0x00000001, 0x6B3343CF
-HANDSHAKE_TIMEOUT = 1.5  # the server gives up (and closes) after this; PTOs fire before
+HANDSHAKE_TIMEOUT = 1.8  # the server gives up (and closes) after this; its first PTO (~1 s) fires before
 
 
 class SilentClientServer:
@@ -109,9 +109,9 @@ def test_unvalidated_server_sends_at_most_three_times_what_it_received(pki, vers
     assert total_in == 1200 * initials
     assert total_out <= 3 * total_in, f"{total_out} bytes for {total_in}: {total_out / total_in:.3f}x"
     print(f"amplification: {total_out} bytes for {total_in}: {total_out / total_in:.3f}x")
-    # the budget was used, not avoided: with one Initial, more than two thirds of it; with
-    # two, more than one Initial's budget allowed (the second one raised it)
-    assert total_out > (2 * 1200 if initials == 1 else 3 * 1200)
+    # the budget was used, not avoided: with one Initial, the flight's two full datagrams
+    # at least; with two, more than one Initial's budget allowed (the second raised it)
+    assert total_out > 3 * 1200 if initials == 2 else total_out >= 2 * 1200
     # the close still goes out when the budget has room for it (with one Initial it had
     # none left: 3,598 bytes sent before it; the total above held it back)
     closes = [c for c in (initial_close(d, agent.conn.original_dcid, version) for d in received) if c]
