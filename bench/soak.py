@@ -22,7 +22,9 @@ tree, median over the last quarter of the samples (those after a warm-up of 30 s
 a tenth of the run), exceeds the median over the first
 quarter by more than max(10%, 4 MiB) (the allocator's warm-up stays in the first quarter);
 the fds or threads of a process tree, minimum over the last quarter, exceed the maximum
-over the first quarter (both vary with the requests in flight; a leak lifts the floor).
+over the first quarter by more than COUNT_SLACK (2: both vary with the requests in flight
+and a pool may settle a thread higher; a leak lifts the floor and keeps lifting it: one fd
+or thread per 10,000 handshakes is dozens over a 2-minute run).
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ MESSAGE = b"soak " * 40  # 200 bytes each way per sim connection
 TIMEOUT = 10.0
 RSS_MARGIN_FRACTION = 0.10
 RSS_MARGIN_KIB = 4096
+COUNT_SLACK = 2  # fds or threads a process tree may settle higher by, once
 WARMUP = 30.0  # seconds (at most a tenth of the run) left out of the quarters compared
 
 
@@ -263,11 +266,15 @@ def verdict(name: str, samples: list[dict], warmup: float) -> list[str]:
     if rss1 - rss0 > margin:
         problems.append(f"{name}: RSS grew {(rss1 - rss0) / 1024:.1f} MiB (margin {margin / 1024:.1f} MiB)")
     for what in ("fds", "threads"):
-        # In-flight requests make both vary from sample to sample; a leak shows as a last
-        # quarter whose lowest value is above anything the first quarter held.
+        # In-flight requests make both vary from sample to sample, and a thread pool may
+        # settle one or two threads higher once (the daemon's idle request threads linger
+        # until their idle timeout); a leak shows as a last quarter whose lowest value is
+        # above anything the first quarter held by more than that.
         a, b = max(s[what] for s in first), min(s[what] for s in last)
-        if b > a:
-            problems.append(f"{name}: {what} grew: at most {a} in the first quarter, at least {b} in the last")
+        print(f"soak: {name}: {what} at most {a} in the first quarter, at least {b} in the last")
+        if b > a + COUNT_SLACK:
+            problems.append(f"{name}: {what} grew: at most {a} in the first quarter, at least {b} in the last "
+                            f"(slack {COUNT_SLACK})")
     return problems
 
 
