@@ -149,3 +149,21 @@ def test_session_data_round_trips_exactly_and_bounds_its_clock() -> None:
     late = dataclasses.replace(base, received_at=0).encode().replace(bytes(8), (1 << 51).to_bytes(8, "big"), 1)
     with pytest.raises(TlsError, match="received_at"):
         SessionData.decode(late)
+
+
+def test_a_sent_reset_stream_is_not_sent_again_with_its_sentinel() -> None:
+    """Found by fuzz/quic_connection: after a STOP_SENDING was answered with RESET_STREAM
+    (its code then set to -1, "sent, waiting for the ACK"), the next control frame due on any
+    stream made control_frames() yield RESET_STREAM again with code -1, and encoding it
+    raised VarintError out of datagrams_to_send()."""
+    from fuzz import quic_connection as q
+    from quichsd.sock.sim import frames as fr
+
+    conn = q._server()
+    conn.receive_datagram(q._datagram(2, 0, fr.StopSending(0, 9).encode()), q.ADDR, q.T + 1)
+    manager = conn._streams
+    first = list(manager.control_frames())
+    assert fr.ResetStream(0, 9, 0) in first
+    manager.max_data_pending = True  # another control frame comes due
+    again = list(manager.control_frames())
+    assert again and not any(isinstance(f, fr.ResetStream) for f in again)

@@ -274,9 +274,10 @@ class StreamManager:
                 code, stream.stop_pending = stream.stop_pending, None
                 stream.stop_inflight = True
                 yield fr.StopSending(stream.id, code)
-            if stream.reset_pending is not None and stream.send is not None:
+            # -1: sent, waiting for its ACK; not again when another frame is due (found by fuzz/).
+            if stream.reset_pending is not None and stream.reset_pending >= 0 and stream.send is not None:
                 yield fr.ResetStream(stream.id, stream.reset_pending, stream.send.end)
-                stream.reset_pending = -1  # sent; -1 = waiting for its ACK
+                stream.reset_pending = -1
 
     def has_control(self) -> bool:
         return (self.max_data_pending or any(self.max_streams_pending)
