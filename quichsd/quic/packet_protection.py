@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from ..abi import lib
-from .hkdf import hkdf_label
+from ..hkdf import hkdf_expand, hkdf_expand_label, hkdf_extract, hkdf_label
 from .packet_number import decode_packet_number
 from .versions import SUPPORTED_VERSIONS, QuicVersion
 
@@ -160,33 +160,18 @@ def cipher_for_tls_suite(suite: int) -> PacketCipher:
     return _BY_TLS_SUITE[suite]
 
 
-_INFO: dict[tuple[bytes, int], bytes] = {}
-
-def _info(label: bytes, length: int) -> bytes:
-    info = _INFO.get((label, length))
-    if info is None:
-        info = _INFO[(label, length)] = hkdf_label(label, b"", length) + b"\x01"
-    return info
-
-
-def _expand_label(digest: str, secret: bytes, label: bytes, length: int) -> bytes:
-    """HKDF-Expand-Label with an empty context (§5.1). Every QUIC key, IV and hp key is
-    at most one hash long, so HKDF-Expand (RFC 5869 §2.3) is the single block
-    T(1) = HMAC(secret, HkdfLabel || 0x01): one HMAC call instead of an HKDF object."""
-    return hmac.digest(secret, _info(label, length), digest)[:length]
-
-
 _KEY_INFOS: dict[tuple[int, int], tuple[bytes, bytes, bytes]] = {}
 
 
 def _key_infos(cipher: PacketCipher, version: QuicVersion) -> tuple[bytes, bytes, bytes]:
-    """The HKDF-Expand inputs of "quic key", "quic iv" and "quic hp" (§5.1; RFC 9369
-    §3.3.2 labels for v2): constants per cipher and version."""
+    """The HkdfLabels of "quic key", "quic iv" and "quic hp" (§5.1; RFC 9369 §3.3.2
+    labels for v2): constants per cipher and version."""
     infos = _KEY_INFOS.get((cipher.kernel_type, version.number))
     if infos is None:
         infos = _KEY_INFOS[(cipher.kernel_type, version.number)] = (
-            _info(version.key_label, cipher.key_len), _info(version.iv_label, IV_LEN),
-            _info(version.hp_label, cipher.key_len))
+            hkdf_label(version.key_label, b"", cipher.key_len),
+            hkdf_label(version.iv_label, b"", IV_LEN),
+            hkdf_label(version.hp_label, b"", cipher.key_len))
     return infos
 
 
@@ -226,17 +211,17 @@ class PacketKey:
 
     def derive(self) -> None:
         """Derive key, iv and (unless inherited) hp from the secret (§5.1); idempotent.
-        Each is HKDF-Expand-Label's single block (see _expand_label)."""
+        Each is HKDF-Expand-Label with an empty context, its HkdfLabel kept per cipher."""
         if self._aead is not None:
             return
         cipher, secret = self.cipher, self.secret
-        digest = cipher.hash_algorithm.name
+        algorithm = cipher.hash_algorithm
         key_info, iv_info, hp_info = _key_infos(cipher, self.version)
-        self._key = hmac.digest(secret, key_info, digest)[:cipher.key_len]
-        self._iv = hmac.digest(secret, iv_info, digest)[:IV_LEN]
+        self._key = hkdf_expand(algorithm, secret, key_info, cipher.key_len)
+        self._iv = hkdf_expand(algorithm, secret, iv_info, IV_LEN)
         self._iv_int = int.from_bytes(self._iv, "big")
         if self._hp_key is None:
-            self._hp_key = hmac.digest(secret, hp_info, digest)[:cipher.key_len]
+            self._hp_key = hkdf_expand(algorithm, secret, hp_info, cipher.key_len)
         if self._hp is None:
             self._hp = cipher.header_protection(self._hp_key)
         self._aead = cipher.aead(self._key)  # last: it marks the key as derived
@@ -265,11 +250,10 @@ class PacketKey:
 
     def next_phase(self) -> PacketKey:
         """Keys after a key update (§6.1): new secret via "quic ku"; the header protection
-        key does not change (§6), nor does its cipher object. The secret is one hash long,
-        so the expansion is a single HMAC block (as _expand_label)."""
+        key does not change (§6), nor does its cipher object."""
         self.derive()
-        secret = _expand_label(self.cipher.hash_algorithm.name, self.secret, self.version.ku_label,
-                               len(self.secret))
+        secret = hkdf_expand_label(self.cipher.hash_algorithm, self.secret, self.version.ku_label,
+                                   b"", len(self.secret))
         return PacketKey(self.cipher, secret, self.version, hp_key=self._hp_key, _hp=self._hp)
 
     # ---- pieces ------------------------------------------------------------------------
@@ -353,12 +337,14 @@ class PacketKey:
 # ---- Initial keys (§5.2) -------------------------------------------------------------------
 
 
+_SHA256 = hashes.SHA256()
+
+
 def initial_secrets(dcid: bytes, version: QuicVersion) -> tuple[bytes, bytes]:
     """(client_initial_secret, server_initial_secret) for the client's first DCID."""
-    # HKDF-Extract is HMAC(salt, ikm) (RFC 5869 §2.2); both expansions are one block.
-    initial = hmac.digest(version.initial_salt, dcid, "sha256")
-    return (_expand_label("sha256", initial, b"client in", INITIAL_SECRET_LEN),
-            _expand_label("sha256", initial, b"server in", INITIAL_SECRET_LEN))
+    initial = hkdf_extract(_SHA256, version.initial_salt, dcid)
+    return (hkdf_expand_label(_SHA256, initial, b"client in", b"", INITIAL_SECRET_LEN),
+            hkdf_expand_label(_SHA256, initial, b"server in", b"", INITIAL_SECRET_LEN))
 
 
 def initial_keys(dcid: bytes, version: QuicVersion) -> tuple[PacketKey, PacketKey]:

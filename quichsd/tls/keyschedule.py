@@ -1,14 +1,13 @@
 """TLS 1.3 key schedule (RFC 8446 §7.1), Finished/binder MACs (§4.4.4, §4.2.11.2),
 resumption PSK (§4.6.1), traffic keys (§7.3) and exporters (§7.5).
 
-Primitives: HKDF-Extract and HKDF-Expand are cryptography's (HKDF.extract, HKDFExpand),
-HMAC is cryptography's. stdlib's hmac.digest was measured and is not faster for these
-32/48-byte inputs (one OpenSSL HMAC either way, ~2 us), so it is not used.
+HKDF and HKDF-Expand-Label are quichsd/hkdf.py's (the one implementation, shared with QUIC
+packet protection); HMAC is cryptography's.
 
-What is ours: the HkdfLabel encoding, precomputed at import up to (and including) the
-context length byte for every label the key schedule uses, so a Derive-Secret is one
-dict lookup, one concatenation and one HKDFExpand; and the values that depend on no
-handshake (the PSK-less Early Secret and its "derived" secret), computed once per hash.
+What is here: the HkdfLabel of every label the key schedule uses, made at import up to
+(and including) the context length byte, so a Derive-Secret is one dict lookup, one
+concatenation and one HKDF-Expand; and the values that depend on no handshake (the
+PSK-less Early Secret and its "derived" secret), computed once per hash.
 """
 from __future__ import annotations
 
@@ -16,32 +15,10 @@ import hmac as _stdlib_hmac
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
-
-from ..quic.hkdf import hkdf_label_prefix
+from ..hkdf import hkdf_expand, hkdf_expand_label, hkdf_extract, hkdf_label_prefix
 from .constants import AlertDescription, HandshakeType
 from .errors import TlsError
 from .suites import EMPTY_HASHES, HASH_ALGORITHMS, HASH_CONSTRUCTORS, SuiteInfo
-
-
-def _hkdf_label_prefix(label: bytes, length: int, context_len: int) -> bytes:
-    try:
-        return hkdf_label_prefix(label, length, context_len)
-    except ValueError:
-        raise TlsError(AlertDescription.internal_error, "HkdfLabel out of range") from None
-
-
-# (label, length, context length) -> prefix; fills up with the few labels the
-# engine and the QUIC layer use (key, iv, hp, ku, exporter labels...).
-_PREFIX_CACHE: dict[tuple[bytes, int, int], bytes] = {}
-
-
-def _prefix(label: bytes, length: int, context_len: int) -> bytes:
-    key = (label, length, context_len)
-    prefix = _PREFIX_CACHE.get(key)
-    if prefix is None:
-        prefix = _PREFIX_CACHE[key] = _hkdf_label_prefix(label, length, context_len)
-    return prefix
 
 
 # Derive-Secret labels (§7.1): output and context are both Hash.length long, so their
@@ -61,14 +38,14 @@ _DERIVE_SECRET_LABELS = (
 )
 _DS_PREFIXES: dict[str, dict[bytes, bytes]] = {
     name: {
-        label: _hkdf_label_prefix(label, alg.digest_size, alg.digest_size)
+        label: hkdf_label_prefix(label, alg.digest_size, alg.digest_size)
         for label in _DERIVE_SECRET_LABELS
     }
     for name, alg in HASH_ALGORITHMS.items()
 }
 # HKDF-Expand-Label(BaseKey, "finished", "", Hash.length) (§4.4.4): the whole info is fixed.
 _FINISHED_INFO: dict[str, bytes] = {
-    name: _hkdf_label_prefix(b"finished", alg.digest_size, 0)
+    name: hkdf_label_prefix(b"finished", alg.digest_size, 0)
     for name, alg in HASH_ALGORITHMS.items()
 }
 # hash name -> (algorithm, Hash.length, finished info), one lookup per Finished MAC.
@@ -81,32 +58,10 @@ _DERIVED_INFO: dict[str, bytes] = {
 }
 
 
-# --- HKDF with HkdfLabel (RFC 8446 §7.1, RFC 5869) -------------------------------------
-
-
-def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
-    """HKDF-Extract(salt, IKM) (RFC 5869 §2.2). An empty salt equals hash_len zeros."""
-    return HKDF.extract(HASH_ALGORITHMS[hash_name], salt, ikm)
-
-
-def _expand_label(
-    algorithm: hashes.HashAlgorithm, secret: bytes, label: bytes, context: bytes, length: int
-) -> bytes:
-    info = _prefix(label, length, len(context)) + context
-    return HKDFExpand(algorithm, length, info).derive(secret)
-
-
-def hkdf_expand_label(
-    hash_name: str, secret: bytes, label: bytes, context: bytes, length: int
-) -> bytes:
-    """HKDF-Expand-Label(Secret, Label, Context, Length) (§7.1). `label` excludes "tls13 "."""
-    return _expand_label(HASH_ALGORITHMS[hash_name], secret, label, context, length)
-
-
 def derive_secret(hash_name: str, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
     """Derive-Secret(Secret, Label, Messages) (§7.1), given Transcript-Hash(Messages)."""
     algorithm = HASH_ALGORITHMS[hash_name]
-    return _expand_label(algorithm, secret, label, transcript_hash, algorithm.digest_size)
+    return hkdf_expand_label(algorithm, secret, label, transcript_hash, algorithm.digest_size)
 
 
 # --- Finished, binders, resumption (§4.4.4, §4.2.11.2, §4.6.1) -------------------------
@@ -120,7 +75,7 @@ def finished_verify_data(hash_name: str, base_secret: bytes, transcript_hash: by
     binder (§4.2.11.2).
     """
     algorithm, length, info = _FINISHED[hash_name]
-    mac = HMAC(HKDFExpand(algorithm, length, info).derive(base_secret), algorithm)
+    mac = HMAC(hkdf_expand(algorithm, base_secret, info, length), algorithm)
     mac.update(transcript_hash)
     return mac.finalize()
 
@@ -133,7 +88,7 @@ def verify_finished(expected: bytes, got: bytes) -> bool:
 def resumption_psk(hash_name: str, resumption_master_secret: bytes, ticket_nonce: bytes) -> bytes:
     """PSK of a ticket (§4.6.1): HKDF-Expand-Label(rms, "resumption", nonce, Hash.length)."""
     algorithm = HASH_ALGORITHMS[hash_name]
-    return _expand_label(
+    return hkdf_expand_label(
         algorithm, resumption_master_secret, b"resumption", ticket_nonce, algorithm.digest_size
     )
 
@@ -156,15 +111,15 @@ def traffic_key_iv(
     """[sender]_write_key / _iv (§7.3). QUIC passes b"quic key" / b"quic iv" (RFC 9001 §5.1)."""
     algorithm = suite.hash_algorithm
     return (
-        _expand_label(algorithm, secret, key_label, b"", suite.key_len),
-        _expand_label(algorithm, secret, iv_label, b"", suite.iv_len),
+        hkdf_expand_label(algorithm, secret, key_label, b"", suite.key_len),
+        hkdf_expand_label(algorithm, secret, iv_label, b"", suite.iv_len),
     )
 
 
 def next_traffic_secret(hash_name: str, secret: bytes, label: bytes = b"traffic upd") -> bytes:
     """application_traffic_secret_N+1 (§7.2). QUIC key update uses b"quic ku" (RFC 9001 §6.1)."""
     algorithm = HASH_ALGORITHMS[hash_name]
-    return _expand_label(algorithm, secret, label, b"", algorithm.digest_size)
+    return hkdf_expand_label(algorithm, secret, label, b"", algorithm.digest_size)
 
 
 def export_keying_material(
@@ -172,11 +127,14 @@ def export_keying_material(
 ) -> bytes:
     """TLS-Exporter(label, context_value, key_length) (§7.5). `label` excludes "tls13 "."""
     algorithm = HASH_ALGORITHMS[hash_name]
-    secret = _expand_label(
-        algorithm, exporter_master_secret, label, EMPTY_HASHES[hash_name], algorithm.digest_size
-    )
-    context_hash = HASH_CONSTRUCTORS[hash_name](context).digest()
-    return _expand_label(algorithm, secret, b"exporter", context_hash, length)
+    try:
+        secret = hkdf_expand_label(
+            algorithm, exporter_master_secret, label, EMPTY_HASHES[hash_name], algorithm.digest_size
+        )
+        context_hash = HASH_CONSTRUCTORS[hash_name](context).digest()
+        return hkdf_expand_label(algorithm, secret, b"exporter", context_hash, length)
+    except ValueError:  # a label over 249 bytes or a length over 2^16 - 1
+        raise TlsError(AlertDescription.internal_error, "exporter label or length out of range") from None
 
 
 # --- Handshake-independent constants, once per hash ------------------------------------
@@ -186,10 +144,8 @@ def export_keying_material(
 _NO_PSK_EARLY: dict[str, bytes] = {}
 _NO_PSK_DERIVED: dict[str, bytes] = {}
 for _name, _alg in HASH_ALGORITHMS.items():
-    _NO_PSK_EARLY[_name] = hkdf_extract(_name, b"", bytes(_alg.digest_size))
-    _NO_PSK_DERIVED[_name] = HKDFExpand(_alg, _alg.digest_size, _DERIVED_INFO[_name]).derive(
-        _NO_PSK_EARLY[_name]
-    )
+    _NO_PSK_EARLY[_name] = hkdf_extract(_alg, b"", bytes(_alg.digest_size))
+    _NO_PSK_DERIVED[_name] = hkdf_expand(_alg, _NO_PSK_EARLY[_name], _DERIVED_INFO[_name], _alg.digest_size)
 del _name, _alg
 
 
@@ -227,8 +183,8 @@ class KeySchedule:
             self.early_secret = _NO_PSK_EARLY[name]
             self._derived = _NO_PSK_DERIVED[name]
         else:
-            self.early_secret = early = HKDF.extract(algorithm, b"", psk)
-            self._derived = HKDFExpand(algorithm, suite.hash_len, self._derived_info).derive(early)
+            self.early_secret = early = hkdf_extract(algorithm, b"", psk)
+            self._derived = hkdf_expand(algorithm, early, self._derived_info, suite.hash_len)
         self.handshake_secret = b""
         self.master_secret = b""
 
@@ -236,7 +192,7 @@ class KeySchedule:
         # Derive-Secret (§7.1) for one of _DERIVE_SECRET_LABELS; the prefix already holds
         # the context length, so transcript_hash must be a digest of this suite's hash.
         info = self._labels[label] + transcript_hash
-        return HKDFExpand(self._algorithm, self._hash_len, info).derive(secret)
+        return hkdf_expand(self._algorithm, secret, info, self._hash_len)
 
     # Early Secret stage (§7.1)
     def binder_key(self, external: bool) -> bytes:
@@ -260,8 +216,8 @@ class KeySchedule:
         """
         algorithm = self._algorithm
         ikm = bytes(self._hash_len) if shared_secret is None else shared_secret
-        self.handshake_secret = secret = HKDF.extract(algorithm, self._derived, ikm)
-        self._derived = HKDFExpand(algorithm, self._hash_len, self._derived_info).derive(secret)
+        self.handshake_secret = secret = hkdf_extract(algorithm, self._derived, ikm)
+        self._derived = hkdf_expand(algorithm, secret, self._derived_info, self._hash_len)
 
     def handshake_traffic_secrets(self, transcript_hash: bytes) -> tuple[bytes, bytes]:
         """(client, server) handshake traffic secrets over ClientHello..ServerHello (§7.1)."""
@@ -270,8 +226,8 @@ class KeySchedule:
             raise TlsError(AlertDescription.internal_error, "handshake secret not set")
         labels, algorithm, n = self._labels, self._algorithm, self._hash_len
         return (
-            HKDFExpand(algorithm, n, labels[b"c hs traffic"] + transcript_hash).derive(secret),
-            HKDFExpand(algorithm, n, labels[b"s hs traffic"] + transcript_hash).derive(secret),
+            hkdf_expand(algorithm, secret, labels[b"c hs traffic"] + transcript_hash, n),
+            hkdf_expand(algorithm, secret, labels[b"s hs traffic"] + transcript_hash, n),
         )
 
     # Master Secret stage (§7.1)
@@ -279,7 +235,7 @@ class KeySchedule:
         """Master Secret = HKDF-Extract(Derive-Secret(handshake, "derived", ""), 0)."""
         if not self.handshake_secret:
             raise TlsError(AlertDescription.internal_error, "master before handshake secret")
-        self.master_secret = HKDF.extract(self._algorithm, self._derived, bytes(self._hash_len))
+        self.master_secret = hkdf_extract(self._algorithm, self._derived, bytes(self._hash_len))
 
     def _master(self) -> bytes:
         secret = self.master_secret
@@ -292,8 +248,8 @@ class KeySchedule:
         secret = self._master()
         labels, algorithm, n = self._labels, self._algorithm, self._hash_len
         return (
-            HKDFExpand(algorithm, n, labels[b"c ap traffic"] + transcript_hash).derive(secret),
-            HKDFExpand(algorithm, n, labels[b"s ap traffic"] + transcript_hash).derive(secret),
+            hkdf_expand(algorithm, secret, labels[b"c ap traffic"] + transcript_hash, n),
+            hkdf_expand(algorithm, secret, labels[b"s ap traffic"] + transcript_hash, n),
         )
 
     def exporter_master_secret(self, transcript_hash: bytes) -> bytes:

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from quichsd.abi import lib
-from quichsd.quic.hkdf import hkdf_expand_label, hkdf_extract, hkdf_label
+from quichsd.hkdf import hkdf_expand_label, hkdf_extract, hkdf_label
 from quichsd.quic.packet_protection import (
     AES_128_GCM,
     AES_256_GCM,

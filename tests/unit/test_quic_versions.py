@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 from quichsd.abi import lib
-from quichsd.quic.hkdf import hkdf_expand_label
+from quichsd.hkdf import hkdf_expand_label
 from quichsd.quic.versions import (
     QUIC_V1,
     QUIC_V2,

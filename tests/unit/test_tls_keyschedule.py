@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 
+from quichsd.hkdf import hkdf_expand_label, hkdf_extract
 from quichsd.tls.constants import AlertDescription, CipherSuite
 from quichsd.tls.errors import TlsError
 from quichsd.tls.keyschedule import (
@@ -21,8 +23,6 @@ from quichsd.tls.keyschedule import (
     derive_secret,
     export_keying_material,
     finished_verify_data,
-    hkdf_expand_label,
-    hkdf_extract,
     message_hash,
     next_traffic_secret,
     resumption_psk,
@@ -39,6 +39,7 @@ from quichsd.tls.suites import (
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 SUITE = SUITES[CipherSuite.AES_128_GCM_SHA256]  # every RFC 8448 trace uses 0x1301
 H = "sha256"
+SHA256 = hashes.SHA256()
 MESSAGE_HASH_OF_CH1 = "message_hash(ClientHello)"
 
 
@@ -218,10 +219,10 @@ def test_extract_inputs(name: str) -> None:
     secrets = TRACES[name].summary["secrets"]
     psk = psk_of(TRACES[name])
     assert (psk or bytes(32)).hex() == secrets["early_secret_ikm"]
-    assert hkdf_extract(H, b"", b(secrets["early_secret_ikm"])).hex() == secrets["early_secret"]
+    assert hkdf_extract(SHA256, b"", b(secrets["early_secret_ikm"])).hex() == secrets["early_secret"]
     assert secrets["handshake_secret_ikm"] == secrets["ecdhe_shared_secret"]
     assert hkdf_extract(
-        H, b(secrets["derived_for_handshake"]), b(secrets["handshake_secret_ikm"])
+        SHA256, b(secrets["derived_for_handshake"]), b(secrets["handshake_secret_ikm"])
     ).hex() == secrets["handshake_secret"]
 
 
@@ -244,7 +245,7 @@ def test_finished_verify_data(name: str) -> None:
     # finished_key itself
     for side in ("server", "client"):
         base = secrets[f"{side}_handshake_traffic_secret"]
-        key = hkdf_expand_label(H, base, b"finished", b"", 32)
+        key = hkdf_expand_label(SHA256, base, b"finished", b"", 32)
         assert key.hex() == published[f"{side}_finished_key"]
 
 
@@ -261,7 +262,7 @@ def test_psk_binder_s4() -> None:
     assert binder_hash.hex() == summary["finished"]["binder_hash"]
     binder = finished_verify_data(H, binder_key, binder_hash)
     assert binder.hex() == summary["finished"]["psk_binder"]
-    key = hkdf_expand_label(H, binder_key, b"finished", b"", 32)
+    key = hkdf_expand_label(SHA256, binder_key, b"finished", b"", 32)
     assert key.hex() == summary["finished"]["binder_finished_key"]
     # The full ClientHello = truncated || binders<33..> = u16 33 || u8 32 || binder.
     ch = b(summary["messages"]["ClientHello"])
@@ -305,10 +306,10 @@ def test_quic_labels_rfc9001() -> None:
     """The label parameters serve QUIC too (RFC 9001 §5.1, App. A.1 and A.5)."""
     data = load("rfc9001_initial")
     a1 = data["A.1_keys"]
-    initial = hkdf_extract(H, b(data["constants"]["initial_salt"]), b(a1["client_dcid"]))
+    initial = hkdf_extract(SHA256, b(data["constants"]["initial_salt"]), b(a1["client_dcid"]))
     assert initial.hex() == a1["initial_secret"]
     for side in ("client", "server"):
-        secret = hkdf_expand_label(H, initial, f"{side} in".encode(), b"", 32)
+        secret = hkdf_expand_label(SHA256, initial, f"{side} in".encode(), b"", 32)
         assert secret.hex() == a1[side]["initial_secret"]
         key, iv = traffic_key_iv(SUITE, secret, b"quic key", b"quic iv")
         assert (key.hex(), iv.hex()) == (a1[side]["key"], a1[side]["iv"])
@@ -367,7 +368,7 @@ def test_sha384_schedule_shape() -> None:
     suite = SUITES[CipherSuite.AES_256_GCM_SHA384]
     ks = KeySchedule(suite)
     assert len(ks.early_secret) == 48
-    assert ks.early_secret == hkdf_extract("sha384", b"\x00" * 48, b"\x00" * 48)
+    assert ks.early_secret == hkdf_extract(hashes.SHA384(), b"\x00" * 48, b"\x00" * 48)
     th = suite.hash(b"transcript")
     ks.handshake(b"\x01" * 32)
     c, s = ks.handshake_traffic_secrets(th)
@@ -415,5 +416,5 @@ def test_exporter() -> None:
     ems = b"\x42" * 32
     out = export_keying_material(H, ems, b"EXPORTER-test", b"ctx", 40)
     inner = derive_secret(H, ems, b"EXPORTER-test", SUITE.empty_hash)
-    assert out == hkdf_expand_label(H, inner, b"exporter", SUITE.hash(b"ctx"), 40)
+    assert out == hkdf_expand_label(SHA256, inner, b"exporter", SUITE.hash(b"ctx"), 40)
     assert len(out) == 40
