@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
-from ..abi import lib
+from .. import kernel_numbers
 from ..hkdf import hkdf_expand, hkdf_expand_label, hkdf_extract, hkdf_label
 from .packet_number import decode_packet_number
 from .versions import SUPPORTED_VERSIONS, QuicVersion
@@ -113,7 +113,7 @@ class PacketCipher:
 
 AES_128_GCM = PacketCipher(
     name="AES_128_GCM",
-    kernel_type=lib.TLS_CIPHER_AES_GCM_128,
+    kernel_type=kernel_numbers.TLS_CIPHER_AES_GCM_128,
     tls_suite=0x1301,
     hash_algorithm=hashes.SHA256(),
     key_len=16,
@@ -122,7 +122,7 @@ AES_128_GCM = PacketCipher(
 )
 AES_256_GCM = PacketCipher(
     name="AES_256_GCM",
-    kernel_type=lib.TLS_CIPHER_AES_GCM_256,
+    kernel_type=kernel_numbers.TLS_CIPHER_AES_GCM_256,
     tls_suite=0x1302,
     hash_algorithm=hashes.SHA384(),
     key_len=32,
@@ -131,7 +131,7 @@ AES_256_GCM = PacketCipher(
 )
 CHACHA20_POLY1305 = PacketCipher(
     name="CHACHA20_POLY1305",
-    kernel_type=lib.TLS_CIPHER_CHACHA20_POLY1305,
+    kernel_type=kernel_numbers.TLS_CIPHER_CHACHA20_POLY1305,
     tls_suite=0x1303,
     hash_algorithm=hashes.SHA256(),
     key_len=32,
@@ -141,7 +141,7 @@ CHACHA20_POLY1305 = PacketCipher(
 # Not offered by our TLS engine, but the kernel accepts type 53, so the sim must too.
 AES_128_CCM = PacketCipher(
     name="AES_128_CCM",
-    kernel_type=lib.TLS_CIPHER_AES_CCM_128,
+    kernel_type=kernel_numbers.TLS_CIPHER_AES_CCM_128,
     tls_suite=0x1304,
     hash_algorithm=hashes.SHA256(),
     key_len=16,

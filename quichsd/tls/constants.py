@@ -1,9 +1,12 @@
-"""TLS 1.3 code points (RFC 8446 §4, IANA registries) and the kernel's crypto levels."""
+"""TLS 1.3 code points (RFC 8446 §4, IANA registries); the kernel's crypto levels come from
+quichsd/kernel_numbers.py."""
 from __future__ import annotations
 
 from enum import Enum, IntEnum
 from types import SimpleNamespace
 from typing import TypeVar, cast
+
+from ..kernel_numbers import CryptoLevel, Direction  # noqa: F401 (the engine's names for them)
 
 _E = TypeVar("_E", bound=Enum)
 
@@ -14,22 +17,6 @@ def fast_members(cls: type[_E]) -> type[_E]:
     than a plain attribute). The values are the members themselves, so nothing else
     changes; typed as the enum class so `ET.ALPN` type-checks as before."""
     return cast(type[_E], SimpleNamespace(**cls.__members__))
-
-
-class CryptoLevel(IntEnum):
-    """enum quic_crypto_level of the kernel: note APP is 0 and INITIAL is 1."""
-
-    APP = 0
-    INITIAL = 1
-    HANDSHAKE = 2
-    EARLY = 3
-
-
-class Direction(IntEnum):
-    """quic_crypto_secret.send: 0 = receive key, 1 = send key."""
-
-    RECV = 0
-    SEND = 1
 
 
 class HandshakeType(IntEnum):

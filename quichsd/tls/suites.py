@@ -14,13 +14,8 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from ..kernel_numbers import TLS_CIPHER_AES_GCM_128, TLS_CIPHER_AES_GCM_256, TLS_CIPHER_CHACHA20_POLY1305
 from .constants import CipherSuite
-
-# Kernel cipher type numbers (include/uapi/linux/tls.h, used by the QUIC module's
-# struct quic_crypto_secret.type).
-TLS_CIPHER_AES_GCM_128 = 51
-TLS_CIPHER_AES_GCM_256 = 52
-TLS_CIPHER_CHACHA20_POLY1305 = 54
 
 
 class TranscriptHash(Protocol):

@@ -3,7 +3,7 @@ how they map to packet number spaces and long header packet types."""
 from __future__ import annotations
 
 from ...quic.versions import LongPacketType
-from ...tls.constants import CryptoLevel
+from ...kernel_numbers import CryptoLevel
 
 __all__ = ["APP", "INITIAL", "HANDSHAKE", "EARLY", "SPACE_OF", "PACKET_KIND", "LONG_TYPE", "LEVEL_OF_TYPE"]
 
