@@ -32,6 +32,7 @@ from .tls.events import (
     Event,
     HandshakeComplete,
     InstallSecret,
+    KeyLogLine,
     PeerTransportParameters,
     SendHandshake,
     SessionTicketReceived,
@@ -270,7 +271,7 @@ class _Driver:
                 raise _unusable("key log file", cfg.keylog_file, exc) from None
         common: dict[str, Any] = dict(
             alpn_protocols=alpns, credentials=credentials, trust=trust, verify_peer=cfg.verify,
-            psks=list(cfg.psks), keylog=self.keylog,
+            psks=list(cfg.psks), keylog=self.keylog is not None,
         )
         if cfg.groups:
             common["groups"] = list(cfg.groups)
@@ -396,6 +397,9 @@ class _Driver:
                 if type(event) is SendHandshake:
                     queued.append(event)
                     continue
+                if type(event) is KeyLogLine:
+                    self.write_keylog(event)  # a file write, not a socket step: even after a close
+                    continue
                 if self.peer_closed:
                     self.record(event)  # the socket steps can no longer work; the result can
                     continue
@@ -440,6 +444,10 @@ class _Driver:
         self.peer_closed = True
         log.info("handshake completed, but the peer has closed the connection already (%s: %s)", step, exc)
         return True
+
+    def write_keylog(self, line: KeyLogLine) -> None:
+        if self.keylog is not None:
+            self.keylog.log(line.label, line.client_random, line.secret)
 
     def record(self, event: Event) -> None:
         """The result-only part of apply_one: no socket calls."""

@@ -23,7 +23,7 @@ from .constants import (
 from .certs import is_ip_literal, verify_chain
 from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
-from .events import HandshakeComplete, InstallSecret, PeerTransportParameters, SendHandshake, SessionTicketReceived
+from .events import HandshakeComplete, PeerTransportParameters, SendHandshake, SessionTicketReceived
 from .groups import ClientKeyShare, client_key_share
 from .keyschedule import (
     KeySchedule,
@@ -487,8 +487,8 @@ class ClientEngine(TlsEngine):
         ks.master()
         through_server_finished = transcript.digest()
         client_ap, server_ap = ks.application_traffic_secrets(through_server_finished)
-        if self.config.keylog is not None:
-            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(through_server_finished))
+        if self.config.keylog:
+            self._log_secret(kl.EXPORTER, ks.exporter_master_secret(through_server_finished))
         flight = self._client_auth_flight()
         # RFC 8446 §4.4.4: our Finished covers the transcript through our CertificateVerify,
         # which is the server's Finished when we sent no certificate messages.
@@ -498,16 +498,8 @@ class ClientEngine(TlsEngine):
         flight.append(finished)
         self._resumption_hash = transcript.digest()
         # Spec §2.4 step 7-8: both 1-RTT keys (send first), then the client's flight.
-        cipher = suite.kernel_cipher
-        self._events += (
-            InstallSecret(_A, _SEND, cipher, client_ap),
-            InstallSecret(_A, _RECV, cipher, server_ap),
-            SendHandshake(_H, b"".join(flight)),
-        )
-        keylog = self.config.keylog
-        if keylog is not None:
-            keylog.log(kl.CLIENT_TRAFFIC_0, self.client_random, client_ap)
-            keylog.log(kl.SERVER_TRAFFIC_0, self.client_random, server_ap)
+        self._install_pair(_A, client_ap, server_ap, kl.CLIENT_TRAFFIC_0, kl.SERVER_TRAFFIC_0)
+        self._events.append(SendHandshake(_H, b"".join(flight)))
         self.state = CS.CONNECTED
         self.handshake_complete = True
         self._events.append(self._complete_event())

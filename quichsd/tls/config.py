@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import TrustStore, load_certificates, load_private_key
 from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
-from .keylog import KeyLog
 from .messages import Certificate, CertificateEntry, ClientHello
 from .session import SessionData, SingleUseTickets, TicketSealer
 from .signatures import schemes_for_private_key
@@ -163,7 +162,8 @@ class TlsConfig:
     ticket_lifetime: int = 24 * 3600
     # Default: the record shared by every configuration with this session_ticket_key.
     replay_guard: SingleUseTickets | None = None
-    keylog: KeyLog | None = None
+    # Emit KeyLogLine events (NSS key log lines, for Wireshark) for the driver to write.
+    keylog: bool = False
     client_hello_hook: ClientHelloHook | None = None
     # Server, (EC)DHE: the ClientHello's events end with the ServerHello, and
     # ServerEngine.continue_flight() gives the rest of the flight (the shared secret, the

@@ -22,7 +22,7 @@ from . import keylog as kl
 from .config import Credentials, TlsConfig
 from .constants import AlertDescription, CryptoLevel, Direction, HandshakeType
 from .errors import TlsError, decode_error, illegal_parameter, protocol_violation, unexpected_message
-from .events import Event, InstallSecret, SendHandshake
+from .events import Event, InstallSecret, KeyLogLine, SendHandshake
 from .keyschedule import KeySchedule, finished_verify_data, verify_finished
 from .messages import (
     DECODERS,
@@ -237,28 +237,29 @@ class TlsEngine:
     def _send(self, level: CryptoLevel, *messages: bytes) -> None:
         self._events.append(SendHandshake(level, b"".join(messages)))
 
-    def _install(self, level: CryptoLevel, direction: Direction, secret: bytes, label: str | None) -> None:
+    def _install(self, level: CryptoLevel, direction: Direction, secret: bytes, label: str) -> None:
+        """The one way a secret leaves the engine: InstallSecret, then its key log line."""
         assert self.suite is not None
         self._events.append(InstallSecret(level, direction, self.suite.kernel_cipher, secret))
-        if label is not None and self.config.keylog is not None:
-            self.config.keylog.log(label, self.client_random, secret)
+        if self.config.keylog:
+            self._events.append(KeyLogLine(label, self.client_random, secret))
+
+    def _log_secret(self, label: str, secret: bytes) -> None:
+        """A key log line for a secret the kernel does not get (EXPORTER_SECRET)."""
+        self._events.append(KeyLogLine(label, self.client_random, secret))
+
+    def _install_pair(self, level: CryptoLevel, client_secret: bytes, server_secret: bytes,
+                      client_label: str, server_label: str) -> None:
+        """Both keys of a level, send key first, then receive key (spec §2.4)."""
+        if self.is_client:
+            self._install(level, _SEND, client_secret, client_label)
+            self._install(level, _RECV, server_secret, server_label)
+        else:
+            self._install(level, _SEND, server_secret, server_label)
+            self._install(level, _RECV, client_secret, client_label)
 
     def _install_handshake_secrets(self, client_secret: bytes, server_secret: bytes) -> None:
-        """Send key first, then receive key (spec §2.4)."""
-        assert self.suite is not None
-        cipher = self.suite.kernel_cipher
-        if self.is_client:
-            mine, theirs, mine_label, theirs_label = client_secret, server_secret, kl.CLIENT_HANDSHAKE, kl.SERVER_HANDSHAKE
-        else:
-            mine, theirs, mine_label, theirs_label = server_secret, client_secret, kl.SERVER_HANDSHAKE, kl.CLIENT_HANDSHAKE
-        self._events += (
-            InstallSecret(_HANDSHAKE, _SEND, cipher, mine),
-            InstallSecret(_HANDSHAKE, _RECV, cipher, theirs),
-        )
-        keylog = self.config.keylog
-        if keylog is not None:
-            keylog.log(mine_label, self.client_random, mine)
-            keylog.log(theirs_label, self.client_random, theirs)
+        self._install_pair(_HANDSHAKE, client_secret, server_secret, kl.CLIENT_HANDSHAKE, kl.SERVER_HANDSHAKE)
 
     # -- authentication messages both roles send and check (RFC 8446 §4.4) ----------------
 

@@ -99,9 +99,20 @@ _COMPLETE_SETTERS = tuple(
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLogLine:
+    """One line of the NSS key log (SSLKEYLOGFILE), when TlsConfig.keylog asks for them:
+    the driver writes it (tls/keylog.py KeyLogFile); the engine does no I/O."""
+
+    label: str
+    client_random: bytes = field(repr=False)
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionTicketReceived:
     """Client: a NewSessionTicket turned into data that resumes a later connection."""
 
     session: SessionData
 
-Event = SendHandshake | InstallSecret | PeerTransportParameters | HandshakeComplete | SessionTicketReceived
+Event = (SendHandshake | InstallSecret | PeerTransportParameters | HandshakeComplete | SessionTicketReceived
+         | KeyLogLine)

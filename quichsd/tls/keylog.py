@@ -1,12 +1,11 @@
-"""SSLKEYLOGFILE output (the NSS key log format Wireshark reads). Off unless asked for."""
+"""SSLKEYLOGFILE output (the NSS key log format Wireshark reads). Off unless asked for.
+
+The engine only makes the lines (KeyLogLine events, with TlsConfig.keylog); the driver
+(quichsd/handshake.py) writes them with KeyLogFile."""
 from __future__ import annotations
 
 import os
-from typing import IO, Protocol
-
-
-class KeyLog(Protocol):
-    def log(self, label: str, client_random: bytes, secret: bytes) -> None: ...
+from typing import IO
 
 
 class KeyLogFile:

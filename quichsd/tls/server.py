@@ -520,8 +520,8 @@ class ServerEngine(TlsEngine):
         ks.master()
         through_finished = transcript.digest()
         self._client_ap, server_ap = ks.application_traffic_secrets(through_finished)
-        if self.config.keylog is not None:
-            self.config.keylog.log(kl.EXPORTER, self.client_random, ks.exporter_master_secret(through_finished))
+        if self.config.keylog:
+            self._log_secret(kl.EXPORTER, ks.exporter_master_secret(through_finished))
         self._send(_H, *flight)
         self._install(_A, _SEND, server_ap, kl.SERVER_TRAFFIC_0)
         self.state = SS.WAIT_CERT if request else SS.WAIT_FINISHED

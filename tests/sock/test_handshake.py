@@ -337,3 +337,21 @@ def test_the_callers_timeout_is_left_as_it_was(backend, pki, server_factory) -> 
         sock.settimeout(42.0)
         quic_handshake(sock, client_config(pki))
         assert sock.gettimeout() == 42.0
+
+
+def test_key_log_files_are_written_by_the_driver(backend, pki, server_factory, tmp_path) -> None:
+    """keylog_file: the engine emits the lines as events and the driver writes them to a
+    0600 file; both ends log the same five secrets of a full handshake."""
+    server_log, client_log = tmp_path / "server.keys", tmp_path / "client.keys"
+    srv = server_factory(backend, server_config(pki, keylog_file=str(server_log)))
+    with client_socket(backend, srv.address) as sock:
+        quic_handshake(sock, client_config(pki, keylog_file=str(client_log)))
+    completed(srv.wait()[0])
+    client_lines = client_log.read_text().splitlines()
+    assert [line.split()[0] for line in client_lines] == [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "EXPORTER_SECRET", "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0",
+    ]
+    assert sorted(server_log.read_text().splitlines()) == sorted(client_lines)
+    for path in (server_log, client_log):
+        assert os.stat(path).st_mode & 0o777 == 0o600

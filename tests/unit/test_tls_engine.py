@@ -11,7 +11,7 @@ from quichsd.tls.certs import TrustStore
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
 from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
 from quichsd.tls.errors import TlsError
-from quichsd.tls.events import HandshakeComplete, InstallSecret, PeerTransportParameters, SendHandshake
+from quichsd.tls.events import HandshakeComplete, InstallSecret, KeyLogLine, PeerTransportParameters, SendHandshake
 from quichsd.tls.keylog import KeyLogFile
 from quichsd.tls.messages import decode_message
 from quichsd.tls.session import SessionData
@@ -337,8 +337,11 @@ def test_server_picks_credentials_after_client_hello() -> None:
 
 def test_keylog_file(tmp_path) -> None:
     path = tmp_path / "keys.log"
+    client, server = run_pair(client_cfg(keylog=True), server_cfg(keylog=True), T)
+    # The engine does no I/O: the lines are events, which the driver writes (as here).
     log = KeyLogFile(path)
-    client, _ = run_pair(client_cfg(keylog=log), server_cfg(), T)
+    for line in client.of(KeyLogLine):
+        log.log(line.label, line.client_random, line.secret)
     log.close()
     lines = path.read_text().splitlines()
     labels = [line.split()[0] for line in lines]
@@ -349,6 +352,11 @@ def test_keylog_file(tmp_path) -> None:
     secrets = client.secrets()
     assert lines[0].split()[2] == secrets[(CryptoLevel.HANDSHAKE, Direction.SEND)].hex()
     assert os.stat(path).st_mode & 0o777 == 0o600
+    # The server logs the same secrets (its handshake keys in its own send-first order).
+    assert {(e.label, e.secret) for e in server.of(KeyLogLine)} == {(e.label, e.secret) for e in client.of(KeyLogLine)}
+    # Without keylog=True, no line is made.
+    plain, _ = run_pair(client_cfg(), server_cfg(), T)
+    assert plain.of(KeyLogLine) == []
 
 
 def test_secrets_stay_out_of_reprs() -> None:
