@@ -29,6 +29,7 @@ from .tls.constants import AlertDescription, CryptoLevel
 from .tls.engine import TlsEngine
 from .tls.errors import TlsError
 from .tls.events import (
+    ClientHelloReceived,
     Event,
     HandshakeComplete,
     InstallSecret,
@@ -246,7 +247,6 @@ class _Driver:
         self.peer_closed = False
         self.flights_done = False  # the loop ended: all of our handshake flights are out
         self.session: SessionData | None = None
-        self.peer_params_set = False
         self.keylog: KeyLogFile | None = None
         # The simulation's batching of transmit attempts (None on the kernel backend).
         self.hold = getattr(backend, "hold_output", None)
@@ -285,7 +285,7 @@ class _Driver:
             return TlsConfig(
                 **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
                 send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
-                client_hello_hook=self._client_hello_hook, server_hello_first=self.hold is None,
+                pause_at_client_hello=True, server_hello_first=self.hold is None,
             )
         if not cfg.verify:
             log.warning("server certificate verification is OFF for this handshake (verify=False)")
@@ -320,9 +320,10 @@ class _Driver:
             return None
         return key if len(key) >= 32 else None
 
-    def _client_hello_hook(self, info: ClientHelloInfo) -> ServerChoice | None:
-        """spec §2.4 server step 3: set the client's blob, then read ours (it may echo
-        version information only because the client sent it)."""
+    def answer_client_hello(self, info: ClientHelloInfo) -> ServerChoice:
+        """spec §2.4 server step 3, between the engine's receive() and choose(): set the
+        client's blob, then read ours (it may echo version information only because the
+        client sent it); then the caller's HandshakeConfig.client_hello_hook."""
         try:
             self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, info.transport_parameters)
         except OSError as exc:  # the client's parameters are invalid (RFC 9000 §7.4): its error, not ours
@@ -330,7 +331,6 @@ class _Driver:
                 else QuicErrorCode.TRANSPORT_PARAMETER_ERROR
             raise TlsError(AlertDescription.illegal_parameter, f"client transport parameters: {exc.strerror}",
                            code) from None
-        self.peer_params_set = True
         local = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
         choice = ServerChoice(transport_parameters=local)
         user = self.config.client_hello_hook
@@ -364,18 +364,28 @@ class _Driver:
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
             self.answered = True
             if hold is None:
-                self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()))
+                self.apply(self.receive(engine, item))
                 if engine.flight_pending:  # the ServerHello is sent: now the rest of the flight
                     self.apply(engine.continue_flight(time.time()))  # type: ignore[attr-defined]
                 continue
             hold(True)  # the server's transport parameter calls from the engine go with the batch
             try:
-                self.apply(engine.receive(_crypto_level(item.level), item.data, time.time()), held=True)
+                self.apply(self.receive(engine, item, held=True), held=True)
             finally:
                 hold(False)
         self.flights_done = True
         if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0 and not self.peer_closed:
             self.collect_ticket(engine)
+
+    def receive(self, engine: TlsEngine, item: Any, held: bool = False) -> list[Event]:
+        """engine.receive(); a server's ClientHello pauses it (ClientHelloReceived, always
+        the last event): its socket calls run here, then engine.choose() continues."""
+        events = engine.receive(_crypto_level(item.level), item.data, time.time())
+        if events and type(events[-1]) is ClientHelloReceived:
+            self.apply(events[:-1], held=held)
+            choice = self.answer_client_hello(events[-1].info)
+            events = engine.choose(choice, time.time())  # type: ignore[attr-defined]
+        return events
 
     def apply(self, events: list[Event], held: bool = False) -> None:
         """libquic's order (spec §2.4, rule of thumb): secrets and transport parameters
@@ -462,10 +472,8 @@ class _Driver:
                 abi.lib.QUIC_SOCKOPT_CRYPTO_SECRET,
                 abi.pack_crypto_secret(int(event.level), bool(event.direction), event.cipher_type, event.secret),
             )
-        elif type(event) is PeerTransportParameters:
-            if not self.peer_params_set:
-                self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, event.data)
-                self.peer_params_set = True
+        elif type(event) is PeerTransportParameters:  # a client's: the server's parameters
+            self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, event.data)
         elif type(event) is HandshakeComplete:
             self.result = event
         elif type(event) is SessionTicketReceived:

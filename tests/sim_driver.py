@@ -21,11 +21,12 @@ from quichsd.sock.sim import SimConnection, parse_initial_header
 from quichsd.sock.sim.packets import parse_header
 from quichsd.tls.certs import TrustStore
 from quichsd.tls.client import ClientEngine
-from quichsd.tls.config import ClientHelloInfo, Credentials, ServerChoice, TlsConfig
+from quichsd.tls.config import Credentials, ServerChoice, TlsConfig
 from quichsd.tls.constants import CryptoLevel, Direction
 from quichsd.tls.engine import TlsEngine
 from quichsd.tls.errors import TlsError
 from quichsd.tls.events import (
+    ClientHelloReceived,
     HandshakeComplete,
     InstallSecret,
     PeerTransportParameters,
@@ -90,8 +91,7 @@ class SimAgent:
             elif isinstance(event, SendHandshake):
                 sends.append(event)
             elif isinstance(event, PeerTransportParameters):
-                if conn.is_client:  # a server set it from the ClientHello hook already
-                    conn.set_peer_transport_params_blob(event.data)
+                conn.set_peer_transport_params_blob(event.data)
             elif isinstance(event, HandshakeComplete):
                 self.done = event
             elif isinstance(event, SessionTicketReceived):
@@ -110,7 +110,14 @@ class SimAgent:
         while (item := conn.recv_crypto(65536)) is not None:
             level, data, _eor = item
             try:
-                self._handle(engine.receive(CryptoLevel(level), data, now), now)
+                events = engine.receive(CryptoLevel(level), data, now)
+                if events and isinstance(events[-1], ClientHelloReceived):
+                    # Spec §2.4 server step 3: the client's blob first, then ours.
+                    self._handle(events[:-1], now)
+                    conn.set_peer_transport_params_blob(events[-1].info.transport_parameters)
+                    choice = ServerChoice(transport_parameters=conn.local_transport_params_blob())
+                    events = engine.choose(choice, now)  # type: ignore[attr-defined]
+                self._handle(events, now)
             except TlsError as exc:
                 self.tls_error = exc
                 conn.close(None)
@@ -183,16 +190,9 @@ class SimServer(SimAgent):
                                       token=token, now=now, config=self.config, peer_addr=ADDR_C,
                                       local_params=self.local_params,
                                       token_source=lambda: _TOKENS.issue(TokenKind.REGULAR, ADDR_C, b"", now))
-            conn = self.conn
-
-            def hook(info: ClientHelloInfo) -> ServerChoice:
-                # Spec §2.4 server step 3: the client's blob first, then ours.
-                conn.set_peer_transport_params_blob(info.transport_parameters)
-                return ServerChoice(transport_parameters=conn.local_transport_params_blob())
-
             cfg = TlsConfig(alpn_protocols=[ALPN], credentials=credentials(), trust=trust(),
                             session_ticket_key=_TICKET_KEY, enable_early_data=self.early_data,
-                            client_hello_hook=hook)
+                            pause_at_client_hello=True)
             self.engine = ServerEngine(cfg)
         self.conn.receive_datagram(data, ADDR_C, now)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from quichsd.tls.client import ClientEngine
 from quichsd.tls.engine import TlsEngine
 from quichsd.tls.events import (
+    ClientHelloReceived,
     HandshakeComplete,
     InstallSecret,
     PeerTransportParameters,
@@ -42,8 +43,9 @@ class Side:
         return p.data
 
 
-def run_pair(client_cfg, server_cfg, now: float, *, tamper=None) -> tuple[Side, Side]:
-    """Run a full handshake. `tamper(sender, event)` may return replacement bytes."""
+def run_pair(client_cfg, server_cfg, now: float, *, tamper=None, choose=None) -> tuple[Side, Side]:
+    """Run a full handshake. `tamper(sender, event)` may return replacement bytes.
+    `choose(info)`: the ServerChoice for a server that pauses at the ClientHello."""
     client = Side(ClientEngine(client_cfg))
     server = Side(ServerEngine(server_cfg))
     queue = [(client, e) for e in client.engine.start(now)]
@@ -57,6 +59,9 @@ def run_pair(client_cfg, server_cfg, now: float, *, tamper=None) -> tuple[Side, 
             data = tamper("client" if sender is client else "server", event) or data
         target = server if sender is client else client
         out = target.engine.receive(event.level, data, now)
+        if out and isinstance(out[-1], ClientHelloReceived):
+            target.events.extend(out)
+            out = target.engine.choose(choose(out[-1].info) if choose else None, now)
         if target.engine.flight_pending:  # a ServerHello sent alone (server_hello_first)
             out += target.engine.continue_flight(now)
         target.events.extend(out)

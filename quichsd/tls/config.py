@@ -99,7 +99,8 @@ class ExternalPsk:
 
 @dataclass(frozen=True)
 class ClientHelloInfo:
-    """What a server hook sees of the ClientHello before the server answers."""
+    """What a server's driver sees of the ClientHello before the server answers (the
+    ClientHelloReceived event, with TlsConfig.pause_at_client_hello)."""
 
     server_name: str | None
     alpn_protocols: tuple[bytes, ...]
@@ -110,7 +111,8 @@ class ClientHelloInfo:
 
 @dataclass
 class ServerChoice:
-    """A hook's answer; None fields keep the configuration's value."""
+    """The driver's answer to ClientHelloReceived (ServerEngine.choose); None fields keep
+    the configuration's value."""
 
     credentials: Credentials | None = None
     trust: TrustStore | None = None
@@ -118,9 +120,6 @@ class ServerChoice:
     transport_parameters: bytes | None = None
     # Server: external PSKs to accept for this connection (e.g. looked up by identity).
     psks: Sequence[ExternalPsk] | None = None
-
-
-ClientHelloHook = Callable[[ClientHelloInfo], "ServerChoice | None"]
 
 
 @dataclass
@@ -164,7 +163,12 @@ class TlsConfig:
     replay_guard: SingleUseTickets | None = None
     # Emit KeyLogLine events (NSS key log lines, for Wireshark) for the driver to write.
     keylog: bool = False
-    client_hello_hook: ClientHelloHook | None = None
+    # Server: receive() stops after a valid first ClientHello: its events end with
+    # ClientHelloReceived, the driver does what it must (spec §2.4 server step 3: the
+    # client's transport parameters in, ours out; credentials, ALPN, PSKs by SNI/ALPN),
+    # then ServerEngine.choose(ServerChoice) continues. The client's transport parameters
+    # then come only in that event (no PeerTransportParameters).
+    pause_at_client_hello: bool = False
     # Server, (EC)DHE: the ClientHello's events end with the ServerHello, and
     # ServerEngine.continue_flight() gives the rest of the flight (the shared secret, the
     # handshake keys, EncryptedExtensions..Finished). A caller that sends the ServerHello
@@ -210,5 +214,5 @@ class TlsConfig:
             raise ValueError("verifying the server needs server_name (a host name or IP address)")
 
     def check_server(self) -> None:
-        if self.credentials is None and not self.psks and self.client_hello_hook is None:
+        if self.credentials is None and not self.psks and not self.pause_at_client_hello:
             raise ValueError("a server needs a certificate or PSKs")

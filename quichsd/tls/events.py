@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
+from .config import ClientHelloInfo
 from .constants import CryptoLevel, Direction
 from .session import SessionData
 
@@ -99,6 +100,14 @@ _COMPLETE_SETTERS = tuple(
 
 
 @dataclass(frozen=True, slots=True)
+class ClientHelloReceived:
+    """Server, with TlsConfig.pause_at_client_hello: the last event of the receive() that
+    took a valid first ClientHello. The engine waits for ServerEngine.choose()."""
+
+    info: ClientHelloInfo
+
+
+@dataclass(frozen=True, slots=True)
 class KeyLogLine:
     """One line of the NSS key log (SSLKEYLOGFILE), when TlsConfig.keylog asks for them:
     the driver writes it (tls/keylog.py KeyLogFile); the engine does no I/O."""
@@ -115,4 +124,4 @@ class SessionTicketReceived:
     session: SessionData
 
 Event = (SendHandshake | InstallSecret | PeerTransportParameters | HandshakeComplete | SessionTicketReceived
-         | KeyLogLine)
+         | KeyLogLine | ClientHelloReceived)

@@ -29,7 +29,7 @@ from .constants import (
 )
 from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
-from .events import HandshakeComplete, PeerTransportParameters
+from .events import ClientHelloReceived, HandshakeComplete, PeerTransportParameters
 from .groups import server_key_exchange, server_key_share
 from .keyschedule import KeySchedule, finished_verify_data, message_hash, resumption_psk, verify_finished
 from .messages import (
@@ -63,6 +63,8 @@ class ServerState(enum.Enum):
     CONNECTED = enum.auto()
     # The ServerHello is out, the rest of the flight waits for continue_flight().
     FLIGHT_PENDING = enum.auto()
+    # ClientHelloReceived is out; the answer waits for choose() (pause_at_client_hello).
+    WAIT_CHOICE = enum.auto()
 
 
 ET = fast_members(ExtensionType)
@@ -90,6 +92,7 @@ SERVER_STATES = {
     SS.WAIT_FINISHED: {HT.FINISHED: _H},
     SS.CONNECTED: {},
     SS.FLIGHT_PENDING: {},
+    SS.WAIT_CHOICE: {},
 }
 
 # (selected ALPN, early_data accepted) -> EncryptedExtensions' leading extensions.
@@ -143,6 +146,8 @@ class ServerEngine(TlsEngine):
     # With config.server_hello_first: what continue_flight() needs (the suite, the
     # signature scheme, the call that makes the shared secret).
     _rest_of_flight: tuple[SuiteInfo, int | None, object] | None = None
+    # With config.pause_at_client_hello: the ClientHello (and its bytes) choose() answers.
+    _paused_hello: tuple[ClientHello, bytes] | None = None
 
     def __init__(self, config: TlsConfig) -> None:
         config.check_server()
@@ -161,8 +166,31 @@ class ServerEngine(TlsEngine):
         self._validate_hello(ch)
         if retry:
             self._validate_retried_hello(ch)
-        else:
-            self._apply_hook(ch)
+        elif self.config.pause_at_client_hello:
+            self._paused_hello = (ch, raw)
+            self._events.append(ClientHelloReceived(self._client_hello_info(ch)))
+            self.state = SS.WAIT_CHOICE
+            return
+        self._answer_client_hello(ch, raw, retry)
+
+    def choose(self, choice: ServerChoice | None, now: float | None = None) -> list:
+        """Continue after ClientHelloReceived with the driver's choice (None: keep the
+        configuration); returns the events of the answer (ServerHello onwards)."""
+        if self.state is not SS.WAIT_CHOICE or self._paused_hello is None:
+            raise RuntimeError("no ClientHello waits for a choice")
+        if now is not None:
+            self._now = now
+        ch, raw = self._paused_hello
+        self._paused_hello = None
+        self.state = SS.WAIT_CH
+        return self._guard(self._choose_and_answer, ch, raw, choice)
+
+    def _choose_and_answer(self, ch: ClientHello, raw: bytes, choice: ServerChoice | None) -> None:
+        if choice is not None:
+            self._apply_choice(choice)
+        self._answer_client_hello(ch, raw, False)
+
+    def _answer_client_hello(self, ch: ClientHello, raw: bytes, retry: bool) -> None:
         suites = self._common_suites(ch)
         alpn = self._choose_alpn(ch)
         # psk_ke needs no key share: a client that offers only it may send none, or one we
@@ -253,21 +281,17 @@ class ServerEngine(TlsEngine):
         if ch.extensions.get(ET.QUIC_TRANSPORT_PARAMETERS) != first.extensions[ET.QUIC_TRANSPORT_PARAMETERS]:
             raise illegal_parameter("second ClientHello changed its transport parameters")
 
-    def _apply_hook(self, ch: ClientHello) -> None:
-        hook = self.config.client_hello_hook
-        if hook is None:
-            return
+    def _client_hello_info(self, ch: ClientHello) -> ClientHelloInfo:
         alpn = ch.extensions.get(ET.ALPN)
         psk_ext = ch.extensions.get(ET.PRE_SHARED_KEY)
-        info = ClientHelloInfo(
+        return ClientHelloInfo(
             server_name=self._server_name,
             alpn_protocols=tuple(ext.decode_alpn(alpn)) if alpn is not None else (),
             transport_parameters=self.peer_transport_parameters or b"",
             psk_identities=tuple(i.identity for i in ext.decode_offered_psks(psk_ext)[0]) if psk_ext else (),
         )
-        choice: ServerChoice | None = hook(info)
-        if choice is None:
-            return
+
+    def _apply_choice(self, choice: ServerChoice) -> None:
         if choice.credentials is not None:
             self._credentials = choice.credentials
         if choice.trust is not None:
@@ -444,7 +468,8 @@ class ServerEngine(TlsEngine):
         self.key_schedule = ks
         params = self.peer_transport_parameters
         assert params is not None
-        self._events.append(PeerTransportParameters(params))
+        if not self.config.pause_at_client_hello:  # else ClientHelloReceived carried them
+            self._events.append(PeerTransportParameters(params))
         if self._early_accepted:
             early = ks.client_early_traffic_secret(transcript.digest())
             self._install(CryptoLevel.EARLY, _RECV, early, kl.CLIENT_EARLY)

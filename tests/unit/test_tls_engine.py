@@ -9,9 +9,16 @@ from quichsd.tls.client import ClientEngine, _static_hello
 from quichsd.tls.server import ServerEngine
 from quichsd.tls.certs import TrustStore
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
-from quichsd.tls.constants import CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
+from quichsd.tls.constants import AlertDescription, CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
 from quichsd.tls.errors import TlsError
-from quichsd.tls.events import HandshakeComplete, InstallSecret, KeyLogLine, PeerTransportParameters, SendHandshake
+from quichsd.tls.events import (
+    ClientHelloReceived,
+    HandshakeComplete,
+    InstallSecret,
+    KeyLogLine,
+    PeerTransportParameters,
+    SendHandshake,
+)
 from quichsd.tls.keylog import KeyLogFile
 from quichsd.tls.messages import decode_message
 from quichsd.tls.session import SessionData
@@ -329,7 +336,7 @@ def test_server_picks_credentials_after_client_hello() -> None:
 
     client, server = run_pair(
         client_cfg(alpn_protocols=[b"smb"], verify_peer=False),
-        server_cfg(alpn_protocols=[b"h3"], client_hello_hook=hook), T,
+        server_cfg(alpn_protocols=[b"h3"], pause_at_client_hello=True), T, choose=hook,
     )
     assert seen[0].server_name == "localhost" and seen[0].transport_parameters == CLIENT_TP
     assert client.complete.peer_certificates[0].subject.rfc4514_string() == "CN=smb.example"
@@ -478,3 +485,44 @@ def test_configs_with_one_ticket_key_share_one_replay_record() -> None:
     assert TlsConfig(alpn_protocols=[b"h3"], session_ticket_key=key, replay_guard=own).replay_guard is own
     assert first.replay_guard.first_use(b"n", expires_at=2e9, now=1e9)
     assert not second.replay_guard.first_use(b"n", expires_at=2e9, now=1e9)
+
+
+def test_server_pauses_at_the_client_hello_until_choose() -> None:
+    """pause_at_client_hello: receive() ends with ClientHelloReceived and answers nothing;
+    choose() gives the answer. The client's transport parameters come in that event only."""
+    client = ClientEngine(client_cfg())
+    server = ServerEngine(server_cfg(pause_at_client_hello=True, transport_parameters=None))
+    (hello,) = client.start(T)
+    paused = server.receive(hello.level, hello.data, T)
+    assert [type(e) for e in paused] == [ClientHelloReceived]
+    info = paused[0].info
+    assert (info.server_name, info.alpn_protocols, info.transport_parameters) == ("localhost", (b"h3",), CLIENT_TP)
+    answer = server.choose(ServerChoice(transport_parameters=SERVER_TP), T)
+    assert [(type(e), e.level) for e in answer if isinstance(e, SendHandshake)][0] == (SendHandshake, CryptoLevel.INITIAL)
+    with pytest.raises(RuntimeError):  # one choice per pause
+        server.choose(None, T)
+
+
+def test_paused_handshake_completes_with_the_choice() -> None:
+    client, server = run_pair(client_cfg(), server_cfg(pause_at_client_hello=True, transport_parameters=None), T,
+                              choose=lambda info: ServerChoice(transport_parameters=SERVER_TP))
+    assert client.complete and server.complete
+    assert client.peer_params == SERVER_TP  # the choice's parameters reached the client
+    assert server.of(PeerTransportParameters) == []  # the server had them in the pause event
+    assert [e.info.transport_parameters for e in server.of(ClientHelloReceived)] == [CLIENT_TP]
+
+
+def test_choose_without_a_paused_hello_is_refused() -> None:
+    server = ServerEngine(server_cfg())
+    with pytest.raises(RuntimeError):
+        server.choose(None, T)
+
+
+def test_a_message_while_paused_is_unexpected() -> None:
+    client = ClientEngine(client_cfg())
+    server = ServerEngine(server_cfg(pause_at_client_hello=True))
+    (hello,) = client.start(T)
+    server.receive(hello.level, hello.data, T)
+    with pytest.raises(TlsError) as info:
+        server.receive(hello.level, hello.data, T)  # a second ClientHello before the answer
+    assert info.value.alert == AlertDescription.unexpected_message
