@@ -83,7 +83,7 @@ def summary(result: HandshakeResult) -> str:
             return hex(value or 0)
 
     if result.peer_certificates:
-        peer = result.peer_certificates[0].subject.rfc4514_string()
+        peer = _subject(result.peer_certificates[0])
     elif result.psk_identity:
         peer = "psk:" + result.psk_identity.decode(errors="replace")
     else:
@@ -93,6 +93,16 @@ def summary(result: HandshakeResult) -> str:
         f"group={name(NamedGroup, result.group)} peer={peer} "
         f"resumed={'yes' if result.resumed else 'no'} 0rtt={'yes' if result.early_data_accepted else 'no'}"
     )
+
+
+def _subject(cert: Any) -> str:
+    """The certificate's subject for a summary line. Names are parsed lazily, and an
+    unverified peer's (--insecure) may be malformed: cryptography then raises ValueError or
+    TypeError (a BitString attribute under another OID than x500UniqueIdentifier)."""
+    try:
+        return str(cert.subject.rfc4514_string())
+    except (ValueError, TypeError):
+        return "<malformed subject>"
 
 
 @dataclass

@@ -113,3 +113,37 @@ def test_a_failed_echo_send_is_a_warning(caplog) -> None:
         echo_streams(_Conn(), "192.0.2.1:4433")  # type: ignore[arg-type]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "192.0.2.1:4433" in warnings[0] and "Broken pipe" in warnings[0]
+
+
+def test_summary_of_a_peer_whose_subject_cannot_be_parsed() -> None:
+    """An unverified peer's (--insecure) certificate may carry a malformed name, which
+    cryptography parses lazily and refuses with TypeError (a BitString attribute under
+    commonName, the shape fuzz/tls_engine found): the summary line says so instead of the
+    client dying of a traceback."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from quichsd.echo import summary
+    from quichsd.handshake import HandshakeResult
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zqzq")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    malformed = x509.load_der_x509_certificate(der.replace(b"\x0c\x04zqzq", b"\x03\x04\x00qzq"))
+    with pytest.raises(TypeError):
+        malformed.subject.rfc4514_string()
+
+    def result(peer: x509.Certificate) -> HandshakeResult:
+        return HandshakeResult(version=1, cipher_suite=0x1301, group=0x1D, alpn="h3", peer_certificates=(peer,),
+                               psk_identity=None, resumed=False, early_data_accepted=False)
+
+    assert "peer=<malformed subject>" in summary(result(malformed))
+    assert "peer=CN=zqzq" in summary(result(cert))
