@@ -82,6 +82,19 @@ CLIENT_STATES = {
     CS.CONNECTED: {HT.NEW_SESSION_TICKET: _A},
 }
 
+# Every state change of the client (RFC 8446 Appendix A.1), one row per (state, step).
+CLIENT_TRANSITIONS = {
+    (CS.START, "ClientHello sent"): CS.WAIT_SH,
+    (CS.WAIT_SH, "ServerHello"): CS.WAIT_EE,
+    (CS.WAIT_EE, "EncryptedExtensions"): CS.WAIT_CERT_CR,
+    (CS.WAIT_EE, "EncryptedExtensions, PSK accepted"): CS.WAIT_FINISHED,
+    (CS.WAIT_CERT_CR, "CertificateRequest"): CS.WAIT_CERT,
+    (CS.WAIT_CERT_CR, "Certificate"): CS.WAIT_CV,
+    (CS.WAIT_CERT, "Certificate"): CS.WAIT_CV,
+    (CS.WAIT_CV, "CertificateVerify"): CS.WAIT_FINISHED,
+    (CS.WAIT_FINISHED, "Finished"): CS.CONNECTED,
+}
+
 # RFC 8446 §4.2: which extensions may appear in which server message.
 _SH_EXTENSIONS = frozenset({ET.SUPPORTED_VERSIONS, ET.KEY_SHARE, ET.PRE_SHARED_KEY})
 _HRR_EXTENSIONS = frozenset({ET.SUPPORTED_VERSIONS, ET.KEY_SHARE, ET.COOKIE})
@@ -185,7 +198,8 @@ class ClientEngine(TlsEngine):
         HT.FINISHED: "_on_finished",
         HT.NEW_SESSION_TICKET: "_on_new_session_ticket",
     }
-    AFTER_CERTIFICATE_VERIFY = CS.WAIT_FINISHED
+    TRANSITIONS = CLIENT_TRANSITIONS
+    INITIAL_STATE = CS.START
     is_client = True
 
     # Immutable starting values (see TlsEngine).
@@ -208,7 +222,6 @@ class ClientEngine(TlsEngine):
     def __init__(self, config: TlsConfig) -> None:
         config.check_client()
         super().__init__(config)
-        self.state = CS.START
 
     # -- ClientHello -------------------------------------------------------------------
 
@@ -234,7 +247,7 @@ class ClientEngine(TlsEngine):
         hello = self._build_hello(cookie=None)
         self._send(_I, hello)
         self._hello_bytes = hello
-        self.state = CS.WAIT_SH
+        self._advance("ClientHello sent")
         if self._early_data_offered:
             assert self._psk is not None
             self.suite = self._psk.suite
@@ -361,7 +374,7 @@ class ClientEngine(TlsEngine):
         self.key_schedule = key_schedule
         self._client_hs, self._server_hs = key_schedule.handshake_traffic_secrets(self._transcript_hash())
         self._install_handshake_secrets(self._client_hs, self._server_hs)
-        self.state = CS.WAIT_EE
+        self._advance("ServerHello")
 
     def _accept_psk(self, sh: ServerHello, suite: SuiteInfo) -> KeySchedule:
         selected = sh.extensions.get(ET.PRE_SHARED_KEY)
@@ -449,7 +462,7 @@ class ClientEngine(TlsEngine):
         self.transcript.update(raw)
         self.peer_transport_parameters = params
         self._events.append(PeerTransportParameters(params))
-        self.state = CS.WAIT_FINISHED if self._psk_accepted else CS.WAIT_CERT_CR
+        self._advance("EncryptedExtensions, PSK accepted" if self._psk_accepted else "EncryptedExtensions")
 
     def _on_certificate_request(self, cr: CertificateRequest, raw: bytes) -> None:
         if cr.context:
@@ -462,7 +475,7 @@ class ClientEngine(TlsEngine):
         self._cert_request = cr
         assert self.transcript is not None
         self.transcript.update(raw)
-        self.state = CS.WAIT_CERT
+        self._advance("CertificateRequest")
 
     def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
         chain = load_certificate_chain(cert)
@@ -476,7 +489,7 @@ class ClientEngine(TlsEngine):
         self.peer_chain = chain
         assert self.transcript is not None
         self.transcript.update(raw)
-        self.state = CS.WAIT_CV
+        self._advance("Certificate")
 
     def _on_finished(self, fin: Finished, raw: bytes) -> None:
         suite, ks, transcript = self.suite, self.key_schedule, self.transcript
@@ -500,7 +513,7 @@ class ClientEngine(TlsEngine):
         # Spec §2.4 step 7-8: both 1-RTT keys (send first), then the client's flight.
         self._install_pair(_A, client_ap, server_ap, kl.CLIENT_TRAFFIC_0, kl.SERVER_TRAFFIC_0)
         self._events.append(SendHandshake(_H, b"".join(flight)))
-        self.state = CS.CONNECTED
+        self._advance("Finished")
         self.handshake_complete = True
         self._events.append(self._complete_event())
 

@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 Handler = Callable[["TlsEngine", HandshakeMessage, bytes], None]
 # state -> {message type: crypto level it must arrive at}
 StateTable = Mapping[enum.Enum, Mapping[HandshakeType, CryptoLevel]]
+# (state, step) -> next state: every state change of a role, in one table (as h11 keeps
+# its own). A step names what happened: a message taken, or a flight sent.
+Transitions = Mapping[tuple[enum.Enum, str], enum.Enum]
+
+
+def next_state(table: Transitions, state: enum.Enum, step: str) -> enum.Enum:
+    """The state after `step` in `state`; a step the table does not allow in this state is
+    an unexpected_message (RFC 8446 §6.2)."""
+    following = table.get((state, step))
+    if following is None:
+        raise unexpected_message(f"{step} not expected in state {state.name}")
+    return following
 
 _INITIAL, _APP = CryptoLevel.INITIAL, CryptoLevel.APP
 _EARLY = CryptoLevel.EARLY
@@ -92,7 +104,8 @@ class TlsEngine:
     # state -> message type -> (level, decoder, name, handler): STATES, DECODERS and
     # HANDLERS joined, so dispatching a message is one lookup.
     _dispatch: dict[enum.Enum, dict[int, tuple[CryptoLevel, Decoder, str, Handler]]]
-    AFTER_CERTIFICATE_VERIFY: enum.Enum
+    TRANSITIONS: Transitions
+    INITIAL_STATE: enum.Enum
     is_client: bool
 
     # Immutable starting values live on the class: an engine is built per connection,
@@ -125,7 +138,7 @@ class TlsEngine:
 
     def __init__(self, config: TlsConfig) -> None:
         self.config = config
-        self.state: enum.Enum
+        self.state: enum.Enum = self.INITIAL_STATE
         self._buffers: dict[CryptoLevel, MessageBuffer] = {}  # made on first need, per level
         self._events: list[Event] = []
         self.peer_chain: list[x509.Certificate] = []
@@ -225,6 +238,10 @@ class TlsEngine:
             f"{_type_name(msg_type)} at level {CryptoLevel(level).name}, expected {want_level.name}"
         )
 
+    def _advance(self, step: str) -> None:
+        """The one place the state changes (TRANSITIONS)."""
+        self.state = next_state(self.TRANSITIONS, self.state, step)
+
     def _check_level_drained(self, level: CryptoLevel) -> None:
         """RFC 8446 §5.1: messages must not span a key change (unexpected_message); RFC 9001
         §4.1.3: unconsumed data of a previous level is a PROTOCOL_VIOLATION."""
@@ -273,7 +290,7 @@ class TlsEngine:
         verify(cv.scheme, self.peer_chain[0].public_key(), content, cv.signature)
         self.peer_scheme = cv.scheme
         transcript.update(raw)
-        self.state = self.AFTER_CERTIFICATE_VERIFY
+        self._advance("CertificateVerify")
 
     def _check_peer_finished(self, fin: Finished, base_secret: bytes) -> None:
         suite, transcript = self.suite, self.transcript

@@ -95,6 +95,25 @@ SERVER_STATES = {
     SS.WAIT_CHOICE: {},
 }
 
+# Every state change of the server (RFC 8446 Appendix A.2), one row per (state, step).
+SERVER_TRANSITIONS = {
+    (SS.WAIT_CH, "ClientHello, paused for a choice"): SS.WAIT_CHOICE,
+    (SS.WAIT_CHOICE, "choice made"): SS.WAIT_CH,
+    (SS.WAIT_CH, "HelloRetryRequest sent"): SS.WAIT_CH2,
+    (SS.WAIT_CH, "ServerHello sent alone"): SS.FLIGHT_PENDING,
+    (SS.WAIT_CH2, "ServerHello sent alone"): SS.FLIGHT_PENDING,
+    (SS.WAIT_CH, "flight sent"): SS.WAIT_FINISHED,
+    (SS.WAIT_CH2, "flight sent"): SS.WAIT_FINISHED,
+    (SS.FLIGHT_PENDING, "flight sent"): SS.WAIT_FINISHED,
+    (SS.WAIT_CH, "flight sent with CertificateRequest"): SS.WAIT_CERT,
+    (SS.WAIT_CH2, "flight sent with CertificateRequest"): SS.WAIT_CERT,
+    (SS.FLIGHT_PENDING, "flight sent with CertificateRequest"): SS.WAIT_CERT,
+    (SS.WAIT_CERT, "empty Certificate"): SS.WAIT_FINISHED,
+    (SS.WAIT_CERT, "Certificate"): SS.WAIT_CV,
+    (SS.WAIT_CV, "CertificateVerify"): SS.WAIT_FINISHED,
+    (SS.WAIT_FINISHED, "Finished"): SS.CONNECTED,
+}
+
 # (selected ALPN, early_data accepted) -> EncryptedExtensions' leading extensions.
 _EE_PREFIXES: dict[tuple[bytes, bool], bytes] = {}
 
@@ -122,7 +141,8 @@ class ServerEngine(TlsEngine):
         HT.CERTIFICATE_VERIFY: "_on_certificate_verify",
         HT.FINISHED: "_on_finished",
     }
-    AFTER_CERTIFICATE_VERIFY = SS.WAIT_FINISHED
+    TRANSITIONS = SERVER_TRANSITIONS
+    INITIAL_STATE = SS.WAIT_CH
     is_client = False
 
     # Immutable starting values (see TlsEngine).
@@ -152,7 +172,6 @@ class ServerEngine(TlsEngine):
     def __init__(self, config: TlsConfig) -> None:
         config.check_server()
         super().__init__(config)
-        self.state = SS.WAIT_CH
         self._credentials: Credentials | None = config.credentials
         self._trust: TrustStore | None = config.trust
         self._alpn_choices: Sequence[bytes] = config.alpn_protocols
@@ -169,7 +188,7 @@ class ServerEngine(TlsEngine):
         elif self.config.pause_at_client_hello:
             self._paused_hello = (ch, raw)
             self._events.append(ClientHelloReceived(self._client_hello_info(ch)))
-            self.state = SS.WAIT_CHOICE
+            self._advance("ClientHello, paused for a choice")
             return
         self._answer_client_hello(ch, raw, retry)
 
@@ -182,7 +201,7 @@ class ServerEngine(TlsEngine):
             self._now = now
         ch, raw = self._paused_hello
         self._paused_hello = None
-        self.state = SS.WAIT_CH
+        self._advance("choice made")
         return self._guard(self._choose_and_answer, ch, raw, choice)
 
     def _choose_and_answer(self, ch: ClientHello, raw: bytes, choice: ServerChoice | None) -> None:
@@ -449,7 +468,7 @@ class ServerEngine(TlsEngine):
         self._hello1 = ch
         self._check_level_drained(CryptoLevel.INITIAL)
         self._send(CryptoLevel.INITIAL, hrr)
-        self.state = SS.WAIT_CH2
+        self._advance("HelloRetryRequest sent")
 
     # -- the server's flight --------------------------------------------------------------
 
@@ -495,7 +514,7 @@ class ServerEngine(TlsEngine):
             # The ServerHello needs only our share: it goes first, the rest follows.
             self._send(_I, sh)
             self._rest_of_flight = (suite, scheme, make_shared)
-            self.state = SS.FLIGHT_PENDING
+            self._advance("ServerHello sent alone")
             return
         self._rest_of_server_flight(suite, scheme, shared, sh)
 
@@ -549,7 +568,7 @@ class ServerEngine(TlsEngine):
             self._log_secret(kl.EXPORTER, ks.exporter_master_secret(through_finished))
         self._send(_H, *flight)
         self._install(_A, _SEND, server_ap, kl.SERVER_TRAFFIC_0)
-        self.state = SS.WAIT_CERT if request else SS.WAIT_FINISHED
+        self._advance("flight sent with CertificateRequest" if request else "flight sent")
 
     def _encrypted_extensions(self) -> bytes:
         """ALPN, early_data when accepted, then quic_transport_parameters (RFC 8446 §4.3.1).
@@ -578,13 +597,13 @@ class ServerEngine(TlsEngine):
         if not chain:
             if self.config.client_auth is _CLIENT_AUTH_REQUIRED:
                 raise TlsError(AlertDescription.certificate_required, "client sent no certificate")
-            self.state = SS.WAIT_FINISHED
+            self._advance("empty Certificate")
             return
         if self.config.verify_peer:
             trust = self._trust or self.config.trust_store()
             verify_chain(trust, chain, peer_is_server=False, server_name=None, now=self._now)
         self.peer_chain = chain
-        self.state = SS.WAIT_CV
+        self._advance("Certificate")
 
     def _on_finished(self, fin: Finished, raw: bytes) -> None:
         suite, ks, transcript = self.suite, self.key_schedule, self.transcript
@@ -594,7 +613,7 @@ class ServerEngine(TlsEngine):
         self._check_level_drained(_H)
         self._resumption_hash = transcript.digest()
         self._install(_A, _RECV, self._client_ap, kl.CLIENT_TRAFFIC_0)
-        self.state = SS.CONNECTED
+        self._advance("Finished")
         self.handshake_complete = True
         if self.config.send_session_ticket:
             self._issue_ticket()
