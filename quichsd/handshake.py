@@ -248,6 +248,8 @@ class _Driver:
         self.flights_done = False  # the loop ended: all of our handshake flights are out
         self.session: SessionData | None = None
         self.keylog: KeyLogFile | None = None
+        # The process's key pool, handed to the engine and refilled while waiting.
+        self.keys = EPHEMERAL_KEYS
         # The simulation's batching of transmit attempts (None on the kernel backend).
         self.hold = getattr(backend, "hold_output", None)
         self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
@@ -271,7 +273,7 @@ class _Driver:
                 raise _unusable("key log file", cfg.keylog_file, exc) from None
         common: dict[str, Any] = dict(
             alpn_protocols=alpns, credentials=credentials, trust=trust, verify_peer=cfg.verify,
-            psks=list(cfg.psks), keylog=self.keylog is not None,
+            psks=list(cfg.psks), keylog=self.keylog is not None, ephemeral_keys=self.keys,
         )
         if cfg.groups:
             common["groups"] = list(cfg.groups)
@@ -352,7 +354,7 @@ class _Driver:
         while not engine.handshake_complete:
             # Idle time: what this step had to send is sent and the answer is a round trip
             # away, so make the next handshake's ephemeral key now (tls.groups).
-            EPHEMERAL_KEYS.refill()
+            self.keys.refill()
             if on_wait is not None and self.sent:
                 on_wait = None
                 try:

@@ -234,7 +234,7 @@ class ClientEngine(TlsEngine):
 
     def _start(self) -> None:
         cfg = self.config
-        self._share = client_key_share(cfg.groups[0])
+        self._share = client_key_share(cfg.groups[0], cfg.ephemeral_keys)
         self._psk = self._choose_psk()
         self.client_random = os.urandom(32)
         session = self._psk.session if self._psk else None
@@ -404,7 +404,7 @@ class ClientEngine(TlsEngine):
             group = ext.decode_u16(share, "key_share")
             if group not in self.config.groups or group == self._share.group:
                 raise illegal_parameter("HelloRetryRequest asks for a group we cannot or did already send")
-            self._share = client_key_share(group)  # type: ignore[arg-type]
+            self._share = client_key_share(group, self.config.ephemeral_keys)  # type: ignore[arg-type]
         elif cookie is None:
             raise illegal_parameter("HelloRetryRequest would not change the ClientHello")
         self._retried = True

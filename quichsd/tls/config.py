@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import TrustStore, load_certificates, load_private_key
+from .groups import EphemeralKeyPool
 from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .messages import Certificate, CertificateEntry, ClientHello
 from .session import SessionData, SingleUseTickets, TicketSealer
@@ -163,6 +164,9 @@ class TlsConfig:
     replay_guard: SingleUseTickets | None = None
     # Emit KeyLogLine events (NSS key log lines, for Wireshark) for the driver to write.
     keylog: bool = False
+    # Where ephemeral (EC)DH keys come from (tls/groups.py EphemeralKeyPool; the driver
+    # refills it while it waits for the peer). None: the process's pool, EPHEMERAL_KEYS.
+    ephemeral_keys: EphemeralKeyPool | None = None
     # Server: receive() stops after a valid first ClientHello: its events end with
     # ClientHelloReceived, the driver does what it must (spec §2.4 server step 3: the
     # client's transport parameters in, ours out; credentials, ALPN, PSKs by SNI/ALPN),

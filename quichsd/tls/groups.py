@@ -107,6 +107,7 @@ _EPHEMERAL_MAKERS: dict[NamedGroup, Callable[[], tuple[_ClassicPrivate, bytes]]]
     NamedGroup.SECP384R1: _make_ec(NamedGroup.SECP384R1),
 }
 
+# The process's pool: what a TlsConfig without ephemeral_keys uses.
 EPHEMERAL_KEYS = EphemeralKeyPool()
 os.register_at_fork(after_in_child=EPHEMERAL_KEYS.forget_after_fork)
 
@@ -235,22 +236,22 @@ class ClientKeyShare:
         return _ec_exchange(group, private, server_share)  # type: ignore[arg-type]
 
 
-def _new_classic(group: NamedGroup) -> Callable[[], ClientKeyShare]:
-    def make() -> ClientKeyShare:
-        private, public = EPHEMERAL_KEYS.take(group)
+def _new_classic(group: NamedGroup) -> Callable[[EphemeralKeyPool], ClientKeyShare]:
+    def make(pool: EphemeralKeyPool) -> ClientKeyShare:
+        private, public = pool.take(group)
         return ClientKeyShare(group, private, public)  # type: ignore[arg-type]
 
     return make
 
 
-def _new_hybrid() -> ClientKeyShare:
+def _new_hybrid(pool: EphemeralKeyPool) -> ClientKeyShare:  # ML-KEM keys are not pooled
     kem_private = mlkem.MLKEM768PrivateKey.generate()
     x_private = x25519.X25519PrivateKey.generate()
     public = kem_private.public_key().public_bytes_raw() + x_private.public_key().public_bytes_raw()
     return ClientKeyShare(NamedGroup.X25519MLKEM768, (kem_private, x_private), public)
 
 
-_CLIENT_SHARE_MAKERS: dict[int, Callable[[], ClientKeyShare]] = {
+_CLIENT_SHARE_MAKERS: dict[int, Callable[[EphemeralKeyPool], ClientKeyShare]] = {
     NamedGroup.X25519: _new_classic(NamedGroup.X25519),
     NamedGroup.SECP256R1: _new_classic(NamedGroup.SECP256R1),
     NamedGroup.SECP384R1: _new_classic(NamedGroup.SECP384R1),
@@ -258,8 +259,9 @@ _CLIENT_SHARE_MAKERS: dict[int, Callable[[], ClientKeyShare]] = {
 }
 
 
-def client_key_share(group: NamedGroup) -> ClientKeyShare:
-    """A fresh ephemeral share for `group`.
+def client_key_share(group: NamedGroup, pool: EphemeralKeyPool | None = None) -> ClientKeyShare:
+    """A fresh ephemeral share for `group`, its classic key from `pool` (default: the
+    process's, EPHEMERAL_KEYS).
 
     An unsupported group raises illegal_parameter: it can only come from a peer's
     HelloRetryRequest naming a group we did not offer (§4.1.4).
@@ -267,15 +269,15 @@ def client_key_share(group: NamedGroup) -> ClientKeyShare:
     maker = _CLIENT_SHARE_MAKERS.get(group)
     if maker is None:
         raise illegal_parameter(f"unsupported group 0x{int(group):04x}")
-    return maker()
+    return maker(EPHEMERAL_KEYS if pool is None else pool)
 
 
 # --- server side ----------------------------------------------------------------------
 
 
-def _server_x25519(client_share: bytes) -> tuple[bytes, bytes]:
+def _server_x25519(client_share: bytes, pool: EphemeralKeyPool) -> tuple[bytes, bytes]:
     peer = _x25519_public(client_share)
-    private, public = EPHEMERAL_KEYS.take(NamedGroup.X25519)
+    private, public = pool.take(NamedGroup.X25519)
     try:
         secret = private.exchange(peer)  # type: ignore[attr-defined]
     except ValueError:
@@ -283,32 +285,35 @@ def _server_x25519(client_share: bytes) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def _server_ec(group: NamedGroup) -> Callable[[bytes], tuple[bytes, bytes]]:
-    def exchange(client_share: bytes) -> tuple[bytes, bytes]:
+def _server_ec(group: NamedGroup) -> Callable[[bytes, EphemeralKeyPool], tuple[bytes, bytes]]:
+    def exchange(client_share: bytes, pool: EphemeralKeyPool) -> tuple[bytes, bytes]:
         peer = _ec_public(group, client_share)  # validate before spending a key
-        private, public = EPHEMERAL_KEYS.take(group)
+        private, public = pool.take(group)
         return public, private.exchange(_ECDH, peer)  # type: ignore[attr-defined]
 
     return exchange
 
 
-_SERVER_EXCHANGES: dict[int, Callable[[bytes], tuple[bytes, bytes]]] = {
+_SERVER_EXCHANGES: dict[int, Callable[[bytes, EphemeralKeyPool], tuple[bytes, bytes]]] = {
     NamedGroup.X25519: _server_x25519,
     NamedGroup.SECP256R1: _server_ec(NamedGroup.SECP256R1),
     NamedGroup.SECP384R1: _server_ec(NamedGroup.SECP384R1),
-    NamedGroup.X25519MLKEM768: _hybrid_server_exchange,
+    NamedGroup.X25519MLKEM768: lambda share, _pool: _hybrid_server_exchange(share),  # not pooled
 }
 
 
-def server_key_share(group: NamedGroup, client_share: bytes) -> tuple[bytes, Callable[[], bytes]] | None:
+def server_key_share(group: NamedGroup, client_share: bytes,
+                     pool: EphemeralKeyPool | None = None) -> tuple[bytes, Callable[[], bytes]] | None:
     """server_key_exchange in two steps, for X25519 and the NIST curves: (server
     key_exchange bytes, a call that computes the shared secret). The client's share is
     validated now, so a malformed one fails before anything is sent; the ServerHello can
     go out while the secret is still to be computed. None for the other groups (the
-    hybrid one), which do both at once in server_key_exchange."""
+    hybrid one), which do both at once in server_key_exchange. Keys from `pool` (default:
+    the process's, EPHEMERAL_KEYS)."""
+    pool = EPHEMERAL_KEYS if pool is None else pool
     if group == NamedGroup.X25519:
         peer = _x25519_public(client_share)
-        x_private, public = EPHEMERAL_KEYS.take(NamedGroup.X25519)
+        x_private, public = pool.take(NamedGroup.X25519)
 
         def x25519_secret() -> bytes:
             try:
@@ -319,14 +324,16 @@ def server_key_share(group: NamedGroup, client_share: bytes) -> tuple[bytes, Cal
         return public, x25519_secret
     if group in _EC_CURVES:
         ec_peer = _ec_public(group, client_share)  # validate before spending a key
-        ec_private, public = EPHEMERAL_KEYS.take(group)
+        ec_private, public = pool.take(group)
         return public, lambda: ec_private.exchange(_ECDH, ec_peer)  # type: ignore[union-attr, call-arg, arg-type]
     return None
 
 
-def server_key_exchange(group: NamedGroup, client_share: bytes) -> tuple[bytes, bytes]:
-    """(server key_exchange bytes, shared secret) for the client's share of `group`."""
+def server_key_exchange(group: NamedGroup, client_share: bytes,
+                        pool: EphemeralKeyPool | None = None) -> tuple[bytes, bytes]:
+    """(server key_exchange bytes, shared secret) for the client's share of `group`; keys
+    from `pool` (default: the process's, EPHEMERAL_KEYS)."""
     exchange = _SERVER_EXCHANGES.get(group)
     if exchange is None:
         raise illegal_parameter(f"unsupported group 0x{int(group):04x}")
-    return exchange(client_share)
+    return exchange(client_share, EPHEMERAL_KEYS if pool is None else pool)

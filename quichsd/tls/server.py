@@ -500,11 +500,12 @@ class ServerEngine(TlsEngine):
         sh_exts = _SH_VERSIONS
         if group is not None:
             assert client_share is not None
-            split = server_key_share(group, client_share) if self.config.server_hello_first else None  # type: ignore[arg-type]
+            pool = self.config.ephemeral_keys
+            split = server_key_share(group, client_share, pool) if self.config.server_hello_first else None  # type: ignore[arg-type]
             if split is not None:
                 server_share, make_shared = split
             else:
-                server_share, shared = server_key_exchange(group, client_share)  # type: ignore[arg-type]
+                server_share, shared = server_key_exchange(group, client_share, pool)  # type: ignore[arg-type]
             sh_exts += extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
         if psk is not None:
             sh_exts += extension(ET.PRE_SHARED_KEY, ext.encode_u16(psk.index))

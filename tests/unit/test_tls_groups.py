@@ -15,6 +15,7 @@ from quichsd.tls.groups import (
     MLKEM768_ENCAPSULATION_KEY_LEN,
     SUPPORTED_GROUPS,
     ClientKeyShare,
+    EphemeralKeyPool,
     client_key_share,
     server_key_exchange,
     server_key_share,
@@ -298,3 +299,29 @@ def test_a_forked_child_does_not_inherit_made_ahead_keys() -> None:
     os.waitpid(pid, 0)
     parent_key = EPHEMERAL_KEYS.take(NamedGroup.X25519)[1]
     assert len(child_key) == 32 and child_key not in (parent_key, parent_next)
+
+
+class _CountingPool(EphemeralKeyPool):
+    """A real pool that also counts what it hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[NamedGroup] = []
+
+    def take(self, group: NamedGroup):  # noqa: ANN201
+        self.taken.append(group)
+        return super().take(group)
+
+
+@pytest.mark.parametrize("split_flight", [False, True])
+def test_engines_take_their_keys_from_the_pool_in_their_config(split_flight: bool) -> None:
+    from tests.tls_pair import run_pair
+    from tests.tls_tamper import T, client_cfg, server_cfg
+
+    client_pool, server_pool = _CountingPool(), _CountingPool()
+    client, server = run_pair(
+        client_cfg(groups=[NamedGroup.SECP256R1], ephemeral_keys=client_pool),
+        server_cfg(ephemeral_keys=server_pool, server_hello_first=split_flight), T,
+    )
+    assert client.complete.group == NamedGroup.SECP256R1
+    assert client_pool.taken == [NamedGroup.SECP256R1] and server_pool.taken == [NamedGroup.SECP256R1]
