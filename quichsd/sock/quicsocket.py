@@ -5,6 +5,8 @@ import logging
 import socket
 from typing import Any
 
+from ..kernel_numbers import MSG_QUIC_STREAM_FIN, MSG_QUIC_STREAM_NEW, MSG_QUIC_STREAM_UNI
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "kernel", "sim")
@@ -65,20 +67,16 @@ class QuicSocket:
     def send(self, data: bytes, stream_id: int = -1, flags: int = 0, *, fin: bool = False,
              new: bool = False, uni: bool = False) -> int:
         """libquic's quic_sendmsg(): data on a stream (-1: the last opened, or a new one)."""
-        from .. import abi
-
-        sflags = (abi.lib.MSG_QUIC_STREAM_FIN if fin else 0) | (abi.lib.MSG_QUIC_STREAM_NEW if new else 0)
-        sflags |= abi.lib.MSG_QUIC_STREAM_UNI if uni else 0
+        sflags = (MSG_QUIC_STREAM_FIN if fin else 0) | (MSG_QUIC_STREAM_NEW if new else 0)
+        sflags |= MSG_QUIC_STREAM_UNI if uni else 0
         return self.backend.send_stream(data, stream_id, sflags, flags)
 
     def recv(self, bufsize: int = 65536, flags: int = 0) -> tuple[bytes, int, bool]:
         """libquic's quic_recvmsg(): (data, stream_id, fin) of the next stream data."""
-        from .. import abi
-
         while True:
             item = self.backend.recv_item(bufsize, flags)
             if item.kind == "STREAM":
-                return item.data, item.stream_id, bool(item.stream_flags & abi.lib.MSG_QUIC_STREAM_FIN)
+                return item.data, item.stream_id, bool(item.stream_flags & MSG_QUIC_STREAM_FIN)
 
     def __getattr__(self, name: str) -> Any:
         # bind, listen, connect, close, shutdown, fileno, setsockopt, getsockopt,
