@@ -102,7 +102,8 @@ def test_reload_replaces_workers_and_old_ones_finish_their_requests(pki, server_
     d.config.write_text(config_text(pki, 3.25))
     d.proc.send_signal(signal.SIGHUP)
     new = d.wait_event(lambda e: e["event"] == "up" and e["pid"] != old)["pid"]
-    time.sleep(0.5)  # a retiring worker stops polling within its poll interval (0.2 s)
+    # the old worker takes no new request once its listener has seen the stop flag
+    d.wait_event(lambda e: e["event"] == "stopped listening" and e["pid"] == old)
     srv = server(server_factory, pki)
     rid2, _ = d.send(address=list(srv.address), timeout_ms=5000)
     assert d.wait_event(lambda e: e["event"] == "done" and e["id"] == rid2) == \

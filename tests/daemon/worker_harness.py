@@ -5,7 +5,7 @@ The test process plays the kernel: each request is a datagram on a shared AF_UNI
 by SCM_RIGHTS, one end of a stream socketpair: the request's "fd". The worker builds a real
 sim QuicSocket from the description, runs handle(), reports the DONE status on the outcome
 socket and closes the fd; if the worker dies, the kernel closes the fd and the test's end
-reads EOF. Events on the outcome socket are JSON: up / taken / done / probe.
+reads EOF. Events on the outcome socket are JSON: up / taken / done / probe / stopped listening.
 
     python -m tests.daemon.worker_harness REQ_FD OUT_FD CONFIG_PATH WORKERS
 """
@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import select
+import signal
 import socket
 import sys
+import threading
 
 from quichsd import QuicSocket, abi
 from quichsd.daemon import config as cfgmod
@@ -31,13 +33,41 @@ class SocketSource:
         self.config_provider = config_provider
         self.req.setblocking(False)
         self.requests: dict[int, tuple[int, QuicSocket]] = {}
+        self.retiring = False  # set by retire_on(), once the worker was told to stop
+        self.polling = 0  # next() calls in progress
+        self._count = threading.Lock()
         self.send({"event": "up"})
+
+    def retire_on(self, signum: int) -> None:
+        """Chain the worker's stop handler for `signum`. Once it ran, "stopped listening" is
+        reported when no next() call is in progress (at once, or when the one in progress
+        returns): the worker looks at its stop flag before each call and makes no more."""
+        stop = signal.getsignal(signum)
+
+        def handler(sig, frame) -> None:  # noqa: ANN001
+            stop(sig, frame)  # the worker's stop flag first
+            self.retiring = True
+            if not self.polling:
+                self.send({"event": "stopped listening"})
+
+        signal.signal(signum, handler)
 
     def send(self, msg: dict) -> None:
         msg["pid"] = os.getpid()
         self.out.send(json.dumps(msg).encode())
 
     def next(self, timeout: float):  # noqa: ANN201
+        with self._count:
+            self.polling += 1
+        try:
+            return self._next(timeout)
+        finally:
+            with self._count:
+                self.polling -= 1
+                if self.retiring:
+                    self.send({"event": "stopped listening"})
+
+    def _next(self, timeout: float):  # noqa: ANN202
         if not select.select([self.req], [], [], timeout)[0]:
             return None
         try:
@@ -76,7 +106,9 @@ def main(argv: list[str]) -> int:
 
     def factory() -> SocketSource:
         # Runs in the worker, after its privilege drop: probes report the worker's config.
-        return SocketSource(req, out, lambda: holder["config"])
+        source = SocketSource(req, out, lambda: holder["config"])
+        source.retire_on(signal.SIGUSR2)  # the supervisor's "retire" after a reload
+        return source
 
     import quichsd.daemon.supervisor as sup
     real_run_worker = sup.run_worker
