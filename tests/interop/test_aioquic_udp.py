@@ -118,8 +118,17 @@ def test_our_client_resumes_with_0rtt_against_aioquic(pki, aioquic_server) -> No
         assert data == b"ZERO RTT"
 
 
+async def _settle(ready, timeout: float = 2.0) -> None:  # noqa: ANN001
+    """Poll `ready()` on the running loop (aioquic's datagrams arrive meanwhile) until it
+    holds or `timeout` passes; the caller asserts what it needs."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
 async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionTicket | None = None,
-                          early: bytes | None = None, alpn: str = "h3") -> tuple[bytes, list, dict]:
+                          early: bytes | None = None, alpn: str = "h3",
+                          wait_ticket: bool = False) -> tuple[bytes, list, dict]:
     cfg = QuicConfiguration(is_client=True, alpn_protocols=[alpn], server_name="localhost",
                             supported_versions=[version])
     cfg.load_verify_locations(pki.ca_file)
@@ -133,7 +142,9 @@ async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionT
         data = await asyncio.wait_for(reader.read(), 5)
         info = {"resumed": client._quic.tls.session_resumed, "early": client._quic.tls.early_data_accepted,
                 "alpn": client._quic.tls.alpn_negotiated}
-        await asyncio.sleep(0.2)  # let the server's ticket arrive
+        # the NEW_CONNECTION_IDs (and the ticket, when asked) come after the stream's answer
+        await _settle(lambda: len(client._quic._peer_cid_available) >= ISSUED_TO_AIOQUIC
+                      and (bool(tickets) or not wait_ticket))
         info["peer_cids"] = len(client._quic._peer_cid_available)
     return data, tickets, info
 
@@ -151,7 +162,7 @@ def test_aioquic_client_against_our_server(pki, server_factory, version) -> None
 def test_aioquic_client_resumes_with_0rtt_on_our_server(pki, server_factory) -> None:
     srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
                                                 key_file=pki.key_file, early_data=True, timeout=5), after=echo_upper)
-    _, tickets, _ = asyncio.run(_aioquic_client(srv.address[1], pki))
+    _, tickets, _ = asyncio.run(_aioquic_client(srv.address[1], pki, wait_ticket=True))
     assert tickets, "our server sent no NewSessionTicket"
     data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, ticket=tickets[0], early=b"early bird"))
     assert data == b"EARLY BIRD"
