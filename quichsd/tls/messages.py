@@ -530,11 +530,6 @@ def decode_at(msg_type: int, data: bytes, pos: int) -> Message:
     return msg
 
 
-def decode_body(msg_type: int, body: bytes) -> Message:
-    """Decode one message body; the whole body must be consumed."""
-    return decode_at(msg_type, body, 0)
-
-
 def decode_message(data: bytes) -> Message:
     """Decode one complete message with its 4-byte header."""
     if len(data) < 4:

@@ -40,7 +40,6 @@ def test_empty_sets_do_not_share_what_they_add() -> None:
     one.add(1, 3)
     assert list(one) == [(1, 3)] and not two and list(two) == []
     two.subtract(0, 10)
-    two.drop_below(5)
     two.trim_to(0)
     assert not two
     two.add(7, 9)

@@ -87,18 +87,6 @@ class RangeSet:
         i = bisect_left(self._ends, start + 1)
         return i < len(self._starts) and self._starts[i] <= start and self._ends[i] >= end
 
-    def prefix_end(self, origin: int) -> int:
-        """End of the range containing `origin` (origin itself if none does)."""
-        if self._starts and self._starts[0] <= origin < self._ends[0]:
-            return self._ends[0]
-        i = bisect_left(self._ends, origin + 1)
-        if i < len(self._starts) and self._starts[i] <= origin:
-            return self._ends[i]
-        return origin
-
-    def drop_below(self, value: int) -> None:
-        self.subtract(-1 << 63, value)
-
     def trim_to(self, count: int) -> None:
         """Keep only the `count` highest ranges."""
         if len(self._starts) > count:
