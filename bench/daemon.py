@@ -58,6 +58,7 @@ from quichsd.daemon import config as cfgmod  # noqa: E402
 from quichsd.daemon.keyring import AuthMode  # noqa: E402
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType  # noqa: E402
 from quichsd.daemon.service import build_supervisor  # noqa: E402
+from quichsd.sock import QuicSocketBackend  # noqa: E402
 from quichsd.devcerts import leaf  # noqa: E402
 from quichsd.tls.client import ClientEngine  # noqa: E402
 from quichsd.tls.config import Credentials, TlsConfig  # noqa: E402
@@ -82,6 +83,9 @@ class MeteredSocket:
 
     def __getattr__(self, name: str):  # noqa: ANN204  (plain attributes: backend_name ...)
         return getattr(self._backend, name)
+
+
+QuicSocketBackend.register(MeteredSocket)  # a backend by delegation
 
 
 _METERED: dict[type, type] = {}

@@ -11,17 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from .handshake import HandshakeConfig, HandshakeResult, quic_client_handshake, quic_handshake, quic_server_handshake
+from .sock import SocketLike, as_backend
 
 
-async def client_handshake(sock: Any, pkey_file: str | None = None, hostname: str | None = None,
+async def client_handshake(sock: SocketLike, pkey_file: str | None = None, hostname: str | None = None,
                            alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
-    return await asyncio.to_thread(quic_client_handshake, sock, pkey_file, hostname, alpns, **opts)
+    return await asyncio.to_thread(quic_client_handshake, as_backend(sock), pkey_file, hostname, alpns, **opts)
 
 
-async def server_handshake(sock: Any, pkey_file: str, cert_file: str | None = None,
+async def server_handshake(sock: SocketLike, pkey_file: str, cert_file: str | None = None,
                            alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
-    return await asyncio.to_thread(quic_server_handshake, sock, pkey_file, cert_file, alpns, **opts)
+    return await asyncio.to_thread(quic_server_handshake, as_backend(sock), pkey_file, cert_file, alpns, **opts)
 
 
-async def handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
-    return await asyncio.to_thread(quic_handshake, sock, config)
+async def handshake(sock: SocketLike, config: HandshakeConfig) -> HandshakeResult:
+    return await asyncio.to_thread(quic_handshake, as_backend(sock), config)

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from . import abi
 from .quic.errors import QuicErrorCode
-from .sock import QuicSocket
+from .sock import QuicSocketBackend, SocketLike, as_backend
+from .sock.base import RecvItem
 from .tls.certs import TrustStore, load_certificates
 from .tls.client import ClientEngine
 from .tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
@@ -221,23 +222,10 @@ def _by_file_version(load: Any, *paths: str) -> Any:
     return value
 
 
-def _backend(sock: Any) -> Any:
-    """A QuicSocket, a socket.socket or a bare fd of an IPPROTO_QUIC socket."""
-    if isinstance(sock, QuicSocket):
-        return sock.backend
-    if isinstance(sock, (socket.socket, int)):
-        from .sock.kernel import KernelQuicSocket
-
-        return KernelQuicSocket.from_fd(sock.fileno() if isinstance(sock, socket.socket) else sock)
-    if hasattr(sock, "recv_item"):
-        return sock
-    raise TypeError(f"not a QUIC socket: {sock!r}")
-
-
 class _Driver:
     """Runs one handshake: engine events out to the socket, socket items in to the engine."""
 
-    def __init__(self, backend: Any, config: HandshakeConfig) -> None:
+    def __init__(self, backend: QuicSocketBackend, config: HandshakeConfig) -> None:
         self.sock = backend
         self.config = config
         self.deadline = time.monotonic() + config.timeout
@@ -250,8 +238,6 @@ class _Driver:
         self.keylog: KeyLogFile | None = None
         # The process's key pool, handed to the engine and refilled while waiting.
         self.keys = EPHEMERAL_KEYS
-        # The simulation's batching of transmit attempts (None on the kernel backend).
-        self.hold = getattr(backend, "hold_output", None)
         self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
         self.answered = False  # handshake data came from the peer
 
@@ -283,11 +269,11 @@ class _Driver:
             ticket_key = self._ticket_key() if cfg.session_tickets else None
             # On a kernel socket the ServerHello goes out alone, ahead of the rest of the
             # flight (run()): the client works on it while the server computes the rest.
-            # (The simulation batches a step's output; it keeps the one-step flight.)
+            # (A backend that batches output, the simulation, keeps the one-step flight.)
             return TlsConfig(
                 **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
                 send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
-                pause_at_client_hello=True, server_hello_first=self.hold is None,
+                pause_at_client_hello=True, server_hello_first=not self.sock.batches_output,
             )
         if not cfg.verify:
             log.warning("server certificate verification is OFF for this handshake (verify=False)")
@@ -349,7 +335,6 @@ class _Driver:
         self.engine = engine
         if isinstance(engine, ClientEngine):
             self.apply(engine.start(time.time()))
-        hold = self.hold
         on_wait = self.config.on_wait
         while not engine.handshake_complete:
             # Idle time: what this step had to send is sent and the answer is a round trip
@@ -365,31 +350,25 @@ class _Driver:
             if item.kind != "HANDSHAKE":
                 continue  # an event interleaved during the handshake (spec §2.2, pitfall 8)
             self.answered = True
-            if hold is None:
+            with self.sock.batch():  # the server's transport parameter calls go with the batch
                 self.apply(self.receive(engine, item))
-                if engine.flight_pending:  # the ServerHello is sent: now the rest of the flight
-                    self.apply(engine.continue_flight(time.time()))  # type: ignore[attr-defined]
-                continue
-            hold(True)  # the server's transport parameter calls from the engine go with the batch
-            try:
-                self.apply(self.receive(engine, item, held=True), held=True)
-            finally:
-                hold(False)
+            if engine.flight_pending:  # the ServerHello is sent: now the rest of the flight
+                self.apply(engine.continue_flight(time.time()))  # type: ignore[attr-defined]
         self.flights_done = True
         if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0 and not self.peer_closed:
             self.collect_ticket(engine)
 
-    def receive(self, engine: TlsEngine, item: Any, held: bool = False) -> list[Event]:
+    def receive(self, engine: TlsEngine, item: RecvItem) -> list[Event]:
         """engine.receive(); a server's ClientHello pauses it (ClientHelloReceived, always
         the last event): its socket calls run here, then engine.choose() continues."""
         events = engine.receive(_crypto_level(item.level), item.data, time.time())
         if events and type(events[-1]) is ClientHelloReceived:
-            self.apply(events[:-1], held=held)
+            self.apply(events[:-1])
             choice = self.answer_client_hello(events[-1].info)
             events = engine.choose(choice, time.time())  # type: ignore[attr-defined]
         return events
 
-    def apply(self, events: list[Event], held: bool = False) -> None:
+    def apply(self, events: list[Event]) -> None:
         """libquic's order (spec §2.4, rule of thumb): secrets and transport parameters
         go in as they come, the batch's handshake messages are queued and sent after
         them, each with MSG_MORE but the last, so a flight leaves as one burst (a key
@@ -398,12 +377,8 @@ class _Driver:
         holds. The EARLY key is the exception: what was queued before it goes first
         (with MSG_MORE), so the Initial leaves ahead of the 0-RTT packets (spec §2.6)."""
         # A backend that can (the simulation) merges the transmit attempts of the batch's
-        # socket calls into one: same datagrams, less work per call. `held`: the caller
-        # already holds output around this batch.
-        hold = None if held else self.hold
-        if hold is not None:
-            hold(True)
-        try:
+        # socket calls into one: same datagrams, less work per call.
+        with self.sock.batch():
             queued: list[SendHandshake] = []
             for event in events:
                 if type(event) is SendHandshake:
@@ -425,9 +400,6 @@ class _Driver:
                         raise
             if not self.peer_closed:
                 self.send_all(queued, last_flushes=True)
-        finally:
-            if hold is not None:
-                hold(False)
 
     def send_all(self, sends: list[SendHandshake], last_flushes: bool) -> None:
         if sends:
@@ -481,7 +453,7 @@ class _Driver:
         elif type(event) is SessionTicketReceived:
             self.session = event.session
 
-    def recv(self) -> Any:
+    def recv(self) -> RecvItem:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise self.timed_out("handshake timed out")
@@ -558,7 +530,7 @@ class _Driver:
             log.debug("closing after a failed handshake: %s", err)
 
 
-def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
+def quic_handshake(sock: SocketLike, config: HandshakeConfig) -> HandshakeResult:
     """Run a handshake on a QUIC socket in ESTABLISHING state; returns what was agreed.
 
     Failures raise HandshakeError (see the README). One case is not a failure: a handshake
@@ -569,7 +541,7 @@ def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
     CONNECTION_CLOSE, kernel-quic-abi §9) or from sending the NewSessionTicket; the result
     is then returned as usual with `peer_closed=True`, and the steps left (the ticket, a
     client's ticket wait) are skipped. Any EPIPE before TLS completed stays an error."""
-    driver = _Driver(_backend(sock), config)
+    driver = _Driver(as_backend(sock), config)
     saved_timeout = driver.sock.gettimeout()
     try:
         tls = driver.tls_config()
@@ -610,7 +582,7 @@ def quic_handshake(sock: Any, config: HandshakeConfig) -> HandshakeResult:
     )
 
 
-def quic_client_handshake(sock: Any, pkey_file: str | None = None, hostname: str | None = None,
+def quic_client_handshake(sock: SocketLike, pkey_file: str | None = None, hostname: str | None = None,
                           alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
     """libquic's quic_client_handshake(): `pkey_file` is a PSK file (identity:hexkey lines)."""
     psks = read_psk_file(pkey_file) if pkey_file else opts.pop("psks", ())
@@ -618,7 +590,7 @@ def quic_client_handshake(sock: Any, pkey_file: str | None = None, hostname: str
                                                 psks=psks, **opts))
 
 
-def quic_server_handshake(sock: Any, pkey_file: str, cert_file: str | None = None,
+def quic_server_handshake(sock: SocketLike, pkey_file: str, cert_file: str | None = None,
                           alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
     """libquic's quic_server_handshake(): with `cert_file`, `pkey_file` is the private key;
     without, it is a PSK file."""

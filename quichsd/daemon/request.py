@@ -88,7 +88,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import abi
 from ..handshake import HandshakeConfig, HandshakeError, HandshakeResult, quic_handshake
-from ..sock import QuicSocket
+from ..sock import QuicSocketBackend, SocketLike, as_backend
 from ..tls.certs import TrustStore
 from ..tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice
 from ..tls.constants import AlertDescription, CipherSuite
@@ -150,7 +150,7 @@ class MessageType(enum.IntEnum):
 class HandshakeRequest:
     """The fields of one ACCEPT reply (§1.5). Serials are key serials; 0 means none."""
 
-    sock: Any  # a QuicSocket, a socket.socket, or the fd number from SOCKFD
+    sock: SocketLike  # a QuicSocket or backend, a socket.socket, or the fd number from SOCKFD
     message_type: int
     auth_mode: int
     peer_identities: tuple[int, ...] = ()
@@ -190,7 +190,8 @@ def handle(request: HandshakeRequest, config: DaemonConfig, on_wait: Callable[[]
     `on_wait` is called (once) when the request first waits: for the peer's answer, or for
     a reverse DNS lookup (the worker passes the listening on then)."""
     role = "client" if request.message_type == MessageType.CLIENTHELLO else "server"
-    backend, owned = None, False
+    backend: QuicSocketBackend | None = None
+    owned = False
     host = address = ""
     try:
         backend, owned = _open(request.sock)
@@ -207,7 +208,7 @@ def handle(request: HandshakeRequest, config: DaemonConfig, on_wait: Callable[[]
         log.debug("unexpected handshake failure", exc_info=True)
         result = DoneResult(errno.EIO, role=role)
     finally:
-        if owned:
+        if owned and backend is not None:
             try:
                 backend.close()
             except OSError:
@@ -288,7 +289,7 @@ def _log_completion(request: HandshakeRequest, result: DoneResult, host: str) ->
         log.log(level, "Handshake request %s", outcome)
 
 
-def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, address: str,
+def _handle(request: HandshakeRequest, config: DaemonConfig, backend: QuicSocketBackend, address: str,
             peer: Any = None, on_wait: Callable[[], None] | None = None) -> DoneResult:
     proto = _transport(backend)
     if proto == socket.IPPROTO_TCP:
@@ -316,29 +317,25 @@ def _handle(request: HandshakeRequest, config: DaemonConfig, backend: Any, addre
     return quic.server()
 
 
-def _open(sock: Any) -> tuple[Any, bool]:
+def _open(sock: SocketLike) -> tuple[QuicSocketBackend, bool]:
     """The socket object to drive, and whether we opened it: a bare fd or a socket.socket
     is wrapped once, on a dup of its fd (which the worker closes after DONE)."""
-    if isinstance(sock, QuicSocket):
-        return sock.backend, False
-    if isinstance(sock, (socket.socket, int)):
-        from ..sock.kernel import KernelQuicSocket
-
+    owned = isinstance(sock, (socket.socket, int))
+    try:
+        return as_backend(sock), owned
+    except OSError as exc:
         fd = sock.fileno() if isinstance(sock, socket.socket) else sock
-        try:
-            return KernelQuicSocket.from_fd(fd), True
-        except OSError as exc:
-            raise _SetupError(f"socket fd {fd}: {exc}", exc.errno or errno.EIO) from None
-    if hasattr(sock, "recv_item"):  # a bare backend object (the simulation)
-        return sock, False
-    raise _SetupError(f"not a socket: {type(sock).__name__}")
+        raise _SetupError(f"socket fd {fd}: {exc}", exc.errno or errno.EIO) from None
+    except TypeError:
+        raise _SetupError(f"not a socket: {type(sock).__name__}") from None
 
 
-def _transport(backend: Any) -> int:
-    """SO_PROTOCOL of the socket (§3.1); simulated QUIC sockets count as IPPROTO_QUIC. A
-    socket object made over the fd has read it already (Python's constructor asks)."""
-    raw = getattr(backend, "sock", None)
-    if not isinstance(raw, socket.socket):  # the simulation (its backend has no kernel socket)
+def _transport(backend: QuicSocketBackend) -> int:
+    """SO_PROTOCOL of the socket (§3.1); a backend without a kernel socket (the
+    simulation) counts as IPPROTO_QUIC. A socket object made over the fd has read it
+    already (Python's constructor asks)."""
+    raw = backend.sock
+    if raw is None:
         return IPPROTO_QUIC
     if raw.proto:
         return raw.proto

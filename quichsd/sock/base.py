@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import abc
 import socket
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from ..kernel_numbers import (  # noqa: F401 (re-exported: see __all__)
     IPPROTO_QUIC,
@@ -110,6 +111,9 @@ __all__ = [
 # A socket address as Python's socket module spells it: (host, port[, flow, scope]).
 Address = tuple[Any, ...]
 
+# batch() on a backend that sends at each call as it comes (reusable: it holds no state).
+_NO_BATCH: AbstractContextManager[None] = nullcontext()
+
 
 class RecvKind(StrEnum):
     """What one recvmsg returned (spec §1.5: exactly one of these per call)."""
@@ -155,6 +159,29 @@ class QuicSocketBackend(abc.ABC):
     Errors are OSError with the kernel's errno (BlockingIOError for EAGAIN,
     TimeoutError when the socket's timeout expires).
     """
+
+    # True when batch() merges the transmit attempts of the calls inside it (the
+    # simulation); False when it is a no-op and each call transmits as it comes (the
+    # kernel). The handshake sends a server's ServerHello ahead of its flight only then.
+    batches_output: ClassVar[bool] = False
+
+    # An accepted connection: the peer's address as accept() learnt it, kept when the
+    # connection has closed since (getpeername() then raises ENOTCONN, spec §9); None when
+    # not known.
+    accepted_peer: Address | None = None
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The kernel socket underneath (for poll/selectors, SOL_SOCKET options such as
+        SO_PROTOCOL), None when there is none (the simulation)."""
+        return None
+
+    def batch(self) -> AbstractContextManager[None]:
+        """`with backend.batch():` the calls inside form one batch: a backend that can
+        (the simulation) sends what they trigger once, with the batch's last send or at
+        its end, instead of after each call; the connection's state changes at once
+        either way. Batches nest. A no-op on the kernel, which transmits per call."""
+        return _NO_BATCH
 
     # -- lifecycle (socket(2) semantics) ------------------------------------------------
 

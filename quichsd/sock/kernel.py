@@ -127,10 +127,6 @@ class KernelQuicSocket(QuicSocketBackend):
         self.accepted_peer: Address | None = None
 
     @classmethod
-    def from_socket(cls, sock: socket.socket) -> KernelQuicSocket:
-        return cls(sock=sock)
-
-    @classmethod
     def from_fd(cls, fd: int, *, dup: bool = True) -> KernelQuicSocket:
         """Wrap a bare fd. dup=True (default) works on os.dup(fd): closing this object
         leaves the caller's fd open. dup=False takes ownership of `fd` itself."""

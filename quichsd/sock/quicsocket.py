@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import Any, Union
 
 from ..kernel_numbers import MSG_QUIC_STREAM_FIN, MSG_QUIC_STREAM_NEW, MSG_QUIC_STREAM_UNI
+from .base import Address, QuicSocketBackend
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "kernel", "sim")
 
 
-def _make_backend(family: int, backend: str) -> tuple[Any, str]:
+def _make_backend(family: int, backend: str) -> tuple[QuicSocketBackend, str]:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend in ("auto", "kernel"):
@@ -31,9 +32,10 @@ class QuicSocket:
     """`QuicSocket(AF_INET, backend="auto")`: the kernel when socket(AF_INET, SOCK_DGRAM,
     IPPROTO_QUIC) works, the simulation otherwise; `.backend_name` says which."""
 
-    def __init__(self, family: int = socket.AF_INET, backend: str = "auto", *, _wrap: Any = None,
-                 _name: str = "") -> None:
+    def __init__(self, family: int = socket.AF_INET, backend: str = "auto", *,
+                 _wrap: QuicSocketBackend | None = None, _name: str = "") -> None:
         self.family = family
+        self.backend: QuicSocketBackend
         if _wrap is not None:
             self.backend, self.backend_name = _wrap, _name
         else:
@@ -50,18 +52,17 @@ class QuicSocket:
     def __repr__(self) -> str:
         return f"<QuicSocket backend={self.backend_name}>"
 
-    def accept(self) -> tuple[QuicSocket, Any]:
+    def accept(self) -> tuple[QuicSocket, Address | None]:
         """The next connection and its peer's address. accept() does not fail because the
         peer has closed the connection already (the kernel hands such connections out,
         spec §9; their handshake then fails): getpeername() on it raises ENOTCONN, so the
-        address is the one the backend learnt at accept, `accepted_peer` (the simulation's
-        connection knows it; on the kernel it is what the accept() syscall reported), or
-        None when there is none."""
+        address is the one the backend learnt at accept (`accepted_peer`), or None when
+        there is none."""
         child = self.backend.accept()
         try:
             peer = child.getpeername()
         except OSError:
-            peer = getattr(child, "accepted_peer", None)
+            peer = child.accepted_peer
         return QuicSocket(self.family, _wrap=child, _name=self.backend_name), peer
 
     def send(self, data: bytes, stream_id: int = -1, flags: int = 0, *, fin: bool = False,
@@ -76,9 +77,29 @@ class QuicSocket:
         while True:
             item = self.backend.recv_item(bufsize, flags)
             if item.kind == "STREAM":
-                return item.data, item.stream_id, bool(item.stream_flags & MSG_QUIC_STREAM_FIN)
+                stream_id = -1 if item.stream_id is None else item.stream_id
+                return item.data, stream_id, bool(item.stream_flags & MSG_QUIC_STREAM_FIN)
 
     def __getattr__(self, name: str) -> Any:
         # bind, listen, connect, close, shutdown, fileno, setsockopt, getsockopt,
         # send_handshake, recv_item, settimeout, getsockname, getpeername ...
         return getattr(self.backend, name)
+
+
+# What the handshake calls, the asyncio forms and the daemon take as a socket.
+SocketLike = Union[QuicSocket, QuicSocketBackend, socket.socket, int]
+
+
+def as_backend(sock: SocketLike) -> QuicSocketBackend:
+    """The backend to drive for `sock`: a QuicSocket's own, a backend as it is, and for a
+    socket.socket or a bare fd of an IPPROTO_QUIC socket a KernelQuicSocket over a dup of
+    its fd (closing that leaves the caller's fd open). TypeError for anything else."""
+    if isinstance(sock, QuicSocket):
+        return sock.backend
+    if isinstance(sock, QuicSocketBackend):
+        return sock
+    if isinstance(sock, (socket.socket, int)):
+        from .kernel import KernelQuicSocket
+
+        return KernelQuicSocket.from_fd(sock.fileno() if isinstance(sock, socket.socket) else sock)
+    raise TypeError(f"not a QUIC socket: {sock!r}")

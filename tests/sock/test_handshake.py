@@ -1,6 +1,7 @@
 """Our client against our server over real sockets (the simulation here; the kernel in QEMU)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -13,6 +14,7 @@ import pytest
 from quichsd import HandshakeConfig, HandshakeError, HandshakeResult, QuicSocket, quic_client_handshake, quic_handshake
 from quichsd import abi
 from quichsd.handshake import read_psk_file
+from quichsd.sock import QuicSocketBackend
 from quichsd.tls.config import ClientAuth, Credentials
 from quichsd.tls.constants import CryptoLevel, NamedGroup
 from tests.pki import leaf
@@ -60,6 +62,9 @@ class HoldsTheClientFlight:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+QuicSocketBackend.register(HoldsTheClientFlight)  # a backend by delegation
 
 
 def test_full_handshake_and_data(backend, pki, server_factory) -> None:
@@ -122,8 +127,10 @@ def test_server_keeps_a_completed_handshake_whose_client_closed_at_once(backend,
 
 
 class KernelStyleServer:
-    """A server connection driven as on a kernel socket (no output batching to hold), with
-    its handshake sends recorded: (level, MSG_MORE set)."""
+    """A server connection driven as on a kernel socket (batch() a no-op), with its
+    handshake sends recorded: (level, MSG_MORE set)."""
+
+    batches_output = False
 
     def __init__(self, conn: QuicSocket) -> None:
         self._conn = conn
@@ -133,10 +140,14 @@ class KernelStyleServer:
         self.sends.append((level, bool(flags & 0x8000)))
         return self._conn.send_handshake(level, data, flags)
 
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     def __getattr__(self, name: str) -> Any:
-        if name == "hold_output":
-            raise AttributeError(name)
         return getattr(self._conn, name)
+
+
+QuicSocketBackend.register(KernelStyleServer)  # a backend by delegation
 
 
 @pytest.mark.parametrize("auth", ["psk", "certificate"])

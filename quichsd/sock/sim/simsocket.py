@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ... import abi
-from ..base import RecvItem
+from ..base import QuicSocketBackend, RecvItem
 from .connection import SimConnection
 from .errors import SimError
 from .levels import EARLY
@@ -24,16 +24,30 @@ L = abi.lib
 MSG_MORE = 0x8000
 MSG_DONTWAIT = 0x40
 
-# struct quic_transport_param / quic_config defaults (spec §1.3).
-DEFAULT_CONFIG: dict[str, int] = {}
-
 
 def _err(code: int, what: str) -> OSError:
     return OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
 
 
-class SimQuicSocket:
+class _Batch:
+    """SimQuicSocket.batch(): a reusable context manager (holds nest in the socket's count)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: SimQuicSocket) -> None:
+        self._sock = sock
+
+    def __enter__(self) -> None:
+        self._sock._hold_output(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._sock._hold_output(False)
+
+
+class SimQuicSocket(QuicSocketBackend):
     """One simulated QUIC socket: unbound, listening, or a connection."""
+
+    batches_output = True
 
     def __init__(self, family: int = socket.AF_INET) -> None:
         self.family = family
@@ -53,8 +67,9 @@ class SimQuicSocket:
         self._bound: tuple[Any, ...] | None = None
         self._closed = False
         self._shut_down = False  # our shutdown() closed the connection (getpeername)
-        # hold_output(): socket options set meanwhile leave their transmit trigger for
-        # the end of the batch (or the next send that flushes anyway).
+        # batch(): socket options set meanwhile leave their transmit trigger for the end
+        # of the batch (or the next send that flushes anyway).
+        self._batch = _Batch(self)
         self._holding = 0
         self._held = False
         self._transmit_now = False
@@ -172,9 +187,6 @@ class SimQuicSocket:
     def gettimeout(self) -> float | None:
         return self.timeout
 
-    def setblocking(self, flag: bool) -> None:
-        self.timeout = None if flag else 0.0
-
     def getsockname(self) -> tuple[Any, ...]:
         if self.endpoint is not None:
             return self.endpoint.local_address
@@ -213,14 +225,17 @@ class SimQuicSocket:
             raise _err(errno.ENOTCONN, what)
         return self.conn, self.endpoint
 
-    def hold_output(self, on: bool) -> None:
+    def batch(self) -> _Batch:
         """The handshake driver applies what the engine returns (key installs, transport
         parameters, messages) as one batch: setsockopt calls meanwhile do not each try
         to transmit; what they triggered leaves with the batch's last send, or when the
-        outermost hold ends (holds nest). The connection state changes at once, as
-        without the hold; only the sending and timer bookkeeping after each call is
+        outermost batch ends (batches nest). The connection state changes at once, as
+        without the batch; only the sending and timer bookkeeping after each call is
         merged. An EARLY key install still transmits at once (spec §2.6: the Initial
         leaves ahead of the 0-RTT packets)."""
+        return self._batch
+
+    def _hold_output(self, on: bool) -> None:
         if on:
             self._holding += 1
             return
@@ -290,7 +305,7 @@ class SimQuicSocket:
 
     # -- socket options (spec §1.4) -------------------------------------------------------
 
-    def setsockopt(self, optname: int, value: bytes | None) -> None:
+    def setsockopt(self, optname: int, value: bytes | None = None) -> None:
         value = value or b""
         if len(value) > 4096:
             raise _err(errno.EINVAL, "optlen over 4096")
@@ -335,7 +350,7 @@ class SimQuicSocket:
         # Only secretlen(type) bytes count (spec §1.4); the connection rejects a bad type.
         length = abi.CIPHER_SECRET_LEN.get(s.cipher_type, len(s.secret))
         if s.level == EARLY:
-            self._transmit_now = True  # even under hold_output()
+            self._transmit_now = True  # even inside batch()
         _sim(conn.install_secret, s.level, bool(s.send), s.cipher_type, s.secret[:length])
 
     def _set_tp_ext(self, value: bytes) -> None:
