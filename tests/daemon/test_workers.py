@@ -102,15 +102,23 @@ def test_a_full_worker_answers_at_once_with_etimedout(pki, caplog):
 
     t = threading.Thread(target=worker.serve_forever, daemon=True)
     t.start()
-    fds = []
+    # All five requests exist before the first is handed over, their fd numbers held open
+    # (both socketpair ends): the worker closes a refused request's fd, and a request made
+    # after that could be given the same number, which the source would take for a second
+    # DONE of the first.
+    requests, pairs = [], []
     for _ in range(5):
         sock = QuicSocket(socket.AF_INET, backend="sim")
         sock.connect(address)
         sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"h3")
         a, b = socket.socketpair()
-        fds.append(b.detach())
-        source.put(fds[-1], HandshakeRequest(sock, MessageType.CLIENTHELLO, AuthMode.UNAUTH,
-                                             peername="localhost", timeout_ms=3000))
+        pairs.append(a)
+        requests.append((b.detach(), HandshakeRequest(sock, MessageType.CLIENTHELLO, AuthMode.UNAUTH,
+                                                      peername="localhost", timeout_ms=3000)))
+    fds = [fd for fd, _ in requests]
+    assert len(set(fds)) == 5
+    for fd, request in requests:
+        source.put(fd, request)
     with caplog.at_level("WARNING", logger="quichsd.daemon.worker"):
         refused = source.wait(3, 10)
         assert worker.in_flight == 2 and worker.threads <= 3
@@ -120,6 +128,8 @@ def test_a_full_worker_answers_at_once_with_etimedout(pki, caplog):
     worker.stop()
     t.join(5)
     udp.close()
+    for a in pairs:
+        a.close()
     assert sorted(results) == sorted(fds) and all(r.status == errno.ETIMEDOUT for r in results.values())
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(lines) == 3 and "2 handshakes are running" in lines[0], lines
@@ -216,6 +226,8 @@ def test_idle_threads_leave_after_the_idle_timeout():
     wait_for(lambda: worker.threads == 2)  # one serving, one listening
     source.wait(1, 5)
     wait_for(lambda: worker.threads == 1)  # the served one was idle for 0.2 s and left
+    # Not synchronisation: the behaviour under test is that the listening thread outlives
+    # idle_timeout (0.2 s), so twice that passes and it is still there.
     time.sleep(0.4)
     assert worker.threads == 1
     fd, request, peer2 = eopnotsupp_request()  # and the next request is served
