@@ -192,7 +192,7 @@ def test_close_while_establishing_sends_application_error():
 def test_application_close_after_handshake():
     client, server = sim_client(), SimServer()
     wire = handshake(client, server)
-    wire.run(lambda: client.conn._handshake_confirmed)
+    wire.run(lambda: client.conn.handshake_confirmed)
     server.conn.close(0x1234, b"app says bye")
     wire.run(lambda: client.conn.state == "CLOSED")
     assert client.conn.close_info == (0x1234, 0, b"app says bye")
@@ -203,7 +203,7 @@ def test_application_close_after_handshake():
 def test_idle_timeout_closes_with_zero_info():
     client, server = sim_client(local_params={"max_idle_timeout": 2_000_000}), SimServer()
     wire = handshake(client, server)
-    wire.run(lambda: client.conn._handshake_confirmed)
+    wire.run(lambda: client.conn.handshake_confirmed)
     # the server goes silent: ack and probe timers come and go (whatever they send is
     # lost), then the idle timer, min(2 s, server's 30 s), closes the connection
     start = wire.now

@@ -30,7 +30,7 @@ def test_sim_client_vs_aioquic_server(version, supported, expected):
     wire.run(lambda: sid in client.finished)
     assert bytes(server.received[sid]) == payload
     assert bytes(client.received[sid]) == payload
-    wire.run(lambda: client.conn._handshake_confirmed)  # aioquic's HANDSHAKE_DONE
+    wire.run(lambda: client.conn.handshake_confirmed)  # aioquic's HANDSHAKE_DONE
 
     client.conn.close(7, b"done")
     wire.run(lambda: server.terminated is not None)

@@ -71,7 +71,7 @@ def test_the_peers_active_connection_id_limit_bounds_the_set():
     server = SimServer(local_params={"active_connection_id_limit": 4})
     wire = handshake(client, server)
     wire.run(lambda: _full_set(client.conn, server.conn, 4) and _full_set(server.conn, client.conn, 2))
-    wire.run(lambda: client.conn._handshake_confirmed)
+    wire.run(lambda: client.conn.handshake_confirmed)
     assert client.conn.state == server.conn.state == "ESTABLISHED"  # no CONNECTION_ID_LIMIT_ERROR
 
 

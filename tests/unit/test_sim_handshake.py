@@ -59,7 +59,7 @@ def test_handshake_streams_and_ticket(version):
     client.feed_ticket(wire.now)
     assert client.session is not None
     # NEW_TOKEN and HANDSHAKE_DONE arrived; the client issued NEW_CONNECTION_IDs
-    wire.run(lambda: cc.token != b"" and cc._handshake_confirmed)
+    wire.run(lambda: cc.token != b"" and cc.handshake_confirmed)
     assert len(sc.local_cids()) > 1 and len(cc.local_cids()) > 1
 
 
@@ -208,7 +208,7 @@ def test_handshake_recovers_from_loss(pattern):
     client.conn.stream_send(sid, b"after loss", fin=True)
     wire.run(lambda: sid in client.finished)
     assert bytes(client.received[sid]) == b"after loss"
-    wire.run(lambda: client.conn._handshake_confirmed)
+    wire.run(lambda: client.conn.handshake_confirmed)
     assert set(wire.dropped) == lost
 
 
