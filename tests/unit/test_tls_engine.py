@@ -11,6 +11,7 @@ from quichsd.tls.certs import TrustStore
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
 from quichsd.tls.constants import AlertDescription, CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
 from quichsd.tls.errors import TlsError
+from quichsd.tls.extensions import decode_key_share_client
 from quichsd.tls.events import (
     ClientHelloReceived,
     HandshakeComplete,
@@ -162,7 +163,8 @@ def test_server_hello_first_low_order_share_fails_after_the_server_hello() -> No
     made: illegal_parameter, and the engine stays failed."""
     client = ClientEngine(client_cfg(groups=[NamedGroup.X25519]))
     hello = bytearray(client.start(T)[0].data)
-    public = client._share.public
+    ((group, public),) = decode_key_share_client(decode_message(bytes(hello)).extensions[ExtensionType.KEY_SHARE])
+    assert group == NamedGroup.X25519
     at = bytes(hello).index(public)
     hello[at:at + 32] = bytes(32)
     server = ServerEngine(server_cfg(server_hello_first=True))
