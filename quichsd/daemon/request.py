@@ -220,7 +220,7 @@ def handle(request: HandshakeRequest, config: DaemonConfig, on_wait: Callable[[]
     return result
 
 
-def _peer(sock: Any) -> tuple[str, str, Any]:
+def _peer(sock: QuicSocketBackend) -> tuple[str, str, Any]:
     """The socket's peer: its host as tlshd logs it (getnameinfo NI_NUMERICHOST: "192.0.2.1",
     "2001:db8::1"), host with port ("192.0.2.1:443", "[2001:db8::1]:443", for the
     statistics) and getpeername()'s answer; ("", "", None) if unknown."""
@@ -385,7 +385,7 @@ def _trust(path: str | None, crl: str | None = None) -> TrustStore | None:
 
 
 class _QuicHandshake:
-    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: Any, mode: AuthMode,
+    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: QuicSocketBackend, mode: AuthMode,
                  address: str = "", peer: Any = None, on_wait: Callable[[], None] | None = None) -> None:
         self.request = request
         self.on_wait = on_wait

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any, Union
+from contextlib import AbstractContextManager
+from typing import Union
 
 from ..kernel_numbers import MSG_QUIC_STREAM_FIN, MSG_QUIC_STREAM_NEW, MSG_QUIC_STREAM_UNI
-from .base import Address, QuicSocketBackend
+from .base import Address, QuicSocketBackend, RecvItem
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,70 @@ class QuicSocket:
                 stream_id = -1 if item.stream_id is None else item.stream_id
                 return item.data, stream_id, bool(item.stream_flags & MSG_QUIC_STREAM_FIN)
 
-    def __getattr__(self, name: str) -> Any:
-        # bind, listen, connect, close, shutdown, fileno, setsockopt, getsockopt,
-        # send_handshake, recv_item, settimeout, getsockname, getpeername ...
-        return getattr(self.backend, name)
+    # -- the rest of the contract, as the backend does it (quichsd/sock/base.py) ---------
+
+    def bind(self, address: Address) -> None:
+        self.backend.bind(address)
+
+    def listen(self, backlog: int = 128) -> None:
+        self.backend.listen(backlog)
+
+    def connect(self, address: Address) -> None:
+        self.backend.connect(address)
+
+    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        self.backend.shutdown(how)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def fileno(self) -> int | None:
+        return self.backend.fileno()
+
+    def setsockopt(self, optname: int, value: bytes | None = None) -> None:
+        self.backend.setsockopt(optname, value)
+
+    def getsockopt(self, optname: int, buflen_or_input: int | bytes) -> bytes:
+        return self.backend.getsockopt(optname, buflen_or_input)
+
+    def send_handshake(self, level: int, data: bytes, flags: int = 0) -> int:
+        return self.backend.send_handshake(level, data, flags)
+
+    def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
+        return self.backend.recv_item(bufsize, flags)
+
+    def send_stream(self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0) -> int:
+        return self.backend.send_stream(data, stream_id, stream_flags, flags)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.backend.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self.backend.gettimeout()
+
+    def setblocking(self, flag: bool) -> None:
+        self.backend.setblocking(flag)
+
+    def getsockname(self) -> Address:
+        return self.backend.getsockname()
+
+    def getpeername(self) -> Address:
+        return self.backend.getpeername()
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self.backend.batch()
+
+    @property
+    def batches_output(self) -> bool:
+        return self.backend.batches_output
+
+    @property
+    def accepted_peer(self) -> Address | None:
+        return self.backend.accepted_peer
+
+    @property
+    def sock(self) -> socket.socket | None:
+        return self.backend.sock
 
 
 # What the handshake calls, the asyncio forms and the daemon take as a socket.
