@@ -30,7 +30,9 @@ def _err(code: int, what: str) -> OSError:
 
 
 class _Batch:
-    """SimQuicSocket.batch(): a reusable context manager (holds nest in the socket's count)."""
+    """SimQuicSocket.batch()'s context manager (holds nest in the socket's count). Made per
+    call: one kept on the socket would be a reference cycle, leaving every closed socket
+    and its connection to the cyclic garbage collector."""
 
     __slots__ = ("_sock",)
 
@@ -69,7 +71,6 @@ class SimQuicSocket(QuicSocketBackend):
         self._shut_down = False  # our shutdown() closed the connection (getpeername)
         # batch(): socket options set meanwhile leave their transmit trigger for the end
         # of the batch (or the next send that flushes anyway).
-        self._batch = _Batch(self)
         self._holding = 0
         self._held = False
         self._transmit_now = False
@@ -233,7 +234,7 @@ class SimQuicSocket(QuicSocketBackend):
         without the batch; only the sending and timer bookkeeping after each call is
         merged. An EARLY key install still transmits at once (spec §2.6: the Initial
         leaves ahead of the 0-RTT packets)."""
-        return self._batch
+        return _Batch(self)
 
     def _hold_output(self, on: bool) -> None:
         if on:
