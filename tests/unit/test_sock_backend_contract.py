@@ -2,7 +2,9 @@
 and as_backend() turns everything the handshake calls accept into one."""
 from __future__ import annotations
 
+import gc
 import socket
+import weakref
 
 import pytest
 
@@ -58,3 +60,19 @@ def test_as_backend_refuses_other_objects() -> None:
         as_backend(object())  # type: ignore[arg-type]
     with pytest.raises(OSError):
         as_backend(-1)  # no such fd: the dup fails (EBADF)
+
+
+def test_sim_batch_leaves_no_reference_cycle() -> None:
+    """A closed simulated socket goes when its last reference does, not at the next
+    cyclic collection (a batch object kept on the socket cost ~4 % of handshake rate)."""
+    sim = SimQuicSocket()
+    with sim.batch(), sim.batch():
+        pass
+    sim.close()
+    gone = weakref.ref(sim)
+    gc.disable()
+    try:
+        del sim
+        assert gone() is None
+    finally:
+        gc.enable()
