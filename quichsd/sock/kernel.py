@@ -23,14 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..abi import ffi, lib
-from .base import (
-    IPPROTO_QUIC,
-    MSG_DONTWAIT,
-    Address,
-    QuicSocketBackend,
-    RecvItem,
-    RecvKind,
-)
+from ..kernel_numbers import IPPROTO_QUIC, MSG_DONTWAIT
+from .base import Address, QuicSocketBackend, RecvItem, RecvKind
 
 __all__ = ["KernelQuicSocket", "kernel_quic_available"]
 

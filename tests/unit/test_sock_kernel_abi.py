@@ -27,7 +27,7 @@ import pytest
 
 from quichsd import abi
 from quichsd.abi import ffi, lib
-from quichsd.sock import base
+from quichsd import kernel_numbers as kn
 from quichsd.sock.base import Address, QuicSocketBackend, RecvItem, RecvKind
 from quichsd.sock.kernel import KernelQuicSocket, kernel_quic_available
 from tests.sockets import NO_QUIC
@@ -459,13 +459,13 @@ def test_recv_item_kind_from_string_and_flags():
 
 
 def test_constants_come_from_the_abi():
-    assert (base.IPPROTO_QUIC, base.SOL_QUIC) == (261, 288)
-    assert base.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT == 14 and base.QUIC_SOCKOPT_CRYPTO_SECRET == 13
-    assert (base.MSG_QUIC_NOTIFICATION, base.MSG_QUIC_DATAGRAM) == (0x8000, 0x1000)
-    assert (base.MSG_EOR, base.MSG_MORE, base.MSG_CTRUNC, base.MSG_BATCH) == (0x80, 0x8000, 0x8, 0x40000)
-    assert base.MSG_DONTWAIT == socket.MSG_DONTWAIT and base.MSG_NOSIGNAL == socket.MSG_NOSIGNAL
-    assert [base.QUIC_CRYPTO_APP, base.QUIC_CRYPTO_INITIAL, base.QUIC_CRYPTO_HANDSHAKE,
-            base.QUIC_CRYPTO_EARLY] == [0, 1, 2, 3]
+    assert (kn.IPPROTO_QUIC, kn.SOL_QUIC) == (261, 288)
+    assert kn.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT == 14 and kn.QUIC_SOCKOPT_CRYPTO_SECRET == 13
+    assert (kn.MSG_QUIC_NOTIFICATION, kn.MSG_QUIC_DATAGRAM) == (0x8000, 0x1000)
+    assert (kn.MSG_EOR, kn.MSG_MORE, kn.MSG_CTRUNC, kn.MSG_BATCH) == (0x80, 0x8000, 0x8, 0x40000)
+    assert kn.MSG_DONTWAIT == socket.MSG_DONTWAIT and kn.MSG_NOSIGNAL == socket.MSG_NOSIGNAL
+    assert [kn.QUIC_CRYPTO_APP, kn.QUIC_CRYPTO_INITIAL, kn.QUIC_CRYPTO_HANDSHAKE,
+            kn.QUIC_CRYPTO_EARLY] == [0, 1, 2, 3]
 
 
 def test_kernel_quic_available_matches_a_probe():
