@@ -53,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--no-early-data", action="store_true", help="refuse 0-RTT")
     server.add_argument("--retry", action="store_true",
                         help="validate client addresses: answer token-less Initials with a Retry")
-    server.add_argument("--handshake-workers", type=_positive, default=None, metavar="N",
+    server.add_argument("--handshake-workers", type=positive_int, default=None, metavar="N",
                         help="handshakes at once, each on a thread of a fixed pool; further connections wait "
                              "in the listen backlog (default: 64)")
-    server.add_argument("--backlog", type=_positive, default=None, metavar="N",
+    server.add_argument("--backlog", type=positive_int, default=None, metavar="N",
                         help="connections waiting to be accepted (listen backlog; default: 512)")
 
     client = commands.add_parser("client", help="handshake with a QUIC server and exchange stream data")
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--bus", metavar="ADDRESS", help="D-Bus address to ask on")
     daemon = commands.add_parser("daemon", help="serve the kernel's handshake upcalls (a tlshd drop-in)")
     daemon.add_argument("-c", "--config", metavar="PATH", help="configuration file (default: tlshd's search)")
-    daemon.add_argument("--workers", type=_positive, metavar="N", help="worker processes (default: [quichsd] workers)")
+    daemon.add_argument("--workers", type=positive_int, metavar="N", help="worker processes (default: [quichsd] workers)")
     daemon.add_argument("--foreground", action="store_true", help="log to stderr instead of syslog (LOG_AUTH)")
     daemon.add_argument("-s", "--stderr", action="store_true", help="log to syslog and also to stderr (as tlshd -s)")
     daemon.add_argument("-v", "--version", action="store_true", help="print the version and exit (as tlshd -v)")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:

@@ -5,6 +5,7 @@ import argparse
 import time
 from typing import TextIO
 
+from ..cli import positive_int
 from . import DEFAULT_JOBS, DEFAULT_TIMEOUT
 
 __all__ = ["add_arguments", "run_spec"]
@@ -37,16 +38,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("host", nargs="?", metavar="HOST", help="server name or address")
@@ -61,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sni", metavar="NAME", help="server name to send and verify (default: HOST)")
     parser.add_argument("-k", metavar="NAMES", dest="names",
                         help="run only the checks whose name contains one of these (comma-separated)")
-    parser.add_argument("-j", "--jobs", type=_jobs, default=DEFAULT_JOBS, metavar="N",
+    parser.add_argument("-j", "--jobs", type=positive_int, default=DEFAULT_JOBS, metavar="N",
                         help=f"connections at once (default: {DEFAULT_JOBS})")
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
 
