@@ -28,6 +28,13 @@ BACKENDS = [
 ]
 
 
+def free_port() -> int:
+    """A UDP port on 127.0.0.1 nobody holds right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @dataclass
 class Pki:
     ca_file: str

@@ -1,18 +1,13 @@
 """`quichsd server` and `quichsd client` as separate processes on loopback."""
 from __future__ import annotations
 
-import socket
 import stat
 import subprocess
 import sys
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.sockets import free_port
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import io
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,15 +12,9 @@ import pytest
 
 from quichsd import HandshakeConfig, quic_handshake
 from quichsd.echo import ServerOptions, echo_streams, serve
-from tests.sockets import BACKENDS, client_socket
+from tests.sockets import BACKENDS, client_socket, free_port
 
 per_backend = pytest.mark.parametrize("backend", BACKENDS)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class EchoServer:

@@ -29,6 +29,18 @@ def quic_tree() -> Path:
     return Path(tree)
 
 
+@pytest.fixture(scope="module")
+def quic_module() -> None:
+    """lxin/quic's module loaded for a test module (`pytestmark = usefixtures("quic_module")`),
+    or skip saying what to provide."""
+    from quichsd.sock.kernel import kernel_quic_available
+
+    quic_tree()
+    modprobe("quic")
+    if not kernel_quic_available():
+        pytest.skip("IPPROTO_QUIC still unavailable after modprobe quic")
+
+
 def tlshd_binary() -> Path:
     path = os.environ.get("QUICHSD_TLSHD")
     if not path:

@@ -4,7 +4,6 @@ libquic's sample and ticket programs; tlshd in the same scenarios as the referen
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.qemu.guest.kernel import MODPROBE, Daemon, add_user_key, quic_tree, quichsd_daemon, tlshd_daemon, upcall
+from tests.sockets import free_port
 
 PEER_TIMEOUT = 120
 
@@ -58,12 +58,6 @@ def daemon(request, tmp_path, keys) -> Daemon:
     start = quichsd_daemon if request.param == "quichsd" else tlshd_daemon
     with start(tmp_path, daemon_config(keys)) as d:
         yield d
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from quichsd import QuicSocket, abi, quic_client_handshake, quic_server_handshake
-from quichsd.sock.kernel import kernel_quic_available
-from tests.qemu.guest.kernel import modprobe, quic_tree
-from tests.sockets import pki  # noqa: F401  (fixture)
+from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
+from tests.sockets import free_port, pki  # noqa: F401  (pki: fixture)
 
 L = abi.lib
 HANDSHAKE_TIMEOUT = 60.0  # TCG: Python runs 10-20x slower than on the host
@@ -31,18 +30,7 @@ VERSIONS = pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
 ALPN = "h3"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quic_module() -> None:
-    quic_tree()
-    modprobe("quic")
-    if not kernel_quic_available():
-        pytest.skip("IPPROTO_QUIC still unavailable after modprobe quic")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = pytest.mark.usefixtures("quic_module")
 
 
 class Server:

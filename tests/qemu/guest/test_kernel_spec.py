@@ -10,7 +10,6 @@ of its own (no ERROR: our client carried each one out).
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 import threading
@@ -18,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from quichsd.sock.kernel import kernel_quic_available
 from quichsd.spec.checks import CHECKS
 from quichsd.spec.outcome import Outcome, Verdict
 from quichsd.spec.probe import Settings
 from quichsd.spec.runner import report, resolve, run_checks
 from quichsd.tls.certs import TrustStore
-from tests.qemu.guest.kernel import modprobe, quic_tree
-from tests.sockets import pki  # noqa: F401  (fixture)
+from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
+from tests.sockets import free_port, pki  # noqa: F401  (pki: fixture)
 
 RESULTS = Path("/run/quichsd-results")
 # Python runs 10-20x slower under TCG than on the host: a handshake takes about a second.
@@ -65,18 +63,7 @@ KERNEL_FAILS: dict[str, set[Seen]] = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quic_module() -> None:
-    quic_tree()
-    modprobe("quic")
-    if not kernel_quic_available():
-        pytest.skip("IPPROTO_QUIC still unavailable after modprobe quic")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = pytest.mark.usefixtures("quic_module")
 
 
 @pytest.fixture

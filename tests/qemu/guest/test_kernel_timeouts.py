@@ -11,20 +11,14 @@ import threading
 import pytest
 
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
-from quichsd.sock.kernel import kernel_quic_available
-from tests.qemu.guest.kernel import modprobe, quic_tree
+from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
 from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
 TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quic_module() -> None:
-    quic_tree()
-    modprobe("quic")
-    if not kernel_quic_available():
-        pytest.skip("IPPROTO_QUIC still unavailable after modprobe quic")
+pytestmark = pytest.mark.usefixtures("quic_module")
 
 
 def silent_port() -> socket.socket:
