@@ -175,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during the exit stays quiet
-        return _fail(prog, "interrupted", EXIT_INTERRUPTED)
+        return _interrupted(prog)
     except BrokenPipeError:
         return EXIT_FAILED  # whoever read our output has gone: nobody to tell
     except Exception as exc:
+        if _raised_by_ctrl_c(exc):
+            return _interrupted(prog)
         from . import echo
         from .handshake import HandshakeError
 
@@ -195,6 +196,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(prog, f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
                      EXIT_SOFTWARE)
+
+
+def _interrupted(prog: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during the exit stays quiet
+    return _fail(prog, "interrupted", EXIT_INTERRUPTED)
+
+
+def _raised_by_ctrl_c(exc: BaseException) -> bool:
+    """Ctrl-C's KeyboardInterrupt can land between a lock's acquire and its release in the
+    code it interrupts (threading.Condition.wait in a socket wait); the `with` block then
+    fails with RuntimeError("cannot release un-acquired lock") while handling it. That is
+    still the user's Ctrl-C, not a bug: the KeyboardInterrupt is in the error's context."""
+    seen: BaseException | None = exc.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
 
 
 class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]

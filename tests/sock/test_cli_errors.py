@@ -175,6 +175,35 @@ def test_ctrl_c_on_the_client_in_its_handshake() -> None:
         assert interrupted(proc) == "quichsd client: interrupted"
 
 
+def test_ctrl_c_inside_a_lock_release_is_still_an_interrupt(monkeypatch, capsys) -> None:
+    """Ctrl-C landing between a lock's acquire and release in the interrupted code surfaces
+    as RuntimeError('cannot release un-acquired lock') raised while handling the
+    KeyboardInterrupt (seen once in CI on the client test above): still exit 130 and one
+    line, not 'internal error'. An unrelated RuntimeError stays a bug (70)."""
+    import threading
+
+    import quichsd.cli as cli
+
+    def ctrl_c_in_a_lock(args) -> int:
+        lock = threading.Lock()
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            lock.release()  # RuntimeError, with the KeyboardInterrupt as its context
+        return 0
+
+    monkeypatch.setattr(cli, "run", ctrl_c_in_a_lock)
+    assert cli.main(client()) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip() == "quichsd client: interrupted"
+
+    def a_bug(args) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "run", a_bug)
+    assert cli.main(client()) == 70
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+
+
 def test_a_missing_credential_is_a_handshake_error_in_the_api(tmp_path: Path) -> None:
     """The README's promise: failures raise HandshakeError, a missing file included."""
     import errno
