@@ -129,10 +129,10 @@ def tls_engine() -> Iterator[bytes]:
 
 def _sim_capture() -> dict[str, list[bytes]]:
     """Datagrams, decrypted payloads and transport parameter blobs of real handshakes of our
-    simulation (tests/sim_driver.py: SimConnection + our engines), v1 and v2."""
+    simulation (tests/sim/driver.py: SimConnection + our engines), v1 and v2."""
     from quichsd.sock.sim import frames, tparams
 
-    from tests import sim_driver
+    from tests.sim import driver as sim_driver
 
     seen: dict[str, list[bytes]] = {"datagrams": [], "payloads": [], "tparams": []}
     real_parse, real_blob, real_recv = frames.parse_frames, tparams.parse_peer_blob, sim_driver.SimAgent.recv

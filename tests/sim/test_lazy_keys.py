@@ -15,7 +15,7 @@ from quichsd.quic.versions import QUIC_V1, QUIC_V2
 from quichsd.sock.sim import tparams
 from quichsd.sock.sim.endpoint import Endpoint
 from quichsd.sock.sim.levels import APP, HANDSHAKE, INITIAL
-from tests.sim_driver import SimServer, Wire, handshake, sim_client
+from tests.sim.driver import SimServer, Wire, handshake, sim_client
 
 HEADER = bytes.fromhex("c300000001088394c8f03e5157080000449e00000002")
 

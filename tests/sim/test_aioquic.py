@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("aioquic")
 
-from tests.sim_driver import V1, V2, AioPeer, SimServer, Wire, handshake, sim_client  # noqa: E402
+from tests.sim.driver import V1, V2, AioPeer, SimServer, Wire, handshake, sim_client  # noqa: E402
 
 
 @pytest.mark.parametrize("version,supported,expected", [
@@ -116,7 +116,7 @@ def test_key_updates_with_aioquic():
     assert client.conn.key_phase == 0 and client.conn.state == "ESTABLISHED"
 
 
-# The completion step's NEW_CONNECTION_IDs leave in idle time (tests/unit/test_sim_cid_issuance.py):
+# The completion step's NEW_CONNECTION_IDs leave in idle time (tests/sim/test_cid_issuance.py):
 # aioquic still gets the full set, with the reset tokens, and may retire and switch CIDs.
 AIOQUIC_LIMIT = 8  # aioquic's active_connection_id_limit; ours caps at CONN_ID_LIMIT (8)
 

@@ -20,7 +20,7 @@ from quichsd.sock.sim.connection import CID_ISSUE_DELAY, SimConnection
 from quichsd.sock.sim.endpoint import Endpoint
 from quichsd.sock.sim.levels import APP
 from quichsd.sock.sim.receiver import STATELESS_RESET_ERRCODE
-from tests.sim_driver import START, SimAgent, SimServer, Wire, handshake, packet_kinds, sim_client
+from tests.sim.driver import START, SimAgent, SimServer, Wire, handshake, packet_kinds, sim_client
 from tests.sockets import Pki
 
 DEFAULT_LIMIT = 7  # our active_connection_id_limit (tparams.LOCAL_DEFAULTS)
@@ -48,7 +48,7 @@ def _client_completed(now: float = START) -> tuple[SimAgent, SimServer, Wire]:
     return client, server, wire
 
 
-# ---- in memory (tests/sim_driver.py) ----------------------------------------------------------
+# ---- in memory (tests/sim/driver.py) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("idle_work", [True, False], ids=["agent-waits", "timer-only"])

@@ -13,7 +13,7 @@ from quichsd.sock.sim.crypto_stream import Reassembly
 from quichsd.sock.sim.packets import build_long_packet, build_short_packet, parse_header, unprotect_packet
 from quichsd.sock.sim.rangeset import RangeSet
 from quichsd.sock.sim.sendbuf import SendBuffer
-from tests.sim_driver import START, sim_client
+from tests.sim.driver import START, sim_client
 
 ODCID, CSCID = b"\x11" * 8, b"\x22" * 8
 

@@ -14,7 +14,7 @@ from quichsd.quic.packet_protection import UnprotectError, initial_keys
 from quichsd.quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from quichsd.sock.sim import frames as fr
 from quichsd.sock.sim.packets import PacketError, parse_header, unprotect_packet
-from tests.sim_driver import ALPN, sim_client
+from tests.sim.driver import ALPN, sim_client
 from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
@@ -125,7 +125,7 @@ def test_padding_never_exceeds_the_budget(version: int) -> None:
     handshake agent answers (the hold ends first), so what is left of the budget after
     its flight is not a multiple of 1200; a probe must not be padded past it (RFC 9000
     §14.1 padding vs §8.1): an Initial may then carry an ACK only. Then the close."""
-    from tests.sim_driver import START, SimServer
+    from tests.sim.driver import START, SimServer
 
     client, server = sim_client(version=version), SimServer()
     client.start(START)

@@ -1,5 +1,5 @@
 """SimConnection against SimConnection, each driven by our TLS engine as the kernel and the
-handshake agent would be (tests/sim_driver.py): handshakes in v1 and v2, stream data both
+handshake agent would be (tests/sim/driver.py): handshakes in v1 and v2, stream data both
 ways, the session ticket capture, 0-RTT, and recovery from lost datagrams."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 import pytest
 
 from quichsd.sock.sim.levels import APP
-from tests.sim_driver import START, V1, V2, SimServer, Wire, handshake, sim_client
-from tests.sim_driver import packet_kinds
+from tests.sim.driver import START, V1, V2, SimServer, Wire, handshake, sim_client
+from tests.sim.driver import packet_kinds
 
 
 def server_flight_delivered() -> tuple[object, SimServer, Wire]:

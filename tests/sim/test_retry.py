@@ -18,7 +18,7 @@ from quichsd.sock.sim import SimConnection
 from quichsd.sock.sim import tparams
 from quichsd.sock.sim.admission import AdmissionLimits
 from quichsd.sock.sim.packets import build_retry
-from tests.sim_driver import sim_client
+from tests.sim.driver import sim_client
 from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
@@ -336,7 +336,7 @@ def test_invalid_regular_token_is_no_token(pki, retry_server) -> None:
 # ---- admission: automatic Retry, caps, the unmatched ALPN ----------------------------------------
 
 
-RAW_ALPN = "quichsd-sim"  # what tests.sim_driver's clients offer
+RAW_ALPN = "quichsd-sim"  # what tests.sim.driver's clients offer
 
 
 def raw_initials(n: int) -> list[bytes]:

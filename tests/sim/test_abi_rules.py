@@ -9,7 +9,7 @@ import pytest
 
 from quichsd.quic.transport_params import TransportParameters
 from quichsd.sock.sim import SimConnection, SimError
-from tests.sim_driver import START, V1, SimServer, Wire, handshake, sim_client
+from tests.sim.driver import START, V1, SimServer, Wire, handshake, sim_client
 
 APP, INITIAL, HANDSHAKE, EARLY = 0, 1, 2, 3
 AES128 = 51

@@ -128,7 +128,7 @@ def test_a_connection_nobody_has_read_from_keeps_no_derived_key_in_idle_time(ini
     keeps its keys as secrets (a derived key's cipher contexts are ~3.5 KiB), derives one
     when a packet needs it (its ACK), drops it again in idle time; once the application
     reads its ClientHello, idle time derives them all. (Derivation is deterministic, so
-    when it happens changes no byte: test_sim_lazy_keys.)"""
+    when it happens changes no byte: tests/sim/test_lazy_keys.py.)"""
     conn = accept_initial(initials[0], 999)
     keys = (conn._send_keys[INITIAL], conn._recv_keys[INITIAL])
     assert keys[1].derived  # it opened the client's Initial
