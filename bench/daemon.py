@@ -58,8 +58,8 @@ from quichsd.daemon import config as cfgmod  # noqa: E402
 from quichsd.daemon.keyring import AuthMode  # noqa: E402
 from quichsd.daemon.request import DoneResult, HandshakeRequest, MessageType  # noqa: E402
 from quichsd.daemon.service import build_supervisor  # noqa: E402
-from quichsd.sock import QuicSocketBackend  # noqa: E402
 from quichsd.devcerts import leaf  # noqa: E402
+from quichsd.sock import QuicSocketBackend  # noqa: E402
 from quichsd.tls.client import ClientEngine  # noqa: E402
 from quichsd.tls.config import Credentials, TlsConfig  # noqa: E402
 from quichsd.tls.events import SendHandshake  # noqa: E402
@@ -159,7 +159,7 @@ class ListenerSource:
         self.listener.settimeout(timeout)
         try:
             conn, _ = self.listener.accept()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return None
         fd = os.open(os.devnull, os.O_RDONLY)  # the fd a Worker closes after DONE
         sock = metered(conn.backend)

@@ -61,7 +61,7 @@ def floor_setup():
     cert, key = leaf("p256")
     leaf_der = cert.public_bytes(Encoding.DER)
     store = verification.Store([test_ca().cert])
-    when = datetime.datetime.fromtimestamp(T, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(T, datetime.UTC)
     sha256 = hashes.SHA256()
     zeros = bytes(32)
     early = HKDF.extract(sha256, b"", zeros)  # constant, as in the engine
@@ -122,7 +122,7 @@ def cached_floor_setup():
     cert, key = leaf("p256")
     peer = x509.load_der_x509_certificate(cert.public_bytes(Encoding.DER))
     peer.public_key()
-    when = datetime.datetime.fromtimestamp(T, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(T, datetime.UTC)
     verifier = verification.PolicyBuilder().store(verification.Store([test_ca().cert])).time(when) \
         .build_server_verifier(verification.DNSName("localhost"))
     sha256 = hashes.SHA256()

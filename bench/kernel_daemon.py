@@ -28,7 +28,14 @@ def guest_main(n: int, warmup: int, rounds: int) -> int:
     from cryptography.hazmat.primitives import serialization
 
     from tests.pki import leaf, test_ca
-    from tests.qemu.guest.kernel import add_user_key, modprobe, quichsd_daemon, tlshd_binary, tlshd_daemon, upcall
+    from tests.qemu.guest.kernel import (
+        add_user_key,
+        modprobe,
+        quichsd_daemon,
+        tlshd_binary,
+        tlshd_daemon,
+        upcall,
+    )
 
     modprobe("quic")
     work = Path(tempfile.mkdtemp(prefix="kernel-daemon-"))

@@ -40,7 +40,7 @@ from quichsd.tls.events import HandshakeComplete, SendHandshake, SessionTicketRe
 from quichsd.tls.server import ServerEngine
 from quichsd.tls.session import SingleUseTickets
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 T = NOW.timestamp()
 CLIENT_TP = b"\x0f\x08clientid\x04\x04\x80\x10\x00\x00"
 SERVER_TP = b"\x0f\x08serverid\x00\x08odcid123\x01\x02\x40\x64"
@@ -149,8 +149,8 @@ def _cert(cn: str, key: Any, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
         .issuer_name(_name(issuer))
         .public_key(key.public_key())
         .serial_number(serial)
-        .not_valid_before(datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc))
-        .not_valid_after(datetime.datetime(2035, 1, 1, tzinfo=datetime.timezone.utc))
+        .not_valid_before(datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2035, 1, 1, tzinfo=datetime.UTC))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
@@ -165,7 +165,7 @@ def _cert(cn: str, key: Any, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
     return b.sign(issuer_key, hashes.SHA256(), ecdsa_deterministic=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pki() -> tuple[TrustStore, Credentials, Credentials]:
     """(trust store of the CA, server credentials, client credentials)."""
     ca_key = _ca_key()
@@ -280,7 +280,7 @@ class Conversation:
         return all(any(isinstance(e, HandshakeComplete) for e in self.events[side]) for side in ("client", "server"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recorded(mode: str) -> tuple[tuple[str, CryptoLevel, bytes], ...]:
     """Every SendHandshake of the unaltered conversation of `mode`, in delivery order."""
     conv = Conversation(mode).run()

@@ -131,7 +131,6 @@ def _sim_capture() -> dict[str, list[bytes]]:
     """Datagrams, decrypted payloads and transport parameter blobs of real handshakes of our
     simulation (tests/sim/driver.py: SimConnection + our engines), v1 and v2."""
     from quichsd.sock.sim import frames, tparams
-
     from tests.sim import driver as sim_driver
 
     seen: dict[str, list[bytes]] = {"datagrams": [], "payloads": [], "tparams": []}
@@ -279,17 +278,17 @@ def daemon_config() -> Iterator[bytes]:
     for block in re.findall(r"```ini\n(.*?)```", readme, re.S):
         yield block.encode()
     yield (
-        "# every group and key the daemon reads\n"
-        "[debug]\nloglevel=1\ntls=0\nnl=2\ndelay_done=0\n\n"
-        "[authenticate]\nkeyrings=.nvme;.nfs\\;x;\n\n"
-        "[authenticate.client]\nx509.truststore=/etc/pki/ca.pem\nx509.crl=/etc/pki/crl.pem\n"
-        "x509.certificate=/etc/pki/c.pem\nx509.private_key=pkcs11:token=x\n\n"
-        "[authenticate.server]\nx509.certificate=/etc/pki/s.pem\nx509.private_key=/etc/pki/s.key\n"
-        "x509.pq.certificate=/etc/pki/pq.pem\nx509.pq.private_key=/etc/pki/pq.key\n\n"
-        "[quichsd]\nworkers=4\ndbus=none\nkeylog=\nuser=nobody\ngroup=nogroup\ndefault_timeout=2.5\n\n"
-        "[alpn:smb sni:fs.example]\ncertificate=/a.pem\nprivate_key=/a.key\ntruststore=/t.pem\n"
-        "[alpn:nfs]\nname[de]=x\nflag=true\n"
-    ).encode()
+        b"# every group and key the daemon reads\n"
+        b"[debug]\nloglevel=1\ntls=0\nnl=2\ndelay_done=0\n\n"
+        b"[authenticate]\nkeyrings=.nvme;.nfs\\;x;\n\n"
+        b"[authenticate.client]\nx509.truststore=/etc/pki/ca.pem\nx509.crl=/etc/pki/crl.pem\n"
+        b"x509.certificate=/etc/pki/c.pem\nx509.private_key=pkcs11:token=x\n\n"
+        b"[authenticate.server]\nx509.certificate=/etc/pki/s.pem\nx509.private_key=/etc/pki/s.key\n"
+        b"x509.pq.certificate=/etc/pki/pq.pem\nx509.pq.private_key=/etc/pki/pq.key\n\n"
+        b"[quichsd]\nworkers=4\ndbus=none\nkeylog=\nuser=nobody\ngroup=nogroup\ndefault_timeout=2.5\n\n"
+        b"[alpn:smb sni:fs.example]\ncertificate=/a.pem\nprivate_key=/a.key\ntruststore=/t.pem\n"
+        b"[alpn:nfs]\nname[de]=x\nflag=true\n"
+    )
     yield b"[authenticate.client]\r\nx509.truststore = /etc/a b\\s\\t\\n\r\n"
 
 

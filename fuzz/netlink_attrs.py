@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import errno
 
-from quichsd.daemon.netlink import NetlinkReplyError, accept_msg, decode, error_code, parse_accept
-from quichsd.daemon.netlink import ready_handler_class, ready_msg, split_messages
+from quichsd.daemon.netlink import (
+    NetlinkReplyError,
+    accept_msg,
+    decode,
+    error_code,
+    parse_accept,
+    ready_handler_class,
+    ready_msg,
+    split_messages,
+)
 
 _INT_FIELDS = ("message_type", "timeout", "auth_mode", "keyring")
 

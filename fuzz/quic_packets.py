@@ -25,8 +25,14 @@ from __future__ import annotations
 from quichsd.quic.errors import QuicError
 from quichsd.quic.packet_number import decode_packet_number, encode_packet_number
 from quichsd.quic.packet_protection import UnprotectError, initial_keys
-from quichsd.quic.varint import MAX_VARINT, VarintError, decode_varint, decode_varint_exact, encode_varint
-from quichsd.quic.varint import encode_varint_fixed
+from quichsd.quic.varint import (
+    MAX_VARINT,
+    VarintError,
+    decode_varint,
+    decode_varint_exact,
+    encode_varint,
+    encode_varint_fixed,
+)
 from quichsd.quic.versions import QUIC_V1, QUIC_V2, SUPPORTED_VERSIONS, LongPacketType
 from quichsd.sock.sim.frames import check_allowed, parse_frames
 from quichsd.sock.sim.listener_peek import (
@@ -36,7 +42,13 @@ from quichsd.sock.sim.listener_peek import (
     parse_initial_header,
     peek_client_hello_alpn,
 )
-from quichsd.sock.sim.packets import PacketError, build_long_packet, build_short_packet, parse_header, unprotect_packet
+from quichsd.sock.sim.packets import (
+    PacketError,
+    build_long_packet,
+    build_short_packet,
+    parse_header,
+    unprotect_packet,
+)
 
 _VERSIONS = (QUIC_V1, QUIC_V2)
 _LONG_TYPES = (LongPacketType.INITIAL, LongPacketType.ZERO_RTT, LongPacketType.HANDSHAKE)

@@ -25,7 +25,7 @@ from quichsd.tls.client import ClientEngine
 from quichsd.tls.constants import AlertDescription, CryptoLevel
 from quichsd.tls.errors import TlsError
 
-from .handshakes import MODES, T, Conversation, Delivery, configs, deterministic, recorded
+from .handshakes import MODES, Conversation, Delivery, T, configs, deterministic, recorded
 
 LEVELS = (None, CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP, CryptoLevel.EARLY)
 FRESH_CLIENT = ("fresh_client", -1)

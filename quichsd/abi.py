@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import NamedTuple
 
 from ._quic_abi import ffi, lib
@@ -63,7 +63,7 @@ class _Field(NamedTuple):
     signed: bool
 
 
-@lru_cache(maxsize=None)
+@cache
 def _layout(name: str) -> tuple[str, int, dict[str, _Field]]:
     """The struct's C name, size and fields, read once from the compiled ABI (csrc/)."""
     ctype = _ctype(name)

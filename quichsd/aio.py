@@ -10,7 +10,13 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from .handshake import HandshakeConfig, HandshakeResult, quic_client_handshake, quic_handshake, quic_server_handshake
+from .handshake import (
+    HandshakeConfig,
+    HandshakeResult,
+    quic_client_handshake,
+    quic_handshake,
+    quic_server_handshake,
+)
 from .sock import SocketLike, as_backend
 
 

@@ -22,7 +22,6 @@ from typing import TextIO
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from . import echo
-
 from .devcerts import NOW, demo_ca, leaf
 from .tls.certs import TrustStore
 from .tls.client import ClientEngine

@@ -8,7 +8,7 @@ import datetime
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Midnight today: fixed within a run (tests pass it as `now`), and inside the validity of
 # the certificates for peers that read the real clock (aioquic).
-NOW = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+NOW = datetime.datetime.now(datetime.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def new_key(kind: str):  # noqa: ANN201 (one of four key types)
@@ -102,12 +102,12 @@ def make_ca(cn: str = "quichsd test CA", kind: str = "p256") -> Ca:
     return Ca(key, b.sign(key, hashes.SHA256()))
 
 
-@lru_cache(maxsize=None)
+@cache
 def demo_ca() -> Ca:
     return make_ca()
 
 
-@lru_cache(maxsize=None)
+@cache
 def leaf(kind: str = "p256", cn: str = "localhost"):
     key = new_key(kind)
     return demo_ca().issue(cn, key), key

@@ -460,7 +460,7 @@ class _Driver:
         self.sock.settimeout(remaining)
         try:
             return self.sock.recv_item(RECV_BUFFER)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise self.timed_out("handshake timed out") from None
 
     def timed_out(self, what: str) -> HandshakeError:

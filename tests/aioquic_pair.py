@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 from aioquic import tls as aiotls
 from aioquic.buffer import Buffer
@@ -52,7 +52,7 @@ class Clock:
         self.now += seconds
 
     def utcnow(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self.now, datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
 
 
 # -- certificates -----------------------------------------------------------------------
@@ -64,20 +64,20 @@ def interop_leaf(kind: str, cn: str = "localhost"):
     return _leaf(kind, cn)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _leaf(kind: str, cn: str):
     key = new_key(kind)
     return test_ca().issue(cn, key, days=(-30, 3650)), key
 
 
-@lru_cache(maxsize=None)
+@cache
 def intermediate_ca() -> Ca:
     key = new_key("p256")
     cert = test_ca().issue("quichsd test intermediate", key, names=(), ips=(), days=(-30, 3650), ca=True)
     return Ca(key, cert)
 
 
-@lru_cache(maxsize=None)
+@cache
 def chained_leaf(kind: str = "p256", cn: str = "localhost"):
     """A leaf issued by the intermediate: (leaf, intermediate, key)."""
     key = new_key(kind)

@@ -13,8 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from quichsd import HandshakeConfig, HandshakeError, QuicSocket, quic_handshake
-from quichsd import abi
+from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from quichsd.sock.kernel import kernel_quic_available
 from tests.pki import leaf, test_ca
 

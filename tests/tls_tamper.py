@@ -208,7 +208,7 @@ def _apply(fn: Callable, raw: bytes) -> list[bytes]:
     return list(result)
 
 
-def reflight(sender: str, level: CryptoLevel, fn: Callable[[list[bytes]], "list[bytes] | list[Delivery]"],
+def reflight(sender: str, level: CryptoLevel, fn: Callable[[list[bytes]], list[bytes] | list[Delivery]],
              nth: int = 0) -> Hook:
     """Hook: hand the `nth` flight `sender` sends at `level`, split into messages, to `fn`;
     it returns the raw messages to deliver at that level, or explicit (level, bytes) pairs."""

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict:
     return json.loads((VECTORS / f"{name}.json").read_text())
 

@@ -24,7 +24,8 @@ the annotations themselves.)
 import asyncio
 import logging
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from dbus_next import BusType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
@@ -68,7 +69,7 @@ def _recent_to_variants(record: dict) -> dict:
 class DaemonInterface(ServiceInterface):
     """org.quichsd1.Daemon; method handlers run on the service's event loop."""
 
-    def __init__(self, stats: HandshakeStats, reload_cb: Optional[ReloadCallback] = None,
+    def __init__(self, stats: HandshakeStats, reload_cb: ReloadCallback | None = None,
                  version: str = "") -> None:
         super().__init__(INTERFACE_NAME)
         self._stats = stats
@@ -143,7 +144,7 @@ async def close_bus(bus: MessageBus, timeout: float = 2.0) -> None:
         _release_socket(bus)
 
 
-async def open_bus(bus_address: Optional[str] = None, system: bool = True) -> MessageBus:
+async def open_bus(bus_address: str | None = None, system: bool = True) -> MessageBus:
     """A connected dbus-next bus; DbusServiceError (and no leaked socket) if it cannot be."""
     bus = None
     try:
@@ -156,7 +157,7 @@ async def open_bus(bus_address: Optional[str] = None, system: bool = True) -> Me
         raise DbusServiceError(f"cannot connect to the D-Bus ({where}): {e}") from e
 
 
-def _bus_kwargs(bus_address: Optional[str], system: bool) -> dict:
+def _bus_kwargs(bus_address: str | None, system: bool) -> dict:
     if bus_address:
         return {"bus_address": bus_address}
     return {"bus_type": BusType.SYSTEM if system else BusType.SESSION}
@@ -169,8 +170,8 @@ class DbusService:
     `await connect()` / `await close()` from a loop you already run.
     """
 
-    def __init__(self, stats: HandshakeStats, reload_cb: Optional[ReloadCallback] = None, *,
-                 bus_address: Optional[str] = None, system: bool = True,
+    def __init__(self, stats: HandshakeStats, reload_cb: ReloadCallback | None = None, *,
+                 bus_address: str | None = None, system: bool = True,
                  name: str = SERVICE_NAME, path: str = OBJECT_PATH, version: str = "") -> None:
         self.stats = stats
         self.interface = DaemonInterface(stats, reload_cb, version)
@@ -178,12 +179,12 @@ class DbusService:
         self._system = system
         self._name = name
         self._path = path
-        self._bus: Optional[MessageBus] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
+        self._bus: MessageBus | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._start_error: Optional[BaseException] = None
-        self._stop_fut: Optional[asyncio.Future] = None
+        self._start_error: BaseException | None = None
+        self._stop_fut: asyncio.Future | None = None
 
     # -- in an existing loop ---------------------------------------------------------------
 
@@ -319,13 +320,13 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-async def read_status_async(bus_address: Optional[str] = None, *, system: bool = True,
+async def read_status_async(bus_address: str | None = None, *, system: bool = True,
                             name: str = SERVICE_NAME, path: str = OBJECT_PATH) -> dict:
     """{'counters': {...}, 'recent': [{...}, ...], 'version': str} from a running daemon."""
     bus = await open_bus(bus_address, system)
     try:
         async def call(member: str, iface: str = INTERFACE_NAME, signature: str = "",
-                       body: Optional[list] = None) -> list:
+                       body: list | None = None) -> list:
             reply = await bus.call(Message(destination=name, path=path, interface=iface,
                                            member=member, signature=signature, body=body or []))
             if reply.message_type == MessageType.ERROR:
@@ -343,12 +344,12 @@ async def read_status_async(bus_address: Optional[str] = None, *, system: bool =
         await close_bus(bus)
 
 
-def read_status(bus_address: Optional[str] = None, *, system: bool = True,
+def read_status(bus_address: str | None = None, *, system: bool = True,
                 timeout: float = 5.0) -> dict:
     """Synchronous read_status_async() with a timeout (for the `quichsd status` command)."""
     async def run() -> dict:
         return await asyncio.wait_for(read_status_async(bus_address, system=system), timeout)
     try:
         return asyncio.run(run())
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise DbusServiceError(f"no answer from {SERVICE_NAME} within {timeout:g}s") from None

@@ -77,7 +77,6 @@ import enum
 import errno
 import functools
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -93,8 +92,8 @@ from ..tls.certs import TrustStore
 from ..tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice
 from ..tls.constants import AlertDescription, CipherSuite
 from ..tls.errors import TlsError
-from . import keyring as kr
 from ..tls.session import SessionData
+from . import keyring as kr
 from .config import NOTICE, DaemonConfig, is_key_url
 from .keyring import AuthMode
 from .preload import FILES

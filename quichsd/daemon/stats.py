@@ -14,7 +14,8 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["HandshakeStats", "errno_name"]
 

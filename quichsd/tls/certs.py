@@ -217,7 +217,7 @@ _CN_EE_POLICY = ee_extension_policy(san_required=False, server_eku=True)
 
 def _builder(store: verification.Store, second: int) -> verification.PolicyBuilder:
     # Validity is checked to the second, so a verifier serves every handshake of that second.
-    when = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(second, datetime.UTC)
     return verification.PolicyBuilder().store(store).time(when)
 
 

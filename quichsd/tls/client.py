@@ -7,6 +7,7 @@ import time
 
 from . import extensions as ext
 from . import keylog as kl
+from .certs import is_ip_literal, verify_chain
 from .config import ExternalPsk, TlsConfig
 from .constants import (
     DOWNGRADE_TLS11,
@@ -20,7 +21,6 @@ from .constants import (
     PskKeyExchangeMode,
     fast_members,
 )
-from .certs import is_ip_literal, verify_chain
 from .engine import TlsEngine, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import HandshakeComplete, PeerTransportParameters, SendHandshake, SessionTicketReceived

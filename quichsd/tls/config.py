@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .certs import TrustStore, load_certificates, load_private_key
-from .groups import EphemeralKeyPool
 from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
+from .groups import EphemeralKeyPool
 from .messages import Certificate, CertificateEntry, ClientHello
 from .session import SessionData, SingleUseTickets, TicketSealer
 from .signatures import schemes_for_private_key

@@ -9,7 +9,6 @@ from .constants import TLS13_VERSION, AlertDescription, ExtensionType
 from .errors import TlsError, decode_error, illegal_parameter
 from .wire import Reader, Writer
 
-
 _U16 = struct.Struct(">H")
 _U16_PAIR = struct.Struct(">HH")
 

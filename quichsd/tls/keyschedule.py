@@ -15,11 +15,11 @@ import hmac as _stdlib_hmac
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
+
 from ..hkdf import hkdf_expand, hkdf_expand_label, hkdf_extract, hkdf_label_prefix
 from .constants import AlertDescription, HandshakeType
 from .errors import TlsError
 from .suites import EMPTY_HASHES, HASH_ALGORITHMS, HASH_CONSTRUCTORS, SuiteInfo
-
 
 # Derive-Secret labels (§7.1): output and context are both Hash.length long, so their
 # prefixes are fixed per hash. hash name -> label -> prefix.

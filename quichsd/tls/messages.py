@@ -6,14 +6,14 @@ byte; extensions.py decodes the bodies the engine needs, when it needs them.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from .constants import (
-    AlertDescription,
     HELLO_RETRY_REQUEST_RANDOM,
     LEGACY_VERSION,
+    AlertDescription,
     ExtensionType,
     HandshakeType,
 )

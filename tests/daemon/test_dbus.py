@@ -12,12 +12,17 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from dbus_next import Message, MessageType
 
 from quichsd.daemon.dbus_service import (
-    INTERFACE_NAME, OBJECT_PATH, SERVICE_NAME, DbusService, DbusServiceError, close_bus,
-    open_bus, read_status,
+    INTERFACE_NAME,
+    OBJECT_PATH,
+    SERVICE_NAME,
+    DbusService,
+    DbusServiceError,
+    close_bus,
+    open_bus,
+    read_status,
 )
 from quichsd.daemon.stats import HandshakeStats
 

@@ -18,7 +18,6 @@ from quichsd.daemon.keyring import AuthMode, KeyPayloadError, KeyringError
 from quichsd.devcerts import leaf, make_ca
 from tests.daemon.conftest import needs_keyctl
 
-
 pytestmark = needs_keyctl
 
 NVME_IDENTITY = "NVMe0R01 nqn.2014-08.org.nvmexpress:uuid:host nqn.2014-08.org.nvmexpress:subsys"

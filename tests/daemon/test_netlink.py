@@ -4,7 +4,6 @@ an encode/decode round trip. The YAML is read with the stdlib json module (see n
 from __future__ import annotations
 
 import errno
-
 import json
 import struct
 import threading

@@ -184,8 +184,8 @@ def test_status_process_serves_the_workers_counters_on_dbus(pki, server_factory,
         assert record["duration_ms"] > 0
     # Reload() on the bus reaches the supervisor, which replaces the workers.
     before = set(d.up_pids())
-    from tests.daemon.test_dbus import _call, _run  # the raw method call, as any D-Bus client makes it
     from quichsd.daemon.dbus_service import close_bus, open_bus
+    from tests.daemon.test_dbus import _call, _run  # the raw method call, as any D-Bus client makes it
 
     async def reload() -> bool:
         bus = await open_bus(any_user_bus)

@@ -15,9 +15,8 @@ from quichsd.daemon.config import DaemonConfig, X509Settings
 from quichsd.daemon.keyring import AuthMode
 from quichsd.daemon.request import HandshakeRequest, MessageType
 from quichsd.daemon.worker import QueueSource, Worker, request_from_accept
-from tests.daemon.test_request import quic_client
-
 from tests.daemon.daemon_proc import ROOT, Daemon, config_text, server, silent_address
+from tests.daemon.test_request import quic_client
 
 
 def run_worker(source: QueueSource, config: DaemonConfig) -> tuple[Worker, object]:

@@ -122,7 +122,7 @@ async def run_client(args) -> dict:
             if proto.handshake is not None:
                 out["alpn"] = proto.handshake.alpn_protocol
                 out["resumed"] = proto.handshake.session_resumed
-    except (ConnectionError, asyncio.TimeoutError, TimeoutError) as exc:
+    except (ConnectionError, TimeoutError) as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
     return out
 

@@ -18,6 +18,8 @@ pytest.importorskip(
 from aioquic import tls as aiotls  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
+from quichsd.tls.certs import TrustStore  # noqa: E402
+from quichsd.tls.config import ClientAuth, Credentials  # noqa: E402
 from quichsd.tls.constants import (  # noqa: E402
     AlertDescription,
     CipherSuite,
@@ -47,8 +49,6 @@ from tests.aioquic_pair import (  # noqa: E402
     run_aioquic_client_vs_ours,
     run_ours_vs_aioquic_server,
 )
-from quichsd.tls.certs import TrustStore  # noqa: E402
-from quichsd.tls.config import ClientAuth, Credentials  # noqa: E402
 from tests.pki import make_ca  # noqa: E402
 from tests.tls_pair import Side  # noqa: E402
 

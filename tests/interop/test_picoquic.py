@@ -4,7 +4,6 @@ simulation backend, both directions."""
 from __future__ import annotations
 
 import errno
-
 import json
 import socket
 import subprocess

@@ -7,7 +7,13 @@ import pytest
 from quichsd.quic.errors import QuicError, QuicErrorCode
 from quichsd.quic.packet_protection import initial_keys
 from quichsd.quic.versions import QUIC_V1, QUIC_V2, LongPacketType
-from quichsd.sock.sim import ClientHelloRejected, SimConnection, packet_dcid, parse_initial_header, peek_client_hello_alpn
+from quichsd.sock.sim import (
+    ClientHelloRejected,
+    SimConnection,
+    packet_dcid,
+    parse_initial_header,
+    peek_client_hello_alpn,
+)
 from quichsd.sock.sim import frames as fr
 from quichsd.sock.sim.crypto_stream import Reassembly
 from quichsd.sock.sim.packets import build_long_packet, build_short_packet, parse_header, unprotect_packet

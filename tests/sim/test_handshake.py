@@ -8,8 +8,7 @@ import random
 import pytest
 
 from quichsd.sock.sim.levels import APP
-from tests.sim.driver import START, V1, V2, SimServer, Wire, handshake, sim_client
-from tests.sim.driver import packet_kinds
+from tests.sim.driver import START, V1, V2, SimServer, Wire, handshake, packet_kinds, sim_client
 
 
 def server_flight_delivered() -> tuple[object, SimServer, Wire]:

@@ -14,8 +14,7 @@ from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_hands
 from quichsd.quic.address_token import AddressTokens, TokenKind, kind_of
 from quichsd.quic.errors import QuicError, QuicErrorCode
 from quichsd.quic.versions import QUIC_V1, QUIC_V2
-from quichsd.sock.sim import SimConnection
-from quichsd.sock.sim import tparams
+from quichsd.sock.sim import SimConnection, tparams
 from quichsd.sock.sim.admission import AdmissionLimits
 from quichsd.sock.sim.packets import build_retry
 from tests.sim.driver import sim_client
@@ -82,8 +81,8 @@ def test_client_follows_one_valid_retry(version: int) -> None:
     # the same ClientHello, to the Retry's SCID, with the token, under keys from that SCID
     assert again[6:6 + again[5]] == scid
     assert conn.token in again and len(again) >= 1200
-    from quichsd.sock.sim.listener_peek import client_hello_alpn, client_initial_header, open_client_initial
     from quichsd.quic.packet_protection import initial_keys
+    from quichsd.sock.sim.listener_peek import client_hello_alpn, client_initial_header, open_client_initial
     header = client_initial_header(again)
     assert header.token == b"TOKEN" and header.version == version
     opened = open_client_initial(again, header, initial_keys(scid, qv)[0])

@@ -11,8 +11,15 @@ from typing import Any
 
 import pytest
 
-from quichsd import HandshakeConfig, HandshakeError, HandshakeResult, QuicSocket, quic_client_handshake, quic_handshake
-from quichsd import abi
+from quichsd import (
+    HandshakeConfig,
+    HandshakeError,
+    HandshakeResult,
+    QuicSocket,
+    abi,
+    quic_client_handshake,
+    quic_handshake,
+)
 from quichsd.handshake import read_psk_file
 from quichsd.sock import QuicSocketBackend
 from quichsd.tls.config import ClientAuth, Credentials
@@ -269,15 +276,15 @@ def test_server_side_alpn_failure_is_0x178_on_the_wire(backend, pki, server_fact
 
 
 def test_unknown_ca_fails_with_eacces(backend, pki, server_factory, tmp_path) -> None:
-    from tests.pki import make_ca
     from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.pki import make_ca
 
     other = tmp_path / "other.pem"
     other.write_bytes(make_ca("another CA").cert.public_bytes(Encoding.PEM))
     srv = server_factory(backend, server_config(pki))
-    with client_socket(backend, srv.address) as sock:
-        with pytest.raises(HandshakeError) as err:
-            quic_handshake(sock, client_config(pki, cafile=str(other)))
+    with client_socket(backend, srv.address) as sock, pytest.raises(HandshakeError) as err:
+        quic_handshake(sock, client_config(pki, cafile=str(other)))
     assert err.value.errno == errno.EACCES and err.value.alert.name == "unknown_ca"
     server_err = srv.wait()[0]
     assert isinstance(server_err, HandshakeError)

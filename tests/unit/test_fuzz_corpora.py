@@ -88,11 +88,10 @@ def test_session_data_with_a_non_ascii_name_is_a_decode_error() -> None:
     """Found by fuzz/tls_messages: session data (SESSION_TICKET, --session FILE,
     HandshakeConfig.session_data) naming a non-ASCII server raised UnicodeDecodeError,
     which quic_handshake() let through instead of a HandshakeError."""
+    from fuzz.handshakes import _session
     from quichsd.tls.constants import AlertDescription
     from quichsd.tls.errors import TlsError
     from quichsd.tls.session import SessionData
-
-    from fuzz.handshakes import _session
 
     good = _session()
     blob = good.encode().replace(b"\x09localhost", b"\x09localh\xf6st")
@@ -137,10 +136,9 @@ def test_session_data_round_trips_exactly_and_bounds_its_clock() -> None:
     truncation of ms / 1000 * 1000). Now the count is rounded and bounded below 2^51 ms."""
     import dataclasses
 
+    from fuzz.handshakes import _session
     from quichsd.tls.errors import TlsError
     from quichsd.tls.session import SessionData
-
-    from fuzz.handshakes import _session
 
     base = _session()
     for ms in (1_780_000_000_001, 4_306_019_458_242, (1 << 51) - 1):

@@ -19,22 +19,27 @@ from quichsd.tls.config import ClientAuth, Credentials, ExternalPsk
 from quichsd.tls.constants import (
     DOWNGRADE_TLS11,
     DOWNGRADE_TLS12,
-    AlertDescription as A,
     CipherSuite,
     CryptoLevel,
-    ExtensionType as ET,
-    HandshakeType as HT,
     NamedGroup,
     SignatureScheme,
+)
+from quichsd.tls.constants import (
+    AlertDescription as A,
+)
+from quichsd.tls.constants import (
+    ExtensionType as ET,
+)
+from quichsd.tls.constants import (
+    HandshakeType as HT,
 )
 from quichsd.tls.errors import TlsError
 from quichsd.tls.events import HandshakeComplete
 from quichsd.tls.messages import Certificate, CertificateEntry, frame
-from tests.pki import leaf, make_ca, new_key
+from tests.pki import make_ca, new_key
 from tests.tls_tamper import (
-    PSK,
-    T,
     Pair,
+    T,
     client_cfg,
     creds,
     psk_client_cfg,

@@ -5,13 +5,19 @@ import os
 
 import pytest
 
-from quichsd.tls.client import ClientEngine, _static_hello
-from quichsd.tls.server import ServerEngine
 from quichsd.tls.certs import TrustStore
+from quichsd.tls.client import ClientEngine, _static_hello
 from quichsd.tls.config import ClientAuth, ClientHelloInfo, Credentials, ExternalPsk, ServerChoice, TlsConfig
-from quichsd.tls.constants import AlertDescription, CipherSuite, CryptoLevel, Direction, ExtensionType, NamedGroup, SignatureScheme
+from quichsd.tls.constants import (
+    AlertDescription,
+    CipherSuite,
+    CryptoLevel,
+    Direction,
+    ExtensionType,
+    NamedGroup,
+    SignatureScheme,
+)
 from quichsd.tls.errors import TlsError
-from quichsd.tls.extensions import decode_key_share_client
 from quichsd.tls.events import (
     ClientHelloReceived,
     HandshakeComplete,
@@ -20,12 +26,14 @@ from quichsd.tls.events import (
     PeerTransportParameters,
     SendHandshake,
 )
+from quichsd.tls.extensions import decode_key_share_client
 from quichsd.tls.keylog import KeyLogFile
 from quichsd.tls.messages import decode_message
+from quichsd.tls.server import ServerEngine
 from quichsd.tls.session import SessionData
 from tests.pki import leaf, make_ca
-from tests.tls_tamper import CLIENT_TP, SERVER_TP, T, client_cfg, server_cfg, trust
 from tests.tls_pair import run_pair
+from tests.tls_tamper import CLIENT_TP, SERVER_TP, T, client_cfg, server_cfg, trust
 
 KERNEL_CIPHER = {
     CipherSuite.AES_128_GCM_SHA256: 51,

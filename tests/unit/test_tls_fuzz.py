@@ -19,18 +19,19 @@ from __future__ import annotations
 import functools
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from quichsd.tls.client import ClientEngine
 from quichsd.tls.config import ClientAuth
 from quichsd.tls.constants import AlertDescription, CryptoLevel, ExtensionType, HandshakeType, NamedGroup
 from quichsd.tls.errors import TlsError
 from quichsd.tls.events import HandshakeComplete
 from quichsd.tls.messages import Certificate, decode_message, frame
 from quichsd.tls.server import ServerEngine
-from quichsd.tls.client import ClientEngine
 from tests.tls_tamper import (
-    T,
     Pair,
+    T,
     client_cfg,
     creds,
     psk_client_cfg,
@@ -47,7 +48,7 @@ LEVELS = [CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP, CryptoLev
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _session():
     first = Pair(client_cfg(), server_cfg("ed25519", session_ticket_key=TICKET_KEY, enable_early_data=True)).run()
     assert first.session is not None
@@ -74,7 +75,7 @@ def make_pair(mode: str) -> Pair:
     raise ValueError(mode)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recorded(mode: str) -> tuple[tuple[str, CryptoLevel, bytes], ...]:
     """Every SendHandshake of one unaltered handshake in `mode`, in delivery order."""
     pair = make_pair(mode).run()

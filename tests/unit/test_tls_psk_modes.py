@@ -19,11 +19,19 @@ from quichsd.tls.client import ClientEngine
 from quichsd.tls.config import ExternalPsk, TlsConfig
 from quichsd.tls.constants import (
     AlertDescription as A,
+)
+from quichsd.tls.constants import (
     CryptoLevel,
     Direction,
-    ExtensionType as ET,
-    HandshakeType as HT,
     NamedGroup,
+)
+from quichsd.tls.constants import (
+    ExtensionType as ET,
+)
+from quichsd.tls.constants import (
+    HandshakeType as HT,
+)
+from quichsd.tls.constants import (
     PskKeyExchangeMode as M,
 )
 from quichsd.tls.errors import TlsError
@@ -32,7 +40,7 @@ from quichsd.tls.keyschedule import KeySchedule, finished_verify_data
 from quichsd.tls.messages import decode_message
 from quichsd.tls.server import ServerEngine
 from quichsd.tls.suites import SUITES
-from tests.tls_tamper import PSK, T, Pair, client_cfg, psk_client_cfg, psk_server_cfg, rewrite, server_cfg
+from tests.tls_tamper import PSK, Pair, T, client_cfg, psk_client_cfg, psk_server_cfg, rewrite, server_cfg
 
 KE, DHE = (M.PSK_KE,), (M.PSK_DHE_KE,)
 BOTH = (M.PSK_DHE_KE, M.PSK_KE)

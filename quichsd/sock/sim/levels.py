@@ -2,8 +2,8 @@
 how they map to packet number spaces and long header packet types."""
 from __future__ import annotations
 
-from ...quic.versions import LongPacketType
 from ...kernel_numbers import CryptoLevel
+from ...quic.versions import LongPacketType
 
 __all__ = ["APP", "INITIAL", "HANDSHAKE", "EARLY", "SPACE_OF", "PACKET_KIND", "LONG_TYPE", "LEVEL_OF_TYPE"]
 

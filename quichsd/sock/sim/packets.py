@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...quic.packet_number import encode_packet_number
-from ...quic.packet_protection import TAG_LEN, PacketKey, UnprotectError, retry_integrity_tag, verify_retry_integrity
+from ...quic.packet_protection import (
+    TAG_LEN,
+    PacketKey,
+    UnprotectError,
+    retry_integrity_tag,
+    verify_retry_integrity,
+)
 from ...quic.varint import VarintError, decode_varint, encode_varint, encode_varint_fixed
 from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType, QuicVersion
 

@@ -14,7 +14,14 @@ from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from . import frames as fr
 from .levels import APP, EARLY, HANDSHAKE, INITIAL, LEVEL_OF_TYPE, PACKET_KIND, SPACE_OF
 from .listener_peek import OpenedInitial
-from .packets import PacketError, PacketHeader, parse_header, retry_is_authentic, retry_token, unprotect_packet
+from .packets import (
+    PacketError,
+    PacketHeader,
+    parse_header,
+    retry_is_authentic,
+    retry_token,
+    unprotect_packet,
+)
 from .recovery import SentPacket
 
 __all__ = ["Receiver"]

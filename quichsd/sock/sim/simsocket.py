@@ -16,9 +16,9 @@ from typing import Any
 from ... import abi
 from ..base import QuicSocketBackend, RecvItem
 from .connection import SimConnection
+from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
 from .levels import EARLY
-from .endpoint import Endpoint, Listener, shared_endpoint
 
 L = abi.lib
 MSG_MORE = 0x8000

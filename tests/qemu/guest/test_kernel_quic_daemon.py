@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.qemu.guest.kernel import MODPROBE, Daemon, add_user_key, quic_tree, quichsd_daemon, tlshd_daemon, upcall
+from tests.qemu.guest.kernel import (
+    MODPROBE,
+    Daemon,
+    add_user_key,
+    quic_tree,
+    quichsd_daemon,
+    tlshd_daemon,
+    upcall,
+)
 from tests.sockets import free_port
 
 PEER_TIMEOUT = 120
