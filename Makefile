@@ -9,7 +9,7 @@ AIOPQUIC_VERSION := 0.6.1
 PEER_STAMP := $(PEER_VENV)/.aiopquic-$(AIOPQUIC_VERSION)
 PEER_PYTHONS ?= $(shell command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)
 
-.PHONY: demo test bench clean peer-venv system-deps qemu qemu-deps soak fuzz fuzz-deps
+.PHONY: demo lint test bench clean peer-venv system-deps qemu qemu-deps soak fuzz fuzz-deps
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*)
 demo: $(STAMP)
 	$(VPY) -m quichsd demo
 
-test: $(STAMP) peer-venv system-deps
+# Static checks first: ruff on the whole tree, mypy --strict on quichsd/, and the shape limits
+# (functions of at most 60 lines, radon rank C at worst; tests/shape.py).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VPY) -m mypy
+	$(VPY) -m tests.shape quichsd
+
+test: $(STAMP) lint peer-venv system-deps
 	$(VPY) -m pytest -q tests
 
 # No Python 3.12 here is not an error: the picoquic tests then skip and say why.
