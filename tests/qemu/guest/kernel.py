@@ -58,8 +58,19 @@ class Side:
 
 
 @dataclass
+class Exchange:
+    """data=N on a TCP pair: the bytes that arrived intact each way (or a negative errno;
+    -EBADMSG: they arrived but differ) and the upper-layer protocol on each socket."""
+    size: int
+    client_to_server: int
+    server_to_client: int
+    ulp: str               # "<client's>/<server's>", "tls/tls" once kTLS is installed
+
+
+@dataclass
 class Report:
     sides: dict[str, Side] = field(default_factory=dict)
+    exchange: Exchange | None = None
     done: int = 0
     ok: int = 0
     cancelled: int = 0
@@ -84,7 +95,10 @@ def upcall(command: str) -> Report:
         if "error" in fields:
             err = -int(fields["error"])
             raise OSError(err, f"{os.strerror(err)} making the sockets ({fields['step']}): {command}")
-        if "side" in fields:
+        if "data" in fields:
+            report.exchange = Exchange(int(fields["data"]), int(fields["c2s"]), int(fields["s2c"]),
+                                       fields["ulp"])
+        elif "side" in fields:
             report.sides[fields["side"]] = Side(int(fields["status"]), int(fields["peerid"]))
         else:
             report.done, report.ok = int(fields["done"]), int(fields["ok"])

@@ -11,7 +11,9 @@
  * keys: n (handshakes in a row, default 1), timeout (ms handed to the daemon, 0 = none),
  *       wait (ms we wait for DONE before tls_handshake_cancel(), default timeout + 5000,
  *       or 30000), peername, psk (key serial), cert, privkey, keyring (serials),
- *       alpn (QUIC only, default "sample"), port (QUIC pair listener, default 0 = any).
+ *       alpn (QUIC only, default "sample"), port (QUIC pair listener, default 0 = any),
+ *       data (TCP pair only: after both handshakes succeed, send this many bytes client to
+ *       server and then server to client through the sockets, which carry kTLS by then).
  *
  * "client"/"server" submit one side; the other end of the connection exists but nobody
  * serves it (for status checks). "pair" submits both ends of one loopback connection.
@@ -19,6 +21,8 @@
  * n == 1 ("error=<errno> step=<what failed>" before them when making the sockets failed),
  * then a summary "done=<n> ok=<k> cancelled=<c> first_status=<s> usecs=<elapsed>"
  * (cancelled: requests that got no DONE before our deadline and were withdrawn).
+ * With data=N a line "data=<N> c2s=<r> s2c=<r> ulp=<client ulp>/<server ulp>" comes first, r being
+ * the bytes that arrived intact or a negative errno (-EBADMSG: bytes arrived but differ).
  */
 #include <linux/completion.h>
 #include <linux/inet.h>
@@ -30,6 +34,7 @@
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <net/handshake.h>
+#include <net/tcp.h>
 #include <net/sock.h>
 
 #define IPPROTO_QUIC_NUM	261
@@ -49,6 +54,7 @@ struct command {
 	char alpn[64];
 	key_serial_t psk, cert, privkey, keyring;
 	u16 port;
+	unsigned int data;
 };
 
 struct side {
@@ -208,6 +214,69 @@ report:
 	return err;
 }
 
+static u8 pattern_byte(size_t i, int direction)
+{
+	return (u8)(i * 7 + direction * 101 + (i >> 8));
+}
+
+/* N bytes from one end to the other; the bytes that arrived intact, or a negative errno. */
+static int send_and_check(struct socket *from, struct socket *to, unsigned int n, int direction)
+{
+	struct msghdr msg = { .msg_flags = 0 };
+	struct kvec vec;
+	size_t i, done = 0;
+	u8 *out, *in;
+	int ret;
+
+	out = kvmalloc(n, GFP_KERNEL);
+	in = kvzalloc(n, GFP_KERNEL);
+	ret = -ENOMEM;
+	if (!out || !in)
+		goto free;
+	for (i = 0; i < n; i++)
+		out[i] = pattern_byte(i, direction);
+	vec.iov_base = out;
+	vec.iov_len = n;
+	ret = kernel_sendmsg(from, &msg, &vec, 1, n);
+	if (ret < 0)
+		goto free;
+	while (done < n) {
+		memset(&msg, 0, sizeof(msg));
+		vec.iov_base = in + done;
+		vec.iov_len = n - done;
+		ret = kernel_recvmsg(to, &msg, &vec, 1, n - done, MSG_WAITALL);
+		if (ret <= 0) {
+			ret = ret ?: -ECONNRESET;
+			goto free;
+		}
+		done += ret;
+	}
+	ret = memcmp(in, out, n) ? -EBADMSG : (int)n;
+free:
+	kvfree(out);
+	kvfree(in);
+	return ret;
+}
+
+static const char *ulp_name(struct socket *sock)
+{
+	const struct tcp_ulp_ops *ops = inet_csk(sock->sk)->icsk_ulp_ops;
+
+	return ops ? ops->name : "none";
+}
+
+static void exchange(const struct command *c, struct socket *csock, struct socket *ssock,
+		     struct report *r)
+{
+	int c2s, s2c;
+
+	csock->sk->sk_rcvtimeo = ssock->sk->sk_rcvtimeo = msecs_to_jiffies(c->wait_ms);
+	csock->sk->sk_sndtimeo = ssock->sk->sk_sndtimeo = msecs_to_jiffies(c->wait_ms);
+	c2s = send_and_check(csock, ssock, c->data, 0);
+	s2c = send_and_check(ssock, csock, c->data, 1);
+	report_add(r, "data=%u c2s=%d s2c=%d ulp=%s/%s\n", c->data, c2s, s2c, ulp_name(csock), ulp_name(ssock));
+}
+
 /* One connection: the client end connected, submitted if asked, the server end
  * accepted and submitted if asked, both awaited. */
 static int one_connection(const struct command *c, struct socket *lsock,
@@ -276,6 +345,8 @@ wait:
 	await(c, csock, cs);
 	if (ssock)
 		await(c, ssock, ss);
+	if (!quic && c->data && ssock && c->client && c->server && !cs->status && !ss->status)
+		exchange(c, csock, ssock, r);
 out:
 	if (sfile)
 		fput(sfile);
@@ -392,6 +463,8 @@ static int parse(char *line, struct command *c)
 			c->keyring = v;
 		else if (!strcmp(word, "port"))
 			c->port = v;
+		else if (!strcmp(word, "data"))
+			c->data = v;
 		else
 			err = -EINVAL;
 	}
@@ -399,6 +472,8 @@ static int parse(char *line, struct command *c)
 		return -EINVAL;
 	if (c->auth == A_ANON && c->server && !c->client)
 		return -EINVAL;		/* the API has no anonymous server */
+	if (c->data && (c->transport != T_TCP || !c->client || !c->server || c->data > (16U << 20)))
+		return -EINVAL;		/* data=N: a TCP pair, at most 16 MiB */
 	if (!c->wait_ms)
 		c->wait_ms = c->timeout_ms ? c->timeout_ms + 5000 : 30000;
 	return err;
