@@ -72,6 +72,7 @@ from quichsd.quic.transport_params import TransportParameters  # noqa: E402
 from quichsd.quic.versions import QUIC_V1, LongPacketType  # noqa: E402
 from quichsd.sock.sim.frames import encode_crypto  # noqa: E402
 from quichsd.sock.sim.packets import build_long_packet  # noqa: E402
+from quichsd.sock.sim.state import ConnState  # noqa: E402
 from quichsd.tls.client import ClientEngine  # noqa: E402
 from quichsd.tls.config import TlsConfig  # noqa: E402
 
@@ -115,7 +116,7 @@ def sim_connection_counts() -> tuple[int, int]:
         with ep.lock:
             conns = list(ep._live)
         total += len(conns)
-        half += sum(1 for c in conns if c.state == "ESTABLISHING")
+        half += sum(1 for c in conns if c.state == ConnState.ESTABLISHING)
     return total, half
 
 

@@ -23,6 +23,7 @@ from quichsd.quic.versions import QUIC_V1, LongPacketType
 from quichsd.sock.sim.connection import SimConnection
 from quichsd.sock.sim.levels import APP, HANDSHAKE
 from quichsd.sock.sim.packets import build_long_packet, build_short_packet
+from quichsd.sock.sim.state import ConnState
 
 T = 1_780_000_000.0
 ADDR = ("127.0.0.1", 40001)
@@ -77,10 +78,10 @@ def one_input(data: bytes) -> None:
     for level, payload in _packets(data):
         datagram = _datagram(level, next_pn[level], payload[:1400])
         next_pn[level] += 1
-        was_closed = conn.state == "CLOSED"
+        was_closed = conn.state is ConnState.CLOSED
         now += 0.01
         conn.receive_datagram(datagram, ADDR, now)
-        assert not was_closed or conn.state == "CLOSED", "a closed connection opened again"
+        assert not was_closed or conn.state is ConnState.CLOSED, "a closed connection opened again"
         conn.datagrams_to_send(now)
         timer = conn.get_timer()
         if timer is not None and timer <= now + 1:

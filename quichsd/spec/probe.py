@@ -15,6 +15,7 @@ from typing import Any
 from ..quic.errors import QuicErrorCode
 from ..quic.transport_params import TransportParameters
 from ..sock.sim.connection import SimConnection
+from ..sock.sim.state import ConnState
 from ..tls.certs import TrustStore
 from ..tls.client import ClientEngine
 from ..tls.config import TlsConfig
@@ -109,7 +110,7 @@ class Probe:
         except TlsError as exc:
             self.conn.close(exc.quic_error, exc.reason.encode(), app=False)
         except OSError as exc:  # the connection refused a step (SimError), or the socket failed
-            if self.conn.state != "CLOSED":
+            if self.conn.state is not ConnState.CLOSED:
                 self._end_locally(exc)
                 return
         self._flush(now)
@@ -122,11 +123,11 @@ class Probe:
             except BlockingIOError:
                 return
             self.conn.receive_datagram(data, self.conn.peer_addr, time.monotonic())
-            if self.conn.state == "CLOSED":
+            if self.conn.state is ConnState.CLOSED:
                 return
 
     def _feed_engine(self) -> None:
-        while self.conn.state != "CLOSED":
+        while self.conn.state is not ConnState.CLOSED:
             item = self.conn.recv_crypto(RECV_SIZE)
             if item is None:
                 return
@@ -170,7 +171,7 @@ class Probe:
         if close is not None:
             self.observed = Observed(Outcome.CLOSED, close.error_code, close.app,
                                      close.reason.decode(errors="replace"), complete)
-        elif conn.state == "CLOSED":
+        elif conn.state is ConnState.CLOSED:
             code, _, reason = conn.close_info or (0, 0, b"")
             self.observed = Observed(Outcome.LOCAL, code, False, reason.decode(errors="replace") or "idle timeout",
                                      complete)

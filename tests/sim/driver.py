@@ -19,6 +19,7 @@ from quichsd.devcerts import NOW, demo_ca, leaf
 from quichsd.quic.address_token import AddressTokens, TokenKind
 from quichsd.sock.sim import SimConnection, parse_initial_header
 from quichsd.sock.sim.packets import parse_header
+from quichsd.sock.sim.state import ConnState
 from quichsd.tls.certs import TrustStore
 from quichsd.tls.client import ClientEngine
 from quichsd.tls.config import Credentials, ServerChoice, TlsConfig
@@ -284,7 +285,7 @@ def handshake(client: SimAgent, server, *, drop: Drop | None = None, max_time: f
 
 
 def established(agent: SimAgent) -> bool:
-    return agent.conn is not None and agent.conn.state == "ESTABLISHED"
+    return agent.conn is not None and agent.conn.state == ConnState.ESTABLISHED
 
 
 SimServer.established = lambda self: established(self)  # type: ignore[attr-defined]

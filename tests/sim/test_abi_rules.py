@@ -9,6 +9,7 @@ import pytest
 
 from quichsd.quic.transport_params import TransportParameters
 from quichsd.sock.sim import SimConnection, SimError
+from quichsd.sock.sim.state import ConnState
 from tests.sim.driver import START, V1, SimServer, Wire, handshake, sim_client
 
 APP, INITIAL, HANDSHAKE, EARLY = 0, 1, 2, 3
@@ -54,7 +55,7 @@ def test_empty_send_is_emsgsize(client):
 
 def test_send_after_close_is_epipe(client):
     client.close(None)
-    assert client.state == "CLOSED"
+    assert client.state == ConnState.CLOSED
     assert _errno(client.send_crypto, INITIAL, b"x") == errno.EPIPE
     assert _errno(client.stream_send, 0, b"x") == errno.EPIPE
 
@@ -75,7 +76,7 @@ def test_secret_levels_and_types(client):
 def test_after_established_secrets_and_blobs_are_einval(established):
     client, server, _ = established
     for conn in (client.conn, server.conn):
-        assert conn.state == "ESTABLISHED"
+        assert conn.state == ConnState.ESTABLISHED
         assert _errno(conn.install_secret, APP, True, AES128, SECRET) == errno.EINVAL
         assert _errno(conn.local_transport_params_blob) == errno.EINVAL
         assert _errno(conn.set_peer_transport_params_blob, b"") == errno.EINVAL
@@ -128,7 +129,7 @@ def test_bad_server_blob_closes_the_connection(mutate, code):
                              initial_source_connection_id=b"S" * 8)
     mutate(tp)
     assert _errno(client.set_peer_transport_params_blob, tp.encode()) == errno.EINVAL
-    assert client.state == "CLOSED"
+    assert client.state == ConnState.CLOSED
     assert client.close_info[0] == code
     (datagram, _), = client.datagrams_to_send(START)  # the CONNECTION_CLOSE at Initial level
     assert datagram[0] & 0x80 and len(datagram) < 1200
@@ -148,7 +149,7 @@ def test_wrong_chosen_version_is_a_version_negotiation_error():
 
 def test_blob_over_512_bytes_is_einval(client):
     assert _errno(client.set_peer_transport_params_blob, bytes(513)) == errno.EINVAL
-    assert client.state == "ESTABLISHING"
+    assert client.state == ConnState.ESTABLISHING
 
 
 # ---- TRANSPORT_PARAM (spec §1.4) ------------------------------------------------------------
@@ -182,9 +183,9 @@ def test_close_while_establishing_sends_application_error():
     for data in client.send(wire.now):
         server.recv(data, wire.now)
     server.pump(wire.now)
-    assert client.conn.state == "ESTABLISHING"
+    assert client.conn.state == ConnState.ESTABLISHING
     client.conn.close(None, b"handshake failed")
-    wire.run(lambda: server.conn.state == "CLOSED")
+    wire.run(lambda: server.conn.state == ConnState.CLOSED)
     assert client.conn.close_info == (0x0C, 0, b"handshake failed")
     assert server.conn.close_info == (0x0C, 0, b"handshake failed")
 
@@ -194,7 +195,7 @@ def test_application_close_after_handshake():
     wire = handshake(client, server)
     wire.run(lambda: client.conn.handshake_confirmed)
     server.conn.close(0x1234, b"app says bye")
-    wire.run(lambda: client.conn.state == "CLOSED")
+    wire.run(lambda: client.conn.state == ConnState.CLOSED)
     assert client.conn.close_info == (0x1234, 0, b"app says bye")
     assert client.conn.pending_readable()
     assert client.conn.get_timer() is None
@@ -214,7 +215,7 @@ def test_idle_timeout_closes_with_zero_info():
         wire.now = max(wire.now, when)  # a timer already due runs now, not in the past
         client.conn.handle_timer(wire.now)
         client.conn.datagrams_to_send(wire.now)
-    assert client.conn.state == "CLOSED"
+    assert client.conn.state == ConnState.CLOSED
     assert 2.0 <= wire.now - start <= 2.1
     assert client.conn.close_info == (0, 0, b"")
 

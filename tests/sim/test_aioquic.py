@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("aioquic")
 
+from quichsd.sock.sim.state import ConnState  # noqa: E402
 from tests.sim.driver import V1, V2, AioPeer, SimServer, Wire, handshake, sim_client  # noqa: E402
 
 
@@ -21,7 +22,7 @@ from tests.sim.driver import V1, V2, AioPeer, SimServer, Wire, handshake, sim_cl
 def test_sim_client_vs_aioquic_server(version, supported, expected):
     client, server = sim_client(version=version), AioPeer(is_client=False, supported=supported)
     wire = handshake(client, server)
-    assert client.conn.state == "ESTABLISHED" and client.done is not None
+    assert client.conn.state == ConnState.ESTABLISHED and client.done is not None
     assert client.conn.version == expected and server.quic._version == expected
 
     sid = client.conn.open_stream(uni=False)
@@ -43,7 +44,7 @@ def test_aioquic_client_vs_sim_server(version):
     client = AioPeer(is_client=True, version=version)
     wire = Wire(client, server)
     client.connect(wire.now)
-    wire.run(lambda: client.handshake_done and server.conn is not None and server.conn.state == "ESTABLISHED")
+    wire.run(lambda: client.handshake_done and server.conn is not None and server.conn.state == ConnState.ESTABLISHED)
     assert server.conn.version == version and client.quic._version == version
     assert server.done.alpn == b"quichsd-sim"
 
@@ -68,7 +69,7 @@ def test_aioquic_close_during_handshake_reaches_sim():
     wire.step()  # ClientHello -> aioquic
     # a transport close, as a TLS failure gives (0x100 + handshake_failure)
     server.quic.close(error_code=0x128, frame_type=0x06, reason_phrase="go away")
-    wire.run(lambda: client.conn.state == "CLOSED")
+    wire.run(lambda: client.conn.state == ConnState.CLOSED)
     assert client.conn.close_info == (0x128, 0x06, b"go away")
 
 
@@ -88,7 +89,7 @@ def test_lossy_interop(seed):
     client2 = AioPeer(is_client=True)
     wire2 = Wire(client2, server2, drop=drop)
     client2.connect(wire2.now)
-    wire2.run(lambda: client2.handshake_done and server2.conn.state == "ESTABLISHED", max_time=120)
+    wire2.run(lambda: client2.handshake_done and server2.conn.state == ConnState.ESTABLISHED, max_time=120)
     sid2 = client2.quic.get_next_available_stream_id()
     client2.quic.send_stream_data(sid2, payload, end_stream=True)
     wire2.run(lambda: sid2 in client2.finished, max_time=300, max_steps=20000)
@@ -113,7 +114,7 @@ def test_key_updates_with_aioquic():
     echo(b"settle")
     server.quic.request_key_update()  # aioquic starts one; we follow
     echo(b"after theirs")
-    assert client.conn.key_phase == 0 and client.conn.state == "ESTABLISHED"
+    assert client.conn.key_phase == 0 and client.conn.state == ConnState.ESTABLISHED
 
 
 # The completion step's NEW_CONNECTION_IDs leave in idle time (tests/sim/test_cid_issuance.py):

@@ -20,6 +20,7 @@ from quichsd.sock.sim.connection import CID_ISSUE_DELAY, SimConnection
 from quichsd.sock.sim.endpoint import Endpoint
 from quichsd.sock.sim.levels import APP
 from quichsd.sock.sim.receiver import STATELESS_RESET_ERRCODE
+from quichsd.sock.sim.state import ConnState
 from tests.sim.driver import START, SimAgent, SimServer, Wire, handshake, packet_kinds, sim_client
 from tests.sockets import Pki
 
@@ -72,7 +73,7 @@ def test_the_peers_active_connection_id_limit_bounds_the_set():
     wire = handshake(client, server)
     wire.run(lambda: _full_set(client.conn, server.conn, 4) and _full_set(server.conn, client.conn, 2))
     wire.run(lambda: client.conn.handshake_confirmed)
-    assert client.conn.state == server.conn.state == "ESTABLISHED"  # no CONNECTION_ID_LIMIT_ERROR
+    assert client.conn.state == server.conn.state == ConnState.ESTABLISHED  # no CONNECTION_ID_LIMIT_ERROR
 
 
 def test_a_late_cids_reset_token_resets_the_peer():
@@ -83,7 +84,7 @@ def test_a_late_cids_reset_token_resets_the_peer():
     wire.run(lambda: _full_set(server.conn, client.conn))
     token = server.conn._reset_token(server.conn._local_cids[DEFAULT_LIMIT - 1])
     client.recv(bytes([0x40]) + os.urandom(30) + token, wire.now)
-    assert client.conn.state == "CLOSED" and client.conn.close_info == (STATELESS_RESET_ERRCODE, 0, b"")
+    assert client.conn.state == ConnState.CLOSED and client.conn.close_info == (STATELESS_RESET_ERRCODE, 0, b"")
 
 
 def test_no_timer_is_left_once_issued():
@@ -244,7 +245,7 @@ def test_both_roles_issue_with_no_socket_call_after_the_handshake(pki: Pki):
         finished = max(i for i, k in enumerate(kinds) if any(k))  # the last with long headers
         assert all(kinds[finished]) and not any(kinds[finished + 1])  # then 1-RTT alone
         with c_endpoint.lock, s_endpoint.lock:
-            assert cconn.state == sconn.state == "ESTABLISHED"
+            assert cconn.state == sconn.state == ConnState.ESTABLISHED
             assert all(c_endpoint.connections.get(cid) is cconn for cid in cconn.local_cids())
             assert all(s_endpoint.connections.get(cid) is sconn for cid in sconn.local_cids())
         server.close()

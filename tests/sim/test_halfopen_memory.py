@@ -25,6 +25,7 @@ from quichsd.quic.versions import SUPPORTED_VERSIONS
 from quichsd.sock.sim.connection import SimConnection
 from quichsd.sock.sim.levels import INITIAL
 from quichsd.sock.sim.listener_peek import client_initial_header, open_client_initial
+from quichsd.sock.sim.state import ConnState
 from quichsd.tls.client import ClientEngine
 from quichsd.tls.config import Credentials, TlsConfig
 from quichsd.tls.events import InstallSecret, PeerTransportParameters, SendHandshake
@@ -96,7 +97,7 @@ def growth_per_connection(make: Callable[[int], Any]) -> float:
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
-    assert len(held) == COUNT and all(c.state == "ESTABLISHING" for c in held)
+    assert len(held) == COUNT and all(c.state == ConnState.ESTABLISHING for c in held)
     return sum(s.size_diff for s in after.compare_to(before, "filename")) / COUNT
 
 

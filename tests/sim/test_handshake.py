@@ -8,6 +8,7 @@ import random
 import pytest
 
 from quichsd.sock.sim.levels import APP
+from quichsd.sock.sim.state import ConnState
 from tests.sim.driver import START, V1, V2, SimServer, Wire, handshake, packet_kinds, sim_client
 
 
@@ -30,7 +31,7 @@ def test_handshake_streams_and_ticket(version):
     client, server = sim_client(version=version), SimServer(config={"version": version})
     wire = handshake(client, server)
     cc, sc = client.conn, server.conn
-    assert cc.state == sc.state == "ESTABLISHED"
+    assert cc.state == sc.state == ConnState.ESTABLISHED
     assert cc.version == sc.version == version
     assert client.done is not None and server.done is not None
     assert client.done.alpn == b"quichsd-sim"
@@ -109,7 +110,7 @@ def test_client_finished_carries_the_acks_only():
     headers = [(is_long, first_byte & 0x30 if is_long else None) for is_long, first_byte in packet_kinds(answer)]
     assert headers == [(True, 0x00), (True, 0x20)]  # Initial, Handshake (v1 types)
     conn = client.conn
-    assert conn.state == "ESTABLISHED" and not conn._send_keys[APP].derived
+    assert conn.state == ConnState.ESTABLISHED and not conn._send_keys[APP].derived
     assert conn.idle_work()  # the agent waits: the NEW_CONNECTION_IDs are queued
     (cids,) = client.send(wire.now)
     assert packet_kinds(cids) == [(False, cids[0])]  # one 1-RTT packet
@@ -148,7 +149,7 @@ def test_client_follows_version_change_after_an_ack_in_the_old_version():
     assert ack[1:5] == V2.to_bytes(4, "big") and len(ack) < 1200
     client.recv(ack, wire.now)
     server.pump(wire.now)  # now the hook sets the client's blob: the server moves to v1
-    wire.run(lambda: client.completed and server.conn.state == "ESTABLISHED")
+    wire.run(lambda: client.completed and server.conn.state == ConnState.ESTABLISHED)
     assert client.conn.version == server.conn.version == V1
 
 
@@ -355,4 +356,4 @@ def test_receive_key_whose_replayed_packets_close_the_connection_is_epipe():
     with pytest.raises(OSError) as info:
         server.conn.install_secret(int(install.level), False, install.cipher_type, install.secret)
     assert info.value.errno == errno.EPIPE
-    assert server.conn.state == "CLOSED" and server.conn.close_info[0] == 0
+    assert server.conn.state == ConnState.CLOSED and server.conn.close_info[0] == 0

@@ -15,6 +15,7 @@ from quichsd.quic.versions import QUIC_V1, QUIC_V2
 from quichsd.sock.sim import tparams
 from quichsd.sock.sim.endpoint import Endpoint
 from quichsd.sock.sim.levels import APP, HANDSHAKE, INITIAL
+from quichsd.sock.sim.state import ConnState
 from tests.sim.driver import SimServer, Wire, handshake, sim_client
 
 HEADER = bytes.fromhex("c300000001088394c8f03e5157080000449e00000002")
@@ -70,7 +71,7 @@ def test_installed_keys_wait_for_use_or_idle_time():
     assert all(k.derived for keys in (sconn._send_keys, sconn._recv_keys) for k in keys.values())
     for data in flight:
         client.recv(data, wire.now)
-    wire.run(lambda: conn.state == sconn.state == "ESTABLISHED")
+    wire.run(lambda: conn.state == sconn.state == ConnState.ESTABLISHED)
 
 
 def test_parked_packets_are_opened_at_install():
@@ -89,7 +90,7 @@ def test_parked_packets_are_opened_at_install():
 
     conn.install_secret = recording_install
     handshake(client, server)
-    assert conn.state == server.conn.state == "ESTABLISHED"
+    assert conn.state == server.conn.state == ConnState.ESTABLISHED
     hs_recv = [entry for entry in seen if entry[:2] == (HANDSHAKE, False)]
     assert hs_recv == [(HANDSHAKE, False, True, 1)]
 

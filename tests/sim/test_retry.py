@@ -17,6 +17,7 @@ from quichsd.quic.versions import QUIC_V1, QUIC_V2
 from quichsd.sock.sim import SimConnection, tparams
 from quichsd.sock.sim.admission import AdmissionLimits
 from quichsd.sock.sim.packets import build_retry
+from quichsd.sock.sim.state import ConnState
 from tests.sim.driver import sim_client
 from tests.sockets import pki  # noqa: F401  (fixture)
 
@@ -108,7 +109,7 @@ def test_client_ignores_bad_retries(version: int) -> None:
     ]
     for datagram in bad:
         conn.receive_datagram(datagram, ADDR, 0.1)
-        assert conn.retries_followed == 0 and conn.peer_cid == odcid and conn.state == "ESTABLISHING"
+        assert conn.retries_followed == 0 and conn.peer_cid == odcid and conn.state == ConnState.ESTABLISHING
     conn.receive_datagram(good, ADDR, 0.2)
     assert conn.retries_followed == 1
 

@@ -14,6 +14,7 @@ import pytest
 from fuzz import TARGETS
 from fuzz.handshakes import MODES, Conversation, recorded
 from quichsd.daemon.netlink import NetlinkReplyError, accept_msg, decode, error_code
+from quichsd.sock.sim.state import ConnState
 from quichsd.tls import extensions
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
@@ -115,7 +116,7 @@ def test_reset_stream_final_size_over_credit_is_flow_control_error(final_size: i
     limit = conn._local["max_stream_data_bidi_remote"]
     assert final_size > limit
     conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, final_size).encode()), q.ADDR, q.T + 1)
-    assert conn.state == "CLOSED"
+    assert conn.state == ConnState.CLOSED
     assert conn.close_info[:2] == (QuicErrorCode.FLOW_CONTROL_ERROR, 0x04)
     conn.datagrams_to_send(q.T + 1)  # the CONNECTION_CLOSE goes out; nothing raises
 
@@ -126,7 +127,7 @@ def test_reset_stream_within_credit_still_resets() -> None:
 
     conn = q._server()
     conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, 1000).encode()), q.ADDR, q.T + 1)
-    assert conn.state == "ESTABLISHED"
+    assert conn.state == ConnState.ESTABLISHED
     assert conn.datagrams_to_send(q.T + 1)
 
 

@@ -6,8 +6,10 @@ packets, CRYPTO streams, recovery, streams, transport parameters, the listener's
 """
 from .connection import SimConnection, SimError
 from .listener_peek import ClientHelloRejected, packet_dcid, parse_initial_header, peek_client_hello_alpn
+from .state import ConnState
 
 __all__ = [
+    "ConnState",
     "SimConnection",
     "SimError",
     "ClientHelloRejected",

@@ -42,6 +42,7 @@ from .receiver import Receiver
 from .recovery import MAX_DATAGRAM, PacketSpace, Recovery
 from .sender import Sender
 from .small_queue import SmallQueue
+from .state import ConnState
 from .streams import StreamManager
 
 __all__ = [
@@ -164,7 +165,7 @@ class SimConnection(Receiver, Sender):
         # filled by NEW_TOKEN frames (spec §1.4, §2.4).
         self.token = token
         self.peer_addr = peer_addr
-        self.state = "ESTABLISHING"
+        self.state = ConnState.ESTABLISHING
         self.close_info: tuple[int, int, bytes] | None = None
 
         self._secret = rand[16:]  # for our stateless reset tokens
@@ -244,7 +245,7 @@ class SimConnection(Receiver, Sender):
 
     def install_secret(self, level: int, send: bool, cipher_type: int, secret: bytes) -> None:
         """CRYPTO_SECRET (spec §1.4, §2.4)."""
-        if self.state != "ESTABLISHING":
+        if self.state is not ConnState.ESTABLISHING:
             raise sim_error(errno.EINVAL, "CRYPTO_SECRET outside ESTABLISHING")
         if level not in (APP, HANDSHAKE, EARLY):
             raise sim_error(errno.EINVAL, f"CRYPTO_SECRET at level {level}")
@@ -270,7 +271,7 @@ class SimConnection(Receiver, Sender):
             self._ticket_open = True
             self.token = b""  # freed, so a NEW_TOKEN can be stored (spec §2.4)
         self._replay_buffered(level)  # packets that waited for this key (spec §2.4)
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             # As the kernel (spec §9, socket.c's CRYPTO_SECRET handler): the key is in, but
             # a replayed packet closed the connection (a peer that closed right after its
             # Finished), and the setsockopt itself reports it.
@@ -309,7 +310,7 @@ class SimConnection(Receiver, Sender):
     def _complete(self) -> None:
         """Both 1-RTT keys are in: the kernel's completion step (spec §2.4). Its
         NEW_CONNECTION_IDs are only scheduled (CID_ISSUE_DELAY)."""
-        self.state = "ESTABLISHED"
+        self.state = ConnState.ESTABLISHED
         if not self.is_client:
             self._hold_until = None  # HANDSHAKE_DONE leaves now (a client's Finished follows)
             self._handshake_confirmed = True
@@ -333,7 +334,7 @@ class SimConnection(Receiver, Sender):
 
     def key_update(self) -> None:
         """QUIC_SOCKOPT_KEY_UPDATE: start a key update (RFC 9001 §6.1)."""
-        if self.state != "ESTABLISHED":
+        if self.state is not ConnState.ESTABLISHED:
             raise sim_error(errno.EPIPE, "key update outside ESTABLISHED")
         if not self._handshake_confirmed or APP not in self._send_keys or self._key_update_pending():
             raise sim_error(errno.EINVAL, "a key update is still pending")
@@ -364,7 +365,7 @@ class SimConnection(Receiver, Sender):
     # ==== handshake data path (spec §2.2, §2.3) =================================================
 
     def send_crypto(self, level: int, data: bytes, more: bool = False) -> None:
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             raise sim_error(errno.EPIPE, "handshake send on a closed connection")
         if level not in (APP, INITIAL, HANDSHAKE):
             raise sim_error(errno.EINVAL, f"handshake send at level {level}")
@@ -411,7 +412,7 @@ class SimConnection(Receiver, Sender):
     # ==== transport parameters (spec §1.4, §5) ==================================================
 
     def local_transport_params_blob(self) -> bytes:
-        if self.state != "ESTABLISHING":
+        if self.state is not ConnState.ESTABLISHING:
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
         needs_token = tparams.needs_reset_token(self._local, is_client=self.is_client)
         return tparams.build_local_blob(
@@ -421,7 +422,7 @@ class SimConnection(Receiver, Sender):
             reset_token=self._reset_token(self.local_cid) if needs_token else None)
 
     def set_peer_transport_params_blob(self, blob: bytes) -> None:
-        if self.state != "ESTABLISHING":
+        if self.state is not ConnState.ESTABLISHING:
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
         if len(blob) > tparams.MAX_BLOB:
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT over 512 bytes")
@@ -476,7 +477,7 @@ class SimConnection(Receiver, Sender):
         return dict(self._remote if remote else self._local)
 
     def set_transport_param(self, fields: dict[str, int], remote: bool) -> None:
-        if self.state == "ESTABLISHED" or (remote and self.state != "ESTABLISHING"):
+        if self.state is ConnState.ESTABLISHED or (remote and self.state is not ConnState.ESTABLISHING):
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM after the handshake")
         try:
             merged = tparams.merge_fields(self._remote if remote else self._local, fields, remote)
@@ -494,17 +495,17 @@ class SimConnection(Receiver, Sender):
 
     def _stream_limit_errno(self) -> int:
         # Before the 1-RTT keys an over-limit open fails with EINVAL, later with EAGAIN.
-        return errno.EAGAIN if self.state == "ESTABLISHED" else errno.EINVAL
+        return errno.EAGAIN if self.state is ConnState.ESTABLISHED else errno.EINVAL
 
     def open_stream(self, uni: bool) -> int:
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             raise sim_error(errno.EPIPE, "stream open on a closed connection")
         return self._streams.open_local(uni, self._stream_limit_errno())
 
     def stream_send(self, stream_id: int, data: bytes, fin: bool = False) -> int:
         """Queue stream data; returns how much the flow-control credit let in (EAGAIN if
         none of a non-empty send)."""
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             raise sim_error(errno.EPIPE, "stream send on a closed connection")
         if not data and not fin:
             raise sim_error(errno.EINVAL, "empty stream send without FIN")
@@ -517,14 +518,14 @@ class SimConnection(Receiver, Sender):
 
     def stream_reset(self, stream_id: int, errcode: int) -> None:
         """QUIC_SOCKOPT_STREAM_RESET: abandon sending, RESET_STREAM to the peer."""
-        if self.state != "ESTABLISHED":
+        if self.state is not ConnState.ESTABLISHED:
             raise sim_error(errno.EINVAL, "stream reset outside ESTABLISHED")
         self._streams.reset(stream_id, errcode)
         self._corked = False
 
     def stream_stop_sending(self, stream_id: int, errcode: int) -> None:
         """QUIC_SOCKOPT_STREAM_STOP_SENDING: ask the peer to stop sending on a stream."""
-        if self.state != "ESTABLISHED":
+        if self.state is not ConnState.ESTABLISHED:
             raise sim_error(errno.EINVAL, "stop sending outside ESTABLISHED")
         self._streams.stop_sending(stream_id, errcode)
         self._corked = False
@@ -537,7 +538,7 @@ class SimConnection(Receiver, Sender):
 
     def datagram_send(self, data: bytes) -> None:
         """RFC 9221 DATAGRAM (MSG_QUIC_DATAGRAM)."""
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             raise sim_error(errno.EPIPE, "datagram send on a closed connection")
         limit = self._peer["max_datagram_frame_size"]
         if not limit:
@@ -553,11 +554,11 @@ class SimConnection(Receiver, Sender):
     def has_item(self) -> bool:
         """A recvmsg would return at once: handshake data, readable stream data, or the
         ENOTCONN of a closed connection."""
-        return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self.events)
+        return (bool(self._crypto_queue) or self.state is ConnState.CLOSED or bool(self.events)
                 or ((APP in self._recv_keys or APP in self._discarded) and self._streams.readable()))
 
     def pending_readable(self) -> bool:
-        return (bool(self._crypto_queue) or self.state == "CLOSED" or bool(self._datagrams_in) or bool(self.events)
+        return (bool(self._crypto_queue) or self.state is ConnState.CLOSED or bool(self._datagrams_in) or bool(self.events)
                 or (APP in self._recv_keys and self._streams.readable()))
 
     # ==== connection IDs ==========================================================================
@@ -586,7 +587,7 @@ class SimConnection(Receiver, Sender):
     def send_new_token(self) -> None:
         """Server QUIC_SOCKOPT_TOKEN set (spec §1.4): EINVAL unless ESTABLISHED, EAGAIN
         while the last NEW_TOKEN is unacknowledged."""
-        if self.is_client or self.state != "ESTABLISHED":
+        if self.is_client or self.state is not ConnState.ESTABLISHED:
             raise sim_error(errno.EINVAL, "NEW_TOKEN outside ESTABLISHED")
         if self._token_in_flight:
             raise sim_error(errno.EAGAIN, "a NEW_TOKEN is in flight")
@@ -651,10 +652,10 @@ class SimConnection(Receiver, Sender):
     def close(self, errcode: int | None = 0, phrase: bytes = b"", app: bool = True) -> None:
         """ESTABLISHING: transport CONNECTION_CLOSE (errcode None = 0x0c APPLICATION_ERROR)
         at Initial and Handshake level; ESTABLISHED: 0x1d (or 0x1c if not app) in 1-RTT."""
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             return
         phrase = bytes(phrase)[:63]
-        if self.state == "ESTABLISHING":
+        if self.state is ConnState.ESTABLISHING:
             code = QuicErrorCode.APPLICATION_ERROR if errcode is None else errcode
             self._close_locally(int(code), 0, phrase)
         else:
@@ -663,7 +664,7 @@ class SimConnection(Receiver, Sender):
     def _close_locally(self, code: int, frame_type: int, phrase: bytes, app: bool = False) -> None:
         self.close_info = (code, frame_type, phrase)
         frames: list[tuple[int, fr.ConnectionClose]] = []
-        if self.state == "ESTABLISHED" and APP in self._send_keys:
+        if self.state is ConnState.ESTABLISHED and APP in self._send_keys:
             # Only the 1-RTT close, though RFC 9000 §10.2.3 suggests (SHOULD) a Handshake copy
             # until the handshake is confirmed: a peer server that has our Finished but has
             # not yet installed its keys would read that copy and abandon a handshake that
@@ -681,7 +682,7 @@ class SimConnection(Receiver, Sender):
         self._enter_closed()
 
     def _enter_closed(self) -> None:
-        self.state = "CLOSED"
+        self.state = ConnState.CLOSED
         self._idle_deadline = None
         self._cids_due = None  # NEW_CONNECTION_IDs not issued yet never will be
 
@@ -701,13 +702,13 @@ class SimConnection(Receiver, Sender):
                 continue
             if not space.has_ack_eliciting_in_flight():
                 continue
-            if sid == APP and self.state != "ESTABLISHED":
+            if sid == APP and self.state is not ConnState.ESTABLISHED:
                 continue  # RFC 9002 §6.2.1: no 1-RTT PTO before the handshake completes
             max_ack = self._peer["max_ack_delay"] / 1e6 if sid == APP else 0.0
             when = space.last_ack_eliciting_time + self._recovery.pto_interval(max_ack)
             if best is None or when < best[0]:
                 best = (when, sid, False)
-        if best is None and self.is_client and self.state == "ESTABLISHING":
+        if best is None and self.is_client and self.state is ConnState.ESTABLISHING:
             # RFC 9002 §6.2.2.1: keep probing so a server stuck at its amplification
             # limit gets more credit.
             sid = HANDSHAKE if HANDSHAKE in self._send_keys else INITIAL
@@ -718,7 +719,7 @@ class SimConnection(Receiver, Sender):
     def get_timer(self) -> float | None:
         """The earliest of the idle, hold, CID issuance, loss/PTO and ACK timers (called
         after every socket call: no allocations beyond the loss timer's tuple)."""
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             return None
         best = self._idle_deadline
         cids = self._cids_due
@@ -742,7 +743,7 @@ class SimConnection(Receiver, Sender):
 
     def handle_timer(self, now: float) -> None:
         self._now = now
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             return
         if self._hold_until is not None and now >= self._hold_until:
             self._hold_until = None

@@ -65,6 +65,7 @@ from .listener_peek import (
 )
 from .packets import PacketHeader, build_long_packet, build_retry
 from .reactor import reactor
+from .state import ConnState
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class Endpoint:
         if conn is not None:
             self._flush(conn, now)
             self._refresh_cids(conn)
-            if conn.state != "ESTABLISHING":
+            if conn.state is not ConnState.ESTABLISHING:
                 self.admission.settle(conn)
         if self._leader is not None:
             if self._leader != threading.get_ident():
@@ -348,7 +349,7 @@ class Endpoint:
             timer = conn.get_timer()
             if timer is not None and timer <= now:
                 conn.handle_timer(now)
-                if conn.state != "ESTABLISHING":
+                if conn.state is not ConnState.ESTABLISHING:
                     self.admission.settle(conn)
         self._flush_all(now)
         for conn in list(self._live):
@@ -411,7 +412,7 @@ class Endpoint:
             conn.receive_datagram(data, addr, now, lag, opened)
         else:
             conn.receive_datagram(data, addr, now, lag)
-        if conn.state != "ESTABLISHING":
+        if conn.state is not ConnState.ESTABLISHING:
             self.admission.settle(conn)
 
     def _new_server_connection(self, data: bytes, addr: Address,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...kernel_numbers import QuicEvent
 from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.packet_protection import PacketKey, UnprotectError, initial_keys
 from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
@@ -23,13 +24,13 @@ from .packets import (
     unprotect_packet,
 )
 from .recovery import SentPacket
+from .state import ConnState
 
 __all__ = ["Receiver"]
 
 MAX_BUFFERED_PACKETS = 64  # packets parked per level while their keys are missing
 CLOSE_RESENDS = 3  # answers to a peer that keeps sending after our CONNECTION_CLOSE
 STATELESS_RESET_ERRCODE = 0x100  # what the kernel reports for a stateless reset
-NEW_TOKEN_EVENT = 8  # QUIC_EVENT_NEW_TOKEN
 
 # RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged immediately, without
 # max_ack_delay. The ACK waits only for the handshake agent's answer, which follows within
@@ -52,7 +53,7 @@ class Receiver:
         a client's first Initial that the listener unprotected already."""
         self._now = now
         self._lag = lag
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             self._bytes_received += len(data)  # more amplification credit for the close
             if self._close_datagram is not None and self._close_resends < CLOSE_RESENDS:
                 self._close_resends += 1
@@ -68,7 +69,7 @@ class Receiver:
         if opened is not None:
             pos = opened.header.end
             processed = self._receive_packet(data, opened.header, now, opened)
-        while pos < len(data) and self.state != "CLOSED":
+        while pos < len(data) and self.state is not ConnState.CLOSED:
             try:
                 header = parse_header(data, pos, len(self.local_cid))
             except PacketError:
@@ -80,7 +81,7 @@ class Receiver:
                 break  # a Retry has no Length: it ends the datagram
             pos = header.end
             processed |= self._receive_packet(data, header, now)
-        if not processed and self.state != "CLOSED" and len(data) >= 21 and data[-16:] in self._peer_reset_tokens:
+        if not processed and self.state is not ConnState.CLOSED and len(data) >= 21 and data[-16:] in self._peer_reset_tokens:
             self.close_info = (STATELESS_RESET_ERRCODE, 0, b"")
             self._enter_closed()
 
@@ -134,7 +135,7 @@ class Receiver:
         except QuicError as exc:
             self._close_locally(exc.error_code, exc.frame_type or 0, exc.reason.encode()[:63])
             return True
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             return True
         space.on_received(pn, eliciting, now, immediate=level != APP and level != EARLY,
                           max_ack_delay=max(0.0, self._local["max_ack_delay"] / 1e6 - self._lag))
@@ -151,7 +152,7 @@ class Receiver:
         packet of the server was processed; it discards one addressed elsewhere, one whose
         SCID is the DCID it used, one with an empty token or an integrity tag that does
         not verify (RFC 9001 §5.8) over the DCID it used first, as the kernel does."""
-        if not self.is_client or self.state != "ESTABLISHING":
+        if not self.is_client or self.state is not ConnState.ESTABLISHING:
             return False
         if self.retries_followed or self._server_packet_seen or header.version != self.version:
             return False
@@ -219,7 +220,7 @@ class Receiver:
         self._lag = 0.0  # replayed from a socket call, not read late from the socket
         self._buffered[level] = []
         for packet, when in parked:
-            if self.state == "CLOSED":
+            if self.state is ConnState.CLOSED:
                 return
             try:
                 header = parse_header(packet, 0, len(self.local_cid))
@@ -238,7 +239,7 @@ class Receiver:
                 eliciting = True
             handler = _HANDLERS[type(frame)]
             handler(self, frame, level)
-            if self.state == "CLOSED":
+            if self.state is ConnState.CLOSED:
                 break
         return eliciting
 
@@ -335,7 +336,7 @@ class Receiver:
         if not self.is_client:
             raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "NEW_TOKEN from a client", 0x07)
         self.token = f.token  # readable through QUIC_SOCKOPT_TOKEN, as the kernel's
-        self._push_event(NEW_TOKEN_EVENT, f.token)
+        self._push_event(QuicEvent.NEW_TOKEN, f.token)
 
     def _on_handshake_done(self, f: fr.HandshakeDone, level: int) -> None:
         if not self.is_client:

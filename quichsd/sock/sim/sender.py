@@ -20,6 +20,7 @@ from .packets import (
     short_packet_overhead,
 )
 from .recovery import MAX_DATAGRAM, PacketSpace, SentPacket
+from .state import ConnState
 
 if TYPE_CHECKING:
     from .rewrite import SendRewriter
@@ -38,7 +39,7 @@ class Sender:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         self._now = now
-        if self.state == "CLOSED":
+        if self.state is ConnState.CLOSED:
             return self._close_datagrams()
         if self._corked:
             return []

@@ -19,6 +19,7 @@ from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
 from .levels import EARLY
+from .state import ConnState
 
 L = abi.lib
 MSG_MORE = 0x8000
@@ -150,7 +151,7 @@ class SimQuicSocket(QuicSocketBackend):
         if conn is None or endpoint is None:
             raise _err(errno.ENOTCONN, "shutdown")
         with endpoint.lock:
-            if conn.state == "CLOSED" or how == socket.SHUT_RD:
+            if conn.state is ConnState.CLOSED or how == socket.SHUT_RD:
                 endpoint.after_call(conn)
                 return
             # As the kernel: what was queued (a client's last Finished) leaves before the
@@ -159,7 +160,7 @@ class SimQuicSocket(QuicSocketBackend):
             endpoint.send_queued(conn)
             self._shut_down = True
             errcode, phrase = self.close_request
-            conn.close(errcode or None, phrase, app=conn.state == "ESTABLISHED")
+            conn.close(errcode or None, phrase, app=conn.state is ConnState.ESTABLISHED)
             endpoint.after_call(conn)
 
     def close(self) -> None:
@@ -169,7 +170,7 @@ class SimQuicSocket(QuicSocketBackend):
         if self.conn is not None and self.endpoint is not None:
             endpoint, conn = self.endpoint, self.conn
             with endpoint.lock:
-                if conn.state != "CLOSED":
+                if conn.state is not ConnState.CLOSED:
                     self.shutdown()  # its after_call sends the CONNECTION_CLOSE
                 else:
                     endpoint.after_call(conn)  # what is queued leaves before the connection goes
@@ -213,7 +214,7 @@ class SimQuicSocket(QuicSocketBackend):
         peer (e.g. one it closed before accept() returned it, spec §9), by a timeout or
         an error, or by our own shutdown()."""
         conn = self.conn
-        if self.peer is None or self._shut_down or (conn is not None and conn.state == "CLOSED"):
+        if self.peer is None or self._shut_down or (conn is not None and conn.state is ConnState.CLOSED):
             raise _err(errno.ENOTCONN, "getpeername")
         return self.peer
 
@@ -297,7 +298,7 @@ class SimQuicSocket(QuicSocketBackend):
                     stream_id, data, fin = stream
                     return RecvItem(kind="STREAM", data=data, stream_id=stream_id,
                                     stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
-                if conn.state == "CLOSED":
+                if conn.state is ConnState.CLOSED:
                     raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
                 if timeout == 0.0:
                     raise _err(errno.EAGAIN, "recvmsg")
@@ -340,7 +341,7 @@ class SimQuicSocket(QuicSocketBackend):
         return out
 
     def _need_establishing(self, what: str) -> SimConnection:
-        if self.conn is None or self.conn.state != "ESTABLISHING":
+        if self.conn is None or self.conn.state is not ConnState.ESTABLISHING:
             raise _err(errno.EINVAL, f"{what} outside ESTABLISHING")
         return self.conn
 
@@ -364,7 +365,7 @@ class SimQuicSocket(QuicSocketBackend):
         fields = abi.unpack_transport_param(value)
         remote = bool(fields.pop("remote", 0))
         if self.conn is not None:
-            if self.conn.state == "ESTABLISHED" or (remote and self.conn.state != "ESTABLISHING"):
+            if self.conn.state is ConnState.ESTABLISHED or (remote and self.conn.state is not ConnState.ESTABLISHING):
                 raise _err(errno.EINVAL, "TRANSPORT_PARAM")
             _sim(self.conn.set_transport_param, fields, remote)
             return
@@ -373,7 +374,7 @@ class SimQuicSocket(QuicSocketBackend):
         self.local_params.update({k: v for k, v in fields.items() if v})
 
     def _set_config(self, value: bytes) -> None:
-        if self.conn is not None and self.conn.state == "ESTABLISHED":
+        if self.conn is not None and self.conn.state is ConnState.ESTABLISHED:
             raise _err(errno.EINVAL, "CONFIG after the handshake")
         fields = abi.unpack_config(value)
         cipher = fields.get("payload_cipher_type", 0)
@@ -395,7 +396,7 @@ class SimQuicSocket(QuicSocketBackend):
         if not 64 <= len(value) <= 4096:
             raise _err(errno.EINVAL, "SESSION_TICKET length")
         conn = self.conn
-        if conn is not None and conn.is_client and conn.state != "ESTABLISHING":
+        if conn is not None and conn.is_client and conn.state is not ConnState.ESTABLISHING:
             # One buffer in the kernel: after the handshake a set replaces the captured
             # ticket (tlshd stores the consumer's session data this way, spec §2.6).
             conn.replace_ticket(value)
@@ -457,10 +458,10 @@ class SimQuicSocket(QuicSocketBackend):
         if self.listener is not None:
             raise _err(errno.EPIPE, "SESSION_TICKET on a listener")
         conn = self.conn
-        if conn is not None and conn.is_client and conn.state != "ESTABLISHING":
+        if conn is not None and conn.is_client and conn.state is not ConnState.ESTABLISHING:
             blob = conn.session_ticket()
         elif conn is not None and not conn.is_client:
-            if conn.state == "CLOSED":
+            if conn.state is ConnState.CLOSED:
                 raise _err(errno.EPIPE, "SESSION_TICKET on a closed socket")
             blob = self.ticket_blob or self._server_ticket_key()
         else:
