@@ -11,6 +11,7 @@ parser stored without raising ConfigError.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from quichsd.daemon.config import ConfigError, KeyFile, from_keyfile
@@ -28,12 +29,9 @@ def one_input(data: bytes) -> None:
         assert keyfile.has_group(group)
         for key in keyfile.keys(group):
             assert keyfile.raw(group, key) is not None
-            for getter in (keyfile.get_string, keyfile.get_string_list, keyfile.get_integer, keyfile.get_boolean):
-                try:
+            getters = (keyfile.get_string, keyfile.get_string_list, keyfile.get_integer, keyfile.get_boolean)
+            for getter in getters:
+                with contextlib.suppress(ConfigError):
                     getter(group, key)
-                except ConfigError:
-                    pass
-    try:
+    with contextlib.suppress(ConfigError):
         from_keyfile(keyfile)
-    except ConfigError:
-        pass

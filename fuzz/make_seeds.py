@@ -203,11 +203,14 @@ def quic_connection() -> Iterator[bytes]:
     # A conversation on the established connection: streams, flow control, CIDs, close.
     app = [
         fr.encode_stream(0, 0, b"hello", False) + fr.encode_stream(2, 0, b"uni", True),
-        fr.Ack(((0, 1),), 3).encode() + fr.MaxData(1 << 20).encode() + fr.MaxStreamData(0, 1 << 16).encode(),
+        fr.Ack(((0, 1),), 3).encode() + fr.MaxData(1 << 20).encode()
+        + fr.MaxStreamData(0, 1 << 16).encode(),
         fr.encode_stream(0, 5, b" world", True) + fr.MaxStreams(False, 10).encode() + fr.Ping().encode(),
         fr.NewConnectionId(1, 0, b"newcid01", bytes(16)).encode() + fr.RetireConnectionId(0).encode(),
-        fr.ResetStream(4, 7, 0).encode() + fr.StopSending(0, 9).encode() + fr.PathChallenge(bytes(8)).encode(),
-        fr.DataBlocked(100).encode() + fr.StreamDataBlocked(0, 5).encode() + fr.StreamsBlocked(True, 3).encode(),
+        fr.ResetStream(4, 7, 0).encode() + fr.StopSending(0, 9).encode()
+        + fr.PathChallenge(bytes(8)).encode(),
+        fr.DataBlocked(100).encode() + fr.StreamDataBlocked(0, 5).encode()
+        + fr.StreamsBlocked(True, 3).encode(),
         fr.ConnectionClose(0, 0, b"bye", True).encode(),
     ]
     yield b"".join(packet(2, p) for p in app)
@@ -261,16 +264,19 @@ def netlink_attrs() -> Iterator[bytes]:
         ("HANDSHAKE_A_ACCEPT_AUTH_MODE", nl.HANDSHAKE_AUTH_X509),
         ("HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x1234),
         ("HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x5678),
-        ("HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [("HANDSHAKE_A_X509_CERT", 11), ("HANDSHAKE_A_X509_PRIVKEY", 12)]}),
+        ("HANDSHAKE_A_ACCEPT_CERTIFICATE",
+         {"attrs": [("HANDSHAKE_A_X509_CERT", 11), ("HANDSHAKE_A_X509_PRIVKEY", 12)]}),
         ("HANDSHAKE_A_ACCEPT_PEERNAME", "server.example"),
         ("HANDSHAKE_A_ACCEPT_KEYRING", 99),
     ]))
     ready = bytes(nl.encode(nl.ready_msg, nl.HANDSHAKE_CMD_READY, [("HANDSHAKE_A_ACCEPT_HANDLER_CLASS", 1)]))
-    ack = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", 0) + struct.pack("=IHHII", 16, 0, 0, 0, 0)
-    eagain = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -11) + struct.pack("=IHHII", 16, 0, 0, 0, 0)
+    # NLMSG_ERROR (type 2): its header, the errno, then the header of the request it answers
+    error_header = struct.pack("=IHHII", 36, 2, 0, 1, 0)
+    request_header = struct.pack("=IHHII", 16, 0, 0, 0, 0)
+    ack = error_header + struct.pack("=i", 0) + request_header
+    eagain = error_header + struct.pack("=i", -11) + request_header
     done = bytes(nl.done_request(0, 7, [0x1234], ["tag"]))
-    for message in (accept, ready, ack, eagain, done, accept + ack, nl.accept_request()):
-        yield message
+    yield from (accept, ready, ack, eagain, done, accept + ack, nl.accept_request())
 
 
 def daemon_config() -> Iterator[bytes]:

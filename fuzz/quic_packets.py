@@ -22,6 +22,8 @@ trip.
 """
 from __future__ import annotations
 
+import contextlib
+
 from quichsd.quic.errors import QuicError
 from quichsd.quic.packet_number import decode_packet_number, encode_packet_number
 from quichsd.quic.packet_protection import UnprotectError, initial_keys
@@ -68,20 +70,17 @@ def _datagram(data: bytes) -> None:
             break
         assert header.start == pos and pos < header.end <= n, header
         assert header.pn_offset <= header.end, header
-        if header.is_long and header.packet_type is not None and header.packet_type is not LongPacketType.RETRY:
+        protected = header.packet_type is not None and header.packet_type is not LongPacketType.RETRY
+        if header.is_long and protected:
             version = SUPPORTED_VERSIONS[header.version]
             for key in initial_keys(header.dcid, version):
-                try:
+                with contextlib.suppress(UnprotectError):
                     unprotect_packet(key, datagram, header, -1)
-                except UnprotectError:
-                    pass
         pos = header.end
     parse_initial_header(datagram)
     packet_dcid(datagram, short_cid_len)
-    try:
+    with contextlib.suppress(ClientHelloRejected):
         peek_client_hello_alpn(datagram)
-    except ClientHelloRejected:
-        pass
 
 
 class _Bytes:

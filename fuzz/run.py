@@ -72,7 +72,8 @@ class Result:
         cov = "cov n/a" if self.cov is None else f"cov {self.cov} ft {self.ft}"
         corp = "" if self.corpus is None else f", corpus {self.corpus}"
         crash = f"1 crash ({self.artifact or 'see ' + self.log})" if self.crashed else "0 crashes"
-        return f"fuzz: {self.target}: {self.executions} executions, {cov}{corp}, {crash} ({self.seconds:.0f} s)"
+        return (f"fuzz: {self.target}: {self.executions} executions, {cov}{corp}, {crash} "
+                f"({self.seconds:.0f} s)")
 
 
 def parse(result: Result, output: str, returncode: int) -> Result:
@@ -80,7 +81,12 @@ def parse(result: Result, output: str, returncode: int) -> Result:
     stat = re.search(r"stat::number_of_executed_units:\s*(\d+)", output)
     runs = re.findall(r"^#(\d+)\s", output, re.M)
     done = re.search(r"Done (\d+) runs", output)
-    result.executions = int(stat.group(1)) if stat else int(done.group(1)) if done else int(runs[-1]) if runs else 0
+    if stat:
+        result.executions = int(stat.group(1))
+    elif done:
+        result.executions = int(done.group(1))
+    else:
+        result.executions = int(runs[-1]) if runs else 0
     cov = re.findall(r"cov: (\d+) ft: (\d+)", output)
     if cov:
         result.cov, result.ft = map(int, cov[-1])
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
           f"in {time.monotonic() - start:.0f} s", flush=True)
     for r in results:
         if r.crashed:
-            print(f"fuzz: {r.target} crashed; input: {r.artifact or '(none written)'}; log: {r.log}", flush=True)
+            artifact = r.artifact or "(none written)"
+            print(f"fuzz: {r.target} crashed; input: {artifact}; log: {r.log}", flush=True)
     return 1 if crashes else 0
 
 

@@ -55,8 +55,9 @@ def _buffer(data: bytes) -> None:
     for message in out:
         length = int.from_bytes(message[1:4], "big")
         assert len(message) == 4 + length <= 4 + MAX_MESSAGE_SIZE, "not one whole message"
-    assert len(buffer) < 4 or int.from_bytes(stream[len(joined) + 1:len(joined) + 4], "big") + 4 > len(buffer), \
-        "a whole message was left in the buffer"
+    if len(buffer) >= 4:
+        next_length = int.from_bytes(stream[len(joined) + 1:len(joined) + 4], "big")
+        assert next_length + 4 > len(buffer), "a whole message was left in the buffer"
 
 
 def _server_name(data: bytes) -> None:

@@ -72,7 +72,8 @@ def ca_cert(cn: str, issuer: Ca | None = None, extensions: Sequence[Ext] | None 
             **kw) -> Ca:
     """A CA with `extensions` (default: basicConstraints critical cA=TRUE and nothing else)."""
     key = new_key(kind)
-    exts = [(x509.BasicConstraints(ca=True, path_length=None), True)] if extensions is None else list(extensions)
+    default: list[Ext] = [(x509.BasicConstraints(ca=True, path_length=None), True)]
+    exts = default if extensions is None else list(extensions)
     return Ca(key, build(cn, key, issuer, exts, **kw))
 
 

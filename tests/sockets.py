@@ -1,6 +1,7 @@
 """Socket-tier fixtures: certificates on disk, a server thread, a client socket."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -165,10 +166,8 @@ def echo_upper(conn: QuicSocket, result: Any = None) -> None:
         chunk, stream_id, fin = conn.recv()
         data += chunk
     conn.send(data.upper(), stream_id, fin=True)
-    try:
+    with contextlib.suppress(OSError, TimeoutError):
         conn.recv()
-    except (OSError, TimeoutError):
-        pass
 
 
 def started_peers(cls: Callable[..., Any], *args: Any) -> Iterator[Callable[..., Any]]:

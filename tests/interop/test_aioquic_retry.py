@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
-from tests.sockets import echo_upper, exchange, server_factory  # noqa: F401  (fixture)
+from tests.sockets import echo_upper, exchange
 
 aioquic = pytest.importorskip("aioquic", reason="aioquic (the test peer) is not installed")
 from aioquic.asyncio import connect, serve  # noqa: E402
@@ -38,7 +38,7 @@ async def _aioquic_client(port: int, pki, version: int) -> tuple[bytes, int]:
 
 
 @VERSIONS
-def test_aioquic_client_follows_our_servers_retry(pki, server_factory, version: int) -> None:  # noqa: F811
+def test_aioquic_client_follows_our_servers_retry(pki, server_factory, version: int) -> None:
     srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
                                                 key_file=pki.key_file, timeout=5), after=echo_upper)
     srv.sock.setsockopt(L.QUIC_SOCKOPT_CONFIG, abi.pack_config(validate_peer_address=1))
@@ -65,7 +65,8 @@ class AioquicRetryServer:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self.server = await serve("127.0.0.1", 0, configuration=self.cfg, create_protocol=Echo, retry=True)
+            self.server = await serve("127.0.0.1", 0, configuration=self.cfg, create_protocol=Echo,
+                                      retry=True)
             self.port = self.server._transport.get_extra_info("sockname")[1]
             ready.set()
 
@@ -86,7 +87,8 @@ def test_our_client_follows_aioquic_servers_retry(pki, version: int) -> None:
         sock.setsockopt(L.QUIC_SOCKOPT_CONFIG, abi.pack_config(version=version))
         sock.connect(("127.0.0.1", srv.port))
         with sock:
-            quic_handshake(sock, HandshakeConfig(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5))
+            config = HandshakeConfig(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
+            quic_handshake(sock, config)
             assert sock.backend.retries_followed == 1
             # its retry_source_connection_id matched the Retry's SCID (else the handshake fails)
             assert sock.backend.conn.retry_scid is not None

@@ -118,7 +118,8 @@ def check_secrets(client: dict, server: dict, suite: int, *, early_sent: bool, e
         assert len(secret) == hash_len
         if level == _EARLY and not early_accepted:
             continue
-        assert server[(level, 1 - direction)] == secret, f"secret mismatch at level {level}, client dir {direction}"
+        assert server[(level, 1 - direction)] == secret, \
+            f"secret mismatch at level {level}, client dir {direction}"
     assert len(set(client.values())) == len(client), "distinct traffic secrets expected"
 
 
@@ -151,12 +152,14 @@ def check_pair(ours: Side, aio: AioSide, *, ours_is_client: bool, suite: int, re
     if ours_is_client:
         assert ours.peer_params == SERVER_PARAMS
         assert aio.peer_params == CLIENT_PARAMS
-        check_secrets(ours.secrets(), aio.secrets(), suite, early_sent=early_sent, early_accepted=early_accepted)
+        check_secrets(ours.secrets(), aio.secrets(), suite, early_sent=early_sent,
+                      early_accepted=early_accepted)
     else:
         assert ours.peer_params == CLIENT_PARAMS
         assert aio.peer_params == SERVER_PARAMS
         assert done.server_name == "localhost"
-        check_secrets(aio.secrets(), ours.secrets(), suite, early_sent=early_sent, early_accepted=early_accepted)
+        check_secrets(aio.secrets(), ours.secrets(), suite, early_sent=early_sent,
+                      early_accepted=early_accepted)
 
 
 def der(cert) -> bytes:
@@ -191,7 +194,8 @@ class TestOurClientAioquicServer:
 
     @COMMON_GROUPS
     def test_group(self, clock, group):
-        client, server = run_ours_vs_aioquic_server(our_client_config(groups=[group]), aio_server(), clock.now)
+        client, server = run_ours_vs_aioquic_server(our_client_config(groups=[group]), aio_server(),
+                                                    clock.now)
         check_pair(client, server, ours_is_client=True, suite=CipherSuite.AES_256_GCM_SHA384, group=group)
 
     @CERT_KINDS
@@ -213,7 +217,8 @@ class TestOurClientAioquicServer:
     @pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
     def test_ip_address_server_name(self, clock, address):
         """No SNI for an IP literal; the certificate's IP SAN is what we verify."""
-        client, server = run_ours_vs_aioquic_server(our_client_config(server_name=address), aio_server(), clock.now)
+        client, server = run_ours_vs_aioquic_server(our_client_config(server_name=address), aio_server(),
+                                                    clock.now)
         check_pair(client, server, ours_is_client=True, suite=CipherSuite.AES_256_GCM_SHA384)
 
     @pytest.mark.parametrize("chunk", [1, 7, 100])
@@ -240,7 +245,8 @@ class TestOurClientAioquicServer:
 
     def _ticket(self, clock, store, suite, **server_kw):
         client, server = run_ours_vs_aioquic_server(
-            our_client_config(), aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)], **server_kw),
+            our_client_config(),
+            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)], **server_kw),
             clock.now,
         )
         check_pair(client, server, ours_is_client=True, suite=suite)
@@ -274,7 +280,8 @@ class TestOurClientAioquicServer:
         clock.advance(5)
         client, server = run_ours_vs_aioquic_server(
             our_client_config(session=session, enable_early_data=True),
-            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)], max_early_data=QUIC_MAX_EARLY_DATA),
+            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)],
+                       max_early_data=QUIC_MAX_EARLY_DATA),
             clock.now,
         )
         check_pair(client, server, ours_is_client=True, suite=suite, resumed=True,
@@ -286,7 +293,8 @@ class TestOurClientAioquicServer:
         session = self._ticket(clock, store, suite, max_early_data=QUIC_MAX_EARLY_DATA)
         client, server = run_ours_vs_aioquic_server(
             our_client_config(session=session),
-            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)], max_early_data=QUIC_MAX_EARLY_DATA),
+            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)],
+                       max_early_data=QUIC_MAX_EARLY_DATA),
             clock.now,
         )
         check_pair(client, server, ours_is_client=True, suite=suite, resumed=True)
@@ -313,7 +321,8 @@ class TestOurClientAioquicServer:
         store = TicketStore()
         session = self._ticket(clock, store, suite)
         client, server = run_ours_vs_aioquic_server(
-            our_client_config(session=session), aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)]),
+            our_client_config(session=session),
+            aio_server(store=store, cipher_suites=[aiotls.CipherSuite(suite)]),
             clock.now,
         )
         check_pair(client, server, ours_is_client=True, suite=suite, resumed=True)
@@ -372,7 +381,8 @@ class TestOurClientAioquicServer:
         # so verify the certificate it received with its own verifier and the test CA.
         received = server.ctx._peer_certificate
         assert der(received) == der(interop_leaf(kind, "our client")[0])
-        aiotls.verify_certificate(certificate=received, chain=server.ctx._peer_certificate_chain, cadata=ca_pem())
+        aiotls.verify_certificate(certificate=received, chain=server.ctx._peer_certificate_chain,
+                                  cadata=ca_pem())
 
     def test_client_without_certificate(self, clock):
         client, server = run_ours_vs_aioquic_server(
@@ -417,7 +427,8 @@ class TestAioquicClientOurServer:
 
     @COMMON_GROUPS
     def test_group(self, clock, group):
-        client, server = run_aioquic_client_vs_ours(aio_client(), our_server_config(groups=[group]), clock.now)
+        client, server = run_aioquic_client_vs_ours(aio_client(), our_server_config(groups=[group]),
+                                                    clock.now)
         check_pair(server, client, ours_is_client=False, suite=CipherSuite.AES_128_GCM_SHA256, group=group)
 
     @CERT_KINDS
@@ -435,7 +446,8 @@ class TestAioquicClientOurServer:
         assert [der(c) for c in client.ctx._peer_certificate_chain] == [der(inter)]
 
     def test_ip_address_server_name(self, clock):
-        client, server = run_aioquic_client_vs_ours(aio_client(server_name="127.0.0.1"), our_server_config(), clock.now)
+        client, server = run_aioquic_client_vs_ours(aio_client(server_name="127.0.0.1"), our_server_config(),
+                                                    clock.now)
         assert server.complete.server_name is None  # aioquic leaves IP literals out of SNI
         assert client.connected and client.ctx.key_schedule.cipher_suite == CipherSuite.AES_128_GCM_SHA256
         check_secrets(client.secrets(), server.secrets(), CipherSuite.AES_128_GCM_SHA256,
@@ -460,7 +472,8 @@ class TestAioquicClientOurServer:
 
     def test_no_common_alpn(self, clock):
         with pytest.raises(TlsError) as err:
-            run_aioquic_client_vs_ours(aio_client(alpn_protocols=["hq-interop"]), our_server_config(), clock.now)
+            run_aioquic_client_vs_ours(aio_client(alpn_protocols=["hq-interop"]), our_server_config(),
+                                       clock.now)
         assert err.value.alert == AlertDescription.no_application_protocol
 
     # -- resumption and 0-RTT ---------------------------------------------------------------
@@ -522,7 +535,8 @@ class TestAioquicClientOurServer:
             aio_client(cipher_suites=[aiotls.CipherSuite(suite)], session_ticket=ticket), cfg, clock.now
         )
         check_pair(server, client, ours_is_client=False, suite=suite, resumed=True)
-        assert [der(c) for c in server.complete.peer_certificates] == [der(interop_leaf("ed25519", "aioquic client")[0])]
+        expected = interop_leaf("ed25519", "aioquic client")[0]
+        assert [der(c) for c in server.complete.peer_certificates] == [der(expected)]
 
     def test_early_data_rejected_by_server_without_early_data(self, clock):
         key = bytes(range(64))
@@ -552,7 +566,8 @@ class TestAioquicClientOurServer:
                    early_sent=True, early_accepted=False)
 
     def _psk_ke_client(self, ticket=None) -> aiotls.Context:
-        ctx = aio_client(cipher_suites=[aiotls.CipherSuite(CipherSuite.AES_128_GCM_SHA256)], session_ticket=ticket)
+        ctx = aio_client(cipher_suites=[aiotls.CipherSuite(CipherSuite.AES_128_GCM_SHA256)],
+                         session_ticket=ticket)
         ctx._psk_key_exchange_modes = [aiotls.PskKeyExchangeMode.PSK_KE]
         return ctx
 
@@ -569,8 +584,8 @@ class TestAioquicClientOurServer:
         """A server configured to refuse psk_ke, given a psk_ke-only offer: a full
         handshake, which aioquic completes."""
         key = bytes(range(64))
-        client, _ = run_aioquic_client_vs_ours(self._psk_ke_client(), our_server_config(session_ticket_key=key),
-                                               clock.now)
+        client, _ = run_aioquic_client_vs_ours(self._psk_ke_client(),
+                                               our_server_config(session_ticket_key=key), clock.now)
         (ticket,) = client.tickets
         client, server = run_aioquic_client_vs_ours(
             self._psk_ke_client(ticket), our_server_config(session_ticket_key=key, psk_modes=[1]), clock.now
@@ -620,7 +635,8 @@ class TestAioquicClientOurServer:
 
     def test_client_without_certificate_required(self, clock):
         with pytest.raises(TlsError) as err:
-            run_aioquic_client_vs_ours(aio_client(), our_server_config(client_auth=ClientAuth.REQUIRED), clock.now)
+            run_aioquic_client_vs_ours(aio_client(), our_server_config(client_auth=ClientAuth.REQUIRED),
+                                       clock.now)
         assert err.value.alert == AlertDescription.certificate_required
 
     def test_client_certificate_from_unknown_ca(self, clock):

@@ -3,9 +3,10 @@ here wrote): our handshake on the simulation backend, both directions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
-import time
+from collections.abc import Callable
 
 import pytest
 
@@ -25,7 +26,32 @@ V1, V2 = 0x00000001, 0x6B3343CF
 ISSUED_TO_AIOQUIC = 7
 
 
-class Echo(QuicConnectionProtocol):
+class Watched(QuicConnectionProtocol):
+    """An aioquic connection a test can wait on: settle() re-checks its condition after
+    every datagram aioquic has handled, on aioquic's own loop."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self._datagram_handled = asyncio.Event()
+
+    def datagram_received(self, data, addr) -> None:
+        super().datagram_received(data, addr)
+        self._datagram_handled.set()
+
+    async def settle(self, ready: Callable[[], bool], timeout: float = 2.0) -> None:
+        """Until `ready()` holds or `timeout` passes; the caller asserts what it needs."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not ready():
+                    self._datagram_handled.clear()
+                    await self._datagram_handled.wait()
+
+    def peer_cids(self) -> int:
+        """How many of our connection IDs aioquic holds unused (RFC 9000 §5.1.1)."""
+        return len(self._quic._peer_cid_available)
+
+
+class Echo(Watched):
     def quic_event_received(self, event) -> None:
         if isinstance(event, StreamDataReceived):
             self._quic.send_stream_data(event.stream_id, event.data.upper(), event.end_stream)
@@ -38,7 +64,8 @@ class AioquicServer:
     def __init__(self, pki, *, version: int = V1, early: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
         self.tickets: dict[bytes, SessionTicket] = {}
-        cfg = QuicConfiguration(is_client=False, alpn_protocols=["h3", "smb"], supported_versions=[version, V1])
+        cfg = QuicConfiguration(is_client=False, alpn_protocols=["h3", "smb"],
+                                supported_versions=[version, V1])
         cfg.load_cert_chain(pki.cert_file, pki.key_file)
         self.cfg = cfg
         self.early = early
@@ -68,10 +95,16 @@ class AioquicServer:
         self.protocols.append(protocol)
         return protocol
 
-    def peer_cids(self) -> int:
-        """How many of our CIDs aioquic's (only) connection holds unused."""
+    def settled_peer_cids(self, count: int, timeout: float = 2.0) -> int:
+        """How many of our CIDs aioquic's (only) connection holds unused, once it holds
+        `count` or `timeout` has passed."""
         (protocol,) = self.protocols
-        return len(protocol._quic._peer_cid_available)
+
+        async def settled() -> int:
+            await protocol.settle(lambda: protocol.peer_cids() >= count, timeout)
+            return protocol.peer_cids()
+
+        return asyncio.run_coroutine_threadsafe(settled(), self.loop).result(timeout + 5)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.server.close)
@@ -85,7 +118,8 @@ def aioquic_server(pki):
 
 
 def our_client(pki, **kw) -> HandshakeConfig:
-    return HandshakeConfig(**{**dict(alpns=["smb", "h3"], hostname="localhost", cafile=pki.ca_file, timeout=5), **kw})
+    base = dict(alpns=["smb", "h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
+    return HandshakeConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
@@ -98,10 +132,7 @@ def test_our_client_against_aioquic_server(pki, aioquic_server, version) -> None
         result = quic_handshake(sock, our_client(pki))
         assert result.alpn == "h3"  # aioquic chooses by its own preference order
         assert exchange(sock, b"over the wire") == b"OVER THE WIRE"
-        deadline = time.monotonic() + 2
-        while srv.peer_cids() < ISSUED_TO_AIOQUIC and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert srv.peer_cids() == ISSUED_TO_AIOQUIC
+        assert srv.settled_peer_cids(ISSUED_TO_AIOQUIC) == ISSUED_TO_AIOQUIC
 
 
 def test_our_client_resumes_with_0rtt_against_aioquic(pki, aioquic_server) -> None:
@@ -118,14 +149,6 @@ def test_our_client_resumes_with_0rtt_against_aioquic(pki, aioquic_server) -> No
         assert data == b"ZERO RTT"
 
 
-async def _settle(ready, timeout: float = 2.0) -> None:  # noqa: ANN001
-    """Poll `ready()` on the running loop (aioquic's datagrams arrive meanwhile) until it
-    holds or `timeout` passes; the caller asserts what it needs."""
-    deadline = time.monotonic() + timeout
-    while not ready() and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-
-
 async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionTicket | None = None,
                           early: bytes | None = None, alpn: str = "h3",
                           wait_ticket: bool = False) -> tuple[bytes, list, dict]:
@@ -135,17 +158,17 @@ async def _aioquic_client(port: int, pki, *, version: int = V1, ticket: SessionT
     cfg.session_ticket = ticket
     tickets: list[SessionTicket] = []
     async with connect("127.0.0.1", port, configuration=cfg, session_ticket_handler=tickets.append,
-                       wait_connected=early is None) as client:
+                       create_protocol=Watched, wait_connected=early is None) as client:
         reader, writer = await client.create_stream()
         writer.write(early or b"from aioquic")
         writer.write_eof()
         data = await asyncio.wait_for(reader.read(), 5)
-        info = {"resumed": client._quic.tls.session_resumed, "early": client._quic.tls.early_data_accepted,
-                "alpn": client._quic.tls.alpn_negotiated}
+        tls = client._quic.tls
+        info = {"resumed": tls.session_resumed, "early": tls.early_data_accepted, "alpn": tls.alpn_negotiated}
         # the NEW_CONNECTION_IDs (and the ticket, when asked) come after the stream's answer
-        await _settle(lambda: len(client._quic._peer_cid_available) >= ISSUED_TO_AIOQUIC
-                      and (bool(tickets) or not wait_ticket))
-        info["peer_cids"] = len(client._quic._peer_cid_available)
+        await client.settle(lambda: client.peer_cids() >= ISSUED_TO_AIOQUIC
+                            and (bool(tickets) or not wait_ticket))
+        info["peer_cids"] = client.peer_cids()
     return data, tickets, info
 
 
@@ -161,7 +184,8 @@ def test_aioquic_client_against_our_server(pki, server_factory, version) -> None
 
 def test_aioquic_client_resumes_with_0rtt_on_our_server(pki, server_factory) -> None:
     srv = server_factory("sim", HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
-                                                key_file=pki.key_file, early_data=True, timeout=5), after=echo_upper)
+                                                key_file=pki.key_file, early_data=True, timeout=5),
+                         after=echo_upper)
     _, tickets, _ = asyncio.run(_aioquic_client(srv.address[1], pki, wait_ticket=True))
     assert tickets, "our server sent no NewSessionTicket"
     data, _, info = asyncio.run(_aioquic_client(srv.address[1], pki, ticket=tickets[0], early=b"early bird"))

@@ -104,12 +104,13 @@ def picoquic_client(pki, port: int, *args: str) -> dict:
 
 
 def our_client(pki, **kw) -> HandshakeConfig:
-    return HandshakeConfig(**{**dict(alpns=["smb", "h3"], hostname="localhost", cafile=pki.ca_file, timeout=5), **kw})
+    base = dict(alpns=["smb", "h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
+    return HandshakeConfig(**{**base, **kw})
 
 
 def our_server(pki, **kw) -> HandshakeConfig:
-    return HandshakeConfig(**{**dict(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file,
-                                     timeout=5), **kw})
+    base = dict(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file, timeout=5)
+    return HandshakeConfig(**{**base, **kw})
 
 
 def quic_version(sock: QuicSocket) -> int:
@@ -211,7 +212,8 @@ def test_picoquic_client_against_our_server(pki, server_factory, version) -> Non
     (RFC 9368); our server, configured for v2, moves the connection there."""
     srv = server_factory("sim", our_server(pki), after=_echo)
     srv.sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(version=version))
-    report = picoquic_client(pki, srv.address[1], "--alpn", "h3", "--version", "v1" if version == V1 else "v2")
+    version_name = "v1" if version == V1 else "v2"
+    report = picoquic_client(pki, srv.address[1], "--alpn", "h3", "--version", version_name)
     assert report["error"] is None, report
     assert report["echo"] == "FROM PICOQUIC" and report["alpn"] == "h3" and report["resumed"] is False
     (result,) = srv.wait()
@@ -220,7 +222,8 @@ def test_picoquic_client_against_our_server(pki, server_factory, version) -> Non
     assert not srv.errors
 
 
-@pytest.mark.parametrize("client_alpns, expected", [("h3,smb", "h3"), ("smb,h3", "smb"), ("other,smb", "smb")])
+@pytest.mark.parametrize("client_alpns, expected",
+                         [("h3,smb", "h3"), ("smb,h3", "smb"), ("other,smb", "smb")])
 def test_our_server_alpn_choice_for_picoquic_client(pki, server_factory, client_alpns, expected) -> None:
     """Our server (smb, h3) picks in the client's preference order, as GnuTLS does."""
     srv = server_factory("sim", our_server(pki, alpns=["smb", "h3"]), alpn=b"smb,h3", after=_echo)
@@ -243,7 +246,8 @@ def test_picoquic_client_resumes_with_0rtt_on_our_server(pki, server_factory, tm
     # status is not surfaced), so only our side can tell the data went as 0-RTT.
 
 
-@pytest.mark.parametrize("group", [NamedGroup.SECP256R1, NamedGroup.X25519MLKEM768], ids=["p256", "x25519mlkem768"])
+@pytest.mark.parametrize("group", [NamedGroup.SECP256R1, NamedGroup.X25519MLKEM768],
+                         ids=["p256", "x25519mlkem768"])
 def test_our_server_sends_hello_retry_request_to_picoquic(pki, server_factory, group) -> None:
     """picoquic shares X25519 first; our server takes only `group`, which picoquic also
     supports, so it retries with a HelloRetryRequest."""
@@ -267,7 +271,8 @@ def test_our_secp384r1_only_server_and_picoquic_share_no_group(pki, server_facto
 def test_picoquic_client_certificate_on_our_server(pki, server_factory) -> None:
     """aiopquic has no client-certificate knob of its own, but a client's certificate_file /
     private_key_file reach picoquic, which presents them when our server asks."""
-    srv = server_factory("sim", our_server(pki, client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file), after=_echo)
+    config = our_server(pki, client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file)
+    srv = server_factory("sim", config, after=_echo)
     report = picoquic_client(pki, srv.address[1], "--cert", pki.cert_file, "--key", pki.key_file)
     assert report["error"] is None and report["echo"] == "FROM PICOQUIC", report
     (result,) = srv.wait()
@@ -275,7 +280,8 @@ def test_picoquic_client_certificate_on_our_server(pki, server_factory) -> None:
 
 
 def test_picoquic_client_without_certificate_is_refused_by_our_server(pki, server_factory) -> None:
-    srv = server_factory("sim", our_server(pki, client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file), after=_echo)
+    config = our_server(pki, client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file)
+    srv = server_factory("sim", config, after=_echo)
     report = picoquic_client(pki, srv.address[1], "--timeout", "3")
     assert report["echo"] in (None, ""), report
     (failure,) = srv.wait()

@@ -145,7 +145,8 @@ def test_session_data_round_trips_exactly_and_bounds_its_clock() -> None:
     for ms in (1_780_000_000_001, 4_306_019_458_242, (1 << 51) - 1):
         blob = dataclasses.replace(base, received_at=ms / 1000).encode()
         assert SessionData.decode(blob).encode() == blob
-    late = dataclasses.replace(base, received_at=0).encode().replace(bytes(8), (1 << 51).to_bytes(8, "big"), 1)
+    at_zero = dataclasses.replace(base, received_at=0).encode()
+    late = at_zero.replace(bytes(8), (1 << 51).to_bytes(8, "big"), 1)
     with pytest.raises(TlsError, match="received_at"):
         SessionData.decode(late)
 

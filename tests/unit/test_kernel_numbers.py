@@ -22,9 +22,11 @@ def test_constant_matches_compiled_abi(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("enum", "c_enum", "prefix"),
-    [(CryptoLevel, "enum quic_crypto_level", "QUIC_CRYPTO_"), (QuicEvent, "enum quic_event_type", "QUIC_EVENT_")],
+    [(CryptoLevel, "enum quic_crypto_level", "QUIC_CRYPTO_"),
+     (QuicEvent, "enum quic_event_type", "QUIC_EVENT_")],
 )
-def test_enum_matches_compiled_abi(enum: type[CryptoLevel] | type[QuicEvent], c_enum: str, prefix: str) -> None:
+def test_enum_matches_compiled_abi(enum: type[CryptoLevel] | type[QuicEvent], c_enum: str,
+                                   prefix: str) -> None:
     # The C enum's own list of names and values; QUIC_*_MAX is a bound, not a value.
     in_header = {name[len(prefix):]: value for name, value in ffi.typeof(c_enum).relements.items()
                  if not name.endswith("_MAX")}

@@ -233,7 +233,8 @@ def test_recvmsg_any_hands_a_control_buffer_and_skips_kernel_cmsgs(pair):
     assert (rc, data) == (5, b"creds")
     assert (kind, sid) == (lib.QUICHSD_RECV_STREAM, -1)
     assert mflags & lib.MSG_CTRUNC == 0  # our control buffer had room for it
-    assert socket.CMSG_SPACE(16) + socket.CMSG_SPACE(1) + socket.CMSG_SPACE(12) <= lib.QUICHSD_RECV_CONTROL_SIZE
+    control = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(1) + socket.CMSG_SPACE(12)
+    assert control <= lib.QUICHSD_RECV_CONTROL_SIZE
 
 
 def test_recvmsg_any_would_block_and_flags_pass_through(pair):
@@ -525,7 +526,6 @@ def _listener() -> tuple[KernelQuicSocket, Address]:
     return server, server.getsockname()
 
 
-
 @needs_quic
 def test_quic_client_connect_handshake_level_rules():
     """spec §1.1, §1.4, §2.3: after connect() the client is ESTABLISHING with Initial keys."""
@@ -534,12 +534,14 @@ def test_quic_client_connect_handshake_level_rules():
         client.connect(addr)
         blob = client.getsockopt(lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, 512)
         assert 0 < len(blob) <= 512
-        initial = abi.pack_crypto_secret(lib.QUIC_CRYPTO_INITIAL, True, lib.TLS_CIPHER_AES_GCM_128, bytes(32))
+        initial = abi.pack_crypto_secret(lib.QUIC_CRYPTO_INITIAL, True, lib.TLS_CIPHER_AES_GCM_128,
+                                         bytes(32))
         assert _errno_of(client.setsockopt, lib.QUIC_SOCKOPT_CRYPTO_SECRET, initial) == errno.EINVAL
-        assert _errno_of(client.send_handshake, lib.QUIC_CRYPTO_EARLY, b"\x01\x00\x00\x00") == errno.EINVAL
-        assert _errno_of(client.send_handshake, lib.QUIC_CRYPTO_HANDSHAKE, b"\x14\x00\x00\x00") == errno.EINVAL
-        assert _errno_of(client.send_handshake, lib.QUIC_CRYPTO_INITIAL, b"") == errno.EMSGSIZE
-        assert _errno_of(client.send_handshake, lib.QUIC_CRYPTO_INITIAL, b"x", lib.MSG_PEEK) == errno.EINVAL
+        send = client.send_handshake
+        assert _errno_of(send, lib.QUIC_CRYPTO_EARLY, b"\x01\x00\x00\x00") == errno.EINVAL
+        assert _errno_of(send, lib.QUIC_CRYPTO_HANDSHAKE, b"\x14\x00\x00\x00") == errno.EINVAL
+        assert _errno_of(send, lib.QUIC_CRYPTO_INITIAL, b"") == errno.EMSGSIZE
+        assert _errno_of(send, lib.QUIC_CRYPTO_INITIAL, b"x", lib.MSG_PEEK) == errno.EINVAL
         assert _errno_of(client.connect, addr) == errno.EINVAL
 
 
