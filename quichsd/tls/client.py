@@ -132,7 +132,8 @@ class _StaticHello:
             exts[ET.SERVER_NAME] = ext.encode_server_name(name)
         exts[ET.SUPPORTED_GROUPS] = ext.encode_u16_list(cfg.groups)
         exts[ET.SIGNATURE_ALGORITHMS] = ext.encode_u16_list(cfg.signature_schemes)
-        exts[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
+        if cfg.alpn_protocols:  # always for QUIC (TlsConfig checks); optional over TCP
+            exts[ET.ALPN] = ext.encode_alpn(cfg.alpn_protocols)
         exts[ET.SUPPORTED_VERSIONS] = ext.encode_supported_versions_client()
         self.extensions = exts
         self.encoded = extensions_body(exts)
@@ -277,10 +278,9 @@ class ClientEngine(TlsEngine):
         assert share is not None
         static = _static_hello(cfg)
         # After the static ones (RFC 8446 §4.2.11: pre_shared_key, if any, comes last).
-        tail: dict[int, bytes] = {
-            ET.KEY_SHARE: ext.encode_key_share_client([(share.group, share.public)]),
-            ET.QUIC_TRANSPORT_PARAMETERS: cfg.transport_parameters,
-        }
+        tail: dict[int, bytes] = {ET.KEY_SHARE: ext.encode_key_share_client([(share.group, share.public)])}
+        if cfg.quic:
+            tail[ET.QUIC_TRANSPORT_PARAMETERS] = cfg.transport_parameters
         if cookie is not None:
             tail[ET.COOKIE] = ext.encode_cookie(cookie)
         # Tickets are only issued to clients that name a PSK mode (RFC 8446 §4.2.9).
@@ -440,14 +440,15 @@ class ClientEngine(TlsEngine):
     def _on_encrypted_extensions(self, ee: EncryptedExtensions, raw: bytes) -> None:
         self._check_unsolicited(ee.extensions, _EE_EXTENSIONS, "EncryptedExtensions")
         alpn = ee.extensions.get(ET.ALPN)
-        if alpn is None:
+        if alpn is not None:
+            chosen = ext.decode_alpn(alpn)
+            if len(chosen) != 1 or chosen[0] not in self.config.alpn_protocols:
+                raise illegal_parameter("server selected an ALPN protocol we did not offer")
+            self._alpn = chosen[0]
+        elif self.config.quic:
             raise TlsError(AlertDescription.no_application_protocol, "server did not select an ALPN protocol")
-        chosen = ext.decode_alpn(alpn)
-        if len(chosen) != 1 or chosen[0] not in self.config.alpn_protocols:
-            raise illegal_parameter("server selected an ALPN protocol we did not offer")
-        self._alpn = chosen[0]
         params = ee.extensions.get(ET.QUIC_TRANSPORT_PARAMETERS)
-        if params is None:
+        if params is None and self.config.quic:
             raise TlsError(AlertDescription.missing_extension, "no quic_transport_parameters (RFC 9001 §8.2)")
         if ET.EARLY_DATA in ee.extensions:
             ext.expect_empty(ee.extensions[ET.EARLY_DATA], "early_data")
@@ -460,8 +461,9 @@ class ClientEngine(TlsEngine):
             ext.expect_empty(ee.extensions[ET.SERVER_NAME], "server_name")
         assert self.transcript is not None
         self.transcript.update(raw)
-        self.peer_transport_parameters = params
-        self._events.append(PeerTransportParameters(params))
+        if params is not None:  # over TCP: never (not offered, so refused as unsolicited)
+            self.peer_transport_parameters = params
+            self._events.append(PeerTransportParameters(params))
         self._advance("EncryptedExtensions, PSK accepted" if self._psk_accepted else "EncryptedExtensions")
 
     def _on_certificate_request(self, cr: CertificateRequest, raw: bytes) -> None:

@@ -182,10 +182,14 @@ class TlsConfig:
     # Client: rewrites the ClientHello before it is encoded and enters the transcript
     # (`quichsd spec`'s seam, sock/sim/rewrite.py; not applied to a hello offering a PSK).
     client_hello_rewrite: Callable[[ClientHello], ClientHello] | None = None
+    # False: TLS 1.3 over TCP (RFC 8446 alone; quichsd/tcp/): no quic_transport_parameters
+    # either way, ALPN optional (none configured: none sent, a client's offer ignored), and
+    # a server echoes the client's legacy_session_id (middlebox compatibility, §D.4).
+    quic: bool = True
 
     def __post_init__(self) -> None:
         self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]
-        if not self.alpn_protocols or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
+        if (self.quic and not self.alpn_protocols) or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
             raise ValueError("QUIC needs at least one ALPN protocol of 1..255 bytes (RFC 9001 §8.1)")
         modes = {PskKeyExchangeMode(m) for m in self.psk_modes}
         if not modes:

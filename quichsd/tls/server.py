@@ -115,7 +115,7 @@ SERVER_TRANSITIONS = {
 }
 
 # (selected ALPN, early_data accepted) -> EncryptedExtensions' leading extensions.
-_EE_PREFIXES: dict[tuple[bytes, bool], bytes] = {}
+_EE_PREFIXES: dict[tuple[bytes | None, bool], bytes] = {}
 
 # One random key per process for HelloRetryRequest cookies (we keep state anyway; the
 # cookie binds the retried hello to the first one).
@@ -264,11 +264,12 @@ class ServerEngine(TlsEngine):
             raise TlsError(AlertDescription.protocol_version, "client does not offer TLS 1.3")
         if ch.legacy_compression_methods != b"\x00":
             raise illegal_parameter("legacy_compression_methods is not just null (RFC 8446 §4.1.2)")
-        if ch.legacy_session_id:
+        quic = self.config.quic  # over TCP: a session id is echoed, no transport parameters
+        if ch.legacy_session_id and quic:
             # RFC 9001 §8.4: middlebox compatibility mode is a PROTOCOL_VIOLATION in QUIC.
             raise protocol_violation("ClientHello with a legacy_session_id")
         params = exts.get(ET.QUIC_TRANSPORT_PARAMETERS)
-        if params is None:
+        if params is None and quic:
             raise TlsError(AlertDescription.missing_extension, "no quic_transport_parameters (RFC 9001 §8.2)")
         self.peer_transport_parameters = params
         name = exts.get(ET.SERVER_NAME)
@@ -297,7 +298,8 @@ class ServerEngine(TlsEngine):
         cookie = ch.extensions.get(ET.COOKIE)
         if cookie is None or not hmac.compare_digest(ext.decode_cookie(cookie), self._cookie):
             raise illegal_parameter("second ClientHello does not echo the cookie")
-        if ch.extensions.get(ET.QUIC_TRANSPORT_PARAMETERS) != first.extensions[ET.QUIC_TRANSPORT_PARAMETERS]:
+        qtp = ET.QUIC_TRANSPORT_PARAMETERS
+        if ch.extensions.get(qtp) != first.extensions.get(qtp):
             raise illegal_parameter("second ClientHello changed its transport parameters")
 
     def _client_hello_info(self, ch: ClientHello) -> ClientHelloInfo:
@@ -332,9 +334,12 @@ class ServerEngine(TlsEngine):
             return [self.suite]  # RFC 8446 §4.1.4: the suite of the HelloRetryRequest
         return common
 
-    def _choose_alpn(self, ch: ClientHello) -> bytes:
-        """RFC 7301 §3.2 and RFC 9001 §8.1; client preference, as the kernel's dispatch."""
+    def _choose_alpn(self, ch: ClientHello) -> bytes | None:
+        """RFC 7301 §3.2 and RFC 9001 §8.1; client preference, as the kernel's dispatch.
+        Over TCP ALPN is optional: None when either side has none."""
         raw = ch.extensions.get(ET.ALPN)
+        if not self.config.quic and (raw is None or not self._alpn_choices):
+            return None
         if raw is None:
             raise TlsError(AlertDescription.no_application_protocol, "ClientHello without ALPN")
         for proto in ext.decode_alpn(raw):
@@ -429,7 +434,7 @@ class ServerEngine(TlsEngine):
         self._psk_key_schedule = ks
 
     def _accept_early_data(self, ch: ClientHello, psk: _Psk | None, suite: SuiteInfo,
-                           alpn: bytes, retry: bool) -> bool:
+                           alpn: bytes | None, retry: bool) -> bool:
         """RFC 8446 §4.2.10 and RFC 9001 §4.6: accept 0-RTT only for the first PSK, from
         one of our tickets, under the same suite and ALPN, fresh, and used once."""
         if ET.EARLY_DATA not in ch.extensions or retry:
@@ -461,7 +466,7 @@ class ServerEngine(TlsEngine):
             ET.KEY_SHARE: ext.encode_u16(self._hrr_group),
             ET.COOKIE: ext.encode_cookie(self._cookie),
         }
-        hrr = ServerHello(HELLO_RETRY_REQUEST_RANDOM, int(suite.suite), exts).encode()
+        hrr = ServerHello(HELLO_RETRY_REQUEST_RANDOM, int(suite.suite), exts, ch.legacy_session_id).encode()
         # RFC 8446 §4.4.1: ClientHello1 enters the transcript as a message_hash.
         self._retry_prefix = message_hash(suite.hash_name, raw) + hrr
         transcript.update(self._retry_prefix)
@@ -486,8 +491,8 @@ class ServerEngine(TlsEngine):
         ks = self._psk_key_schedule if psk is not None and self._psk_key_schedule else KeySchedule(suite)
         self.key_schedule = ks
         params = self.peer_transport_parameters
-        assert params is not None
-        if not self.config.pause_at_client_hello:  # else ClientHelloReceived carried them
+        # Over TCP there are none; with a pause, ClientHelloReceived carried them.
+        if params is not None and not self.config.pause_at_client_hello:
             self._events.append(PeerTransportParameters(params))
         if self._early_accepted:
             early = ks.client_early_traffic_secret(transcript.digest())
@@ -509,7 +514,7 @@ class ServerEngine(TlsEngine):
             sh_exts += extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
         if psk is not None:
             sh_exts += extension(ET.PRE_SHARED_KEY, ext.encode_u16(psk.index))
-        sh = encode_server_hello(os.urandom(32), suite.suite, sh_exts)
+        sh = encode_server_hello(os.urandom(32), suite.suite, sh_exts, ch.legacy_session_id)
         transcript.update(sh)
         if make_shared is not None:
             # The ServerHello needs only our share: it goes first, the rest follows.
@@ -576,17 +581,18 @@ class ServerEngine(TlsEngine):
 
         All but the transport parameters (which may differ per connection) depend on the
         ALPN choice and the 0-RTT answer alone, so are encoded once per process."""
-        alpn = self._alpn
-        assert alpn is not None
+        alpn = self._alpn  # None only over TCP
         key = (alpn, self._early_accepted)
         prefix = _EE_PREFIXES.get(key)
         if prefix is None:
-            exts: dict[int, bytes] = {ET.ALPN: ext.encode_alpn([alpn])}
+            exts: dict[int, bytes] = {ET.ALPN: ext.encode_alpn([alpn])} if alpn is not None else {}
             if self._early_accepted:
                 exts[ET.EARLY_DATA] = b""
             prefix = extensions_body(exts)
             if len(_EE_PREFIXES) < 64:  # a hook picks ALPN values; keep the cache bounded
                 _EE_PREFIXES[key] = prefix
+        if not self.config.quic:
+            return encode_encrypted_extensions(prefix)
         return encode_encrypted_extensions(prefix + extension(ET.QUIC_TRANSPORT_PARAMETERS, self._local_params))
 
     # -- client's flight ------------------------------------------------------------------
