@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import lzma
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,7 @@ exec switch_root /newroot /bin/sh /run/quichsd-results/init.sh
 """
 
 
-def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     """A newc cpio archive of (name, mode, data); a symlink's data is its target."""
     out = io.BytesIO()
     for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
@@ -73,7 +74,7 @@ def build_initramfs(kernel: Kernel, dest: Path) -> Path:
             data = lzma.decompress(data)
         entries.append((f"modules/{name}.ko", 0o100644, data))
     entries.append(("init", 0o100755, INIT.format(modules=" ".join(INITRAMFS_MODULES)).encode()))
-    dest.write_bytes(_cpio_newc(entries))
+    dest.write_bytes(cpio_newc(entries))
     return dest
 
 
@@ -93,9 +94,9 @@ class Boot:
         results.mkdir(parents=True, exist_ok=True)
         initrd = build_initramfs(self.kernel, results / "initramfs.cpio")
         (results / "init.sh").write_text(GUEST_INIT.read_text())
-        env_lines = "".join(f"export {k}={_sh_quote(v)}\n" for k, v in self.env.items())
+        env_lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
         (results / "env.sh").write_text(
-            f"export QUICHSD_KERNEL_ROOT={_sh_quote(str(self.kernel.root))}\n"
+            f"export QUICHSD_KERNEL_ROOT={shlex.quote(str(self.kernel.root))}\n"
             f"export QUICHSD_KREL={KREL}\n" + env_lines)
         (results / "run.sh").write_text(self.script)
         (results / "status").unlink(missing_ok=True)
@@ -129,10 +130,6 @@ class Boot:
             raise RuntimeError(f"the guest stopped without a result (qemu exit {proc.returncode}, "
                                f"{time.monotonic() - started:.0f} s); its console is above")
         return int(status.read_text().strip() or 1)
-
-
-def _sh_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def results_dir() -> Path:
