@@ -36,7 +36,7 @@ MAX_PACKETS = 8
 _CLIENT_INITIAL_KEY = initial_keys(ODCID, QUIC_V1)[0]
 
 
-def _server() -> SimConnection:
+def server() -> SimConnection:
     conn = SimConnection(is_client=False, version=QUIC_V1.number, original_dcid=ODCID, peer_cid=CLIENT_CID,
                          local_cid=SERVER_CID, now=T, peer_addr=ADDR)
     for level in (HANDSHAKE, APP):
@@ -60,7 +60,7 @@ def _packets(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def _datagram(level: int, pn: int, payload: bytes) -> bytes:
+def datagram(level: int, pn: int, payload: bytes) -> bytes:
     if level == 0:
         padded = payload + bytes(max(0, 1200 - 60 - len(payload)))
         return build_long_packet(_CLIENT_INITIAL_KEY, QUIC_V1, LongPacketType.INITIAL, ODCID, CLIENT_CID,
@@ -72,15 +72,15 @@ def _datagram(level: int, pn: int, payload: bytes) -> bytes:
 
 
 def one_input(data: bytes) -> None:
-    conn = _server()
+    conn = server()
     now = T
     next_pn = [0, 0, 0]
     for level, payload in _packets(data):
-        datagram = _datagram(level, next_pn[level], payload[:1400])
+        packet = datagram(level, next_pn[level], payload[:1400])
         next_pn[level] += 1
         was_closed = conn.state is ConnState.CLOSED
         now += 0.01
-        conn.receive_datagram(datagram, ADDR, now)
+        conn.receive_datagram(packet, ADDR, now)
         assert not was_closed or conn.state is ConnState.CLOSED, "a closed connection opened again"
         conn.datagrams_to_send(now)
         timer = conn.get_timer()

@@ -112,10 +112,10 @@ def test_reset_stream_final_size_over_credit_is_flow_control_error(final_size: i
     from quichsd.quic.errors import QuicErrorCode
     from quichsd.sock.sim.frames import ResetStream
 
-    conn = q._server()
-    limit = conn._local["max_stream_data_bidi_remote"]
+    conn = q.server()
+    limit = conn.get_transport_param(remote=False)["max_stream_data_bidi_remote"]
     assert final_size > limit
-    conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, final_size).encode()), q.ADDR, q.T + 1)
+    conn.receive_datagram(q.datagram(2, 0, ResetStream(0, 7, final_size).encode()), q.ADDR, q.T + 1)
     assert conn.state == ConnState.CLOSED
     assert conn.close_info[:2] == (QuicErrorCode.FLOW_CONTROL_ERROR, 0x04)
     conn.datagrams_to_send(q.T + 1)  # the CONNECTION_CLOSE goes out; nothing raises
@@ -125,8 +125,8 @@ def test_reset_stream_within_credit_still_resets() -> None:
     from fuzz import quic_connection as q
     from quichsd.sock.sim.frames import ResetStream
 
-    conn = q._server()
-    conn.receive_datagram(q._datagram(2, 0, ResetStream(0, 7, 1000).encode()), q.ADDR, q.T + 1)
+    conn = q.server()
+    conn.receive_datagram(q.datagram(2, 0, ResetStream(0, 7, 1000).encode()), q.ADDR, q.T + 1)
     assert conn.state == ConnState.ESTABLISHED
     assert conn.datagrams_to_send(q.T + 1)
 
@@ -159,11 +159,35 @@ def test_a_sent_reset_stream_is_not_sent_again_with_its_sentinel() -> None:
     from fuzz import quic_connection as q
     from quichsd.sock.sim import frames as fr
 
-    conn = q._server()
-    conn.receive_datagram(q._datagram(2, 0, fr.StopSending(0, 9).encode()), q.ADDR, q.T + 1)
-    manager = conn._streams
-    first = list(manager.control_frames())
-    assert fr.ResetStream(0, 9, 0) in first
-    manager.max_data_pending = True  # another control frame comes due
-    again = list(manager.control_frames())
-    assert again and not any(isinstance(f, fr.ResetStream) for f in again)
+    conn = q.server()
+    # a Handshake packet validates the client's address (RFC 9000 §8.1): no amplification limit
+    conn.receive_datagram(q.datagram(1, 0, fr.Ping().encode()), q.ADDR, q.T + 1)
+    conn.receive_datagram(q.datagram(2, 0, fr.StopSending(0, 9).encode()), q.ADDR, q.T + 1)
+    assert fr.ResetStream(0, 9, 0) in _frames_sent(conn, q.T + 1)
+    conn.stream_stop_sending(0, 5)  # another control frame comes due, on the same stream
+    again = _frames_sent(conn, q.T + 2)
+    assert fr.StopSending(0, 5) in again
+    assert not any(isinstance(f, fr.ResetStream) for f in again)
+
+
+def _frames_sent(conn, now: float) -> list:
+    """The frames of the 1-RTT packets fuzz/quic_connection's server sends at `now` (its
+    fixed secrets seal both directions)."""
+    from fuzz import quic_connection as q
+    from quichsd.quic.packet_protection import AES_128_GCM, PacketKey
+    from quichsd.quic.versions import QUIC_V1
+    from quichsd.sock.sim.frames import parse_frames
+    from quichsd.sock.sim.levels import APP
+    from quichsd.sock.sim.packets import parse_header, unprotect_packet
+
+    key = PacketKey(AES_128_GCM, q.SECRETS[APP], QUIC_V1)
+    frames = []
+    for data, _ in conn.datagrams_to_send(now):
+        pos = 0
+        while pos < len(data):
+            header = parse_header(data, pos, len(q.CLIENT_CID))
+            if not header.is_long:
+                _, _, payload = unprotect_packet(key, data, header, -1)
+                frames += [frame for _, frame in parse_frames(payload)]
+            pos = header.end
+    return frames
