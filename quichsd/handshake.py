@@ -165,7 +165,7 @@ def load_credentials(cert_file: str, key_file: str) -> Credentials:
         except OSError as exc:
             raise _unusable(what, path, exc) from None
     try:
-        credentials: Credentials = _by_file_version(Credentials.from_files, cert_file, key_file)
+        credentials = Credentials.from_files(cert_file, key_file)
     except Exception as exc:  # OSError, ValueError/TypeError from cryptography's parsers
         which = ("private key file", key_file) if _certificate_loads(cert_file) else ("certificate file", cert_file)
         raise _unusable(*which, exc) from None
@@ -188,7 +188,7 @@ def _certificate_loads(cert_file: str) -> bool:
 
 def load_trust(cafile: str) -> TrustStore:
     try:
-        store: TrustStore = _by_file_version(TrustStore.from_file, cafile)
+        store = TrustStore.from_file(cafile)
     except Exception as exc:
         raise _unusable("trust file", cafile, exc) from None
     return store
@@ -201,25 +201,6 @@ def _alpn_list(alpns: str | Sequence[str | bytes] | None) -> list[bytes]:
         text = alpns.decode() if isinstance(alpns, bytes) else alpns
         return [item.strip().encode() for item in text.split(",") if item.strip()]
     return [a.encode() if isinstance(a, str) else bytes(a) for a in alpns]
-
-
-_LOADED: dict[tuple[Any, ...], Any] = {}
-_LOADED_MAX = 64
-
-
-def _by_file_version(load: Any, *paths: str) -> Any:
-    """load(*paths), again only when a file changes: keyed by one stat() per file, which
-    is much cheaper per handshake than the loaders' own path resolution."""
-    key: tuple[Any, ...] = (load,)
-    for path in paths:
-        st = os.stat(path)
-        key += (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-    value = _LOADED.get(key)
-    if value is None:
-        if len(_LOADED) >= _LOADED_MAX:
-            _LOADED.clear()
-        value = _LOADED[key] = load(*paths)
-    return value
 
 
 class _Driver:

@@ -25,12 +25,12 @@ import os
 import pkgutil
 import threading
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
 from cryptography import x509
 
+from ..filecache import ParsedFiles
 from ..tls.certs import TrustStore, load_crls
 from ..tls.config import Credentials
 from .config import DaemonConfig, X509Settings
@@ -114,15 +114,8 @@ class FileCache:
         self.frozen = True
 
 
-def _crls_of(path: str) -> tuple[x509.CertificateRevocationList, ...]:
-    """One parse per file version, as for trust stores."""
-    st = os.stat(path)
-    return _crls_cached(os.path.realpath(path), st.st_mtime_ns, st.st_size)
-
-
-@lru_cache(maxsize=16)
-def _crls_cached(path: str, mtime_ns: int, size: int) -> tuple[x509.CertificateRevocationList, ...]:
-    return load_crls(path)
+# One parse per file version, as for trust stores.
+_crls_of = ParsedFiles(load_crls, maxsize=16)
 
 
 def _x509_settings(config: DaemonConfig) -> Iterator[X509Settings]:

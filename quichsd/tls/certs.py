@@ -18,9 +18,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..filecache import ParsedFiles
 from .constants import AlertDescription
 from .errors import TlsError
 
@@ -41,7 +43,7 @@ def load_certificates(path: str | Path) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(data)]
 
 
-def load_private_key(path: str | Path, password: bytes | None = None):  # noqa: ANN201
+def load_private_key(path: str | Path, password: bytes | None = None) -> PrivateKeyTypes:
     data = Path(path).read_bytes()
     if b"-----BEGIN" in data:
         return serialization.load_pem_private_key(data, password)
@@ -89,9 +91,7 @@ class TrustStore:
     def from_file(cls, path: str | Path) -> TrustStore:
         """One store per file version: a CA file named in every handshake's configuration
         is read and parsed once, and again only when it changes."""
-        resolved = Path(path).resolve()
-        stat = resolved.stat()
-        return _store_from_file(resolved, stat.st_mtime_ns, stat.st_size)
+        return _TRUST_FILES(path)
 
     @classmethod
     def system(cls) -> TrustStore:
@@ -106,13 +106,15 @@ def _has_key_usage(cert: x509.Certificate) -> bool:
     return True
 
 
-@lru_cache(maxsize=32)
-def _store_from_file(path: Path, mtime_ns: int, size: int) -> TrustStore:
-    return TrustStore.from_certificates(load_certificates(path), str(path))
+def _store_from_file(path: str | Path) -> TrustStore:
+    return TrustStore.from_certificates(load_certificates(path), str(Path(path).resolve()))
 
 
-@lru_cache(maxsize=1)
+_TRUST_FILES = ParsedFiles(_store_from_file, maxsize=32)
+
+
 def _system_store() -> TrustStore:
+    """The first system bundle that exists, re-read (like any trust store) when it changes."""
     for bundle in SYSTEM_BUNDLES:
         if Path(bundle).is_file():
             return TrustStore.from_file(bundle)
@@ -128,10 +130,10 @@ def is_ip_literal(name: str) -> bool:
     return True
 
 
-def _subject(name: str) -> verification.DNSName | verification.IPAddress:
+def _subject(name: str) -> x509.DNSName | x509.IPAddress:
     if is_ip_literal(name):
-        return verification.IPAddress(ipaddress.ip_address(name))
-    return verification.DNSName(name)
+        return x509.IPAddress(ipaddress.ip_address(name))
+    return x509.DNSName(name)
 
 
 # -- the profile: GnuTLS as tlshd uses it, on cryptography's web-PKI policy ---------------

@@ -11,6 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..filecache import ParsedFiles
 from .certs import TrustStore, load_certificates, load_private_key
 from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .groups import EphemeralKeyPool
@@ -68,15 +69,15 @@ class Credentials:
 
     @classmethod
     def from_files(cls, cert_file: str | Path, key_file: str | Path) -> Credentials:
-        """Loaded once per file version, not once per handshake."""
-        stamps = tuple((str(Path(f).resolve()), Path(f).stat().st_mtime_ns) for f in (cert_file, key_file))
-        return _credentials_from_files(stamps)
+        """Loaded once per version of the two files, not once per handshake."""
+        return _CREDENTIAL_FILES(cert_file, key_file)
 
 
-@lru_cache(maxsize=32)
-def _credentials_from_files(stamps: tuple[tuple[str, int], ...]) -> Credentials:
-    (cert_file, _), (key_file, _) = stamps
+def _credentials_from_files(cert_file: str | Path, key_file: str | Path) -> Credentials:
     return Credentials(load_certificates(cert_file), load_private_key(key_file))
+
+
+_CREDENTIAL_FILES = ParsedFiles(_credentials_from_files, maxsize=32)
 
 
 @lru_cache(maxsize=16)
