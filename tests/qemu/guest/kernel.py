@@ -160,7 +160,7 @@ class Daemon:
         """`listeners`: how many of its processes join the group (quichsd: each worker)."""
         self.name = name
         self.log_path = workdir / f"{name}.log"
-        self.log = open(self.log_path, "w+")
+        self.log = open(self.log_path, "w+")  # noqa: SIM115 - open while the daemon runs; stop() closes it
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         deadline = time.monotonic() + 120

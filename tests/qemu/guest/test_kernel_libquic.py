@@ -52,7 +52,7 @@ class Peer:
         self.name = name
         self.argv = argv
         self.log_path = workdir / f"{name}-{time.monotonic_ns()}.out"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - open while the peer runs; stop() closes it
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
 
@@ -71,7 +71,8 @@ class Peer:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"{self.name} did not finish within {timeout:.0f} s\n{self.describe()}") from None
+            raise AssertionError(f"{self.name} did not finish within {timeout:.0f} s\n"
+                                 f"{self.describe()}") from None
 
     def wait_for(self, pattern: str, count: int = 1, timeout: float = PEER_TIMEOUT) -> list[re.Match[str]]:
         """Until `pattern` (a regex) matched `count` lines of the output."""
@@ -84,10 +85,11 @@ class Peer:
                 found = list(re.finditer(pattern, self.output(), re.MULTILINE))
                 if len(found) >= count:
                     return found
-                raise AssertionError(f"{self.name} exited before printing {pattern!r} ×{count}\n{self.describe()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not print {pattern!r} ×{count} within {timeout:.0f} s\n"
+                raise AssertionError(f"{self.name} exited before printing {pattern!r} ×{count}\n"
                                      f"{self.describe()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not print {pattern!r} ×{count} within "
+                                     f"{timeout:.0f} s\n{self.describe()}")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -199,7 +201,8 @@ def wait_listening(port: int, peer: Peer, timeout: float = PEER_TIMEOUT) -> None
         if peer.proc.poll() is not None:
             raise AssertionError(f"{peer.name} exited before listening on {port}\n{peer.describe()}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{peer.name} not listening on {port} after {timeout:.0f} s\n{peer.describe()}")
+            raise AssertionError(f"{peer.name} not listening on {port} after {timeout:.0f} s\n"
+                                 f"{peer.describe()}")
         time.sleep(0.05)
 
 
@@ -386,8 +389,8 @@ def test_cli_client_against_sample_server(programs: Programs, mode: str) -> None
                    "--data", HELLO_SERVER.decode(), *client_args) as client:
             assert client.wait() == 0, client.describe()
             out = client.output()
-            assert re.search(r"handshake succeeded \(kernel backend\): alpn=sample .*" + peer + " resumed=no", out), \
-                client.describe()
+            succeeded = r"handshake succeeded \(kernel backend\): alpn=sample .*" + peer + " resumed=no"
+            assert re.search(succeeded, out), client.describe()
             assert f"echo: {HELLO_CLIENT.decode()}" in out, client.describe()
         assert server.wait() == 0, server.describe()
         assert f"recv '{HELLO_SERVER.decode()}' on stream 0" in server.output(), server.describe()
@@ -401,64 +404,64 @@ def test_server_against_sample_client(programs: Programs, mode: str) -> None:
     port = free_port()
     p = programs
     client_psk = p.key("client-psk.txt") if mode == "psk" else "none"
-    with listener(port, "sample") as lsock:
-        with p.start("sample_test", "client", "127.0.0.1", str(port), client_psk, SERVER_NAME,
-                     "sample") as client:
-            conn, peer = lsock.accept()
-            with conn:
-                assert peer is not None and peer[0] == "127.0.0.1"
-                if mode == "certificate":
-                    result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
-                                                   "sample", timeout=HANDSHAKE_TIMEOUT)
-                    assert result.psk_identity is None
-                else:
-                    result = quic_server_handshake(conn, p.key("server-psk.txt"), None, "sample",
-                                                   timeout=HANDSHAKE_TIMEOUT)
-                    assert result.psk_identity == PSK_CLIENT_IDENTITY
-                assert result.alpn == "sample" and not result.peer_closed and not result.resumed
-                assert read_message(conn) == (HELLO_SERVER, 2)
-                assert conn.send(HELLO_CLIENT, 1, new=True, fin=True) == len(HELLO_CLIENT)
-                assert client.wait() == 0, client.describe()
-            out = client.output()
-            assert f"send '{HELLO_SERVER.decode()}' on stream 2" in out, client.describe()
-            assert f"recv '{HELLO_CLIENT.decode()}' on stream 1" in out, client.describe()
+    with (listener(port, "sample") as lsock,
+          p.start("sample_test", "client", "127.0.0.1", str(port), client_psk, SERVER_NAME,
+                  "sample") as client):
+        conn, peer = lsock.accept()
+        with conn:
+            assert peer is not None and peer[0] == "127.0.0.1"
+            if mode == "certificate":
+                result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
+                                               "sample", timeout=HANDSHAKE_TIMEOUT)
+                assert result.psk_identity is None
+            else:
+                result = quic_server_handshake(conn, p.key("server-psk.txt"), None, "sample",
+                                               timeout=HANDSHAKE_TIMEOUT)
+                assert result.psk_identity == PSK_CLIENT_IDENTITY
+            assert result.alpn == "sample" and not result.peer_closed and not result.resumed
+            assert read_message(conn) == (HELLO_SERVER, 2)
+            assert conn.send(HELLO_CLIENT, 1, new=True, fin=True) == len(HELLO_CLIENT)
+            assert client.wait() == 0, client.describe()
+        out = client.output()
+        assert f"send '{HELLO_SERVER.decode()}' on stream 2" in out, client.describe()
+        assert f"recv '{HELLO_CLIENT.decode()}' on stream 1" in out, client.describe()
 
 
 def test_server_ipv6_against_sample_client(programs: Programs) -> None:
     port = free_port(hosts=("::1",))
     p = programs
-    with listener(port, "sample", host="::1") as lsock:
-        with p.start("sample_test", "client", "::1", str(port), "none", SERVER_NAME, "sample") as client:
-            conn, peer = lsock.accept()
-            with conn:
-                assert peer is not None and peer[0] == "::1"
-                result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
-                                               "sample", timeout=HANDSHAKE_TIMEOUT)
-                assert result.alpn == "sample" and not result.peer_closed
-                assert read_message(conn) == (HELLO_SERVER, 2)
-                conn.send(HELLO_CLIENT, 1, new=True, fin=True)
-                assert client.wait() == 0, client.describe()
-            assert f"recv '{HELLO_CLIENT.decode()}' on stream 1" in client.output(), client.describe()
+    with (listener(port, "sample", host="::1") as lsock,
+          p.start("sample_test", "client", "::1", str(port), "none", SERVER_NAME, "sample") as client):
+        conn, peer = lsock.accept()
+        with conn:
+            assert peer is not None and peer[0] == "::1"
+            result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
+                                           "sample", timeout=HANDSHAKE_TIMEOUT)
+            assert result.alpn == "sample" and not result.peer_closed
+            assert read_message(conn) == (HELLO_SERVER, 2)
+            conn.send(HELLO_CLIENT, 1, new=True, fin=True)
+            assert client.wait() == 0, client.describe()
+        assert f"recv '{HELLO_CLIENT.decode()}' on stream 1" in client.output(), client.describe()
 
 
 def test_server_unknown_psk_identity_against_sample_client(programs: Programs, tmp_path: Path) -> None:
     """sample_test's client offers test2; our server knows only test1 and no certificate:
     the handshake fails on both sides, ours with EACCES."""
     only_test1 = tmp_path / "server-test1.txt"
-    only_test1.write_text(next(entry for entry in Path(programs.key("server-psk.txt")).read_text().splitlines()
-                               if entry.startswith("test1:")) + "\n")
+    entries = Path(programs.key("server-psk.txt")).read_text().splitlines()
+    only_test1.write_text(next(entry for entry in entries if entry.startswith("test1:")) + "\n")
     port = free_port()
     p = programs
-    with listener(port, "sample") as lsock:
-        with p.start("sample_test", "client", "127.0.0.1", str(port), p.key("client-psk.txt"), "none",
-                     "sample") as client:
-            conn, _ = lsock.accept()
-            with conn:
-                with pytest.raises(HandshakeError) as failed:
-                    quic_server_handshake(conn, str(only_test1), None, "sample", timeout=HANDSHAKE_TIMEOUT)
-                assert failed.value.errno == errno.EACCES, failed.value
-                assert client.wait() != 0, client.describe()
-            assert "recv '" not in client.output(), client.describe()
+    with (listener(port, "sample") as lsock,
+          p.start("sample_test", "client", "127.0.0.1", str(port), p.key("client-psk.txt"), "none",
+                  "sample") as client):
+        conn, _ = lsock.accept()
+        with conn:
+            with pytest.raises(HandshakeError) as failed:
+                quic_server_handshake(conn, str(only_test1), None, "sample", timeout=HANDSHAKE_TIMEOUT)
+            assert failed.value.errno == errno.EACCES, failed.value
+            assert client.wait() != 0, client.describe()
+        assert "recv '" not in client.output(), client.describe()
 
 
 @pytest.mark.parametrize("mode", ["certificate", "psk"])
@@ -535,16 +538,16 @@ def test_cli_client_resumes_against_ticket_server(programs: Programs, tmp_path: 
         with p.cli("client", f"127.0.0.1:{port}", *common, "--data", HELLO_SERVER.decode()) as first:
             assert first.wait() == 0, first.describe()
             out = first.output()
-            assert re.search(r"handshake succeeded \(kernel backend\): alpn=ticket .* resumed=no 0rtt=no", out), \
-                first.describe()
+            succeeded = r"handshake succeeded \(kernel backend\): alpn=ticket .* resumed=no 0rtt=no"
+            assert re.search(succeeded, out), first.describe()
             assert f"echo: {HELLO_CLIENT.decode()}" in out, first.describe()
             assert session.exists() and session.stat().st_size > 0, first.describe()
         server.wait_for(r"^wait for the client next connection")
         with p.cli("client", f"127.0.0.1:{port}", *common, "--early-data", BACK_SERVER.decode()) as second:
             assert second.wait() == 0, second.describe()
             out = second.output()
-            assert re.search(r"handshake succeeded \(kernel backend\): alpn=ticket .* resumed=yes 0rtt=yes", out), \
-                second.describe()
+            succeeded = r"handshake succeeded \(kernel backend\): alpn=ticket .* resumed=yes 0rtt=yes"
+            assert re.search(succeeded, out), second.describe()
             assert f"echo of 0-RTT data: {BACK_CLIENT.decode()}" in out, second.describe()
         assert server.wait() == 0, server.describe()
         out = server.output()
@@ -557,30 +560,31 @@ def test_server_resumes_ticket_client_with_early_data(programs: Programs) -> Non
     then the resumed connection whose 0-RTT data (uni stream 2) we accept and answer."""
     port = free_port()
     p = programs
-    with listener(port, "ticket") as lsock:
-        with p.start("ticket_test", "client", "127.0.0.1", str(port), "ticket") as client:
-            results = []
-            for number, (received, answer) in enumerate([(HELLO_SERVER, HELLO_CLIENT), (BACK_SERVER, BACK_CLIENT)]):
-                conn, _ = lsock.accept()
-                with conn:
-                    result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
-                                                   "ticket", early_data=True, timeout=HANDSHAKE_TIMEOUT)
-                    results.append(result)
-                    assert result.alpn == "ticket" and not result.peer_closed
-                    assert read_message(conn) == (received, 2), f"connection {number + 1}"
-                    conn.send(answer, 1, new=True, fin=True)
-                    if number == 0:
-                        client.wait_for(r"^start new connection with the session ticket used")
-                    else:
-                        assert client.wait() == 0, client.describe()
-            assert not results[0].resumed and not results[0].early_data_accepted
-            assert results[1].resumed, "ticket_test's client did not resume"
-            assert results[1].early_data_accepted, "our server did not accept ticket_test's 0-RTT"
-            out = client.output()
-            assert re.search(r"get the session ticket [1-9]\d* and transport param \d+", out), client.describe()
-            assert f"recv '{HELLO_CLIENT.decode()}' on stream 1" in out, client.describe()
-            assert f"send '{BACK_SERVER.decode()}' on stream 2" in out, client.describe()
-            assert f"recv '{BACK_CLIENT.decode()}' on stream 1" in out, client.describe()
+    with (listener(port, "ticket") as lsock,
+          p.start("ticket_test", "client", "127.0.0.1", str(port), "ticket") as client):
+        results = []
+        exchanges = [(HELLO_SERVER, HELLO_CLIENT), (BACK_SERVER, BACK_CLIENT)]
+        for number, (received, answer) in enumerate(exchanges):
+            conn, _ = lsock.accept()
+            with conn:
+                result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
+                                               "ticket", early_data=True, timeout=HANDSHAKE_TIMEOUT)
+                results.append(result)
+                assert result.alpn == "ticket" and not result.peer_closed
+                assert read_message(conn) == (received, 2), f"connection {number + 1}"
+                conn.send(answer, 1, new=True, fin=True)
+                if number == 0:
+                    client.wait_for(r"^start new connection with the session ticket used")
+                else:
+                    assert client.wait() == 0, client.describe()
+        assert not results[0].resumed and not results[0].early_data_accepted
+        assert results[1].resumed, "ticket_test's client did not resume"
+        assert results[1].early_data_accepted, "our server did not accept ticket_test's 0-RTT"
+        out = client.output()
+        assert re.search(r"get the session ticket [1-9]\d* and transport param \d+", out), client.describe()
+        assert f"recv '{HELLO_CLIENT.decode()}' on stream 1" in out, client.describe()
+        assert f"send '{BACK_SERVER.decode()}' on stream 2" in out, client.describe()
+        assert f"recv '{BACK_CLIENT.decode()}' on stream 1" in out, client.describe()
 
 
 def test_cli_server_resumes_ticket_client(programs: Programs) -> None:
@@ -597,7 +601,8 @@ def test_cli_server_resumes_ticket_client(programs: Programs) -> None:
             out = client.output()
             assert f"recv '{HELLO_SERVER.decode()}' on stream 1" in out, client.describe()
             assert f"recv '{BACK_SERVER.decode()}' on stream 1" in out, client.describe()
-            found = server.wait_for(r"handshake with \S+ succeeded: alpn=ticket .* resumed=(\w+) 0rtt=(\w+)", 2)
+            succeeded = r"handshake with \S+ succeeded: alpn=ticket .* resumed=(\w+) 0rtt=(\w+)"
+            found = server.wait_for(succeeded, 2)
             assert [m.groups() for m in found] == [("no", "no"), ("yes", "yes")], server.describe()
         assert "failed" not in server.output(), server.describe()
 
@@ -631,7 +636,8 @@ def test_client_alpn_lists_against_alpn_server(programs: Programs) -> None:
                 deadline = time.monotonic() + 30
                 while sock.getpeername() != (PREFERRED, port + i) and time.monotonic() < deadline:
                     time.sleep(0.1)
-                assert sock.getpeername() == (PREFERRED, port + i), f"connection {i}: not moved to the preferred address"
+                assert sock.getpeername() == (PREFERRED, port + i), \
+                    f"connection {i}: not moved to the preferred address"
                 server.wait_for(r"^LOCAL IP:PORT", i)
         assert server.wait() == 0, server.describe()
         out = server.output()
@@ -646,25 +652,25 @@ def test_server_alpn_list_against_alpn_client(programs: Programs) -> None:
     sets a preferred address before each handshake, which the client checks it moved to."""
     port = free_port(4, hosts=("127.0.0.1", PREFERRED))
     p = programs
-    with listener(port, ALPN_SERVER_LIST) as lsock:
-        with p.start("alpn_test", "client", "127.0.0.1", str(port), PREFERRED) as client:
-            for i, expected in enumerate(("smbd", "h3", "ksmbd"), start=1):
-                conn, _ = lsock.accept()
-                with conn:
-                    conn.setsockopt(abi.lib.QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(PREFERRED, port + i))
-                    result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
-                                                   ALPN_SERVER_LIST, timeout=HANDSHAKE_TIMEOUT)
-                    assert result.alpn == expected, f"connection {i}"
-                    data, sid = read_message(conn)
-                    assert data == HELLO_SERVER and sid & 0x3 == 0, (data, sid)
-                    conn.send(HELLO_CLIENT, sid, fin=True)
-                    client.wait_for(r"^PEER IP:PORT", i)
-                    assert conn.getsockname() == (PREFERRED, port + i), f"connection {i}"
-                    wait_closed(conn)
-            assert client.wait() == 0, client.describe()
-            out = client.output()
-            assert out.count(f'recv: "{HELLO_CLIENT.decode()}", len: {len(HELLO_CLIENT)}') == 3, client.describe()
-            assert "EXPECTED" not in out, client.describe()
+    with (listener(port, ALPN_SERVER_LIST) as lsock,
+          p.start("alpn_test", "client", "127.0.0.1", str(port), PREFERRED) as client):
+        for i, expected in enumerate(("smbd", "h3", "ksmbd"), start=1):
+            conn, _ = lsock.accept()
+            with conn:
+                conn.setsockopt(abi.lib.QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(PREFERRED, port + i))
+                result = quic_server_handshake(conn, p.key("server-key.pem"), p.key("server-cert.pem"),
+                                               ALPN_SERVER_LIST, timeout=HANDSHAKE_TIMEOUT)
+                assert result.alpn == expected, f"connection {i}"
+                data, sid = read_message(conn)
+                assert data == HELLO_SERVER and sid & 0x3 == 0, (data, sid)
+                conn.send(HELLO_CLIENT, sid, fin=True)
+                client.wait_for(r"^PEER IP:PORT", i)
+                assert conn.getsockname() == (PREFERRED, port + i), f"connection {i}"
+                wait_closed(conn)
+        assert client.wait() == 0, client.describe()
+        out = client.output()
+        assert out.count(f'recv: "{HELLO_CLIENT.decode()}", len: {len(HELLO_CLIENT)}') == 3, client.describe()
+        assert "EXPECTED" not in out, client.describe()
 
 
 def test_cli_server_alpn_list_against_sample_client(programs: Programs) -> None:
@@ -676,7 +682,8 @@ def test_cli_server_alpn_list_against_sample_client(programs: Programs) -> None:
                "--cert", p.key("server-cert.pem"), "--key", p.key("server-key.pem")) as server:
         server.wait_for(r"^listening on .* \(kernel backend\)")
         wait_listening(port, server)
-        with p.start("sample_test", "client", "127.0.0.1", str(port), "none", SERVER_NAME, "foo, h3") as client:
+        with p.start("sample_test", "client", "127.0.0.1", str(port), "none", SERVER_NAME,
+                     "foo, h3") as client:
             assert client.wait() == 0, client.describe()
             assert f"recv '{HELLO_SERVER.decode()}' on stream 1" in client.output(), client.describe()
             server.wait_for(r"handshake with 127\.0\.0\.1:\d+ succeeded: alpn=h3 ")

@@ -84,8 +84,8 @@ SCENARIOS = [
              ["role=server"], "hello quic client!"),
     Scenario("kernel-client-psk", ["sample_test", "server", "0.0.0.0", "{port}", "{k}/server-psk.txt", "none",
                                    "sample"], ["psk={psk}"], "hello quic server!"),
-    Scenario("kernel-server-psk", ["sample_test", "client", "127.0.0.1", "{port}", "{k}/client-psk.txt", "none",
-                                   "sample"], ["role=server", "psk=1"], "hello quic client!"),
+    Scenario("kernel-server-psk", ["sample_test", "client", "127.0.0.1", "{port}", "{k}/client-psk.txt",
+                                   "none", "sample"], ["role=server", "psk=1"], "hello quic client!"),
     # Resumption: the second connection resumes with the first's ticket and sends its
     # first message as early data (0-RTT) before the handshake.
     Scenario("kernel-client-ticket-0rtt", ["ticket_test", "server", "0.0.0.0", "{port}", "{k}/server-key.pem",

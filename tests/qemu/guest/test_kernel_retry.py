@@ -21,7 +21,7 @@ import pytest
 
 from quichsd import QuicSocket, abi, quic_client_handshake, quic_server_handshake
 from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
-from tests.sockets import free_port, pki  # noqa: F401  (pki: fixture)
+from tests.sockets import free_port
 
 L = abi.lib
 HANDSHAKE_TIMEOUT = 60.0  # TCG: Python runs 10-20x slower than on the host
@@ -101,7 +101,7 @@ class Server:
 
 
 @pytest.fixture
-def servers(pki):  # noqa: F811
+def servers(pki):
     made: list[Server] = []
 
     def make(backend: str, **kw: Any) -> Server:
@@ -144,7 +144,7 @@ def bind_soon(sock: QuicSocket, address: tuple[str, int]) -> None:
             time.sleep(0.02)
 
 
-def handshake(sock: QuicSocket, pki, timeout: float = HANDSHAKE_TIMEOUT) -> None:  # noqa: F811
+def handshake(sock: QuicSocket, pki, timeout: float = HANDSHAKE_TIMEOUT) -> None:
     quic_client_handshake(sock, None, "localhost", ALPN, cafile=pki.ca_file, timeout=timeout)
 
 
@@ -157,7 +157,7 @@ def new_token_event(sock: QuicSocket) -> bytes:
 
 
 @VERSIONS
-def test_sim_client_follows_kernel_retry_and_reuses_its_token(pki, servers, version: int) -> None:  # noqa: F811
+def test_sim_client_follows_kernel_retry_and_reuses_its_token(pki, servers, version: int) -> None:
     srv = servers("kernel")
     port = free_port()
     with client("sim", srv.address, local_port=port, version=version) as sock:
@@ -186,7 +186,7 @@ def wait_for_token(sock: QuicSocket) -> bytes:
 
 
 @VERSIONS
-def test_kernel_client_follows_sim_retry(pki, servers, version: int) -> None:  # noqa: F811
+def test_kernel_client_follows_sim_retry(pki, servers, version: int) -> None:
     srv = servers("sim")
     port = free_port()
     with client("kernel", srv.address, local_port=port, version=version) as sock:
@@ -203,7 +203,7 @@ def test_kernel_client_follows_sim_retry(pki, servers, version: int) -> None:  #
     assert srv.sock.backend.endpoint_stats.retries_sent == 1
 
 
-def test_kernel_client_token_after_kernel_handshake(pki, servers) -> None:  # noqa: F811
+def test_kernel_client_token_after_kernel_handshake(pki, servers) -> None:
     srv = servers("kernel", validate=False)
     with client("kernel", srv.address, events=False) as sock:
         assert sock.getsockopt(L.QUIC_SOCKOPT_TOKEN, 256) == b""
@@ -245,7 +245,7 @@ def test_token_option_limits_match(backend: str) -> None:
         "version's Initial keys from its original DCID (packet.c: quic_packet_version_change("
         "sk, &paths->orig_dcid, ...)), not from the Retry's SCID it now uses (RFC 9001 §5.2)"))),
 ], ids=["no-retry", "retry"])
-def test_kernel_v2_client_moved_to_v1_by_a_sim_server(pki, servers, validate: bool) -> None:  # noqa: F811
+def test_kernel_v2_client_moved_to_v1_by_a_sim_server(pki, servers, validate: bool) -> None:
     """A sim server configured for v1 moves a v2 kernel client to v1 (RFC 9368): fine
     without a Retry; after one, the kernel cannot read the v1 Initial (see the xfail)."""
     srv = servers("sim", validate=validate, version=V1, timeout=15.0)

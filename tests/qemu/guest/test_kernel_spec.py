@@ -4,8 +4,8 @@ There the kernel module (lxin/quic) does the transport: packets, frames, transpo
 checks and the CONNECTION_CLOSE on the wire; quichsd only does TLS. So what fails here is
 the kernel's behaviour (a finding about lxin/quic, not hidden): the report goes to the
 results directory (spec-kernel.txt, the server's log beside it) and into the assertion
-message, and the failures seen are pinned below so a change on either side shows. Every check must still come to a verdict
-of its own (no ERROR: our client carried each one out).
+message, and the failures seen are pinned below so a change on either side shows. Every
+check must still come to a verdict of its own (no ERROR: our client carried each one out).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from quichsd.spec.probe import Settings
 from quichsd.spec.runner import report, resolve, run_checks
 from quichsd.tls.certs import TrustStore
 from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
-from tests.sockets import free_port, pki  # noqa: F401  (pki: fixture)
+from tests.sockets import free_port
 
 RESULTS = Path("/run/quichsd-results")
 # Python runs 10-20x slower under TCG than on the host: a handshake takes about a second.
@@ -44,8 +44,9 @@ KERNEL_FAILS: dict[str, set[Seen]] = {
     # quic_outq_transmit_app_close): no handshake agent can pass a TLS check there. In one
     # boot of three, three of them got a PROTOCOL_VIOLATION without a reason instead.
     **{name: {(Outcome.CLOSED, APPLICATION_ERROR, False), (Outcome.CLOSED, PROTOCOL_VIOLATION, False)}
-       for name in ("alpn-no-overlap", "alpn-missing", "no-quic-transport-parameters", "no-supported-versions",
-                    "no-signature-algorithms", "key-share-without-groups", "no-cipher-suite-overlap",
+       for name in ("alpn-no-overlap", "alpn-missing", "no-quic-transport-parameters",
+                    "no-supported-versions", "no-signature-algorithms", "key-share-without-groups",
+                    "no-cipher-suite-overlap",
                     "compression-not-null", "pre-shared-key-not-last", "pre-shared-key-without-modes")},
     # RFC 9000 §4.6: initial_max_streams over 2^60 is taken (capped at 4096), not refused;
     # once (before 1-RTT edits waited for HANDSHAKE_DONE) a PROTOCOL_VIOLATION came later.
@@ -67,7 +68,7 @@ pytestmark = pytest.mark.usefixtures("quic_module")
 
 
 @pytest.fixture
-def kernel_server(pki):  # noqa: F811
+def kernel_server(pki):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "quichsd", "server", "--listen", f"127.0.0.1:{port}", "--cert", pki.cert_file,
@@ -92,7 +93,7 @@ def kernel_server(pki):  # noqa: F811
             (RESULTS / "spec-kernel-server.log").write_text("".join(first) + out + err)
 
 
-def test_spec_against_quichsd_server_on_the_kernel(kernel_server, pki) -> None:  # noqa: F811
+def test_spec_against_quichsd_server_on_the_kernel(kernel_server, pki) -> None:
     settings = Settings((b"h3",), trust=TrustStore.from_file(pki.ca_file), timeout=CHECK_TIMEOUT)
     results = run_checks(CHECKS, resolve("127.0.0.1", kernel_server), settings, jobs=8)
     text = io.StringIO()

@@ -12,7 +12,6 @@ import pytest
 
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
 from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
-from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
 TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
@@ -54,7 +53,7 @@ def test_kernel_deadline_before_the_idle_timer_is_a_timeout() -> None:
         assert "no answer from the server" in caught.value.strerror, caught.value
 
 
-def test_kernel_peer_close_keeps_its_close_code(pki) -> None:  # noqa: F811
+def test_kernel_peer_close_keeps_its_close_code(pki) -> None:
     """A kernel listener whose accepted connection asks for PROTOCOL_VIOLATION (0x0a) and
     closes instead of answering: the kernel client's handshake reports the peer's close, not
     a timeout. The code on the wire is the kernel's 0x0c: a close while ESTABLISHING always
