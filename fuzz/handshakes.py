@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from quichsd.tls import client as client_mod
-from quichsd.tls import groups
 from quichsd.tls import server as server_mod
 from quichsd.tls import session as session_mod
 from quichsd.tls.certs import TrustStore
@@ -37,6 +36,7 @@ from quichsd.tls.config import ClientAuth, Credentials, ExternalPsk, TlsConfig
 from quichsd.tls.constants import CryptoLevel, NamedGroup
 from quichsd.tls.engine import TlsEngine
 from quichsd.tls.events import HandshakeComplete, SendHandshake, SessionTicketReceived
+from quichsd.tls.groups import KeyPair, ec_public_bytes
 from quichsd.tls.server import ServerEngine
 from quichsd.tls.session import SingleUseTickets
 
@@ -84,16 +84,16 @@ _ORDERS = {
 }
 
 
-def _makers(stream: _Stream) -> dict[NamedGroup, Callable[[], tuple[Any, bytes]]]:
-    def x25519_pair() -> tuple[Any, bytes]:
+def _makers(stream: _Stream) -> dict[NamedGroup, Callable[[], KeyPair]]:
+    def x25519_pair() -> KeyPair:
         private = x25519.X25519PrivateKey.from_private_bytes(stream.bytes(32))
         return private, private.public_key().public_bytes_raw()
 
-    def ec_pair(group: NamedGroup) -> Callable[[], tuple[Any, bytes]]:
-        def make() -> tuple[Any, bytes]:
+    def ec_pair(group: NamedGroup) -> Callable[[], KeyPair]:
+        def make() -> KeyPair:
             scalar = 1 + int.from_bytes(stream.bytes(56), "big") % (_ORDERS[group] - 1)
             private = ec.derive_private_key(scalar, _CURVES[group])
-            return private, groups._ec_public_bytes(private)
+            return private, ec_public_bytes(private)
 
         return make
 
@@ -101,27 +101,39 @@ def _makers(stream: _Stream) -> dict[NamedGroup, Callable[[], tuple[Any, bytes]]
             NamedGroup.SECP384R1: ec_pair(NamedGroup.SECP384R1)}
 
 
+class _StreamKeys:
+    """The engines' KeySource here (TlsConfig.ephemeral_keys of every configuration below):
+    key pairs drawn from the stream of the `deterministic` block that is running."""
+
+    def __init__(self) -> None:
+        self.makers: dict[NamedGroup, Callable[[], KeyPair]] | None = None
+
+    def take(self, group: NamedGroup) -> KeyPair:
+        if self.makers is None:
+            raise RuntimeError("fuzz handshakes take their keys inside deterministic() only")
+        return self.makers[group]()
+
+
+KEYS = _StreamKeys()
+
+
 @contextlib.contextmanager
 def deterministic(seed: bytes) -> Iterator[None]:
     stream = _Stream(seed)
     modules = (client_mod, server_mod, session_mod)
     saved_os = [m.os for m in modules]
-    saved_makers = dict(groups._EPHEMERAL_MAKERS)
+    saved_makers = KEYS.makers
     saved_cookie = server_mod._COOKIE_KEY
-    saved_ready = groups.EPHEMERAL_KEYS._ready
     try:
         for m in modules:
             m.os = _Os(m.os, stream)  # type: ignore[assignment]
-        groups._EPHEMERAL_MAKERS.update(_makers(stream))
-        groups.EPHEMERAL_KEYS._ready = {}
+        KEYS.makers = _makers(stream)
         server_mod._COOKIE_KEY = hashlib.sha256(b"cookie" + seed).digest()
         yield
     finally:
-        for m, real in zip(modules, saved_os):
+        for m, real in zip(modules, saved_os, strict=True):
             m.os = real  # type: ignore[assignment]
-        groups._EPHEMERAL_MAKERS.clear()
-        groups._EPHEMERAL_MAKERS.update(saved_makers)
-        groups.EPHEMERAL_KEYS._ready = saved_ready
+        KEYS.makers = saved_makers
         server_mod._COOKIE_KEY = saved_cookie
 
 
@@ -134,7 +146,8 @@ def _key(label: str) -> ed25519.Ed25519PrivateKey:
 
 def _ca_key() -> ec.EllipticCurvePrivateKey:
     # cryptography's verifier takes no ed25519 CA; P-256 with RFC 6979 signatures instead.
-    return ec.derive_private_key(int.from_bytes(hashlib.sha256(b"fuzz CA").digest(), "big") >> 8, ec.SECP256R1())
+    scalar = int.from_bytes(hashlib.sha256(b"fuzz CA").digest(), "big") >> 8
+    return ec.derive_private_key(scalar, ec.SECP256R1())
 
 
 def _name(cn: str) -> x509.Name:
@@ -155,7 +168,8 @@ def _cert(cn: str, key: Any, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if ca:
-        b = b.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+        b = b.add_extension(usage, critical=True)
     else:
         b = (b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
                              critical=False)
@@ -183,7 +197,8 @@ def pki() -> tuple[TrustStore, Credentials, Credentials]:
 def _client(**kw: Any) -> TlsConfig:
     trust, _, _ = pki()
     base: dict[str, Any] = dict(alpn_protocols=[b"h3"], server_name="localhost", trust=trust,
-                                transport_parameters=CLIENT_TP, groups=[NamedGroup.X25519])
+                                transport_parameters=CLIENT_TP, groups=[NamedGroup.X25519],
+                                ephemeral_keys=KEYS)
     base.update(kw)
     return TlsConfig(**base)
 
@@ -192,7 +207,7 @@ def _server(**kw: Any) -> TlsConfig:
     _, creds, _ = pki()
     base: dict[str, Any] = dict(alpn_protocols=[b"h3"], credentials=creds, transport_parameters=SERVER_TP,
                                 groups=[NamedGroup.X25519], session_ticket_key=TICKET_KEY,
-                                enable_early_data=True, replay_guard=SingleUseTickets())
+                                enable_early_data=True, replay_guard=SingleUseTickets(), ephemeral_keys=KEYS)
     base.update(kw)
     return TlsConfig(**base)
 
@@ -219,7 +234,8 @@ def configs(mode: str) -> tuple[TlsConfig, TlsConfig]:
         trust, _, client_creds = pki()
         return _client(credentials=client_creds), _server(client_auth=ClientAuth.REQUIRED, trust=trust)
     if mode == "psk":
-        common: dict[str, Any] = dict(alpn_protocols=[b"h3"], psks=[PSK], groups=[NamedGroup.X25519])
+        common: dict[str, Any] = dict(alpn_protocols=[b"h3"], psks=[PSK], groups=[NamedGroup.X25519],
+                                      ephemeral_keys=KEYS)
         return (TlsConfig(**common, transport_parameters=CLIENT_TP),
                 TlsConfig(**common, transport_parameters=SERVER_TP))
     if mode == "unverified":
@@ -272,12 +288,13 @@ class Conversation:
                     engine = self.engine(target)
                     queue.extend((target, e) for e in engine.receive(level, data, T))
                     if engine.flight_pending:  # as quichsd/handshake.py does, once the ServerHello is out
-                        queue.extend((target, e) for e in engine.continue_flight(T))  # type: ignore[attr-defined]
+                        queue.extend((target, e) for e in engine.continue_flight(T))
             self.receiver = None
         return self
 
     def completed(self) -> bool:
-        return all(any(isinstance(e, HandshakeComplete) for e in self.events[side]) for side in ("client", "server"))
+        return all(any(isinstance(e, HandshakeComplete) for e in self.events[side])
+                   for side in ("client", "server"))
 
 
 @functools.cache

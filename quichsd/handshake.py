@@ -39,12 +39,15 @@ from .tls.events import (
     SendHandshake,
     SessionTicketReceived,
 )
-from .tls.groups import EPHEMERAL_KEYS
+from .tls.groups import EphemeralKeyPool
 from .tls.keylog import KeyLogFile
 from .tls.server import ServerEngine
 from .tls.session import SessionData
 
 log = logging.getLogger(__name__)
+# The process's ephemeral key pool: the engines take their keys from it (TlsConfig), and
+# each handshake refills it in its idle time for the next one (tls/groups.py).
+_PROCESS_KEYS = EphemeralKeyPool()
 
 DEFAULT_TIMEOUT = 30.0
 RECV_BUFFER = 65536
@@ -167,10 +170,12 @@ def load_credentials(cert_file: str, key_file: str) -> Credentials:
     try:
         credentials = Credentials.from_files(cert_file, key_file)
     except Exception as exc:  # OSError, ValueError/TypeError from cryptography's parsers
-        which = ("private key file", key_file) if _certificate_loads(cert_file) else ("certificate file", cert_file)
+        which = ("private key file", key_file) if _certificate_loads(cert_file) else ("certificate file",
+                                                                                      cert_file)
         raise _unusable(*which, exc) from None
     leaf_key = credentials.chain[0].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    own_key = credentials.private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    own_key = credentials.private_key.public_key().public_bytes(Encoding.DER,
+                                                                PublicFormat.SubjectPublicKeyInfo)
     if leaf_key != own_key:
         raise HandshakeError(errno.EIO, f"private key file {key_file} does not match certificate {cert_file}")
     return credentials
@@ -218,7 +223,7 @@ class _Driver:
         self.session: SessionData | None = None
         self.keylog: KeyLogFile | None = None
         # The process's key pool, handed to the engine and refilled while waiting.
-        self.keys = EPHEMERAL_KEYS
+        self.keys = _PROCESS_KEYS
         self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
         self.answered = False  # handshake data came from the peer
 
@@ -228,7 +233,8 @@ class _Driver:
         cfg = self.config
         alpns = _alpn_list(cfg.alpns) or self._socket_alpns()
         if not alpns:
-            raise HandshakeError(errno.EINVAL, "QUIC needs ALPN (RFC 9001 §8.1): no alpns given or set on the socket")
+            raise HandshakeError(errno.EINVAL,
+                                 "QUIC needs ALPN (RFC 9001 §8.1): no alpns given or set on the socket")
         credentials = cfg.credentials
         if credentials is None and cfg.cert_file and cfg.key_file:
             credentials = load_credentials(cfg.cert_file, cfg.key_file)
@@ -264,7 +270,8 @@ class _Driver:
             raise HandshakeError(errno.EINVAL, f"session_data cannot be resumed from: {exc}") from None
         if session is not None and cfg.early_data and len(session.transport_parameters) == 56:
             # spec §2.6: restore the server's parameters so 0-RTT stream data can be queued.
-            self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM, b"\x01" + session.transport_parameters[1:])
+            self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM,
+                                 b"\x01" + session.transport_parameters[1:])
             if cfg.early_stream_data:
                 flags = abi.lib.MSG_QUIC_STREAM_NEW | abi.lib.MSG_QUIC_STREAM_FIN
                 self.sock.send_stream(cfg.early_stream_data, -1, flags, 0)
@@ -334,7 +341,7 @@ class _Driver:
             with self.sock.batch():  # the server's transport parameter calls go with the batch
                 self.apply(self.receive(engine, item))
             if engine.flight_pending:  # the ServerHello is sent: now the rest of the flight
-                self.apply(engine.continue_flight(time.time()))  # type: ignore[attr-defined]
+                self.apply(engine.continue_flight(time.time()))
         self.flights_done = True
         if isinstance(engine, ClientEngine) and self.config.ticket_wait > 0 and not self.peer_closed:
             self.collect_ticket(engine)
@@ -425,7 +432,8 @@ class _Driver:
         if type(event) is InstallSecret:
             self.sock.setsockopt(
                 abi.lib.QUIC_SOCKOPT_CRYPTO_SECRET,
-                abi.pack_crypto_secret(int(event.level), bool(event.direction), event.cipher_type, event.secret),
+                abi.pack_crypto_secret(int(event.level), bool(event.direction), event.cipher_type,
+                                       event.secret),
             )
         elif type(event) is PeerTransportParameters:  # a client's: the server's parameters
             self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, event.data)
@@ -481,7 +489,8 @@ class _Driver:
         """The error for a connection the peer (or the transport) closed: a peer's TLS
         alert (CONNECTION_CLOSE 0x100+alert, RFC 9001 §4.8) is a TLS failure, EACCES."""
         try:
-            info = abi.unpack_connection_close(self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONNECTION_CLOSE, 72))
+            info = abi.unpack_connection_close(self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_CONNECTION_CLOSE,
+                                                                    72))
         except OSError:
             info = None
         if info is not None and 0x100 <= info.errcode <= 0x1FF:
@@ -490,14 +499,16 @@ class _Driver:
             except ValueError:
                 alert = None
             name = alert.name if alert is not None else f"alert {info.errcode - 0x100}"
-            return HandshakeError(errno.EACCES, f"peer closed the connection: {name} (0x{info.errcode:x})", alert)
+            return HandshakeError(errno.EACCES, f"peer closed the connection: {name} (0x{info.errcode:x})",
+                                  alert)
         if exc.errno == errno.ENOTCONN and info is not None and not any(info):
             # Nobody sent a CONNECTION_CLOSE: the idle timer closed the connection (an
             # all-zero close, spec §1.5, §2.5), a timeout like our own deadline's. (Its 30 s
             # run from connect(), so it fires just before a 30 s handshake deadline.)
             return self.timed_out("handshake timed out (idle timeout)")
         detail = f" (close code 0x{info.errcode:x})" if info is not None and info.errcode else ""
-        return HandshakeError(exc.errno or errno.EIO, f"connection closed during the handshake: {exc}{detail}")
+        return HandshakeError(exc.errno or errno.EIO,
+                              f"connection closed during the handshake: {exc}{detail}")
 
     def fail(self, exc: TlsError) -> None:
         """Tell the peer why (CONNECTION_CLOSE carries 0x100+alert where the backend can)."""

@@ -21,9 +21,9 @@ from .constants import (
     PskKeyExchangeMode,
     fast_members,
 )
-from .engine import TlsEngine, load_certificate_chain
+from .engine import StateTable, TlsEngine, Transitions, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
-from .events import HandshakeComplete, PeerTransportParameters, SendHandshake, SessionTicketReceived
+from .events import Event, HandshakeComplete, PeerTransportParameters, SendHandshake, SessionTicketReceived
 from .groups import ClientKeyShare, client_key_share
 from .keyschedule import (
     KeySchedule,
@@ -71,7 +71,7 @@ _I, _H, _A = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP
 _SEND, _RECV = Direction.SEND, Direction.RECV
 
 # RFC 8446 §A.1, with QUIC's levels (RFC 9001 §4.1.3).
-CLIENT_STATES = {
+CLIENT_STATES: StateTable = {
     CS.START: {},
     CS.WAIT_SH: {HT.SERVER_HELLO: _I},
     CS.WAIT_EE: {HT.ENCRYPTED_EXTENSIONS: _H},
@@ -83,7 +83,7 @@ CLIENT_STATES = {
 }
 
 # Every state change of the client (RFC 8446 Appendix A.1), one row per (state, step).
-CLIENT_TRANSITIONS = {
+CLIENT_TRANSITIONS: Transitions = {
     (CS.START, "ClientHello sent"): CS.WAIT_SH,
     (CS.WAIT_SH, "ServerHello"): CS.WAIT_EE,
     (CS.WAIT_EE, "EncryptedExtensions"): CS.WAIT_CERT_CR,
@@ -226,7 +226,7 @@ class ClientEngine(TlsEngine):
 
     # -- ClientHello -------------------------------------------------------------------
 
-    def start(self, now: float | None = None) -> list:
+    def start(self, now: float | None = None) -> list[Event]:
         """Build the first ClientHello (and the 0-RTT key when resuming with early data)."""
         if self.state is not CS.START:
             raise RuntimeError("start() called twice")
@@ -259,7 +259,7 @@ class ClientEngine(TlsEngine):
         cfg = self.config
         session = cfg.session
         if session is not None and not session.expired(self._now):
-            suite = SUITES.get(session.cipher_suite)  # type: ignore[call-overload]
+            suite = SUITES.get(session.cipher_suite)
             if suite is not None and session.cipher_suite in cfg.cipher_suites:
                 return _OfferedPsk(suite, session.psk, session.ticket, False, session)
         if cfg.psks:
@@ -341,7 +341,7 @@ class ClientEngine(TlsEngine):
             self._on_hello_retry(sh, raw)
             return
         self._check_unsolicited(sh.extensions, _SH_EXTENSIONS, "ServerHello")
-        suite = SUITES[sh.cipher_suite]  # type: ignore[index]
+        suite = SUITES[sh.cipher_suite]
         if self._retried and self.suite is not None and suite is not self.suite:
             raise illegal_parameter("ServerHello suite differs from the HelloRetryRequest's")
         key_schedule = self._accept_psk(sh, suite)
@@ -395,7 +395,7 @@ class ClientEngine(TlsEngine):
         if self._retried:
             raise TlsError(AlertDescription.unexpected_message, "second HelloRetryRequest")
         self._check_unsolicited(hrr.extensions, _HRR_EXTENSIONS, "HelloRetryRequest")
-        suite = SUITES[hrr.cipher_suite]  # type: ignore[index]
+        suite = SUITES[hrr.cipher_suite]
         share = hrr.extensions.get(ET.KEY_SHARE)
         cookie_ext = hrr.extensions.get(ET.COOKIE)
         cookie = ext.decode_cookie(cookie_ext) if cookie_ext is not None else None
@@ -404,7 +404,7 @@ class ClientEngine(TlsEngine):
             group = ext.decode_u16(share, "key_share")
             if group not in self.config.groups or group == self._share.group:
                 raise illegal_parameter("HelloRetryRequest asks for a group we cannot or did already send")
-            self._share = client_key_share(group, self.config.ephemeral_keys)  # type: ignore[arg-type]
+            self._share = client_key_share(group, self.config.ephemeral_keys)
         elif cookie is None:
             raise illegal_parameter("HelloRetryRequest would not change the ClientHello")
         self._retried = True

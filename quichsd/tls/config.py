@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..filecache import ParsedFiles
 from .certs import TrustStore, load_certificates, load_private_key
 from .constants import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
-from .groups import EphemeralKeyPool
+from .groups import KeySource
 from .messages import Certificate, CertificateEntry, ClientHello
 from .session import SessionData, SingleUseTickets, TicketSealer
 from .signatures import schemes_for_private_key
@@ -124,6 +124,11 @@ class ServerChoice:
     psks: Sequence[ExternalPsk] | None = None
 
 
+def _alpn_bytes(protocol: bytes | str) -> bytes:
+    """An ALPN protocol id as bytes; callers may give text ("h3")."""
+    return protocol.encode() if isinstance(protocol, str) else bytes(protocol)
+
+
 @dataclass
 class TlsConfig:
     """Shared settings. `alpn_protocols` is mandatory for QUIC (RFC 9001 §8.1)."""
@@ -165,9 +170,9 @@ class TlsConfig:
     replay_guard: SingleUseTickets | None = None
     # Emit KeyLogLine events (NSS key log lines, for Wireshark) for the driver to write.
     keylog: bool = False
-    # Where ephemeral (EC)DH keys come from (tls/groups.py EphemeralKeyPool; the driver
-    # refills it while it waits for the peer). None: the process's pool, EPHEMERAL_KEYS.
-    ephemeral_keys: EphemeralKeyPool | None = None
+    # Where ephemeral (EC)DH keys come from: the driver passes its EphemeralKeyPool
+    # (tls/groups.py), which it refills while it waits for the peer. None: made when needed.
+    ephemeral_keys: KeySource | None = None
     # Server: receive() stops after a valid first ClientHello: its events end with
     # ClientHelloReceived, the driver does what it must (spec §2.4 server step 3: the
     # client's transport parameters in, ours out; credentials, ALPN, PSKs by SNI/ALPN),
@@ -189,7 +194,7 @@ class TlsConfig:
     quic: bool = True
 
     def __post_init__(self) -> None:
-        self.alpn_protocols = [p.encode() if isinstance(p, str) else bytes(p) for p in self.alpn_protocols]
+        self.alpn_protocols = [_alpn_bytes(p) for p in self.alpn_protocols]
         if (self.quic and not self.alpn_protocols) or any(not 0 < len(p) < 256 for p in self.alpn_protocols):
             raise ValueError("QUIC needs at least one ALPN protocol of 1..255 bytes (RFC 9001 §8.1)")
         modes = {PskKeyExchangeMode(m) for m in self.psk_modes}

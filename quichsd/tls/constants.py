@@ -6,7 +6,9 @@ from enum import Enum, IntEnum
 from types import SimpleNamespace
 from typing import TypeVar, cast
 
-from ..kernel_numbers import CryptoLevel, Direction  # noqa: F401 (the engine's names for them)
+# Re-exported: the engine's names for the kernel's levels and directions.
+from ..kernel_numbers import CryptoLevel as CryptoLevel
+from ..kernel_numbers import Direction as Direction
 
 _E = TypeVar("_E", bound=Enum)
 

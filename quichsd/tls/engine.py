@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["TlsEngine", HandshakeMessage, bytes], None]
 # state -> {message type: crypto level it must arrive at}
-StateTable = Mapping[enum.Enum, Mapping[HandshakeType, CryptoLevel]]
+StateTable = Mapping[enum.Enum, Mapping[int, CryptoLevel]]
 # (state, step) -> next state: every state change of a role, in one table (as h11 keeps
 # its own). A step names what happened: a message taken, or a flight sent.
 Transitions = Mapping[tuple[enum.Enum, str], enum.Enum]
@@ -122,9 +122,6 @@ class TlsEngine:
     # on first use, as most connections never issue or receive a ticket.
     _resumption_hash = b""
     _resumption_secret = b""
-    # A server that sent its ServerHello alone has the rest of its flight to give
-    # (ServerEngine.continue_flight, TlsConfig.server_hello_first); never a client.
-    flight_pending = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -198,6 +195,16 @@ class TlsEngine:
         events, self._events = self._events, []
         return events
 
+    @property
+    def flight_pending(self) -> bool:
+        """A server that sent its ServerHello alone has the rest of its flight to give
+        (continue_flight, TlsConfig.server_hello_first); never a client."""
+        return False
+
+    def continue_flight(self, now: float | None = None) -> list[Event]:
+        """The rest of the flight when flight_pending (ServerEngine)."""
+        raise RuntimeError("no flight pending")
+
     # -- machinery ---------------------------------------------------------------------
 
     def _guard(self, fn: Callable[..., None], *args: object) -> list[Event]:
@@ -224,7 +231,7 @@ class TlsEngine:
 
     def _reject(self, level: CryptoLevel, msg_type: int) -> NoReturn:
         """The error for a message the current state does not take at `level`."""
-        want_level = self.STATES[self.state].get(msg_type)  # type: ignore[call-overload]
+        want_level = self.STATES[self.state].get(msg_type)
         if want_level is None:
             if msg_type == HandshakeType.END_OF_EARLY_DATA:
                 raise protocol_violation("EndOfEarlyData is not used in QUIC (RFC 9001 §8.3)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -38,78 +38,89 @@ _EC_CURVES: dict[NamedGroup, tuple[ec.EllipticCurve, int]] = {
     NamedGroup.SECP384R1: (ec.SECP384R1(), 1 + 2 * 48),
 }
 
-_ClassicPrivate: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
-_Private: TypeAlias = (
-    x25519.X25519PrivateKey
-    | ec.EllipticCurvePrivateKey
-    | tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]
-)
+ClassicPrivateKey: TypeAlias = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
+# (private key, public key_exchange bytes) of X25519, secp256r1 or secp384r1.
+KeyPair: TypeAlias = tuple[ClassicPrivateKey, bytes]
+_Private: TypeAlias = ClassicPrivateKey | tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]
 
 
 # --- ephemeral keys made ahead ----------------------------------------------------------
+
+
+class KeySource(Protocol):
+    """Where an engine takes its ephemeral (EC)DH key pairs (TlsConfig.ephemeral_keys)."""
+
+    def take(self, group: NamedGroup) -> KeyPair:
+        """A pair no other handshake gets, for X25519, secp256r1 or secp384r1."""
+        ...
+
+
+def new_key_pair(group: NamedGroup) -> KeyPair:
+    """A pair made now: what an engine uses when its configuration names no KeySource."""
+    return _EPHEMERAL_MAKERS[group]()
 
 
 class EphemeralKeyPool:
     """Ephemeral (EC)DH key pairs made ahead of need, in a handshake's idle time (while it
     waits for the peer), so the next handshake's key share costs no key generation on its
     critical path. Each pair is handed out once and then forgotten, so every handshake
-    still has its own ephemeral key (RFC 8446 §4.2.8); a forked child starts empty, so no
-    pair can be shared by two processes. Only groups this process has used are made ahead,
-    one pair each."""
+    still has its own ephemeral key (RFC 8446 §4.2.8); in a forked child a pool starts
+    empty, so no pair can be shared by two processes. Only groups this pool has handed out
+    are made ahead, one pair each. The driver keeps one per process (quichsd/handshake.py)
+    and passes it to the engines in their TlsConfig."""
 
     def __init__(self) -> None:
-        self._ready: dict[NamedGroup, tuple[_ClassicPrivate, bytes]] = {}
+        self._forget()
+
+    def _forget(self) -> None:
+        # A new lock too: in a forked child, another thread of the parent may have held
+        # the old one when it forked.
+        self._pid = os.getpid()
+        self._ready: dict[NamedGroup, KeyPair] = {}
         self._used: set[NamedGroup] = set()
         self._lock = threading.Lock()
 
-    def take(self, group: NamedGroup) -> tuple[_ClassicPrivate, bytes]:
+    def take(self, group: NamedGroup) -> KeyPair:
         """(private key, public key_exchange bytes) for X25519, secp256r1 or secp384r1."""
+        if self._pid != os.getpid():
+            self._forget()
         with self._lock:
             self._used.add(group)
             ready = self._ready.pop(group, None)
-        return ready if ready is not None else _EPHEMERAL_MAKERS[group]()
+        return ready if ready is not None else new_key_pair(group)
 
     def refill(self) -> None:
         """Make one pair for each used group that has none ready (call when idle)."""
+        if self._pid != os.getpid():
+            self._forget()
         with self._lock:
             missing = [g for g in self._used if g not in self._ready]
         for group in missing:
-            pair = _EPHEMERAL_MAKERS[group]()
+            pair = new_key_pair(group)
             with self._lock:
                 self._ready.setdefault(group, pair)
 
-    def forget_after_fork(self) -> None:
-        """In a forked child: start empty. A new lock too, since another thread of the
-        parent may have held the old one when it forked."""
-        self._lock = threading.Lock()
-        self._ready = {}
-        self._used = set()
 
-
-def _make_x25519() -> tuple[_ClassicPrivate, bytes]:
+def _make_x25519() -> KeyPair:
     private = x25519.X25519PrivateKey.generate()
     return private, private.public_key().public_bytes_raw()
 
 
-def _make_ec(group: NamedGroup) -> Callable[[], tuple[_ClassicPrivate, bytes]]:
+def _make_ec(group: NamedGroup) -> Callable[[], KeyPair]:
     curve = _EC_CURVES[group][0]
 
-    def make() -> tuple[_ClassicPrivate, bytes]:
+    def make() -> KeyPair:
         private = ec.generate_private_key(curve)
-        return private, _ec_public_bytes(private)
+        return private, ec_public_bytes(private)
 
     return make
 
 
-_EPHEMERAL_MAKERS: dict[NamedGroup, Callable[[], tuple[_ClassicPrivate, bytes]]] = {
+_EPHEMERAL_MAKERS: dict[NamedGroup, Callable[[], KeyPair]] = {
     NamedGroup.X25519: _make_x25519,
     NamedGroup.SECP256R1: _make_ec(NamedGroup.SECP256R1),
     NamedGroup.SECP384R1: _make_ec(NamedGroup.SECP384R1),
 }
-
-# The process's pool: what a TlsConfig without ephemeral_keys uses.
-EPHEMERAL_KEYS = EphemeralKeyPool()
-os.register_at_fork(after_in_child=EPHEMERAL_KEYS.forget_after_fork)
 
 
 # --- per-primitive helpers (peer input validated here) ---------------------------------
@@ -147,7 +158,7 @@ def _ec_exchange(group: NamedGroup, private: ec.EllipticCurvePrivateKey, peer: b
     return private.exchange(_ECDH, _ec_public(group, peer))
 
 
-def _ec_public_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+def ec_public_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
@@ -215,7 +226,7 @@ class ClientKeyShare:
         if group in _EC_CURVES and isinstance(private, ec.EllipticCurvePrivateKey):
             if private.curve.name != _EC_CURVES[group][0].name:
                 raise illegal_parameter(f"private key is not on {group.name}")
-            return cls(group, private, _ec_public_bytes(private))
+            return cls(group, private, ec_public_bytes(private))
         if group == NamedGroup.X25519MLKEM768 and isinstance(private, tuple):
             kem_private, x_private = private
             public = (
@@ -227,113 +238,81 @@ class ClientKeyShare:
 
     def exchange(self, server_share: bytes) -> bytes:
         """The (EC)DHE shared secret from the ServerHello's key_exchange (§7.4)."""
-        group = self.group
         private = self._private
-        if group == NamedGroup.X25519:
-            return _x25519_exchange(private, server_share)  # type: ignore[arg-type]
-        if group == NamedGroup.X25519MLKEM768:
-            return _hybrid_client_exchange(private, server_share)  # type: ignore[arg-type]
-        return _ec_exchange(group, private, server_share)  # type: ignore[arg-type]
+        if isinstance(private, tuple):
+            return _hybrid_client_exchange(private, server_share)
+        if isinstance(private, x25519.X25519PrivateKey):
+            return _x25519_exchange(private, server_share)
+        return _ec_exchange(self.group, private, server_share)
 
 
-def _new_classic(group: NamedGroup) -> Callable[[EphemeralKeyPool], ClientKeyShare]:
-    def make(pool: EphemeralKeyPool) -> ClientKeyShare:
-        private, public = pool.take(group)
-        return ClientKeyShare(group, private, public)  # type: ignore[arg-type]
-
-    return make
-
-
-def _new_hybrid(pool: EphemeralKeyPool) -> ClientKeyShare:  # ML-KEM keys are not pooled
+def _new_hybrid() -> ClientKeyShare:  # ML-KEM keys are not pooled
     kem_private = mlkem.MLKEM768PrivateKey.generate()
     x_private = x25519.X25519PrivateKey.generate()
     public = kem_private.public_key().public_bytes_raw() + x_private.public_key().public_bytes_raw()
     return ClientKeyShare(NamedGroup.X25519MLKEM768, (kem_private, x_private), public)
 
 
-_CLIENT_SHARE_MAKERS: dict[int, Callable[[EphemeralKeyPool], ClientKeyShare]] = {
-    NamedGroup.X25519: _new_classic(NamedGroup.X25519),
-    NamedGroup.SECP256R1: _new_classic(NamedGroup.SECP256R1),
-    NamedGroup.SECP384R1: _new_classic(NamedGroup.SECP384R1),
-    NamedGroup.X25519MLKEM768: _new_hybrid,
-}
+def _take(group: NamedGroup, pool: KeySource | None) -> KeyPair:
+    return new_key_pair(group) if pool is None else pool.take(group)
 
 
-def client_key_share(group: NamedGroup, pool: EphemeralKeyPool | None = None) -> ClientKeyShare:
-    """A fresh ephemeral share for `group`, its classic key from `pool` (default: the
-    process's, EPHEMERAL_KEYS).
+def client_key_share(group: int, pool: KeySource | None = None) -> ClientKeyShare:
+    """A fresh ephemeral share for `group`, its classic key from `pool` (None: made now).
 
     An unsupported group raises illegal_parameter: it can only come from a peer's
     HelloRetryRequest naming a group we did not offer (§4.1.4).
     """
-    maker = _CLIENT_SHARE_MAKERS.get(group)
-    if maker is None:
+    if group == NamedGroup.X25519MLKEM768:
+        return _new_hybrid()
+    if group not in _EPHEMERAL_MAKERS:
         raise illegal_parameter(f"unsupported group 0x{int(group):04x}")
-    return maker(EPHEMERAL_KEYS if pool is None else pool)
+    named = NamedGroup(group)
+    private, public = _take(named, pool)
+    return ClientKeyShare(named, private, public)
 
 
 # --- server side ----------------------------------------------------------------------
 
 
-def _server_x25519(client_share: bytes, pool: EphemeralKeyPool) -> tuple[bytes, bytes]:
-    peer = _x25519_public(client_share)
-    private, public = pool.take(NamedGroup.X25519)
-    try:
-        secret = private.exchange(peer)  # type: ignore[attr-defined]
-    except ValueError:
-        raise illegal_parameter("x25519 shared secret is all zero") from None  # §7.4.2
-    return public, secret
-
-
-def _server_ec(group: NamedGroup) -> Callable[[bytes, EphemeralKeyPool], tuple[bytes, bytes]]:
-    def exchange(client_share: bytes, pool: EphemeralKeyPool) -> tuple[bytes, bytes]:
-        peer = _ec_public(group, client_share)  # validate before spending a key
-        private, public = pool.take(group)
-        return public, private.exchange(_ECDH, peer)  # type: ignore[attr-defined]
-
-    return exchange
-
-
-_SERVER_EXCHANGES: dict[int, Callable[[bytes, EphemeralKeyPool], tuple[bytes, bytes]]] = {
-    NamedGroup.X25519: _server_x25519,
-    NamedGroup.SECP256R1: _server_ec(NamedGroup.SECP256R1),
-    NamedGroup.SECP384R1: _server_ec(NamedGroup.SECP384R1),
-    NamedGroup.X25519MLKEM768: lambda share, _pool: _hybrid_server_exchange(share),  # not pooled
-}
+def _agree(private: ClassicPrivateKey, peer: x25519.X25519PublicKey | ec.EllipticCurvePublicKey) -> bytes:
+    if isinstance(private, x25519.X25519PrivateKey) and isinstance(peer, x25519.X25519PublicKey):
+        try:
+            return private.exchange(peer)
+        except ValueError:
+            raise illegal_parameter("x25519 shared secret is all zero") from None  # §7.4.2
+    if isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(peer, ec.EllipticCurvePublicKey):
+        return private.exchange(_ECDH, peer)
+    raise TypeError(f"a {type(private).__name__} cannot agree with a {type(peer).__name__}")
 
 
 def server_key_share(group: NamedGroup, client_share: bytes,
-                     pool: EphemeralKeyPool | None = None) -> tuple[bytes, Callable[[], bytes]] | None:
+                     pool: KeySource | None = None) -> tuple[bytes, Callable[[], bytes]] | None:
     """server_key_exchange in two steps, for X25519 and the NIST curves: (server
     key_exchange bytes, a call that computes the shared secret). The client's share is
     validated now, so a malformed one fails before anything is sent; the ServerHello can
     go out while the secret is still to be computed. None for the other groups (the
-    hybrid one), which do both at once in server_key_exchange. Keys from `pool` (default:
-    the process's, EPHEMERAL_KEYS)."""
-    pool = EPHEMERAL_KEYS if pool is None else pool
+    hybrid one), which do both at once in server_key_exchange. Keys from `pool` (None:
+    made now)."""
+    peer: x25519.X25519PublicKey | ec.EllipticCurvePublicKey
     if group == NamedGroup.X25519:
         peer = _x25519_public(client_share)
-        x_private, public = pool.take(NamedGroup.X25519)
-
-        def x25519_secret() -> bytes:
-            try:
-                return x_private.exchange(peer)  # type: ignore[attr-defined, arg-type]
-            except ValueError:
-                raise illegal_parameter("x25519 shared secret is all zero") from None  # §7.4.2
-
-        return public, x25519_secret
-    if group in _EC_CURVES:
-        ec_peer = _ec_public(group, client_share)  # validate before spending a key
-        ec_private, public = pool.take(group)
-        return public, lambda: ec_private.exchange(_ECDH, ec_peer)  # type: ignore[union-attr, call-arg, arg-type]
-    return None
+    elif group in _EC_CURVES:
+        peer = _ec_public(group, client_share)
+    else:
+        return None
+    private, public = _take(group, pool)  # after the validation: a bad share spends no key
+    return public, lambda: _agree(private, peer)
 
 
 def server_key_exchange(group: NamedGroup, client_share: bytes,
-                        pool: EphemeralKeyPool | None = None) -> tuple[bytes, bytes]:
+                        pool: KeySource | None = None) -> tuple[bytes, bytes]:
     """(server key_exchange bytes, shared secret) for the client's share of `group`; keys
-    from `pool` (default: the process's, EPHEMERAL_KEYS)."""
-    exchange = _SERVER_EXCHANGES.get(group)
-    if exchange is None:
-        raise illegal_parameter(f"unsupported group 0x{int(group):04x}")
-    return exchange(client_share, EPHEMERAL_KEYS if pool is None else pool)
+    from `pool` (None: made now)."""
+    split = server_key_share(group, client_share, pool)
+    if split is not None:
+        public, secret = split
+        return public, secret()
+    if group == NamedGroup.X25519MLKEM768:
+        return _hybrid_server_exchange(client_share)  # not pooled
+    raise illegal_parameter(f"unsupported group 0x{int(group):04x}")

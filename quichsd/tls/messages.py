@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar, Self
 
 from .constants import (
     HELLO_RETRY_REQUEST_RANDOM,
@@ -159,6 +159,11 @@ class HandshakeMessage:
     msg_type: ClassVar[HandshakeType]
 
     def encode_body(self) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, r: Reader) -> Self:
+        """The message whose body `r` holds (each message type reads its own)."""
         raise NotImplementedError
 
     def encode(self) -> bytes:
@@ -487,7 +492,6 @@ MESSAGE_TYPES = (
     EndOfEarlyData,
     KeyUpdate,
 )
-Message = Union[MESSAGE_TYPES]  # type: ignore[valid-type]
 MESSAGE_CLASSES: dict[int, type[HandshakeMessage]] = {cls.msg_type: cls for cls in MESSAGE_TYPES}
 
 Decoder = Callable[[bytes, int, int], tuple[HandshakeMessage, int]]
@@ -496,7 +500,7 @@ Decoder = Callable[[bytes, int, int], tuple[HandshakeMessage, int]]
 def _reader_decoder(cls: type[HandshakeMessage]) -> Decoder:
     def decode(data: bytes, pos: int, end: int) -> tuple[HandshakeMessage, int]:
         r = Reader(data, pos, end)
-        msg = cls.decode(r)  # type: ignore[attr-defined]
+        msg = cls.decode(r)
         return msg, r.pos
 
     return decode
@@ -517,7 +521,7 @@ DECODERS.update({
 })
 
 
-def decode_at(msg_type: int, data: bytes, pos: int) -> Message:
+def decode_at(msg_type: int, data: bytes, pos: int) -> HandshakeMessage:
     """Decode the body of a `msg_type` message that runs from `pos` to the end of `data`;
     the whole body must be consumed."""
     entry = DECODERS.get(msg_type)
@@ -530,7 +534,7 @@ def decode_at(msg_type: int, data: bytes, pos: int) -> Message:
     return msg
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes) -> HandshakeMessage:
     """Decode one complete message with its 4-byte header."""
     if len(data) < 4:
         raise decode_error("truncated handshake header")
@@ -579,7 +583,8 @@ class MessageBuffer:
             if end > n:
                 break
             # A bytes slice of the whole chunk is the chunk itself: no copy in the common case.
-            out.append(src[pos:end] if pending is None else bytes(src[pos:end]))
+            piece = src[pos:end]
+            out.append(piece if type(piece) is bytes else bytes(piece))
             pos = end
         if pending is not None:
             del pending[:pos]

@@ -6,7 +6,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -24,12 +24,13 @@ from .constants import (
     Direction,
     ExtensionType,
     HandshakeType,
+    NamedGroup,
     PskKeyExchangeMode,
     fast_members,
 )
-from .engine import TlsEngine, load_certificate_chain
+from .engine import StateTable, TlsEngine, Transitions, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
-from .events import ClientHelloReceived, HandshakeComplete, PeerTransportParameters
+from .events import ClientHelloReceived, Event, HandshakeComplete, PeerTransportParameters
 from .groups import server_key_exchange, server_key_share
 from .keyschedule import KeySchedule, finished_verify_data, message_hash, resumption_psk, verify_finished
 from .messages import (
@@ -76,7 +77,7 @@ _SEND, _RECV = Direction.SEND, Direction.RECV
 _PSK_KE, _PSK_DHE_KE = PskKeyExchangeMode.PSK_KE, PskKeyExchangeMode.PSK_DHE_KE
 _TLS13_ONLY = ext.encode_supported_versions_client((TLS13_VERSION,))
 # psk_key_exchange_modes bodies clients usually send -> the modes, without decoding.
-_USUAL_PSK_MODES = {
+_USUAL_PSK_MODES: dict[bytes, frozenset[int]] = {
     ext.encode_psk_modes(modes): frozenset(modes)
     for modes in ([_PSK_DHE_KE], [_PSK_KE], [_PSK_DHE_KE, _PSK_KE], [_PSK_KE, _PSK_DHE_KE])
 }
@@ -84,7 +85,7 @@ _SH_VERSIONS = extension(ExtensionType.SUPPORTED_VERSIONS, ext.encode_u16(TLS13_
 
 # RFC 8446 §A.2, with QUIC's levels (RFC 9001 §4.1.3). Nothing is expected after the
 # handshake: a client sends no post-handshake messages in QUIC.
-SERVER_STATES = {
+SERVER_STATES: StateTable = {
     SS.WAIT_CH: {HT.CLIENT_HELLO: _I},
     SS.WAIT_CH2: {HT.CLIENT_HELLO: _I},
     SS.WAIT_CERT: {HT.CERTIFICATE: _H},
@@ -96,7 +97,7 @@ SERVER_STATES = {
 }
 
 # Every state change of the server (RFC 8446 Appendix A.2), one row per (state, step).
-SERVER_TRANSITIONS = {
+SERVER_TRANSITIONS: Transitions = {
     (SS.WAIT_CH, "ClientHello, paused for a choice"): SS.WAIT_CHOICE,
     (SS.WAIT_CHOICE, "choice made"): SS.WAIT_CH,
     (SS.WAIT_CH, "HelloRetryRequest sent"): SS.WAIT_CH2,
@@ -147,9 +148,9 @@ class ServerEngine(TlsEngine):
 
     # Immutable starting values (see TlsEngine).
     _hello1: ClientHello | None = None
-    _hrr_group: int | None = None
+    _hrr_group: NamedGroup | None = None
     _cookie = b""
-    _group: int | None = None
+    _group: NamedGroup | None = None
     _alpn: bytes | None = None
     _server_name: str | None = None
     _psk: _Psk | None = None
@@ -165,7 +166,7 @@ class ServerEngine(TlsEngine):
     peer_transport_parameters: bytes | None = None
     # With config.server_hello_first: what continue_flight() needs (the suite, the
     # signature scheme, the call that makes the shared secret).
-    _rest_of_flight: tuple[SuiteInfo, int | None, object] | None = None
+    _rest_of_flight: tuple[SuiteInfo, int | None, Callable[[], bytes]] | None = None
     # With config.pause_at_client_hello: the ClientHello (and its bytes) choose() answers.
     _paused_hello: tuple[ClientHello, bytes] | None = None
 
@@ -192,7 +193,7 @@ class ServerEngine(TlsEngine):
             return
         self._answer_client_hello(ch, raw, retry)
 
-    def choose(self, choice: ServerChoice | None, now: float | None = None) -> list:
+    def choose(self, choice: ServerChoice | None, now: float | None = None) -> list[Event]:
         """Continue after ClientHelloReceived with the driver's choice (None: keep the
         configuration); returns the events of the answer (ServerHello onwards)."""
         if self.state is not SS.WAIT_CHOICE or self._paused_hello is None:
@@ -347,7 +348,7 @@ class ServerEngine(TlsEngine):
                 return proto
         raise TlsError(AlertDescription.no_application_protocol, "no ALPN protocol in common")
 
-    def _choose_share(self, ch: ClientHello, retry: bool) -> tuple[int, bytes] | None:
+    def _choose_share(self, ch: ClientHello, retry: bool) -> tuple[NamedGroup, bytes] | None:
         exts = ch.extensions
         if ET.SUPPORTED_GROUPS not in exts:
             raise TlsError(AlertDescription.missing_extension, "no supported_groups")
@@ -359,9 +360,10 @@ class ServerEngine(TlsEngine):
             if group not in groups:
                 raise illegal_parameter("key share for a group not in supported_groups (RFC 8446 §4.2.8)")
         if retry:
-            if len(shares) != 1 or shares[0][0] != self._hrr_group:
+            hrr_group = self._hrr_group
+            if hrr_group is None or len(shares) != 1 or shares[0][0] != hrr_group:
                 raise illegal_parameter("second ClientHello lacks the requested key share")
-            return shares[0]
+            return hrr_group, shares[0][1]
         offered = dict(shares)
         for group in self.config.groups:
             if group in offered:
@@ -390,9 +392,10 @@ class ServerEngine(TlsEngine):
             # keeps 0-RTT possible); otherwise any suite of the same hash (RFC 8446 §4.6.1).
             fits = [s for s in suites if s.hash_name == psk.hash_name]
             own = [s for s in fits if psk.ticket is not None and s.suite == psk.ticket.cipher_suite]
-            suite = (own or fits or [None])[0]
-            if suite is None:
+            candidates = own or fits
+            if not candidates:
                 continue
+            suite = candidates[0]
             self._check_binder(ch, raw, suite, psk, binders[index], retry)
             return psk, suite
         if self._credentials is None:
@@ -409,7 +412,7 @@ class ServerEngine(TlsEngine):
         contents = sealer.open(identity.identity)
         if contents is None:
             return None
-        ticket_suite = SUITES.get(contents.cipher_suite)  # type: ignore[call-overload]
+        ticket_suite = SUITES.get(contents.cipher_suite)
         if ticket_suite is None:
             return None
         age_ms = int(self._now * 1000) - contents.created_ms
@@ -461,7 +464,7 @@ class ServerEngine(TlsEngine):
         assert self._hrr_group is not None
         transcript = self._start_transcript(suite)
         self._cookie = hmac.digest(_COOKIE_KEY, suite.hash(raw), "sha256")
-        exts = {
+        exts: dict[int, bytes] = {
             ET.SUPPORTED_VERSIONS: ext.encode_u16(TLS13_VERSION),
             ET.KEY_SHARE: ext.encode_u16(self._hrr_group),
             ET.COOKIE: ext.encode_cookie(self._cookie),
@@ -477,14 +480,11 @@ class ServerEngine(TlsEngine):
 
     # -- the server's flight --------------------------------------------------------------
 
-    def _emit_server_flight(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, group: int | None,
+    def _emit_server_flight(self, ch: ClientHello, raw: bytes, suite: SuiteInfo, group: NamedGroup | None,
                             client_share: bytes | None, scheme: int | None) -> None:
         self.client_random = ch.random
-        if self.state is SS.WAIT_CH:
-            transcript = self._start_transcript(suite)
-        else:
-            transcript = self.transcript
-            assert transcript is not None
+        transcript = self._start_transcript(suite) if self.state is SS.WAIT_CH else self.transcript
+        assert transcript is not None
         transcript.update(raw)
         self._check_level_drained(_I)
         psk = self._psk
@@ -506,11 +506,11 @@ class ServerEngine(TlsEngine):
         if group is not None:
             assert client_share is not None
             pool = self.config.ephemeral_keys
-            split = server_key_share(group, client_share, pool) if self.config.server_hello_first else None  # type: ignore[arg-type]
+            split = server_key_share(group, client_share, pool) if self.config.server_hello_first else None
             if split is not None:
                 server_share, make_shared = split
             else:
-                server_share, shared = server_key_exchange(group, client_share, pool)  # type: ignore[arg-type]
+                server_share, shared = server_key_exchange(group, client_share, pool)
             sh_exts += extension(ET.KEY_SHARE, ext.encode_key_share_server(group, server_share))
         if psk is not None:
             sh_exts += extension(ET.PRE_SHARED_KEY, ext.encode_u16(psk.index))
@@ -530,7 +530,7 @@ class ServerEngine(TlsEngine):
         gives the rest."""
         return self._rest_of_flight is not None
 
-    def continue_flight(self, now: float | None = None) -> list:
+    def continue_flight(self, now: float | None = None) -> list[Event]:
         """The rest of the server's first flight after a ServerHello sent alone: the
         handshake keys, EncryptedExtensions..Finished, the 1-RTT send key."""
         if self._rest_of_flight is None:
@@ -539,7 +539,7 @@ class ServerEngine(TlsEngine):
             self._now = now
         suite, scheme, make_shared = self._rest_of_flight
         self._rest_of_flight = None
-        return self._guard(lambda: self._rest_of_server_flight(suite, scheme, make_shared(), None))  # type: ignore[operator]
+        return self._guard(lambda: self._rest_of_server_flight(suite, scheme, make_shared(), None))
 
     def _rest_of_server_flight(self, suite: SuiteInfo, scheme: int | None, shared: bytes | None,
                                sh: bytes | None) -> None:
@@ -628,7 +628,7 @@ class ServerEngine(TlsEngine):
 
     # -- tickets --------------------------------------------------------------------------
 
-    def issue_session_ticket(self, now: float | None = None) -> list:
+    def issue_session_ticket(self, now: float | None = None) -> list[Event]:
         """Another NewSessionTicket (level APP) on request, after the handshake."""
         if not self.handshake_complete:
             raise RuntimeError("tickets can only be issued after the handshake")
@@ -658,7 +658,9 @@ class ServerEngine(TlsEngine):
             peer_certificate=self.peer_chain[0].public_bytes(Encoding.DER) if self.peer_chain else self._ticket_peer_cert(),
             psk_identity=self._psk.external.identity if self._psk and self._psk.external else None,
         )
-        exts = {ET.EARLY_DATA: QUIC_MAX_EARLY_DATA.to_bytes(4, "big")} if self.config.enable_early_data else {}
+        exts: dict[int, bytes] = {}
+        if self.config.enable_early_data:
+            exts[ET.EARLY_DATA] = QUIC_MAX_EARLY_DATA.to_bytes(4, "big")
         nst = NewSessionTicket(lifetime, age_add, nonce, sealer.seal(contents), exts)
         self._send(CryptoLevel.APP, nst.encode())
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
-from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
 
 from .constants import AlertDescription, SignatureScheme
 from .errors import TlsError
-
-PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-PublicKey: TypeAlias = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 # Preference order (§4.2.3): what we put in signature_algorithms.
 SUPPORTED_SCHEMES: tuple[SignatureScheme, ...] = (
@@ -87,7 +84,7 @@ _RSA_SCHEMES = (
 )
 
 
-def schemes_for_private_key(key: PrivateKey) -> list[SignatureScheme]:
+def schemes_for_private_key(key: PrivateKeyTypes) -> list[SignatureScheme]:
     """The schemes `key` can sign with, in our preference order (§4.2.3)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         scheme = _EC_SCHEMES.get(key.curve.name)
@@ -102,7 +99,7 @@ def schemes_for_private_key(key: PrivateKey) -> list[SignatureScheme]:
     return []
 
 
-def choose_scheme(key: PrivateKey, peer_schemes: Iterable[int]) -> SignatureScheme:
+def choose_scheme(key: PrivateKeyTypes, peer_schemes: Iterable[int]) -> SignatureScheme:
     """Our most preferred scheme for `key` that the peer offered (§4.4.2.2, §4.4.3)."""
     offered = set(peer_schemes)
     for scheme in schemes_for_private_key(key):
@@ -128,28 +125,7 @@ def choose_scheme_from(
     )
 
 
-# The ABCs a key must be an instance of for each kind of scheme. isinstance against them
-# goes through ABCMeta in Python; a key's concrete type, once it matched, is remembered.
-_PRIVATE_ABCS = ((_ECDSA, ec.EllipticCurvePrivateKey), (_RSA_PSS, rsa.RSAPrivateKey),
-                 (_ED25519, ed25519.Ed25519PrivateKey))
-_PUBLIC_ABCS = ((_ECDSA, ec.EllipticCurvePublicKey), (_RSA_PSS, rsa.RSAPublicKey),
-                (_ED25519, ed25519.Ed25519PublicKey))
-_PRIVATE_KINDS: dict[type, int] = {}
-_PUBLIC_KINDS: dict[type, int] = {}
-
-
-def _kind(key: object, abcs: tuple[tuple[int, type], ...], known: dict[type, int]) -> int:
-    kind = known.get(type(key))
-    if kind is None:
-        for kind, abc in abcs:
-            if isinstance(key, abc):
-                known[type(key)] = kind
-                return kind
-        return -1  # not remembered: a type may still be registered with an ABC later
-    return kind
-
-
-def sign(scheme: int, private_key: PrivateKey, data: bytes) -> bytes:
+def sign(scheme: int, private_key: PrivateKeyTypes, data: bytes) -> bytes:
     """Sign `data` (the certificate_verify_content) with `scheme`.
 
     The scheme comes from choose_scheme(), so a scheme we do not support or that does not
@@ -158,19 +134,26 @@ def sign(scheme: int, private_key: PrivateKey, data: bytes) -> bytes:
     info = _SCHEMES.get(scheme)
     if info is None:
         raise TlsError(AlertDescription.internal_error, f"cannot sign with 0x{scheme:04x}")
-    kind = info.kind
-    if _kind(private_key, _PRIVATE_ABCS, _PRIVATE_KINDS) == kind:
-        if kind == _ECDSA:
-            if private_key.curve.name == info.curve:  # type: ignore[union-attr]
-                return private_key.sign(data, info.ecdsa)  # type: ignore[arg-type, call-arg]
-        elif kind == _RSA_PSS:
-            return private_key.sign(data, info.pss, info.hash)  # type: ignore[arg-type, call-arg]
-        else:
-            return private_key.sign(data)  # type: ignore[call-arg]
-    raise TlsError(AlertDescription.internal_error, f"{info.scheme.name} does not fit our key")
+    signature = _sign_with(info, private_key, data)
+    if signature is None:
+        raise TlsError(AlertDescription.internal_error, f"{info.scheme.name} does not fit our key")
+    return signature
 
 
-def verify(scheme: int, public_key: PublicKey, data: bytes, signature: bytes) -> None:
+def _sign_with(info: _Scheme, key: PrivateKeyTypes, data: bytes) -> bytes | None:
+    """The signature, or None when `info`'s scheme does not fit the key."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if info.ecdsa is not None and key.curve.name == info.curve:
+            return key.sign(data, info.ecdsa)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        if info.pss is not None and info.hash is not None:
+            return key.sign(data, info.pss, info.hash)
+    elif isinstance(key, ed25519.Ed25519PrivateKey) and info.kind == _ED25519:
+        return key.sign(data)
+    return None
+
+
+def verify(scheme: int, public_key: CertificatePublicKeyTypes, data: bytes, signature: bytes) -> None:
     """Check a peer's CertificateVerify signature (§4.4.3).
 
     illegal_parameter: a scheme we do not support, or one that does not fit the key's type
@@ -181,21 +164,30 @@ def verify(scheme: int, public_key: PublicKey, data: bytes, signature: bytes) ->
         raise TlsError(
             AlertDescription.illegal_parameter, f"unsupported signature scheme 0x{scheme:04x}"
         )
-    kind = info.kind
-    if _kind(public_key, _PUBLIC_ABCS, _PUBLIC_KINDS) == kind and (
-        kind != _ECDSA or public_key.curve.name == info.curve  # type: ignore[union-attr]
-    ):
-        try:
-            if kind == _ECDSA:
-                public_key.verify(signature, data, info.ecdsa)  # type: ignore[arg-type, call-arg]
-            elif kind == _RSA_PSS:
-                public_key.verify(signature, data, info.pss, info.hash)  # type: ignore[arg-type, call-arg]
-            else:
-                public_key.verify(signature, data)  # type: ignore[call-arg]
-        except (InvalidSignature, ValueError):
-            raise TlsError(AlertDescription.decrypt_error, "bad CertificateVerify signature") from None
-        return
-    raise TlsError(
-        AlertDescription.illegal_parameter,
-        f"{info.scheme.name} does not fit the peer's {type(public_key).__name__}",
-    )
+    try:
+        fits = _verify_with(info, public_key, data, signature)
+    except (InvalidSignature, ValueError):
+        raise TlsError(AlertDescription.decrypt_error, "bad CertificateVerify signature") from None
+    if not fits:
+        raise TlsError(
+            AlertDescription.illegal_parameter,
+            f"{info.scheme.name} does not fit the peer's {type(public_key).__name__}",
+        )
+
+
+def _verify_with(info: _Scheme, key: CertificatePublicKeyTypes, data: bytes, signature: bytes) -> bool:
+    """False when `info`'s scheme does not fit the key; raises InvalidSignature (or
+    ValueError) when the signature is wrong."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if info.ecdsa is None or key.curve.name != info.curve:
+            return False
+        key.verify(signature, data, info.ecdsa)
+    elif isinstance(key, rsa.RSAPublicKey):
+        if info.pss is None or info.hash is None:
+            return False
+        key.verify(signature, data, info.pss, info.hash)
+    elif isinstance(key, ed25519.Ed25519PublicKey) and info.kind == _ED25519:
+        key.verify(signature, data)
+    else:
+        return False
+    return True

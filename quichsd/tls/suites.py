@@ -95,7 +95,8 @@ def make_suite(
 
 
 # RFC 8446 §B.4. CCM suites are not offered (the kernel QUIC module has no CCM secret type).
-SUITES: dict[CipherSuite, SuiteInfo] = {
+# Keyed by suite number: a CipherSuite, or the int a peer sent.
+SUITES: dict[int, SuiteInfo] = {
     CipherSuite.AES_128_GCM_SHA256: make_suite(
         CipherSuite.AES_128_GCM_SHA256, "sha256", 16, TLS_CIPHER_AES_GCM_128, AESGCM
     ),

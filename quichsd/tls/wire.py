@@ -31,14 +31,6 @@ class Reader:
         if self.pos != self.end:
             raise decode_error(f"{self.end - self.pos} trailing bytes in {what}")
 
-    def bytes(self, n: int) -> bytes:
-        pos = self.pos
-        end = pos + n
-        if end > self.end:
-            raise decode_error("truncated")
-        self.pos = end
-        return self.data[pos:end]
-
     def uint(self, width: int) -> int:
         pos = self.pos
         end = pos + width

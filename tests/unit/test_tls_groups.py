@@ -249,8 +249,6 @@ def test_from_private_key_mismatch() -> None:
 
 @pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1])
 def test_pooled_keys_are_handed_out_once(group) -> None:
-    from quichsd.tls.groups import EphemeralKeyPool
-
     pool = EphemeralKeyPool()
     pool.refill()  # nothing used yet: nothing made
     first = pool.take(group)
@@ -264,14 +262,13 @@ def test_pooled_keys_are_handed_out_once(group) -> None:
 def test_handshakes_use_made_ahead_keys_and_stay_correct() -> None:
     """A share from the pool gives both sides the same secret, and no two handshakes
     (client or server side) ever get the same key."""
-    from quichsd.tls.groups import EPHEMERAL_KEYS
-
+    pool = EphemeralKeyPool()
     seen: set[bytes] = set()
     for _ in range(4):
-        EPHEMERAL_KEYS.refill()
-        client = client_key_share(NamedGroup.X25519)
-        EPHEMERAL_KEYS.refill()
-        server_share, server_secret = server_key_exchange(NamedGroup.X25519, client.public)
+        pool.refill()
+        client = client_key_share(NamedGroup.X25519, pool)
+        pool.refill()
+        server_share, server_secret = server_key_exchange(NamedGroup.X25519, client.public, pool)
         assert client.exchange(server_share) == server_secret
         assert client.public not in seen and server_share not in seen
         seen |= {client.public, server_share}
@@ -280,24 +277,23 @@ def test_handshakes_use_made_ahead_keys_and_stay_correct() -> None:
 def test_a_forked_child_does_not_inherit_made_ahead_keys() -> None:
     import os
 
-    from quichsd.tls.groups import EPHEMERAL_KEYS
-
-    EPHEMERAL_KEYS.take(NamedGroup.X25519)
-    EPHEMERAL_KEYS.refill()
-    parent_next = EPHEMERAL_KEYS.take(NamedGroup.X25519)[1]
-    EPHEMERAL_KEYS.refill()  # one ready again, in the parent
+    pool = EphemeralKeyPool()
+    pool.take(NamedGroup.X25519)
+    pool.refill()
+    parent_next = pool.take(NamedGroup.X25519)[1]
+    pool.refill()  # one ready again, in the parent
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(write, EPHEMERAL_KEYS.take(NamedGroup.X25519)[1])
+            os.write(write, pool.take(NamedGroup.X25519)[1])
         finally:
             os._exit(0)
     os.close(write)
     child_key = os.read(read, 64)
     os.close(read)
     os.waitpid(pid, 0)
-    parent_key = EPHEMERAL_KEYS.take(NamedGroup.X25519)[1]
+    parent_key = pool.take(NamedGroup.X25519)[1]
     assert len(child_key) == 32 and child_key not in (parent_key, parent_next)
 
 

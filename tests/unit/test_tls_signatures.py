@@ -10,12 +10,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from quichsd.tls.constants import AlertDescription, CipherSuite, SignatureScheme
 from quichsd.tls.errors import TlsError
 from quichsd.tls.signatures import (
     SUPPORTED_SCHEMES,
-    PrivateKey,
     certificate_verify_content,
     choose_scheme,
     schemes_for_private_key,
@@ -205,7 +205,7 @@ def test_rfc8448_rsa_key_signs_for_its_certificate() -> None:
 
 
 @cache
-def generated_keys() -> dict[SignatureScheme, PrivateKey]:
+def generated_keys() -> dict[SignatureScheme, PrivateKeyTypes]:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return {
         SignatureScheme.ECDSA_SECP256R1_SHA256: ec.generate_private_key(ec.SECP256R1()),
