@@ -10,17 +10,11 @@ TrustStore of the same CA with server_name 'localhost'.
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
-pytest.importorskip(
-    "aioquic.tls", reason="aioquic (the test extra, aioquic==1.7.2) is needed for the TLS interop tests"
-)
-
-from aioquic import tls as aiotls  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
-from quichsd.tls.certs import TrustStore  # noqa: E402
-from quichsd.tls.config import ClientAuth, Credentials  # noqa: E402
-from quichsd.tls.constants import (  # noqa: E402
+from quichsd.tls.certs import TrustStore
+from quichsd.tls.config import ClientAuth, Credentials
+from quichsd.tls.constants import (
     AlertDescription,
     CipherSuite,
     CryptoLevel,
@@ -28,9 +22,19 @@ from quichsd.tls.constants import (  # noqa: E402
     NamedGroup,
     SignatureScheme,
 )
-from quichsd.tls.errors import TlsError  # noqa: E402
-from quichsd.tls.events import InstallSecret  # noqa: E402
-from quichsd.tls.suites import SUITES  # noqa: E402
+from quichsd.tls.errors import TlsError
+from quichsd.tls.events import InstallSecret
+from quichsd.tls.suites import SUITES
+from tests.pki import make_ca
+from tests.tls_pair import Side
+
+pytest.importorskip(
+    "aioquic.tls", reason="aioquic (the test extra, aioquic==1.7.2) is needed for the TLS interop tests"
+)
+
+# these two import aioquic: only once importorskip has found it
+from aioquic import tls as aiotls  # noqa: E402
+
 from tests.aioquic_pair import (  # noqa: E402
     ALPN,
     CLIENT_PARAMS,
@@ -49,8 +53,6 @@ from tests.aioquic_pair import (  # noqa: E402
     run_aioquic_client_vs_ours,
     run_ours_vs_aioquic_server,
 )
-from tests.pki import make_ca  # noqa: E402
-from tests.tls_pair import Side  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
