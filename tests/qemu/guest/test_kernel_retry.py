@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from quichsd import QuicSocket, abi, quic_client_handshake, quic_server_handshake
-from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
 from tests.sockets import free_port
 
 L = abi.lib

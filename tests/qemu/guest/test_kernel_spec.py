@@ -22,7 +22,6 @@ from quichsd.spec.outcome import Outcome, Verdict
 from quichsd.spec.probe import Settings
 from quichsd.spec.runner import report, resolve, run_checks
 from quichsd.tls.certs import TrustStore
-from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
 from tests.sockets import free_port
 
 RESULTS = Path("/run/quichsd-results")

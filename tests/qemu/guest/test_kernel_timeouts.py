@@ -11,7 +11,6 @@ import threading
 import pytest
 
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
-from tests.qemu.guest.kernel import quic_module  # noqa: F401  (fixture)
 
 L = abi.lib
 TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
