@@ -1,8 +1,11 @@
 """QUIC transport parameters: the value of TLS extension 0x39 (RFC 9000 §18, RFC 9001 §8.2).
 
-One table, built at import, maps each id to (name, kind, limits); the codec walks it.
+One table, built at import, maps each id to (name, kind, limits); the codec walks it, and
+it is the only place that spells a parameter's id: everything else (the simulation's kernel
+blobs too, sock/sim/tparams.py) names parameters and encodes them with `encode_params`.
 Besides RFC 9000 §18.2 it knows max_datagram_frame_size (RFC 9221 §3),
-grease_quic_bit (RFC 9287 §3) and version_information (RFC 9368 §3).
+grease_quic_bit (RFC 9287 §3), version_information (RFC 9368 §3) and the kernel module's
+disable_1rtt_encryption (draft-banks-quic-disable-encryption).
 
 Decoding rejects, with TRANSPORT_PARAMETER_ERROR, what RFC 9000 §7.4, §18 and §18.2 (and
 the extension RFCs) make invalid in the parameters themselves. Checks that need connection
@@ -11,19 +14,23 @@ the caller.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import QuicError, QuicErrorCode
 from .varint import VarintError, decode_varint, decode_varint_exact, encode_varint
 
 __all__ = [
+    "PARAMETER_IDS",
     "PreferredAddress",
     "TransportParameters",
+    "Value",
     "VersionInformation",
+    "encode_params",
     "is_grease_id",
 ]
 
@@ -41,6 +48,7 @@ class Kind(Enum):
     CID = "cid"
     PREFERRED_ADDRESS = "preferred_address"
     VERSION_INFO = "version_info"
+    OPAQUE = "opaque"  # kept as sent, for the receiver to judge
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ class TransportParameters:
     version_information: VersionInformation | None = None
     max_datagram_frame_size: int | None = None
     grease_quic_bit: bool = False
+    # The draft defines it empty; the kernel rejects a value only at a client (kernel ABI
+    # spec §5), so the value is kept for the receiver to judge.
+    disable_1rtt_encryption: bytes | None = None
     unknown: list[tuple[int, bytes]] = field(default_factory=list)
 
     def encode(self) -> bytes:
@@ -136,8 +147,12 @@ _TABLE: tuple[_Param, ...] = (
     _Param(0x11, "version_information", Kind.VERSION_INFO),
     _Param(0x20, "max_datagram_frame_size", Kind.VARINT),
     _Param(0x2AB2, "grease_quic_bit", Kind.EMPTY),
+    _Param(0xBAAD, "disable_1rtt_encryption", Kind.OPAQUE),
 )
 _BY_ID: dict[int, _Param] = {p.id: p for p in _TABLE}
+_BY_NAME: dict[str, _Param] = {p.name: p for p in _TABLE}
+# The id of each parameter by its name (and TransportParameters attribute).
+PARAMETER_IDS: Mapping[str, int] = MappingProxyType({p.name: p.id for p in _TABLE})
 
 
 def is_grease_id(param_id: int) -> bool:
@@ -226,6 +241,10 @@ def _decode_empty(spec: _Param, value: bytes) -> bool:
     return True
 
 
+def _decode_opaque(spec: _Param, value: bytes) -> bytes:
+    return value
+
+
 def _decode_cid(spec: _Param, value: bytes) -> bytes:
     if len(value) > MAX_CID_LEN:
         raise _error(f"{spec.name} is {len(value)} bytes, max {MAX_CID_LEN}")
@@ -274,6 +293,7 @@ _DECODERS: dict[Kind, Callable[[_Param, bytes], Value]] = {
     Kind.CID: _decode_cid,
     Kind.PREFERRED_ADDRESS: _decode_preferred_address,
     Kind.VERSION_INFO: _decode_version_info,
+    Kind.OPAQUE: _decode_opaque,
 }
 # By parameter id, so decoding does not hash the Kind enum (a Python-level __hash__).
 _DECODER_OF: dict[int, Callable[[_Param, bytes], Value]] = {p.id: _DECODERS[p.kind] for p in _TABLE}
@@ -283,20 +303,32 @@ _DECODER_OF: dict[int, Callable[[_Param, bytes], Value]] = {p.id: _DECODERS[p.ki
 
 
 def _encode(params: TransportParameters) -> bytes:
+    """Known parameters in table order, then the unknown ones as they came."""
     out = bytearray()
     for spec in _TABLE:
         value = getattr(params, spec.name)
-        if value is None or value is False:
-            continue
-        body = _ENCODERS[spec.kind](value)
-        out += encode_varint(spec.id)
-        out += encode_varint(len(body))
-        out += body
+        if value is not None and value is not False:
+            _put(out, spec.id, _ENCODER_OF[spec.id](value))
     for param_id, body in params.unknown:
-        out += encode_varint(param_id)
-        out += encode_varint(len(body))
-        out += body
+        _put(out, param_id, body)
     return bytes(out)
+
+
+def encode_params(params: Iterable[tuple[str, Value]]) -> bytes:
+    """(name, value) pairs encoded in the order given, for a sender with an order of its own
+    (the kernel's; RFC 9000 §18 leaves it free). A flag that is on has the value b"" (or
+    True); one that is off is left out by the caller."""
+    out = bytearray()
+    for name, value in params:
+        spec = _BY_NAME[name]
+        _put(out, spec.id, _ENCODER_OF[spec.id](value))
+    return bytes(out)
+
+
+def _put(out: bytearray, param_id: int, body: bytes) -> None:
+    out += encode_varint(param_id)
+    out += encode_varint(len(body))
+    out += body
 
 
 def _encode_preferred_address(pa: PreferredAddress) -> bytes:
@@ -324,4 +356,6 @@ _ENCODERS: dict[Kind, Callable[[Any], bytes]] = {
     Kind.CID: bytes,
     Kind.PREFERRED_ADDRESS: _encode_preferred_address,
     Kind.VERSION_INFO: _encode_version_info,
+    Kind.OPAQUE: bytes,
 }
+_ENCODER_OF: dict[int, Callable[[Any], bytes]] = {p.id: _ENCODERS[p.kind] for p in _TABLE}

@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quichsd.quic import transport_params as tp_mod
 from quichsd.quic.errors import QuicError, QuicErrorCode
 from quichsd.quic.transport_params import (
+    PARAMETER_IDS,
     PreferredAddress,
     TransportParameters,
     VersionInformation,
+    encode_params,
     is_grease_id,
 )
 from quichsd.quic.varint import encode_varint
@@ -47,22 +48,32 @@ def rejects(data: bytes, sender: str = "server") -> QuicError:
 
 
 def test_table_matches_rfc9000_ids() -> None:
-    table = {p.id: p.name for p in tp_mod._TABLE}
     for entry in RFC9000["transport_parameters"]["ids"]:
-        assert table[entry["id"]] == entry["name"]
-    assert table[0x11] == "version_information"
-    assert table[0x20] == "max_datagram_frame_size"
-    assert table[0x2AB2] == "grease_quic_bit"
+        assert PARAMETER_IDS[entry["name"]] == entry["id"]
+    assert PARAMETER_IDS["version_information"] == 0x11
+    assert PARAMETER_IDS["max_datagram_frame_size"] == 0x20
+    assert PARAMETER_IDS["grease_quic_bit"] == 0x2AB2
+    assert PARAMETER_IDS["disable_1rtt_encryption"] == 0xBAAD  # draft-banks-quic-disable-encryption
 
 
 def test_table_matches_dataclass_fields() -> None:
     names = [f.name for f in dataclasses.fields(TransportParameters)]
     assert names[-1] == "unknown"
-    assert set(names[:-1]) == {p.name for p in tp_mod._TABLE}
+    assert set(names[:-1]) == set(PARAMETER_IDS)
 
 
 def test_server_only_set() -> None:
-    server_only = {p.name for p in tp_mod._TABLE if p.server_only}
+    """A client sending a server-only parameter is a TRANSPORT_PARAMETER_ERROR; every other
+    parameter is accepted from either side (RFC 9000 §18.2)."""
+    server_only = set()
+    for name in PARAMETER_IDS:
+        blob = TransportParameters(**{name: getattr(FULL, name)}).encode()  # type: ignore[arg-type]
+        assert getattr(TransportParameters.decode(blob, "server"), name) == getattr(FULL, name)
+        try:
+            TransportParameters.decode(blob, "client")
+        except QuicError as exc:
+            assert exc.error_code == QuicErrorCode.TRANSPORT_PARAMETER_ERROR
+            server_only.add(name)
     assert server_only == set(RFC9000["transport_parameters"]["server_only"])
 
 
@@ -120,7 +131,8 @@ FULL = TransportParameters(
     version_information=VersionInformation(0x6B3343CF, (0x6B3343CF, 0x00000001)),
     max_datagram_frame_size=65535,
     grease_quic_bit=True,
-    unknown=[(0xBAAD, b""), (0x7F00, b"opaque")],
+    disable_1rtt_encryption=b"",
+    unknown=[(0x7F00, b"opaque")],
 )
 
 
@@ -161,6 +173,30 @@ def test_unknown_kept_grease_dropped() -> None:
     blob = record(27, b"grease") + record(0x1234, b"\x01\x02") + record(31 * 1000 + 27, b"")
     params = TransportParameters.decode(blob, "client")
     assert params.unknown == [(0x1234, b"\x01\x02")]
+
+
+def test_disable_1rtt_encryption_kept_as_sent() -> None:
+    # The draft defines it empty; what a value means is the receiver's call (the kernel's
+    # rule is in sock/sim/tparams.py), so the codec keeps it and it is not "unknown".
+    for value in (b"", b"\x01"):
+        for sender in ("client", "server"):
+            params = TransportParameters.decode(record(0xBAAD, value), sender)  # type: ignore[arg-type]
+            assert params.disable_1rtt_encryption == value and params.unknown == []
+
+
+def test_encode_params_in_the_order_given() -> None:
+    # The kernel's order (sock/sim/tparams.py) is not the table's: same records, its order.
+    blob = encode_params([("initial_source_connection_id", b"\x02" * 8), ("max_idle_timeout", 30_000),
+                          ("disable_active_migration", b""), ("grease_quic_bit", True),
+                          ("disable_1rtt_encryption", b""),
+                          ("version_information", VersionInformation(1, (0x6B3343CF, 1)))])
+    assert blob == (record(0x0F, b"\x02" * 8) + varint_record(0x01, 30_000) + record(0x0C, b"")
+                    + record(0x2AB2, b"") + record(0xBAAD, b"")
+                    + record(0x11, bytes.fromhex("000000016b3343cf00000001")))
+    assert TransportParameters.decode(blob, "client") == TransportParameters(
+        initial_source_connection_id=b"\x02" * 8, max_idle_timeout=30_000, disable_active_migration=True,
+        grease_quic_bit=True, disable_1rtt_encryption=b"",
+        version_information=VersionInformation(1, (0x6B3343CF, 1)))
 
 
 def test_server_only_accepted_from_server() -> None:
@@ -329,10 +365,11 @@ _params = st.builds(
     ),
     max_datagram_frame_size=st.none() | _varint,
     grease_quic_bit=st.booleans(),
+    disable_1rtt_encryption=st.none() | st.binary(max_size=4),
     unknown=st.lists(
         st.tuples(
             st.integers(min_value=0x40, max_value=0xFFFF).filter(
-                lambda i: not is_grease_id(i) and i not in (0x2AB2,)
+                lambda i: not is_grease_id(i) and i not in PARAMETER_IDS.values()
             ),
             st.binary(max_size=8),
         ),

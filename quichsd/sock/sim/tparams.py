@@ -1,19 +1,22 @@
 """Transport parameters as the kernel handles them (spec §1.3, §1.4, §5).
 
 Values live in dicts keyed by the field names of `struct quic_transport_param` (times in
-microseconds), which is what TRANSPORT_PARAM get/set carry. This module builds the local
-TRANSPORT_PARAM_EXT blob in the kernel's order, parses the peer's blob with
-TransportParameters.decode plus the kernel's extra checks, and validates TRANSPORT_PARAM
-sets.
+microseconds), which is what TRANSPORT_PARAM get/set carry. One table (_TABLE) says, for each
+field, which wire parameter carries it (quic/transport_params.py's table has the ids and the
+codec), in which unit, when the local blob leaves it out, and the kernel's limits. From it
+this module builds the local TRANSPORT_PARAM_EXT blob in the kernel's order, parses the
+peer's blob with TransportParameters.decode plus the kernel's extra checks, and validates
+TRANSPORT_PARAM sets.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from operator import itemgetter
 
 from ...quic.errors import QuicError, QuicErrorCode
-from ...quic.transport_params import TransportParameters, VersionInformation
-from ...quic.varint import encode_varint
+from ...quic.transport_params import TransportParameters, Value, VersionInformation, encode_params
 from ...quic.versions import QUIC_V1, QUIC_V2, SUPPORTED_VERSIONS
 
 __all__ = [
@@ -32,10 +35,10 @@ __all__ = [
 
 MAX_BLOB = 512  # TRANSPORT_PARAM_EXT limit
 MAX_STREAMS = 4096  # per type, kernel limit
-DISABLE_1RTT_ID = 0xBAAD  # draft-banks-quic-disable-encryption
 # Our versions in preference order: what version_information lists as available (§5).
 AVAILABLE_VERSIONS = (QUIC_V2.number, QUIC_V1.number)
 
+# struct quic_transport_param's fields in its order (§1.3), without `remote`.
 FIELDS = (
     "disable_active_migration", "grease_quic_bit", "stateless_reset", "disable_1rtt_encryption",
     "disable_compatible_version", "active_connection_id_limit", "ack_delay_exponent",
@@ -73,8 +76,94 @@ PEER_DEFAULTS = {
 _S32_MAX = (1 << 31) - 1
 
 
-def _bad(why: str) -> ValueError:
-    return ValueError(why)
+class Part(Enum):
+    """Where the local blob carries a field (§5): among the configuration's parameters before
+    version_information or after it, or as the connection's own (a reset token, whether
+    version_information is sent at all)."""
+
+    LEADING = "leading"
+    TRAILING = "trailing"
+    CONNECTION = "connection"
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A field of struct quic_transport_param: the wire parameter that carries it and what
+    the kernel does with its value. Bounds are in the struct's units and apply to non-zero
+    values (zero is "unchanged" in a set, "absent" from the peer)."""
+
+    name: str  # the struct's field
+    param: str  # the parameter carrying it (a TransportParameters attribute)
+    part: Part
+    flag: bool = False  # 1 if the parameter is present (0 if `negated`), an empty value on the wire
+    negated: bool = False
+    unit: int = 1  # struct units per wire unit: µs per ms for the times
+    omit: tuple[int, ...] = (0,)  # values the local blob leaves out
+    lo: int | None = None  # below: EINVAL for a set (§1.4), TRANSPORT_PARAMETER_ERROR from the peer (§5)
+    hi: int | None = None  # above: likewise
+    set_lo: int | None = None  # below: EINVAL for a set only (the peer's credit is not checked)
+    local_hi: int | None = None  # above: EINVAL for a set of the local parameters only
+    cap: int | None = None  # a peer's larger value is clipped to this (a kernel limit or the field's width)
+
+    def set_value(self, value: int, remote: bool) -> int:
+        """What a TRANSPORT_PARAM set of non-zero `value` stores; ValueError (EINVAL) if the
+        kernel refuses it (§1.4)."""
+        lo = self.lo if self.set_lo is None else self.set_lo
+        if lo is not None and value < lo:
+            raise ValueError(self.name)
+        if self.hi is not None and value > self.hi:
+            raise ValueError(self.name)
+        if remote:
+            return value if self.cap is None else min(value, self.cap)
+        if self.local_hi is not None and value > self.local_hi:
+            raise ValueError(self.name)
+        return value
+
+    def peer_value(self, tp: TransportParameters) -> int | None:
+        """What the peer's parameters set this field to (None: absent, the default stays);
+        QuicError 0x08 for a value the kernel refuses (§5)."""
+        value = getattr(tp, self.param)
+        if value is None or value is False:
+            return None
+        if self.flag:
+            return 0 if self.negated else 1
+        number: int = value * self.unit
+        if number and self.lo is not None and number < self.lo:
+            raise _tp_error(f"{self.param} {value} under {-(-self.lo // self.unit)}")
+        if number and self.hi is not None and number > self.hi:
+            raise _tp_error(f"{self.param} {value} over {self.hi // self.unit}")
+        return number if self.cap is None else min(number, self.cap)
+
+    def wire_value(self, value: int) -> Value:
+        """The local value as the blob carries it: times in ms rounded up (§5)."""
+        return b"" if self.flag else (value + self.unit - 1) // self.unit
+
+
+_LEADING, _TRAILING, _CONNECTION = Part.LEADING, Part.TRAILING, Part.CONNECTION
+# In the order the kernel writes the local blob (§5).
+_TABLE = (
+    _Field("stateless_reset", "stateless_reset_token", _CONNECTION, flag=True),
+    _Field("max_stream_data_bidi_local", "initial_max_stream_data_bidi_local", _LEADING,
+           set_lo=1200, local_hi=_S32_MAX // 8),
+    _Field("max_stream_data_bidi_remote", "initial_max_stream_data_bidi_remote", _LEADING,
+           set_lo=1200, local_hi=_S32_MAX // 8),
+    _Field("max_stream_data_uni", "initial_max_stream_data_uni", _LEADING,
+           set_lo=1200, local_hi=_S32_MAX // 8),
+    _Field("max_data", "initial_max_data", _LEADING, set_lo=1200, local_hi=_S32_MAX // 4),
+    _Field("max_streams_bidi", "initial_max_streams_bidi", _LEADING, local_hi=MAX_STREAMS, cap=MAX_STREAMS),
+    _Field("max_streams_uni", "initial_max_streams_uni", _LEADING, local_hi=MAX_STREAMS, cap=MAX_STREAMS),
+    _Field("max_udp_payload_size", "max_udp_payload_size", _LEADING, omit=(0, 65527), lo=1200, hi=65527),
+    _Field("ack_delay_exponent", "ack_delay_exponent", _LEADING, omit=(3,), hi=20),
+    _Field("disable_active_migration", "disable_active_migration", _LEADING, flag=True),
+    _Field("disable_1rtt_encryption", "disable_1rtt_encryption", _LEADING, flag=True),
+    _Field("disable_compatible_version", "version_information", _CONNECTION, flag=True, negated=True),
+    _Field("grease_quic_bit", "grease_quic_bit", _TRAILING, flag=True),
+    _Field("max_ack_delay", "max_ack_delay", _TRAILING, unit=1000, omit=(0, 25_000), hi=16_384_000 - 1),
+    _Field("max_idle_timeout", "max_idle_timeout", _TRAILING, unit=1000, lo=1_000_000, cap=0xFFFFFFFF),
+    _Field("active_connection_id_limit", "active_connection_id_limit", _TRAILING, omit=(0, 2), lo=2, hi=8),
+    _Field("max_datagram_frame_size", "max_datagram_frame_size", _TRAILING, lo=1200, cap=65535),
+)
+_BY_NAME = {f.name: f for f in _TABLE}
 
 
 def merge_fields(current: dict[str, int], fields: dict[str, int], remote: bool) -> dict[str, int]:
@@ -82,83 +171,17 @@ def merge_fields(current: dict[str, int], fields: dict[str, int], remote: bool) 
     Raises ValueError (EINVAL) without changing anything."""
     new = dict(current)
     for name, value in fields.items():
-        if name not in ZERO or not value:
-            continue
-        value = int(value)
-        if name == "max_udp_payload_size" and not 1200 <= value <= 65527:
-            raise _bad("max_udp_payload_size")
-        if name == "ack_delay_exponent" and value > 20:
-            raise _bad("ack_delay_exponent")
-        if name == "max_ack_delay" and value >= 16_384_000:
-            raise _bad("max_ack_delay")
-        if name == "active_connection_id_limit" and not 2 <= value <= 8:
-            raise _bad("active_connection_id_limit")
-        if name == "max_idle_timeout" and value < 1_000_000:
-            raise _bad("max_idle_timeout")
-        if name == "max_datagram_frame_size" and value < 1200:
-            raise _bad("max_datagram_frame_size")
-        if name == "max_data" and (value < 1200 or (not remote and value > _S32_MAX // 4)):
-            raise _bad("max_data")
-        if name.startswith("max_stream_data") and (value < 1200 or (not remote and value > _S32_MAX // 8)):
-            raise _bad(name)
-        if name.startswith("max_streams") and value > MAX_STREAMS:
-            if not remote:
-                raise _bad(name)
-            value = MAX_STREAMS
-        new[name] = value
+        if name in _BY_NAME and value:
+            new[name] = _BY_NAME[name].set_value(int(value), remote)
     return new
 
 
 # ---- the local blob (getsockopt TRANSPORT_PARAM_EXT) ----------------------------------------
 
 
-def _param(out: bytearray, pid: int, body: bytes) -> None:
-    out += encode_varint(pid)
-    out += encode_varint(len(body))
-    out += body
-
-
-def _int(out: bytearray, pid: int, value: int) -> None:
-    _param(out, pid, encode_varint(value))
-
-
-def _ms_up(us: int) -> int:
-    return (us + 999) // 1000
-
-
-def _leading_params(p: dict[str, int]) -> bytes:
-    """What follows initial_source_connection_id, up to version_information (§5 order)."""
-    out = bytearray()
-    for pid, name in ((0x05, "max_stream_data_bidi_local"), (0x06, "max_stream_data_bidi_remote"),
-                      (0x07, "max_stream_data_uni"), (0x04, "max_data"),
-                      (0x08, "max_streams_bidi"), (0x09, "max_streams_uni")):
-        if p[name]:
-            _int(out, pid, p[name])
-    if p["max_udp_payload_size"] and p["max_udp_payload_size"] != 65527:
-        _int(out, 0x03, p["max_udp_payload_size"])
-    if p["ack_delay_exponent"] != 3:
-        _int(out, 0x0A, p["ack_delay_exponent"])
-    if p["disable_active_migration"]:
-        _param(out, 0x0C, b"")
-    if p["disable_1rtt_encryption"]:
-        _param(out, DISABLE_1RTT_ID, b"")
-    return bytes(out)
-
-
-def _trailing_params(p: dict[str, int]) -> bytes:
-    """What follows version_information (§5 order)."""
-    out = bytearray()
-    if p["grease_quic_bit"]:
-        _param(out, 0x2AB2, b"")
-    if p["max_ack_delay"] and p["max_ack_delay"] != 25_000:
-        _int(out, 0x0B, _ms_up(p["max_ack_delay"]))
-    if p["max_idle_timeout"]:
-        _int(out, 0x01, _ms_up(p["max_idle_timeout"]))
-    if p["active_connection_id_limit"] and p["active_connection_id_limit"] != 2:
-        _int(out, 0x0E, p["active_connection_id_limit"])
-    if p["max_datagram_frame_size"]:
-        _int(out, 0x20, p["max_datagram_frame_size"])
-    return bytes(out)
+def _encode_part(p: dict[str, int], part: Part) -> bytes:
+    return encode_params((f.param, f.wire_value(p[f.name])) for f in _TABLE
+                         if f.part is part and p[f.name] not in f.omit)
 
 
 _field_values = itemgetter(*FIELDS)
@@ -170,13 +193,14 @@ _CONFIG_PARTS_MAX = 64
 
 
 def _config_parts(p: dict[str, int]) -> tuple[bytes, bytes]:
-    """(_leading_params, _trailing_params) of `p`, encoded once per configuration."""
+    """The configuration's parameters before and after version_information, encoded once
+    per configuration."""
     key = _field_values(p)
     parts = _CONFIG_PARTS.get(key)
     if parts is None:
         if len(_CONFIG_PARTS) >= _CONFIG_PARTS_MAX:
             _CONFIG_PARTS.clear()
-        parts = _CONFIG_PARTS[key] = (_leading_params(p), _trailing_params(p))
+        parts = _CONFIG_PARTS[key] = (_encode_part(p, _LEADING), _encode_part(p, _TRAILING))
     return parts
 
 
@@ -191,21 +215,19 @@ def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
     """The parameters in the kernel's order and with its emission rules (§5): the
     connection's own values (CIDs, token, version) around the configuration's, which are
     encoded once per configuration (_config_parts)."""
-    out = bytearray()
+    own: list[tuple[str, Value]] = []
     if not is_client:
-        _param(out, 0x00, original_dcid)
+        own.append(("original_destination_connection_id", original_dcid))
         if needs_reset_token(p, is_client=is_client) and reset_token is not None:
-            _param(out, 0x02, reset_token)
+            own.append(("stateless_reset_token", reset_token))
         if retry_scid is not None:  # RFC 9000 §7.3: the SCID of the Retry we sent
-            _param(out, 0x10, retry_scid)
-    _param(out, 0x0F, local_cid)
+            own.append(("retry_source_connection_id", retry_scid))
+    own.append(("initial_source_connection_id", local_cid))
     leading, trailing = _config_parts(p)
-    out += leading
+    versions: Iterable[tuple[str, Value]] = ()
     if not p["disable_compatible_version"] and (is_client or peer_sent_version_info):
-        versions = (version, *AVAILABLE_VERSIONS)
-        _param(out, 0x11, b"".join(v.to_bytes(4, "big") for v in versions))
-    out += trailing
-    return bytes(out)
+        versions = (("version_information", VersionInformation(version, AVAILABLE_VERSIONS)),)
+    return encode_params(own) + leading + encode_params(versions) + trailing
 
 
 # ---- the peer's blob (setsockopt TRANSPORT_PARAM_EXT) -----------------------------------------
@@ -228,6 +250,25 @@ def parse_peer_blob(blob: bytes, *, we_are_client: bool, original_dcid: bytes,
     """Decode and check the peer's parameters; raises QuicError (0x08 or 0x11).
     `retry_scid`: a client's, the SCID of the Retry it followed (RFC 9000 §7.3)."""
     tp = TransportParameters.decode(blob, "server" if we_are_client else "client")
+    iscid = _check_connection_ids(tp, we_are_client=we_are_client, original_dcid=original_dcid,
+                                  peer_cid=peer_cid, retry_scid=retry_scid)
+    fields = dict(PEER_DEFAULTS)
+    for field in _TABLE:
+        value = field.peer_value(tp)
+        if value is not None:
+            fields[field.name] = value
+    if tp.disable_1rtt_encryption and we_are_client:
+        raise _tp_error("disable_1rtt_encryption with a value")
+    vi = tp.version_information
+    if vi is not None and not we_are_client and vi.chosen_version not in vi.available_versions:
+        raise _tp_error("version_information: chosen version not among the available ones")
+    return PeerParams(fields, vi, tp.stateless_reset_token, iscid)
+
+
+def _check_connection_ids(tp: TransportParameters, *, we_are_client: bool, original_dcid: bytes,
+                          peer_cid: bytes, retry_scid: bytes | None) -> bytes:
+    """RFC 9000 §7.3: the CIDs the peer names are the ones this connection used; returns
+    the peer's initial_source_connection_id."""
     if we_are_client:
         if tp.original_destination_connection_id is None:
             raise _tp_error("server sent no original_destination_connection_id")
@@ -244,55 +285,7 @@ def parse_peer_blob(blob: bytes, *, we_are_client: bool, original_dcid: bytes,
         raise _tp_error("no initial_source_connection_id")
     if tp.initial_source_connection_id != peer_cid:
         raise _tp_error("initial_source_connection_id does not match the peer's CID")
-    if tp.max_idle_timeout and tp.max_idle_timeout < 1000:
-        raise _tp_error("max_idle_timeout under one second")
-    if tp.max_udp_payload_size is not None and tp.max_udp_payload_size > 65527:
-        raise _tp_error("max_udp_payload_size over 65527")
-    if tp.max_ack_delay is not None and tp.max_ack_delay >= 16384:
-        raise _tp_error("max_ack_delay")
-    if tp.active_connection_id_limit is not None and not 2 <= tp.active_connection_id_limit <= 8:
-        raise _tp_error("active_connection_id_limit outside [2, 8]")
-    if tp.max_datagram_frame_size and tp.max_datagram_frame_size < 1200:
-        raise _tp_error("max_datagram_frame_size under 1200")
-    disable_1rtt = False
-    for pid, value in tp.unknown:
-        if pid == DISABLE_1RTT_ID:
-            if value and we_are_client:
-                raise _tp_error("disable_1rtt_encryption with a value")
-            disable_1rtt = True
-    vi = tp.version_information
-    if vi is not None and not we_are_client and vi.chosen_version not in vi.available_versions:
-        raise _tp_error("version_information: chosen version not among the available ones")
-
-    f = dict(PEER_DEFAULTS)
-    for name, value in (
-        ("max_stream_data_bidi_local", tp.initial_max_stream_data_bidi_local),
-        ("max_stream_data_bidi_remote", tp.initial_max_stream_data_bidi_remote),
-        ("max_stream_data_uni", tp.initial_max_stream_data_uni),
-        ("max_data", tp.initial_max_data),
-        ("max_udp_payload_size", tp.max_udp_payload_size),
-        ("ack_delay_exponent", tp.ack_delay_exponent),
-        ("active_connection_id_limit", tp.active_connection_id_limit),
-    ):
-        if value is not None:
-            f[name] = value
-    if tp.initial_max_streams_bidi is not None:
-        f["max_streams_bidi"] = min(tp.initial_max_streams_bidi, MAX_STREAMS)
-    if tp.initial_max_streams_uni is not None:
-        f["max_streams_uni"] = min(tp.initial_max_streams_uni, MAX_STREAMS)
-    if tp.max_idle_timeout is not None:
-        f["max_idle_timeout"] = min(tp.max_idle_timeout * 1000, 0xFFFFFFFF)
-    if tp.max_ack_delay is not None:
-        f["max_ack_delay"] = tp.max_ack_delay * 1000
-    if tp.max_datagram_frame_size:
-        f["max_datagram_frame_size"] = min(tp.max_datagram_frame_size, 65535)
-    f["disable_active_migration"] = int(tp.disable_active_migration)
-    f["grease_quic_bit"] = int(tp.grease_quic_bit)
-    f["disable_1rtt_encryption"] = int(disable_1rtt)
-    f["stateless_reset"] = int(tp.stateless_reset_token is not None)
-    if vi is not None:
-        f["disable_compatible_version"] = 0
-    return PeerParams(f, vi, tp.stateless_reset_token, tp.initial_source_connection_id)
+    return tp.initial_source_connection_id
 
 
 def select_version(offered: tuple[int, ...], *, is_server: bool, current: int, preferred: int) -> int:
