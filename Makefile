@@ -47,16 +47,20 @@ peer-venv:
 	$(PEER_VENV)/bin/python -m pip install -q aiopquic==$(AIOPQUIC_VERSION) && \
 	touch $(PEER_STAMP) || { rm -rf $(PEER_VENV); echo "peer-venv: installing aiopquic failed"; exit 1; }
 
-# Programs the tests start for real: dbus-daemon (the D-Bus tests start a private bus).
-# Installed with apt-get where it is missing and we may; otherwise those tests skip and say why.
+# Programs the tests start for real: dbus-daemon (the D-Bus tests start a private bus);
+# gnutls-serv and gnutls-cli from gnutls-bin (tests/tcp/: TLS over TCP against GnuTLS).
+# Installed with apt-get where missing and we may; otherwise those tests skip and say why.
+SYSTEM_DEPS := dbus-daemon:dbus-daemon gnutls-cli:gnutls-bin
 system-deps:
-	@command -v dbus-daemon >/dev/null 2>&1 && exit 0; \
+	@for d in $(SYSTEM_DEPS); do tool=$${d%%:*}; pkg=$${d#*:}; \
+	command -v $$tool >/dev/null 2>&1 && continue; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "system-deps: installing dbus-daemon"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dbus-daemon >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dbus-daemon >/dev/null; } || \
-	  echo "system-deps: could not install dbus-daemon; the D-Bus tests will skip"; \
-	else echo "system-deps: dbus-daemon missing and not root with apt-get; the D-Bus tests will skip"; fi
+	  echo "system-deps: installing $$pkg"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkg >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$pkg >/dev/null; } || \
+	  echo "system-deps: could not install $$pkg; the tests needing $$tool will skip"; \
+	else echo "system-deps: $$tool missing and not root with apt-get; the tests needing it will skip"; fi; \
+	done
 
 # The real-kernel tier (tests/qemu/run.py): Debian's kernel under QEMU, the guest suite in one boot.
 qemu: $(STAMP) qemu-deps
@@ -82,7 +86,7 @@ bench: $(STAMP)
 	$(VPY) bench/daemon.py
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so quichsd/_sysabi*.so
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info quichsd/_quic_abi*.so quichsd/_sysabi*.so quichsd/_ktls*.so
 
 # Coverage-guided fuzzing (fuzz/, atheris): every target for FUZZ_SECONDS each, a line per
 # target (executions, coverage, crashes) and a summary; a crash fails and leaves the input in
