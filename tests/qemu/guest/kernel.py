@@ -234,7 +234,15 @@ def open_fds(pids: list[int]) -> list[str]:
 
 # ---- keys -------------------------------------------------------------------------------
 
-def add_user_key(description: str, payload: bytes, keyring: str = "quichsd-test") -> int:
+def add_psk_key(description: str, payload: bytes, keyring: str = "quichsd-test") -> int:
+    """A "psk" key (the type nvme-keyring registers; tlshd's TCP server looks its PSKs up
+    only with this type) in a named keyring linked to the user keyring."""
+    modprobe("nvme-keyring")
+    return add_user_key(description, payload, keyring, key_type="psk")
+
+
+def add_user_key(description: str, payload: bytes, keyring: str = "quichsd-test",
+                 key_type: str = "user") -> int:
     """A "user" key (a PSK: its description is the identity) in a named keyring linked to
     the user keyring, as lxin/quic's tests make them; configure `keyrings = <keyring>`."""
     from quichsd.daemon import keyring as kr
@@ -242,6 +250,6 @@ def add_user_key(description: str, payload: bytes, keyring: str = "quichsd-test"
     if ring is None:
         ring = kr.add_key("keyring", keyring, None, kr.KEY_SPEC_USER_KEYRING)
         kr.setperm(ring, 0x3F1F1F1F)
-    serial = kr.add_key("user", description, payload, ring)
+    serial = kr.add_key(key_type, description, payload, ring)
     kr.setperm(serial, 0x3F1F1F1F)
     return serial
