@@ -98,7 +98,8 @@ def pack_struct(name: str, fields: Mapping[str, FieldValue]) -> bytes:
         else:
             if not isinstance(value, int):
                 raise TypeError(f"{ctype}.{key} takes an int")
-            out[field.offset:field.offset + field.size] = value.to_bytes(field.size, _ORDER, signed=field.signed)
+            end = field.offset + field.size
+            out[field.offset:end] = value.to_bytes(field.size, _ORDER, signed=field.signed)
     return bytes(out)
 
 

@@ -42,7 +42,8 @@ def creds(kind: str = "p256", cn: str = "localhost") -> Credentials:
 
 
 def client_cfg(**kw) -> TlsConfig:
-    base = dict(alpn_protocols=[b"h3"], server_name="localhost", trust=trust(), transport_parameters=CLIENT_TP)
+    base = dict(alpn_protocols=[b"h3"], server_name="localhost", trust=trust(),
+                transport_parameters=CLIENT_TP)
     base.update(kw)
     return TlsConfig(**base)
 

@@ -246,7 +246,9 @@ class PacketKey:
     @property
     def hp(self) -> bytes:
         self.derive()
-        return self._hp_key  # type: ignore[return-value]
+        hp_key = self._hp_key
+        assert hp_key is not None  # derive() made it, if it was not inherited
+        return hp_key
 
     def next_phase(self) -> PacketKey:
         """Keys after a key update (§6.1): new secret via "quic ku"; the header protection
@@ -268,7 +270,7 @@ class PacketKey:
 
     def header_mask(self, sample: bytes) -> bytes:
         self.derive()
-        return self._hp.mask(sample)  # type: ignore[union-attr]
+        return self._derived_hp().mask(sample)
 
     def encrypt(self, packet_number: int, header: bytes, payload: bytes) -> bytes:
         return self._derived_aead().encrypt(self._nonce(packet_number), payload, header)  # derived first
@@ -281,7 +283,16 @@ class PacketKey:
         if aead is None:
             self.derive()
             aead = self._aead
-        return aead  # type: ignore[return-value]
+            assert aead is not None  # derive() made it
+        return aead
+
+    def _derived_hp(self) -> _HeaderProtection:
+        hp = self._hp
+        if hp is None:
+            self.derive()
+            hp = self._hp
+            assert hp is not None  # derive() made it
+        return hp
 
     # ---- whole packets -----------------------------------------------------------------
 
@@ -297,7 +308,7 @@ class PacketKey:
         if len(sample) != SAMPLE_LEN:
             # §5.4.2: the sender pads so that a sample always exists.
             raise ValueError("packet too short for a header protection sample")
-        mask = self._hp.mask(sample)  # type: ignore[union-attr]
+        mask = self._derived_hp().mask(sample)
         out = bytearray(header)
         out[0] = first ^ (mask[0] & (0x0F if first & 0x80 else 0x1F))
         # The packet number bytes XOR mask[1:1+pn_len], as one integer operation.
@@ -319,11 +330,11 @@ class PacketKey:
         if len(sample) != SAMPLE_LEN:
             raise UnprotectError("packet too short for a header protection sample")
         aead = self._derived_aead()
-        mask = self._hp.mask(sample)  # type: ignore[union-attr]
+        mask = self._derived_hp().mask(sample)
         first = packet[0] ^ (mask[0] & (0x0F if packet[0] & 0x80 else 0x1F))
         pn_len = (first & 0x03) + 1
         pn_end = pn_offset + pn_len
-        pn_bytes = bytes(b ^ m for b, m in zip(packet[pn_offset:pn_end], mask[1 : 1 + pn_len]))
+        pn_bytes = bytes(b ^ m for b, m in zip(packet[pn_offset:pn_end], mask[1 : 1 + pn_len], strict=True))
         truncated = int.from_bytes(pn_bytes, "big")
         packet_number = decode_packet_number(largest_pn, truncated, 8 * pn_len)
         header = bytes((first,)) + bytes(packet[1:pn_offset]) + pn_bytes

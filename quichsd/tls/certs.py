@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -172,9 +173,11 @@ def _ca_server_eku(policy: verification.Policy, cert: x509.Certificate,
 
 
 _ANY = verification.Criticality.AGNOSTIC
+_NON_CRITICAL = verification.Criticality.NON_CRITICAL
 
 
-def ca_extension_policy(server_eku: bool = False, key_usage_required: bool = False) -> verification.ExtensionPolicy:
+def ca_extension_policy(server_eku: bool = False,
+                        key_usage_required: bool = False) -> verification.ExtensionPolicy:
     """CA certificates (anchors and intermediates). `server_eku` checks EKU for serverAuth
     where the verifier itself would check clientAuth (the CN-fallback path below).
     `key_usage_required` keeps the web-PKI rule (keyUsage present, with keyCertSign),
@@ -189,7 +192,7 @@ def ca_extension_policy(server_eku: bool = False, key_usage_required: bool = Fal
         .may_be_present(x509.SubjectKeyIdentifier, _ANY, None)
     )
     if server_eku:
-        policy = policy.may_be_present(x509.ExtendedKeyUsage, verification.Criticality.NON_CRITICAL, _ca_server_eku)
+        policy = policy.may_be_present(x509.ExtendedKeyUsage, _NON_CRITICAL, _ca_server_eku)
     return policy
 
 
@@ -205,7 +208,7 @@ def ee_extension_policy(san_required: bool, server_eku: bool = False) -> verific
     if not san_required:
         policy = policy.may_be_present(x509.SubjectAlternativeName, _ANY, None)
     if server_eku:
-        policy = policy.may_be_present(x509.ExtendedKeyUsage, verification.Criticality.NON_CRITICAL, _server_eku)
+        policy = policy.may_be_present(x509.ExtendedKeyUsage, _NON_CRITICAL, _server_eku)
     return policy
 
 
@@ -232,7 +235,8 @@ def _server_verifier(store: verification.Store, name: str, second: int,
 
 
 @lru_cache(maxsize=64)
-def _client_verifier(store: verification.Store, second: int, key_usage_required: bool) -> verification.ClientVerifier:
+def _client_verifier(store: verification.Store, second: int,
+                     key_usage_required: bool) -> verification.ClientVerifier:
     ca_policy = _CA_POLICY_WITH_KEY_USAGE if key_usage_required else _CA_POLICY
     return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=_CLIENT_EE_POLICY)
             .build_client_verifier())
@@ -248,7 +252,8 @@ def _verify(trust: TrustStore, leaf: x509.Certificate, intermediates: list[x509.
     for key_usage_required in (True, False) if trust.anchors_have_key_usage else (False,):
         try:
             if server_name is not None:
-                return _server_verifier(trust.store, server_name, second, key_usage_required).verify(leaf, intermediates)
+                verifier = _server_verifier(trust.store, server_name, second, key_usage_required)
+                return verifier.verify(leaf, intermediates)
             return _client_verifier(trust.store, second, key_usage_required).verify(leaf, intermediates).chain
         except verification.VerificationError:
             if not key_usage_required:
@@ -356,7 +361,8 @@ def _rejection(exc: verification.VerificationError, trust: TrustStore, chain: Se
                peer_is_server: bool) -> TlsError:
     text = str(exc)
     if "not valid at validation time" in text:
-        return TlsError(AlertDescription.certificate_expired, f"certificate rejected: expired or not yet valid ({text})")
+        return TlsError(AlertDescription.certificate_expired,
+                        f"certificate rejected: expired or not yet valid ({text})")
     if "candidates exhausted" in text:
         try:
             known = _reaches_an_anchor(trust, chain)
@@ -386,19 +392,22 @@ def _reaches_an_anchor(trust: TrustStore, chain: Sequence[x509.Certificate]) -> 
     return any(c.issuer in subjects or c.subject in subjects for c in chain)
 
 
-def check_revocation(crls: Sequence[x509.CertificateRevocationList], built: Sequence[x509.Certificate]) -> None:
+def check_revocation(crls: Sequence[x509.CertificateRevocationList],
+                     built: Sequence[x509.Certificate]) -> None:
     """RFC 5280 §6.3, in the shape GnuTLS gives tlshd's x509.crl: every certificate of the
     verified chain below the anchor is looked up in each CRL its issuer signed; listed means
     certificate_revoked (RFC 8446 §6.2). A CRL whose signature does not verify under that
     issuer is not evidence either way and is skipped."""
-    for cert, issuer in zip(built, built[1:]):
+    for cert, issuer in itertools.pairwise(built):
         for crl in crls:
             if crl.issuer != cert.issuer:
                 continue
             try:
+                # A key type that cannot sign a CRL (X25519, ...) raises TypeError, caught here.
                 signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 signed = False
             if signed and crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                who = cert.subject.rfc4514_string()
                 raise TlsError(AlertDescription.certificate_revoked,
-                               f"certificate revoked: serial {cert.serial_number:#x} of {cert.subject.rfc4514_string()}")
+                               f"certificate revoked: serial {cert.serial_number:#x} of {who}")

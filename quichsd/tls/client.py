@@ -296,7 +296,8 @@ class ClientEngine(TlsEngine):
             if cfg.client_hello_rewrite is not None:
                 self._hello = cfg.client_hello_rewrite(self._hello)
                 return self._hello.encode()
-            return encode_client_hello(self.client_random, static.suites_vec, static.encoded + extensions_body(tail))
+            body = static.encoded + extensions_body(tail)
+            return encode_client_hello(self.client_random, static.suites_vec, body)
         exts = static.extensions | tail
         age = psk.session.obfuscated_age(self._now) if psk.session else 0
         identity = ext.PskIdentity(psk.identity, age)
@@ -320,6 +321,31 @@ class ClientEngine(TlsEngine):
     # -- ServerHello / HelloRetryRequest -----------------------------------------------
 
     def _on_server_hello(self, sh: ServerHello, raw: bytes) -> None:
+        self._check_server_hello(sh)
+        if sh.is_hello_retry_request:
+            self._on_hello_retry(sh, raw)
+            return
+        self._check_unsolicited(sh.extensions, _SH_EXTENSIONS, "ServerHello")
+        suite = SUITES[sh.cipher_suite]
+        if self._retried and self.suite is not None and suite is not self.suite:
+            raise illegal_parameter("ServerHello suite differs from the HelloRetryRequest's")
+        key_schedule = self._accept_psk(sh, suite)
+        shared = self._shared_secret(sh.extensions.get(ET.KEY_SHARE))
+        # After a retry the transcript holds ClientHello1's message_hash and the retry.
+        transcript = self.transcript if self._retried else self._start_transcript(suite)
+        assert transcript is not None
+        transcript.update(self._hello_bytes)
+        self.suite = suite
+        transcript.update(raw)
+        self._check_level_drained(_I)
+        key_schedule.handshake(shared)
+        self.key_schedule = key_schedule
+        self._client_hs, self._server_hs = key_schedule.handshake_traffic_secrets(self._transcript_hash())
+        self._install_handshake_secrets(self._client_hs, self._server_hs)
+        self._advance("ServerHello")
+
+    def _check_server_hello(self, sh: ServerHello) -> None:
+        """What a ServerHello and a HelloRetryRequest must both get right (RFC 8446 §4.1.3)."""
         versions = sh.extensions.get(ET.SUPPORTED_VERSIONS)
         if versions is None:
             tail = sh.random[-8:]
@@ -337,44 +363,22 @@ class ClientEngine(TlsEngine):
             raise illegal_parameter("compression method is not null")
         if sh.cipher_suite not in self.config.cipher_suites:
             raise illegal_parameter("server chose a cipher suite we did not offer")
-        if sh.is_hello_retry_request:
-            self._on_hello_retry(sh, raw)
-            return
-        self._check_unsolicited(sh.extensions, _SH_EXTENSIONS, "ServerHello")
-        suite = SUITES[sh.cipher_suite]
-        if self._retried and self.suite is not None and suite is not self.suite:
-            raise illegal_parameter("ServerHello suite differs from the HelloRetryRequest's")
-        key_schedule = self._accept_psk(sh, suite)
-        share = sh.extensions.get(ET.KEY_SHARE)
-        shared: bytes | None = None
+
+    def _shared_secret(self, share: bytes | None) -> bytes | None:
+        """The (EC)DHE secret from the ServerHello's key_share; None for psk_ke."""
         if share is None:
             # RFC 8446 §4.2.8, §4.2.9: no key_share means psk_ke, which needs a PSK and our offer.
             if not self._psk_accepted or _PSK_KE not in self.config.psk_modes:
                 raise TlsError(AlertDescription.missing_extension, "ServerHello without key_share")
             self._psk_ke = True
-        else:
-            if self._psk_accepted and _PSK_DHE_KE not in self.config.psk_modes:
-                raise illegal_parameter("key_share with a PSK we offered for psk_ke only (RFC 8446 §4.2.9)")
-            group, server_share = ext.decode_key_share_server(share)
-            assert self._share is not None
-            if group != self._share.group:
-                raise illegal_parameter("server key share is for a group we did not send")
-            shared = self._share.exchange(server_share)
-        if self._retried:
-            transcript = self.transcript
-            assert transcript is not None
-            transcript.update(self._hello_bytes)
-        else:
-            transcript = self._start_transcript(suite)
-            transcript.update(self._hello_bytes)
-        self.suite = suite
-        transcript.update(raw)
-        self._check_level_drained(_I)
-        key_schedule.handshake(shared)
-        self.key_schedule = key_schedule
-        self._client_hs, self._server_hs = key_schedule.handshake_traffic_secrets(self._transcript_hash())
-        self._install_handshake_secrets(self._client_hs, self._server_hs)
-        self._advance("ServerHello")
+            return None
+        if self._psk_accepted and _PSK_DHE_KE not in self.config.psk_modes:
+            raise illegal_parameter("key_share with a PSK we offered for psk_ke only (RFC 8446 §4.2.9)")
+        group, server_share = ext.decode_key_share_server(share)
+        assert self._share is not None
+        if group != self._share.group:
+            raise illegal_parameter("server key share is for a group we did not send")
+        return self._share.exchange(server_share)
 
     def _accept_psk(self, sh: ServerHello, suite: SuiteInfo) -> KeySchedule:
         selected = sh.extensions.get(ET.PRE_SHARED_KEY)
@@ -431,7 +435,8 @@ class ClientEngine(TlsEngine):
             return  # the usual answer; otherwise find the first offender, in order
         for ext_type in exts:
             if ext_type not in sent and ext_type != ET.COOKIE:
-                raise TlsError(AlertDescription.unsupported_extension, f"unsolicited extension {ext_type} in {where}")
+                raise TlsError(AlertDescription.unsupported_extension,
+                               f"unsolicited extension {ext_type} in {where}")
             if ext_type not in allowed:
                 raise illegal_parameter(f"extension {ext_type} is not allowed in {where}")
 
@@ -454,7 +459,8 @@ class ClientEngine(TlsEngine):
             ext.expect_empty(ee.extensions[ET.EARLY_DATA], "early_data")
             if not self._psk_accepted or self._retried:
                 raise illegal_parameter("early_data accepted without the offered PSK")
-            if self._psk is not None and self._psk.session is not None and self._alpn != self._psk.session.alpn:
+            session = self._psk.session if self._psk is not None else None
+            if session is not None and self._alpn != session.alpn:
                 raise illegal_parameter("0-RTT accepted under another ALPN protocol")
             self._early_accepted = True
         if ET.SERVER_NAME in ee.extensions:
@@ -472,7 +478,8 @@ class ClientEngine(TlsEngine):
         ext.check_placement(cr.extensions, ext.CERTIFICATE_REQUEST_EXTENSIONS, "CertificateRequest")
         algs = cr.extensions.get(ET.SIGNATURE_ALGORITHMS)
         if algs is None:
-            raise TlsError(AlertDescription.missing_extension, "CertificateRequest without signature_algorithms")
+            raise TlsError(AlertDescription.missing_extension,
+                           "CertificateRequest without signature_algorithms")
         ext.decode_u16_list(algs, "signature_algorithms")
         self._cert_request = cr
         assert self.transcript is not None
@@ -482,7 +489,8 @@ class ClientEngine(TlsEngine):
     def _on_certificate(self, cert: Certificate, raw: bytes) -> None:
         chain = load_certificate_chain(cert)
         if not chain:
-            raise TlsError(AlertDescription.decode_error, "server sent an empty Certificate (RFC 8446 §4.4.2.4)")
+            raise TlsError(AlertDescription.decode_error,
+                           "server sent an empty Certificate (RFC 8446 §4.4.2.4)")
         if self.config.verify_peer:
             verify_chain(
                 self.config.trust_store(), chain, peer_is_server=True,
@@ -529,12 +537,14 @@ class ClientEngine(TlsEngine):
             empty = Certificate(b"", []).encode()
             self.transcript.update(empty)
             return [empty]
-        algs = ext.decode_u16_list(self._cert_request.extensions[ET.SIGNATURE_ALGORITHMS], "signature_algorithms")
+        requested = self._cert_request.extensions[ET.SIGNATURE_ALGORITHMS]
+        algs = ext.decode_u16_list(requested, "signature_algorithms")
         scheme = choose_scheme_from(creds.signature_schemes, algs, self.config.signature_schemes)
         return self._sign_certificate(creds, scheme)
 
     def _complete_event(self) -> HandshakeComplete:
         assert self.suite is not None and self._share is not None
+        psk = self._psk if self._psk_accepted else None
         return HandshakeComplete(
             version=TLS13_VERSION,
             cipher_suite=int(self.suite.suite),
@@ -542,8 +552,8 @@ class ClientEngine(TlsEngine):
             alpn=self._alpn,
             signature_scheme=self.peer_scheme,
             peer_certificates=tuple(self.peer_chain),
-            psk_identity=self._psk.identity if self._psk_accepted and self._psk and self._psk.external else None,
-            resumed=self._psk_accepted and bool(self._psk and not self._psk.external),
+            psk_identity=psk.identity if psk is not None and psk.external else None,
+            resumed=psk is not None and not psk.external,
             early_data_accepted=self._early_accepted,
             server_name=self.config.server_name,
         )

@@ -88,7 +88,8 @@ def load_certificate_chain(cert: Certificate) -> list[x509.Certificate]:
         # malformed key must end as an alert about the certificate, not internal_error.
         chain[0].public_key()
     except UnsupportedAlgorithm as exc:
-        raise TlsError(AlertDescription.unsupported_certificate, f"unsupported certificate key: {exc}") from None
+        raise TlsError(AlertDescription.unsupported_certificate,
+                       f"unsupported certificate key: {exc}") from None
     except (ValueError, x509.InvalidVersion) as exc:
         raise TlsError(AlertDescription.bad_certificate, f"unparsable certificate: {exc}") from None
     return chain

@@ -81,6 +81,8 @@ _USUAL_PSK_MODES: dict[bytes, frozenset[int]] = {
     ext.encode_psk_modes(modes): frozenset(modes)
     for modes in ([_PSK_DHE_KE], [_PSK_KE], [_PSK_DHE_KE, _PSK_KE], [_PSK_KE, _PSK_DHE_KE])
 }
+# Key share failures a psk_ke handshake forgives: it uses no share (RFC 8446 §4.2.9).
+_PSK_KE_FORGIVES = (AlertDescription.missing_extension, AlertDescription.handshake_failure)
 _SH_VERSIONS = extension(ExtensionType.SUPPORTED_VERSIONS, ext.encode_u16(TLS13_VERSION))
 
 # RFC 8446 §A.2, with QUIC's levels (RFC 9001 §4.1.3). Nothing is expected after the
@@ -220,7 +222,7 @@ class ServerEngine(TlsEngine):
         try:
             share = self._choose_share(ch, retry)
         except TlsError as exc:
-            if not psk_ke or exc.alert not in (AlertDescription.missing_extension, AlertDescription.handshake_failure):
+            if not psk_ke or exc.alert not in _PSK_KE_FORGIVES:
                 raise
             share, share_error = None, exc
         psk, suite = self._choose_psk(ch, suites, raw, retry)
@@ -276,7 +278,8 @@ class ServerEngine(TlsEngine):
         name = exts.get(ET.SERVER_NAME)
         self._server_name = ext.decode_server_name(name) if name is not None else None
         if ET.PRE_SHARED_KEY in exts and ET.PSK_KEY_EXCHANGE_MODES not in exts:
-            raise TlsError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
+            raise TlsError(AlertDescription.missing_extension,
+                           "pre_shared_key without psk_key_exchange_modes")
         modes = exts.get(ET.PSK_KEY_EXCHANGE_MODES)
         self._psk_mode = None  # decided anew for a second ClientHello
         if modes is not None:
@@ -593,7 +596,8 @@ class ServerEngine(TlsEngine):
                 _EE_PREFIXES[key] = prefix
         if not self.config.quic:
             return encode_encrypted_extensions(prefix)
-        return encode_encrypted_extensions(prefix + extension(ET.QUIC_TRANSPORT_PARAMETERS, self._local_params))
+        params = extension(ET.QUIC_TRANSPORT_PARAMETERS, self._local_params)
+        return encode_encrypted_extensions(prefix + params)
 
     # -- client's flight ------------------------------------------------------------------
 
@@ -646,6 +650,8 @@ class ServerEngine(TlsEngine):
         age_add = int.from_bytes(fresh[8:], "big")
         psk = resumption_psk(suite.hash_name, self._resumption_master(), nonce)
         lifetime = self.config.ticket_lifetime
+        chain = self.peer_chain
+        peer_cert = chain[0].public_bytes(Encoding.DER) if chain else self._ticket_peer_cert()
         contents = TicketContents(
             psk=psk,
             cipher_suite=int(suite.suite),
@@ -655,7 +661,7 @@ class ServerEngine(TlsEngine):
             max_early_data=QUIC_MAX_EARLY_DATA if self.config.enable_early_data else 0,
             alpn=self._alpn,
             server_name=self._server_name,
-            peer_certificate=self.peer_chain[0].public_bytes(Encoding.DER) if self.peer_chain else self._ticket_peer_cert(),
+            peer_certificate=peer_cert,
             psk_identity=self._psk.external.identity if self._psk and self._psk.external else None,
         )
         exts: dict[int, bytes] = {}

@@ -52,7 +52,7 @@ from tests.tls_tamper import (
     with_extension_list,
 )
 
-I, H, APP, EARLY = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP, CryptoLevel.EARLY
+INI, H, APP, EARLY = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP, CryptoLevel.EARLY
 PROTOCOL_VIOLATION = 0x0A
 KEY_UPDATE = frame(HT.KEY_UPDATE, b"\x00")
 END_OF_EARLY_DATA = frame(HT.END_OF_EARLY_DATA, b"")
@@ -66,7 +66,7 @@ def check_failed(engine, err: TlsError, alert: A | None, quic_error: int | None)
     assert err.alert != A.internal_error
     # Fail-once discipline: the engine keeps the error and raises it again on any input.
     assert engine.failed is err
-    for level, data in ((H, b""), (I, b"\x14\x00\x00\x00"), (APP, KEY_UPDATE)):
+    for level, data in ((H, b""), (INI, b"\x14\x00\x00\x00"), (APP, KEY_UPDATE)):
         with pytest.raises(TlsError) as again:
             engine.receive(level, data, T)
         assert again.value is err
@@ -143,7 +143,8 @@ def test_the_unaltered_pairs_complete() -> None:
              server_cfg(client_auth=ClientAuth.REQUIRED, trust=trust())),
     ):
         pair.run()
-        assert all(any(isinstance(e, HandshakeComplete) for e in pair.events[s]) for s in ("client", "server"))
+        for side in ("client", "server"):
+            assert any(isinstance(e, HandshakeComplete) for e in pair.events[side])
 
 
 # -- framing: truncated messages, trailing bytes (RFC 8446 §6.2 decode_error) ------------
@@ -185,19 +186,22 @@ def _ids(params):
 def test_truncated_message_is_decode_error(sender, msg_type, setup) -> None:
     """The body loses its last byte and the header says so: the body itself is short."""
     receiver = "server" if sender == "client" else "client"
-    fails(_setup(setup), rewrite_raw(sender, msg_type, lambda raw: frame(raw[0], raw[4:-1])), receiver, A.decode_error)
+    fails(_setup(setup), rewrite_raw(sender, msg_type, lambda raw: frame(raw[0], raw[4:-1])), receiver,
+          A.decode_error)
 
 
 @pytest.mark.parametrize(("sender", "msg_type", "setup"), _MESSAGES, ids=_ids(_MESSAGES))
 def test_trailing_bytes_are_decode_error(sender, msg_type, setup) -> None:
     receiver = "server" if sender == "client" else "client"
-    fails(_setup(setup), rewrite_raw(sender, msg_type, lambda raw: frame(raw[0], raw[4:] + b"\x00")), receiver,
+    fails(_setup(setup), rewrite_raw(sender, msg_type, lambda raw: frame(raw[0], raw[4:] + b"\x00")),
+          receiver,
           A.decode_error)
 
 
 @pytest.mark.parametrize("body", [b"", b"\x00"])
 def test_empty_or_one_byte_client_hello_is_decode_error(body) -> None:
-    fails(Pair(client_cfg(), server_cfg()), rewrite_raw("client", HT.CLIENT_HELLO, lambda raw: frame(1, body)),
+    fails(Pair(client_cfg(), server_cfg()),
+          rewrite_raw("client", HT.CLIENT_HELLO, lambda raw: frame(1, body)),
           "server", A.decode_error)
 
 
@@ -233,7 +237,8 @@ def test_malformed_pre_shared_key_is_decode_error() -> None:
     def edit(ch):
         ch.extensions[ET.PRE_SHARED_KEY] = ch.extensions[ET.PRE_SHARED_KEY][:-1]
 
-    fails(Pair(psk_client_cfg(), psk_server_cfg()), rewrite("client", HT.CLIENT_HELLO, edit), "server", A.decode_error)
+    fails(Pair(psk_client_cfg(), psk_server_cfg()), rewrite("client", HT.CLIENT_HELLO, edit), "server",
+          A.decode_error)
 
 
 _BAD_SERVER_EXTENSIONS = {
@@ -272,7 +277,8 @@ def test_duplicate_extension_in_client_hello_is_illegal_parameter() -> None:
         pairs = list(ch.extensions.items())
         return with_extension_list(ch, pairs[:1] + pairs)
 
-    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, dup), "server", A.illegal_parameter)
+    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, dup), "server",
+          A.illegal_parameter)
 
 
 @pytest.mark.parametrize("msg_type", [HT.SERVER_HELLO, HT.ENCRYPTED_EXTENSIONS])
@@ -310,7 +316,8 @@ def _reorder(order):
 )
 def test_server_flight_out_of_order_is_unexpected_message(order) -> None:
     """The full handshake's server flight is EE, Certificate, CertificateVerify, Finished."""
-    fails(Pair(client_cfg(), server_cfg()), reflight("server", H, _reorder(order)), "client", A.unexpected_message)
+    fails(Pair(client_cfg(), server_cfg()), reflight("server", H, _reorder(order)), "client",
+          A.unexpected_message)
 
 
 @pytest.mark.parametrize("msg_type", [HT.CERTIFICATE, HT.CERTIFICATE_REQUEST, HT.CERTIFICATE_VERIFY])
@@ -323,13 +330,13 @@ def test_certificate_messages_in_psk_mode_are_unexpected_message(msg_type) -> No
 
 
 def test_second_server_hello_is_unexpected_message() -> None:
-    fails(Pair(client_cfg(), server_cfg()), reflight("server", I, lambda m: [m[0], m[0]]), "client",
+    fails(Pair(client_cfg(), server_cfg()), reflight("server", INI, lambda m: [m[0], m[0]]), "client",
           A.unexpected_message)
 
 
 def test_server_hello_after_the_handshake_is_unexpected_message() -> None:
     pair = Pair(client_cfg(), server_cfg()).run()
-    fails_on(pair.client, I, pair.first("server", HT.SERVER_HELLO), A.unexpected_message)
+    fails_on(pair.client, INI, pair.first("server", HT.SERVER_HELLO), A.unexpected_message)
 
 
 def test_second_client_hello_without_retry_is_unexpected_message() -> None:
@@ -337,10 +344,10 @@ def test_second_client_hello_without_retry_is_unexpected_message() -> None:
     hello = {}
 
     def hook(who, level, data):
-        if who == "client" and level == I:
+        if who == "client" and level == INI:
             hello["ch"] = data
         elif who == "client" and level == H:
-            return [(I, hello["ch"])]  # instead of its Finished, the client says hello again
+            return [(INI, hello["ch"])]  # instead of its Finished, the client says hello again
         return None
 
     fails(pair, hook, "server", A.unexpected_message)
@@ -348,7 +355,7 @@ def test_second_client_hello_without_retry_is_unexpected_message() -> None:
 
 def test_client_hello_after_the_handshake_is_unexpected_message() -> None:
     pair = Pair(client_cfg(), server_cfg()).run()
-    fails_on(pair.server, I, pair.first("client", HT.CLIENT_HELLO), A.unexpected_message)
+    fails_on(pair.server, INI, pair.first("client", HT.CLIENT_HELLO), A.unexpected_message)
 
 
 @pytest.mark.parametrize("order", [(2, 0, 1), (1, 2)], ids=["finished-first", "cv-without-certificate"])
@@ -364,18 +371,19 @@ def test_unknown_handshake_type_is_unexpected_message(side) -> None:
     engine = pair.engine(side)
     if side == "client":
         engine.start(T)
-    fails_on(engine, I, frame(99, b"\x00\x01"), A.unexpected_message)
+    fails_on(engine, INI, frame(99, b"\x00\x01"), A.unexpected_message)
 
 
 def test_server_hello_to_the_server_is_unexpected_message() -> None:
     donor = Pair(client_cfg(), server_cfg()).run()
-    fails_on(Pair(client_cfg(), server_cfg()).server, I, donor.first("server", HT.SERVER_HELLO), A.unexpected_message)
+    fails_on(Pair(client_cfg(), server_cfg()).server, INI, donor.first("server", HT.SERVER_HELLO),
+             A.unexpected_message)
 
 
 @pytest.mark.parametrize(
     ("sender", "level", "to_level"),
-    [("client", I, H), ("client", I, APP), ("server", I, H), ("server", H, I), ("server", H, APP),
-     ("client", H, I), ("client", H, APP), ("server", APP, H), ("server", APP, I)],
+    [("client", INI, H), ("client", INI, APP), ("server", INI, H), ("server", H, INI), ("server", H, APP),
+     ("client", H, INI), ("client", H, APP), ("server", APP, H), ("server", APP, INI)],
     ids=lambda v: v if isinstance(v, str) else v.name,
 )
 def test_message_at_the_wrong_level_is_unexpected_message(sender, level, to_level) -> None:
@@ -397,7 +405,7 @@ def test_crypto_data_in_0rtt_is_protocol_violation(side) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sender", "level"), [("client", I), ("server", I), ("server", H), ("client", H)],
+    ("sender", "level"), [("client", INI), ("server", INI), ("server", H), ("client", H)],
     ids=["after-client-hello", "after-server-hello", "after-server-finished", "after-client-finished"],
 )
 def test_data_left_at_a_level_when_keys_change_is_protocol_violation(sender, level) -> None:
@@ -471,7 +479,8 @@ def test_server_signature_scheme_not_offered_is_illegal_parameter() -> None:
     def edit(cv):
         cv.scheme = SignatureScheme.RSA_PSS_RSAE_SHA256
 
-    pair = Pair(client_cfg(signature_schemes=[SignatureScheme.ECDSA_SECP256R1_SHA256, SignatureScheme.ED25519]),
+    pair = Pair(client_cfg(signature_schemes=[SignatureScheme.ECDSA_SECP256R1_SHA256,
+                                              SignatureScheme.ED25519]),
                 server_cfg())
     fails(pair, rewrite("server", HT.CERTIFICATE_VERIFY, edit), "client", A.illegal_parameter)
 
@@ -482,7 +491,8 @@ def test_client_signature_scheme_not_offered_is_illegal_parameter() -> None:
 
     pair = Pair(client_cfg(credentials=creds("p256", "client")),
                 server_cfg(client_auth=ClientAuth.REQUIRED, trust=trust(),
-                           signature_schemes=[SignatureScheme.ECDSA_SECP256R1_SHA256, SignatureScheme.ED25519]))
+                           signature_schemes=[SignatureScheme.ECDSA_SECP256R1_SHA256,
+                                              SignatureScheme.ED25519]))
     fails(pair, rewrite("client", HT.CERTIFICATE_VERIFY, edit), "server", A.illegal_parameter)
 
 
@@ -538,13 +548,15 @@ def test_empty_server_certificate_is_decode_error() -> None:
 def test_corrupt_server_certificate_is_bad_certificate() -> None:
     """RFC 8446 §6.2: bad_certificate, 'a certificate was corrupt'."""
     fails(Pair(client_cfg(), server_cfg()),
-          rewrite("server", HT.CERTIFICATE, lambda c: Certificate(b"", [CertificateEntry(b"\x30\x03\x02\x01\x00")])),
+          rewrite("server", HT.CERTIFICATE,
+                  lambda c: Certificate(b"", [CertificateEntry(b"\x30\x03\x02\x01\x00")])),
           "client", A.bad_certificate)
 
 
 def test_bad_server_finished_is_decrypt_error() -> None:
     """RFC 8446 §4.4.4: a Finished that does not verify aborts with decrypt_error."""
-    fails(Pair(client_cfg(), server_cfg()), rewrite_raw("server", HT.FINISHED, flip_last), "client", A.decrypt_error)
+    fails(Pair(client_cfg(), server_cfg()), rewrite_raw("server", HT.FINISHED, flip_last), "client",
+          A.decrypt_error)
 
 
 @pytest.mark.parametrize("setup", ["full", "psk", "auth"])
@@ -621,7 +633,9 @@ def test_server_share_for_another_group_is_illegal_parameter(group) -> None:
     key = ec.generate_private_key(ec.SECP256R1() if group == NamedGroup.SECP256R1 else ec.SECP384R1())
     point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     pair = Pair(client_cfg(groups=[NamedGroup.X25519, NamedGroup.SECP256R1]), server_cfg())
-    fails(pair, rewrite("server", HT.SERVER_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_server(group, point))),
+    fails(pair,
+          rewrite("server", HT.SERVER_HELLO,
+                  set_ext(ET.KEY_SHARE, ext.encode_key_share_server(group, point))),
           "client", A.illegal_parameter)
 
 
@@ -642,7 +656,9 @@ _BAD_SHARES = {
 def test_invalid_client_key_share_is_illegal_parameter(case) -> None:
     group, make = _BAD_SHARES[case]
     pair = Pair(client_cfg(groups=[group]), server_cfg())
-    fails(pair, rewrite("client", HT.CLIENT_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_client([(group, make())]))),
+    fails(pair,
+          rewrite("client", HT.CLIENT_HELLO,
+                  set_ext(ET.KEY_SHARE, ext.encode_key_share_client([(group, make())]))),
           "server", A.illegal_parameter)
 
 
@@ -650,7 +666,9 @@ def test_invalid_client_key_share_is_illegal_parameter(case) -> None:
 def test_invalid_server_key_share_is_illegal_parameter(case) -> None:
     group, make = _BAD_SHARES[case]
     pair = Pair(client_cfg(groups=[group]), server_cfg())
-    fails(pair, rewrite("server", HT.SERVER_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_server(group, make()))),
+    fails(pair,
+          rewrite("server", HT.SERVER_HELLO,
+                  set_ext(ET.KEY_SHARE, ext.encode_key_share_server(group, make()))),
           "client", A.illegal_parameter)
 
 
@@ -658,7 +676,8 @@ def test_key_share_for_a_group_not_in_supported_groups_is_illegal_parameter() ->
     """RFC 8446 §4.2.8: servers MAY check this and abort with illegal_parameter."""
     pair = Pair(client_cfg(groups=[NamedGroup.X25519]), server_cfg())
     shares = [(NamedGroup.X25519, x25519_public()), (NamedGroup.SECP256R1, p256_public())]
-    fails(pair, rewrite("client", HT.CLIENT_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_client(shares))),
+    fails(pair,
+          rewrite("client", HT.CLIENT_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_client(shares))),
           "server", A.illegal_parameter)
 
 
@@ -670,7 +689,8 @@ def test_two_key_shares_for_one_group_is_illegal_parameter() -> None:
           "server", A.illegal_parameter)
 
 
-@pytest.mark.parametrize("missing", [[ET.KEY_SHARE], [ET.SUPPORTED_GROUPS], [ET.SUPPORTED_GROUPS, ET.KEY_SHARE],
+@pytest.mark.parametrize("missing",
+                         [[ET.KEY_SHARE], [ET.SUPPORTED_GROUPS], [ET.SUPPORTED_GROUPS, ET.KEY_SHARE],
                                      [ET.SIGNATURE_ALGORITHMS]],
                          ids=["key_share", "supported_groups", "both", "signature_algorithms"])
 def test_client_hello_missing_a_mandatory_extension_is_missing_extension(missing) -> None:
@@ -681,7 +701,8 @@ def test_client_hello_missing_a_mandatory_extension_is_missing_extension(missing
         for ext_type in missing:
             del ch.extensions[ext_type]
 
-    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, edit), "server", A.missing_extension)
+    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, edit), "server",
+          A.missing_extension)
 
 
 # -- versions (RFC 8446 §4.1.3, §4.2.1) -----------------------------------------------------
@@ -693,26 +714,30 @@ def test_downgrade_sentinel_is_illegal_parameter(sentinel) -> None:
         del sh.extensions[ET.SUPPORTED_VERSIONS]
         sh.random = sh.random[:24] + sentinel
 
-    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.SERVER_HELLO, edit), "client", A.illegal_parameter)
+    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.SERVER_HELLO, edit), "client",
+          A.illegal_parameter)
 
 
 def test_server_hello_without_supported_versions_is_protocol_version() -> None:
     fails(Pair(client_cfg(), server_cfg()),
-          rewrite("server", HT.SERVER_HELLO, set_ext(ET.SUPPORTED_VERSIONS, None)), "client", A.protocol_version)
+          rewrite("server", HT.SERVER_HELLO, set_ext(ET.SUPPORTED_VERSIONS, None)), "client",
+          A.protocol_version)
 
 
 @pytest.mark.parametrize("version", [0x0303, 0x7F1C])
 def test_server_selecting_a_version_not_offered_is_illegal_parameter(version) -> None:
     """RFC 8446 §4.2.1: a version not offered or before TLS 1.3: illegal_parameter."""
     fails(Pair(client_cfg(), server_cfg()),
-          rewrite("server", HT.SERVER_HELLO, set_ext(ET.SUPPORTED_VERSIONS, ext.encode_u16(version))), "client",
+          rewrite("server", HT.SERVER_HELLO, set_ext(ET.SUPPORTED_VERSIONS, ext.encode_u16(version))),
+          "client",
           A.illegal_parameter)
 
 
 @pytest.mark.parametrize("versions", [[0x0303], [0x0302, 0x0303], None], ids=["tls12", "tls11-12", "absent"])
 def test_client_not_offering_tls13_is_protocol_version(versions) -> None:
     body = None if versions is None else ext.encode_supported_versions_client(versions)
-    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, set_ext(ET.SUPPORTED_VERSIONS, body)),
+    fails(Pair(client_cfg(), server_cfg()),
+          rewrite("client", HT.CLIENT_HELLO, set_ext(ET.SUPPORTED_VERSIONS, body)),
           "server", A.protocol_version)
 
 
@@ -737,16 +762,19 @@ def test_no_alpn_overlap_is_no_application_protocol() -> None:
 
 
 def test_client_hello_without_alpn_is_no_application_protocol() -> None:
-    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, set_ext(ET.ALPN, None)), "server",
+    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, set_ext(ET.ALPN, None)),
+          "server",
           A.no_application_protocol, 0x178)
 
 
 def test_server_selecting_no_alpn_is_no_application_protocol() -> None:
-    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.ENCRYPTED_EXTENSIONS, set_ext(ET.ALPN, None)),
+    fails(Pair(client_cfg(), server_cfg()),
+          rewrite("server", HT.ENCRYPTED_EXTENSIONS, set_ext(ET.ALPN, None)),
           "client", A.no_application_protocol, 0x178)
 
 
-@pytest.mark.parametrize("protocols", [[b"smb"], [b"h3", b"h3"], [b"h3", b"smb"]], ids=["not-offered", "two", "two-mixed"])
+@pytest.mark.parametrize("protocols", [[b"smb"], [b"h3", b"h3"], [b"h3", b"smb"]],
+                         ids=["not-offered", "two", "two-mixed"])
 def test_server_selecting_an_alpn_not_offered_is_illegal_parameter(protocols) -> None:
     fails(Pair(client_cfg(), server_cfg()),
           rewrite("server", HT.ENCRYPTED_EXTENSIONS, set_ext(ET.ALPN, ext.encode_alpn(protocols))), "client",
@@ -773,7 +801,8 @@ def test_legacy_compression_methods_not_null_is_illegal_parameter(methods) -> No
     def edit(ch):
         ch.legacy_compression_methods = methods
 
-    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, edit), "server", A.illegal_parameter)
+    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, edit), "server",
+          A.illegal_parameter)
 
 
 def test_session_id_echo_mismatch_is_illegal_parameter() -> None:
@@ -782,14 +811,16 @@ def test_session_id_echo_mismatch_is_illegal_parameter() -> None:
     def edit(sh):
         sh.legacy_session_id_echo = b"\x01" * 32
 
-    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.SERVER_HELLO, edit), "client", A.illegal_parameter)
+    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.SERVER_HELLO, edit), "client",
+          A.illegal_parameter)
 
 
 def test_server_hello_compression_not_null_is_illegal_parameter() -> None:
     def edit(sh):
         sh.legacy_compression_method = 1
 
-    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.SERVER_HELLO, edit), "client", A.illegal_parameter)
+    fails(Pair(client_cfg(), server_cfg()), rewrite("server", HT.SERVER_HELLO, edit), "client",
+          A.illegal_parameter)
 
 
 def test_server_cipher_suite_not_offered_is_illegal_parameter() -> None:
@@ -810,7 +841,7 @@ def test_second_hello_retry_request_is_unexpected_message() -> None:
     seen: list[bytes] = []
 
     def hook(who, level, data):
-        if who == "server" and level == I:
+        if who == "server" and level == INI:
             seen.append(data)
             if len(seen) == 2:
                 return seen[0]  # the retry again instead of the ServerHello
@@ -819,11 +850,13 @@ def test_second_hello_retry_request_is_unexpected_message() -> None:
     fails(hrr_pair(), hook, "client", A.unexpected_message)
 
 
-@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP384R1], ids=["already-sent", "not-offered"])
+@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP384R1],
+                         ids=["already-sent", "not-offered"])
 def test_retry_for_a_group_already_sent_or_not_offered_is_illegal_parameter(group) -> None:
     """RFC 8446 §4.2.8: the selected_group MUST be offered in supported_groups and MUST
     NOT be one the client already sent a share for."""
-    fails(hrr_pair(), rewrite("server", HT.SERVER_HELLO, set_ext(ET.KEY_SHARE, ext.encode_u16(group))), "client",
+    fails(hrr_pair(), rewrite("server", HT.SERVER_HELLO, set_ext(ET.KEY_SHARE, ext.encode_u16(group))),
+          "client",
           A.illegal_parameter)
 
 
@@ -861,7 +894,8 @@ def test_server_hello_group_differing_from_the_retry_is_illegal_parameter() -> N
           A.illegal_parameter)
 
 
-@pytest.mark.parametrize(("ext_type", "alert"), [(ET.EARLY_DATA, A.unsupported_extension), (ET.ALPN, A.illegal_parameter)],
+@pytest.mark.parametrize(("ext_type", "alert"),
+                         [(ET.EARLY_DATA, A.unsupported_extension), (ET.ALPN, A.illegal_parameter)],
                          ids=["unsolicited", "not-allowed"])
 def test_retry_with_a_foreign_extension(ext_type, alert) -> None:
     """RFC 8446 §4.2: unsolicited: unsupported_extension; not for this message: illegal_parameter."""
@@ -874,7 +908,8 @@ def test_second_client_hello_without_the_cookie_is_illegal_parameter() -> None:
 
 
 def test_second_client_hello_with_a_wrong_cookie_is_illegal_parameter() -> None:
-    fails(hrr_pair(), rewrite("client", HT.CLIENT_HELLO, set_ext(ET.COOKIE, ext.encode_cookie(b"x" * 32)), nth=1),
+    fails(hrr_pair(),
+          rewrite("client", HT.CLIENT_HELLO, set_ext(ET.COOKIE, ext.encode_cookie(b"x" * 32)), nth=1),
           "server", A.illegal_parameter)
 
 
@@ -886,7 +921,8 @@ def test_second_client_hello_with_the_wrong_share_is_illegal_parameter(shares) -
         "both": [(NamedGroup.X25519, x25519_public()), (NamedGroup.SECP256R1, p256_public())],
         "none": [],
     }[shares]
-    fails(hrr_pair(), rewrite("client", HT.CLIENT_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_client(entries)),
+    fails(hrr_pair(),
+          rewrite("client", HT.CLIENT_HELLO, set_ext(ET.KEY_SHARE, ext.encode_key_share_client(entries)),
                               nth=1), "server", A.illegal_parameter)
 
 
@@ -919,7 +955,8 @@ def test_unsolicited_server_extension_is_unsupported_extension(msg_type, ext_typ
 @pytest.mark.parametrize(
     ("msg_type", "ext_type", "body"),
     [(HT.SERVER_HELLO, ET.ALPN, ext.encode_alpn([b"h3"])), (HT.SERVER_HELLO, ET.SERVER_NAME, b""),
-     (HT.ENCRYPTED_EXTENSIONS, ET.KEY_SHARE, b""), (HT.ENCRYPTED_EXTENSIONS, ET.SUPPORTED_VERSIONS, b"\x03\x04"),
+     (HT.ENCRYPTED_EXTENSIONS, ET.KEY_SHARE, b""),
+     (HT.ENCRYPTED_EXTENSIONS, ET.SUPPORTED_VERSIONS, b"\x03\x04"),
      (HT.ENCRYPTED_EXTENSIONS, ET.SIGNATURE_ALGORITHMS, b"\x00\x02\x04\x03")],
     ids=["sh-alpn", "sh-server_name", "ee-key_share", "ee-supported_versions", "ee-signature_algorithms"],
 )
@@ -961,11 +998,13 @@ def test_ticket_lifetime_of_exactly_seven_days_is_accepted() -> None:
 
 def test_no_common_cipher_suite_is_handshake_failure() -> None:
     fails(Pair(client_cfg(cipher_suites=[CipherSuite.AES_128_GCM_SHA256]),
-               server_cfg(cipher_suites=[CipherSuite.AES_256_GCM_SHA384])), None, "server", A.handshake_failure)
+               server_cfg(cipher_suites=[CipherSuite.AES_256_GCM_SHA384])), None, "server",
+               A.handshake_failure)
 
 
 def test_no_common_group_is_handshake_failure() -> None:
-    fails(Pair(client_cfg(groups=[NamedGroup.X25519]), server_cfg(groups=[NamedGroup.SECP384R1])), None, "server",
+    fails(Pair(client_cfg(groups=[NamedGroup.X25519]), server_cfg(groups=[NamedGroup.SECP384R1])), None,
+          "server",
           A.handshake_failure)
 
 
@@ -1000,7 +1039,8 @@ def test_invalid_mlkem_encapsulation_key_is_illegal_parameter() -> None:
     share = b"\xff" * 1184 + x25519_public()
     pair = Pair(client_cfg(groups=[NamedGroup.X25519MLKEM768]), server_cfg())
     fails(pair, rewrite("client", HT.CLIENT_HELLO, set_ext(
-        ET.KEY_SHARE, ext.encode_key_share_client([(NamedGroup.X25519MLKEM768, share)]))), "server", A.illegal_parameter)
+        ET.KEY_SHARE, ext.encode_key_share_client([(NamedGroup.X25519MLKEM768, share)]))), "server",
+        A.illegal_parameter)
 
 
 def test_rsa_pkcs1_certificate_verify_is_illegal_parameter() -> None:
@@ -1044,7 +1084,8 @@ def test_unsolicited_extension_in_client_certificate_entry_is_unsupported_extens
     def edit(cert):
         cert.entries[0].extensions[ET.SIGNED_CERTIFICATE_TIMESTAMP] = b"\x00\x00"
 
-    pair = Pair(client_cfg(credentials=creds("p256", "client")), server_cfg(client_auth=ClientAuth.REQUIRED, trust=trust()))
+    pair = Pair(client_cfg(credentials=creds("p256", "client")),
+                server_cfg(client_auth=ClientAuth.REQUIRED, trust=trust()))
     fails(pair, rewrite("client", HT.CERTIFICATE, edit), "server", A.unsupported_extension)
 
 
@@ -1061,7 +1102,8 @@ def test_key_share_in_new_session_ticket_is_illegal_parameter() -> None:
 
 
 def test_oid_filters_in_client_hello_is_illegal_parameter() -> None:
-    fails(Pair(client_cfg(), server_cfg()), rewrite("client", HT.CLIENT_HELLO, set_ext(ET.OID_FILTERS, b"\x00\x00")),
+    fails(Pair(client_cfg(), server_cfg()),
+          rewrite("client", HT.CLIENT_HELLO, set_ext(ET.OID_FILTERS, b"\x00\x00")),
           "server", A.illegal_parameter)
 
 
@@ -1079,7 +1121,8 @@ def test_host_name_over_255_bytes_is_unrecognized_name() -> None:
     """RFC 6066 §3 (and RFC 1035's 255-octet limit): such a name used to pass and then
     overflow the session ticket's 8-bit length at the end of the handshake (internal_error)."""
     name = ".".join(["a" * 60] * 5)
-    pair = Pair(client_cfg(server_name=name, verify_peer=False), server_cfg(session_ticket_key=os.urandom(64)))
+    pair = Pair(client_cfg(server_name=name, verify_peer=False),
+                server_cfg(session_ticket_key=os.urandom(64)))
     fails(pair, None, "server", A.unrecognized_name, 0x170)
 
 
@@ -1103,7 +1146,8 @@ def test_certificate_with_an_unknown_key_type_is_unsupported_certificate(verify)
     """RFC 8446 §6.2: unsupported_certificate; cryptography's UnsupportedAlgorithm from
     public_key() used to surface as internal_error (in CertificateVerify when unverified)."""
     fails(Pair(client_cfg(verify_peer=verify), server_cfg("ed25519")),
-          rewrite("server", HT.CERTIFICATE, _edit_certificate(ED25519_OID, b"\x06\x03\x2b\x65\x7f")), "client",
+          rewrite("server", HT.CERTIFICATE, _edit_certificate(ED25519_OID, b"\x06\x03\x2b\x65\x7f")),
+          "client",
           A.unsupported_certificate)
 
 
@@ -1113,7 +1157,8 @@ def test_certificate_with_an_invalid_version_is_bad_certificate(sender) -> None:
     pair = Pair(client_cfg(credentials=creds("ed25519", "client")),
                 server_cfg("ed25519", client_auth=ClientAuth.REQUIRED, trust=trust()))
     receiver = "client" if sender == "server" else "server"
-    fails(pair, rewrite(sender, HT.CERTIFICATE, _edit_certificate(X509_V3, b"\xa0\x03\x02\x01\x09")), receiver,
+    fails(pair, rewrite(sender, HT.CERTIFICATE, _edit_certificate(X509_V3, b"\xa0\x03\x02\x01\x09")),
+          receiver,
           A.bad_certificate)
 
 
@@ -1121,7 +1166,8 @@ def test_certificate_with_an_invalid_ec_point_is_bad_certificate() -> None:
     """An unverified peer's P-256 key that is no point: ValueError from public_key() used
     to surface in CertificateVerify as internal_error."""
     fails(Pair(client_cfg(verify_peer=False), server_cfg("p256")),
-          rewrite("server", HT.CERTIFICATE, _edit_certificate(b"\x03\x42\x00\x04", b"\x03\x42\x00\x05")), "client",
+          rewrite("server", HT.CERTIFICATE, _edit_certificate(b"\x03\x42\x00\x04", b"\x03\x42\x00\x05")),
+          "client",
           A.bad_certificate)
 
 

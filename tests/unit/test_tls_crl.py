@@ -70,7 +70,8 @@ def test_load_crls_reads_pem_bundles_and_der(pki, tmp_path):
     assert [c.issuer for c in load_crls(pem)] == [a.issuer, b.issuer]
     der = tmp_path / "crl.der"
     der.write_bytes(a.public_bytes(Encoding.DER))
-    assert load_crls(der)[0].fingerprint(a.signature_hash_algorithm) == a.fingerprint(a.signature_hash_algorithm)
+    algorithm = a.signature_hash_algorithm
+    assert load_crls(der)[0].fingerprint(algorithm) == a.fingerprint(algorithm)
     bad = tmp_path / "bad.pem"
     bad.write_bytes(b"-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n")
     with pytest.raises(ValueError):

@@ -121,7 +121,9 @@ def test_event_order_is_what_the_kernel_needs() -> None:
 FINISHED_AT_HANDSHAKE = bytes([20, 0, 0, 32]) + bytes(32)
 
 
-@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1, NamedGroup.X25519MLKEM768])
+@pytest.mark.parametrize("group",
+                         [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1,
+                          NamedGroup.X25519MLKEM768])
 @pytest.mark.parametrize("psk", [False, True])
 def test_server_hello_first(group, psk) -> None:
     """TlsConfig.server_hello_first: with (EC)DHE, the ClientHello's events end with the
@@ -146,7 +148,8 @@ def test_server_hello_first(group, psk) -> None:
             continue
         rest = server.continue_flight(T)
         assert not server.flight_pending
-        assert [(type(e), e.level) for e in rest if isinstance(e, SendHandshake)] == [(SendHandshake, CryptoLevel.HANDSHAKE)]
+        flights = [(type(e), e.level) for e in rest if isinstance(e, SendHandshake)]
+        assert flights == [(SendHandshake, CryptoLevel.HANDSHAKE)]
         with pytest.raises(RuntimeError):
             server.continue_flight(T)
 
@@ -171,7 +174,8 @@ def test_server_hello_first_low_order_share_fails_after_the_server_hello() -> No
     made: illegal_parameter, and the engine stays failed."""
     client = ClientEngine(client_cfg(groups=[NamedGroup.X25519]))
     hello = bytearray(client.start(T)[0].data)
-    ((group, public),) = decode_key_share_client(decode_message(bytes(hello)).extensions[ExtensionType.KEY_SHARE])
+    key_share = decode_message(bytes(hello)).extensions[ExtensionType.KEY_SHARE]
+    ((group, public),) = decode_key_share_client(key_share)
     assert group == NamedGroup.X25519
     at = bytes(hello).index(public)
     hello[at:at + 32] = bytes(32)
@@ -185,7 +189,9 @@ def test_server_hello_first_low_order_share_fails_after_the_server_hello() -> No
         server.receive(CryptoLevel.HANDSHAKE, FINISHED_AT_HANDSHAKE, T)
 
 
-@pytest.mark.parametrize("group", [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1, NamedGroup.X25519MLKEM768])
+@pytest.mark.parametrize("group",
+                         [NamedGroup.X25519, NamedGroup.SECP256R1, NamedGroup.SECP384R1,
+                          NamedGroup.X25519MLKEM768])
 def test_hello_retry_request_to_every_group(group) -> None:
     """The client's one share is for a group the server lacks; the server asks for `group`."""
     first = NamedGroup.SECP384R1 if group != NamedGroup.SECP384R1 else NamedGroup.X25519
@@ -197,9 +203,11 @@ def test_hello_retry_request_to_every_group(group) -> None:
 
 
 def test_hello_retry_with_resumption_keeps_the_psk_and_drops_0rtt() -> None:
-    scfg = server_cfg(session_ticket_key=os.urandom(64), enable_early_data=True, groups=[NamedGroup.X25519, NamedGroup.SECP256R1])
+    scfg = server_cfg(session_ticket_key=os.urandom(64), enable_early_data=True,
+                      groups=[NamedGroup.X25519, NamedGroup.SECP256R1])
     first, _ = run_pair(client_cfg(), scfg, T)
-    scfg_retry = server_cfg(session_ticket_key=scfg.session_ticket_key, enable_early_data=True, groups=[NamedGroup.SECP256R1])
+    scfg_retry = server_cfg(session_ticket_key=scfg.session_ticket_key, enable_early_data=True,
+                            groups=[NamedGroup.SECP256R1])
     client, server = run_pair(client_cfg(session=first.session, enable_early_data=True), scfg_retry, T + 1)
     assert client.complete.resumed and server.complete.resumed
     assert not client.complete.early_data_accepted and not server.complete.early_data_accepted
@@ -216,7 +224,8 @@ def test_resumption_and_0rtt_accepted() -> None:
     client, server = run_pair(client_cfg(session=session, enable_early_data=True), scfg, T + 5)
     assert client.complete.resumed and server.complete.resumed
     assert client.complete.early_data_accepted and server.complete.early_data_accepted
-    assert client.secrets()[(CryptoLevel.EARLY, Direction.SEND)] == server.secrets()[(CryptoLevel.EARLY, Direction.RECV)]
+    early_send, early_recv = (CryptoLevel.EARLY, Direction.SEND), (CryptoLevel.EARLY, Direction.RECV)
+    assert client.secrets()[early_send] == server.secrets()[early_recv]
     assert_secrets_mirror(client, server)
     # No certificate on a resumed handshake.
     assert client.complete.peer_certificates == ()
@@ -252,7 +261,8 @@ def test_0rtt_refused_when_ticket_age_is_off() -> None:
 
 def test_ticket_from_another_key_falls_back_to_full_handshake() -> None:
     first, _ = run_pair(client_cfg(), server_cfg(session_ticket_key=os.urandom(64)), T)
-    client, server = run_pair(client_cfg(session=first.session), server_cfg(session_ticket_key=os.urandom(64)), T + 1)
+    client, server = run_pair(client_cfg(session=first.session),
+                              server_cfg(session_ticket_key=os.urandom(64)), T + 1)
     assert not client.complete.resumed and client.complete.peer_certificates
 
 
@@ -310,7 +320,8 @@ def test_external_psk_sha384() -> None:
 
 
 def test_alpn_follows_client_preference() -> None:
-    client, server = run_pair(client_cfg(alpn_protocols=[b"smb", b"h3"]), server_cfg(alpn_protocols=[b"h3", b"smb"]), T)
+    client, server = run_pair(client_cfg(alpn_protocols=[b"smb", b"h3"]),
+                              server_cfg(alpn_protocols=[b"h3", b"smb"]), T)
     assert client.complete.alpn == server.complete.alpn == b"smb"
 
 
@@ -370,7 +381,8 @@ def test_keylog_file(tmp_path) -> None:
     assert lines[0].split()[2] == secrets[(CryptoLevel.HANDSHAKE, Direction.SEND)].hex()
     assert os.stat(path).st_mode & 0o777 == 0o600
     # The server logs the same secrets (its handshake keys in its own send-first order).
-    assert {(e.label, e.secret) for e in server.of(KeyLogLine)} == {(e.label, e.secret) for e in client.of(KeyLogLine)}
+    server_lines = {(e.label, e.secret) for e in server.of(KeyLogLine)}
+    assert server_lines == {(e.label, e.secret) for e in client.of(KeyLogLine)}
     # Without keylog=True, no line is made.
     plain, _ = run_pair(client_cfg(), server_cfg(), T)
     assert plain.of(KeyLogLine) == []
@@ -468,11 +480,11 @@ def test_single_use_tickets_one_first_use_among_racing_threads() -> None:
         start = threading.Barrier(8)
         answers: list[bool] = []
 
-        def present() -> None:
+        def present(start: threading.Barrier, answers: list[bool], record: SingleUseTickets) -> None:
             start.wait()
             answers.append(record.first_use(b"nonce", expires_at=2e9, now=1e9))
 
-        threads = [threading.Thread(target=present) for _ in range(8)]
+        threads = [threading.Thread(target=present, args=(start, answers, record)) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
@@ -506,15 +518,18 @@ def test_server_pauses_at_the_client_hello_until_choose() -> None:
     paused = server.receive(hello.level, hello.data, T)
     assert [type(e) for e in paused] == [ClientHelloReceived]
     info = paused[0].info
-    assert (info.server_name, info.alpn_protocols, info.transport_parameters) == ("localhost", (b"h3",), CLIENT_TP)
+    assert (info.server_name, info.alpn_protocols, info.transport_parameters) == ("localhost", (b"h3",),
+                                                                                  CLIENT_TP)
     answer = server.choose(ServerChoice(transport_parameters=SERVER_TP), T)
-    assert [(type(e), e.level) for e in answer if isinstance(e, SendHandshake)][0] == (SendHandshake, CryptoLevel.INITIAL)
+    flights = [(type(e), e.level) for e in answer if isinstance(e, SendHandshake)]
+    assert flights[0] == (SendHandshake, CryptoLevel.INITIAL)
     with pytest.raises(RuntimeError):  # one choice per pause
         server.choose(None, T)
 
 
 def test_paused_handshake_completes_with_the_choice() -> None:
-    client, server = run_pair(client_cfg(), server_cfg(pause_at_client_hello=True, transport_parameters=None), T,
+    client, server = run_pair(client_cfg(), server_cfg(pause_at_client_hello=True, transport_parameters=None),
+                              T,
                               choose=lambda info: ServerChoice(transport_parameters=SERVER_TP))
     assert client.complete and server.complete
     assert client.peer_params == SERVER_TP  # the choice's parameters reached the client

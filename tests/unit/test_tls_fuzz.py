@@ -17,6 +17,7 @@ tries (the engines' own key material still varies per run).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,7 +51,8 @@ SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_
 
 @functools.cache
 def _session():
-    first = Pair(client_cfg(), server_cfg("ed25519", session_ticket_key=TICKET_KEY, enable_early_data=True)).run()
+    first = Pair(client_cfg(),
+                 server_cfg("ed25519", session_ticket_key=TICKET_KEY, enable_early_data=True)).run()
     assert first.session is not None
     return first.session
 
@@ -197,7 +199,7 @@ def mutate(data: bytes, scope, ops) -> list[tuple[CryptoLevel | None, bytes]]:
 
 def chunked(data: bytes, cuts) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])] or [b""]
+    return [data[a:b] for a, b in itertools.pairwise(points)] or [b""]
 
 
 # -- the checks -----------------------------------------------------------------------------
@@ -284,7 +286,8 @@ def test_mutated_client_hello_to_a_fresh_server(mode, scope, ops, cuts) -> None:
     sender, level, hello = recorded(mode)[0]
     assert sender == "client" and level == CryptoLevel.INITIAL
     server = make_pair(mode).server
-    pieces = [(lvl or level, piece) for lvl, altered in mutate(hello, scope, ops) for piece in chunked(altered, cuts)]
+    pieces = [(lvl or level, piece)
+              for lvl, altered in mutate(hello, scope, ops) for piece in chunked(altered, cuts)]
     try:
         for lvl, piece in pieces:
             for event in server.receive(lvl, piece, T):

@@ -201,7 +201,8 @@ def test_server_key_share_in_two_steps_agrees_with_the_client(group) -> None:
     assert secret() == client.exchange(public)
     # a malformed share fails at the first step, before anything is sent
     illegal(server_key_share, group, client.public[:-1])
-    assert server_key_share(NamedGroup.X25519MLKEM768, client_key_share(NamedGroup.X25519MLKEM768).public) is None
+    assert server_key_share(NamedGroup.X25519MLKEM768,
+                            client_key_share(NamedGroup.X25519MLKEM768).public) is None
 
 
 def test_hybrid_x25519_part_all_zero() -> None:

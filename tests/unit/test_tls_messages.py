@@ -55,7 +55,8 @@ def test_rfc8448_server_messages_fields() -> None:
     assert ext.decode_key_share_server(sh.extensions[ET.KEY_SHARE])[0] == 0x001D
     cert = decode_message(bytes.fromhex(msgs["server_Certificate"]))
     assert isinstance(cert, Certificate) and len(cert.entries) == 1
-    assert cert.entries[0].cert_data.hex() == rfc8448("simple_1rtt")["computed_by_us"]["server_certificate_der"]
+    expected = rfc8448("simple_1rtt")["computed_by_us"]["server_certificate_der"]
+    assert cert.entries[0].cert_data.hex() == expected
     nst = decode_message(bytes.fromhex(msgs["NewSessionTicket"]))
     assert isinstance(nst, NewSessionTicket)
     fields = rfc8448("simple_1rtt")["computed_by_us"]["new_session_ticket_fields"]
@@ -84,7 +85,8 @@ def test_rfc8448_finished_verifies_and_one_flipped_byte_fails(trace: str) -> Non
     s = rfc8448(trace)
     msgs = s["messages"]
     order = [k for k in msgs if k != "ClientHello_prefix_without_binders"]
-    for writer, secret_name in (("server", "server_handshake_traffic_secret"), ("client", "client_handshake_traffic_secret")):
+    for writer, secret_name in (("server", "server_handshake_traffic_secret"),
+                                ("client", "client_handshake_traffic_secret")):
         idx = order.index(f"{writer}_Finished")
         transcript = b"".join(bytes.fromhex(msgs[k]) for k in order[:idx])
         if trace == "hrr":
@@ -105,7 +107,8 @@ def test_rfc8448_finished_verifies_and_one_flipped_byte_fails(trace: str) -> Non
 
 def test_message_buffer_reassembles_any_chunking() -> None:
     msgs = rfc8448("simple_1rtt")["messages"]
-    stream = b"".join(bytes.fromhex(msgs[k]) for k in ("EncryptedExtensions", "server_Certificate", "server_CertificateVerify", "server_Finished"))
+    stream = b"".join(bytes.fromhex(msgs[k]) for k in ("EncryptedExtensions", "server_Certificate",
+                                                       "server_CertificateVerify", "server_Finished"))
     for size in (1, 3, 17, 100, len(stream)):
         buf = MessageBuffer()
         out = []

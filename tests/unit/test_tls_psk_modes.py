@@ -44,7 +44,7 @@ from tests.tls_tamper import PSK, Pair, T, client_cfg, psk_client_cfg, psk_serve
 
 KE, DHE = (M.PSK_KE,), (M.PSK_DHE_KE,)
 BOTH = (M.PSK_DHE_KE, M.PSK_KE)
-I, H = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE
+INI, H = CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE
 
 
 def complete(pair: Pair, side: str) -> HandshakeComplete:
@@ -57,7 +57,8 @@ def hello(pair: Pair, sender: str, msg_type: int):
 
 
 def secrets(pair: Pair, side: str) -> dict:
-    return {(int(e.level), int(e.direction)): e.secret for e in pair.events[side] if isinstance(e, InstallSecret)}
+    return {(int(e.level), int(e.direction)): e.secret
+            for e in pair.events[side] if isinstance(e, InstallSecret)}
 
 
 def check_mirrored(pair: Pair) -> None:
@@ -145,10 +146,11 @@ def test_psk_ke_server_ignores_the_client_key_share_and_needs_no_retry() -> None
     groups = [NamedGroup.SECP384R1, NamedGroup.X25519]
     pair = Pair(psk_client_cfg(psk_modes=KE, groups=groups), psk_server_cfg(groups=[NamedGroup.X25519])).run()
     check_mode(pair, M.PSK_KE)
-    assert [d for who, level, d in pair.sent if who == "server" and level == I] == \
+    assert [d for who, level, d in pair.sent if who == "server" and level == INI] == \
         [pair.first("server", HT.SERVER_HELLO)]  # one ServerHello, no retry
-    retried = Pair(psk_client_cfg(psk_modes=DHE, groups=groups), psk_server_cfg(groups=[NamedGroup.X25519])).run()
-    assert sum(1 for who, level, _ in retried.sent if who == "server" and level == I) == 2
+    retried = Pair(psk_client_cfg(psk_modes=DHE, groups=groups),
+                   psk_server_cfg(groups=[NamedGroup.X25519])).run()
+    assert sum(1 for who, level, _ in retried.sent if who == "server" and level == INI) == 2
     assert complete(retried, "client").group == complete(retried, "server").group == NamedGroup.X25519
 
 
@@ -280,7 +282,8 @@ def test_missing_key_share_without_a_psk_is_missing_extension() -> None:
 def _psk_ke_hello_without_share(psk: ExternalPsk = PSK) -> bytes:
     """Our psk_ke-only ClientHello without key_share and supported_groups (RFC 8446 §9.2
     allows that with pre_shared_key), its binder recomputed."""
-    (start,) = [e for e in ClientEngine(psk_client_cfg(psk, psk_modes=KE)).start(T) if isinstance(e, SendHandshake)]
+    events = ClientEngine(psk_client_cfg(psk, psk_modes=KE)).start(T)
+    (start,) = [e for e in events if isinstance(e, SendHandshake)]
     ch = decode_message(start.data)
     del ch.extensions[ET.KEY_SHARE]
     del ch.extensions[ET.SUPPORTED_GROUPS]
@@ -291,12 +294,13 @@ def _psk_ke_hello_without_share(psk: ExternalPsk = PSK) -> bytes:
 def test_server_does_psk_ke_for_a_hello_without_key_share() -> None:
     ch = _psk_ke_hello_without_share()
     server = ServerEngine(psk_server_cfg())
-    events = server.receive(I, ch, T)
-    (sh_raw,) = [e.data for e in events if isinstance(e, SendHandshake) and e.level == I]
+    events = server.receive(INI, ch, T)
+    (sh_raw,) = [e.data for e in events if isinstance(e, SendHandshake) and e.level == INI]
     sh = decode_message(sh_raw)
     assert ET.KEY_SHARE not in sh.extensions and ET.PRE_SHARED_KEY in sh.extensions
     _, server_hs = psk_ke_handshake_secrets(PSK.key, ch, sh_raw)
-    sent = [e.secret for e in events if isinstance(e, InstallSecret) and e.level == H and e.direction == Direction.SEND]
+    sent = [e.secret for e in events
+            if isinstance(e, InstallSecret) and e.level == H and e.direction == Direction.SEND]
     assert sent == [server_hs]
 
 
@@ -310,9 +314,9 @@ def test_hello_without_key_share_when_the_psk_is_not_taken(server_kw, psk_only_a
     ch = _psk_ke_hello_without_share()
     with_cert = server_cfg(**server_kw)
     with pytest.raises(TlsError) as info:
-        ServerEngine(with_cert).receive(I, ch, T)
+        ServerEngine(with_cert).receive(INI, ch, T)
     assert info.value.alert == A.missing_extension
     psk_only = psk_server_cfg(*server_kw.get("psks", [PSK]), psk_modes=server_kw.get("psk_modes", BOTH))
     with pytest.raises(TlsError) as info:
-        ServerEngine(psk_only).receive(I, ch, T)
+        ServerEngine(psk_only).receive(INI, ch, T)
     assert info.value.alert == psk_only_alert

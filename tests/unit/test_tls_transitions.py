@@ -21,7 +21,8 @@ ROLES = [
 
 
 @pytest.mark.parametrize(("table", "dispatch", "states", "engine"), ROLES)
-def test_every_state_and_step(table: Mapping, dispatch: Mapping, states: type[enum.Enum], engine: type) -> None:
+def test_every_state_and_step(table: Mapping, dispatch: Mapping, states: type[enum.Enum],
+                              engine: type) -> None:
     steps = {step for _, step in table}
     for state in states:
         for step in steps:

@@ -8,6 +8,7 @@ the same profile.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 
@@ -172,7 +173,8 @@ def test_leaf_used_as_ca_is_refused(extensions) -> None:
     fake_key = new_key("p256")
     fake = Ca(fake_key, build("not a CA", fake_key, root, extensions))
     for check in (lambda: as_server(root, [server_leaf(fake), fake.cert]),
-                  lambda: as_client(root, [build("client", new_key("p256"), fake, [eku("client")]), fake.cert])):
+                  lambda: as_client(root,
+                                    [build("client", new_key("p256"), fake, [eku("client")]), fake.cert])):
         err = rejected(check)
         assert err.alert == A.bad_certificate and "not a CA" in str(err), err
 
@@ -190,7 +192,8 @@ def test_path_length_exceeded_is_refused() -> None:
     mid1 = ca_cert("mid1", mid0, [bc(True), KU_CA])
     err = rejected(as_server, root, [server_leaf(mid1), mid1.cert, mid0.cert])
     assert err.alert == A.bad_certificate and "path length" in str(err)
-    err = rejected(as_client, root, [build("c", new_key("p256"), mid1, [eku("client")]), mid1.cert, mid0.cert])
+    err = rejected(as_client, root,
+                   [build("c", new_key("p256"), mid1, [eku("client")]), mid1.cert, mid0.cert])
     assert err.alert == A.bad_certificate and "path length" in str(err)
 
 
@@ -249,9 +252,10 @@ def test_unknown_ca_says_unknown_ca() -> None:
     pathlen 0, chain depth without), but the reason is an unknown CA."""
     ours = openssl_style_ca("our CA")
     for theirs in (ca_cert("their CA", extensions=[bc(True, 0), KU_CA]), openssl_style_ca("their CA")):
-        for check in (lambda: as_server(ours, [server_leaf(theirs), theirs.cert]),
-                      lambda: as_client(ours, [build("c", new_key("p256"), theirs, [eku("client")]), theirs.cert]),
-                      lambda: as_server(ours, [server_leaf(theirs)])):
+        client_leaf = build("c", new_key("p256"), theirs, [eku("client")])
+        for check in (functools.partial(as_server, ours, [server_leaf(theirs), theirs.cert]),
+                      functools.partial(as_client, ours, [client_leaf, theirs.cert]),
+                      functools.partial(as_server, ours, [server_leaf(theirs)])):
             err = rejected(check)
             assert err.alert == A.unknown_ca, err
             assert "unknown CA" in str(err) and "their CA" in str(err), err
@@ -279,7 +283,8 @@ def test_handshake_with_openssl_style_ca_and_cn_only_client() -> None:
     skey, ckey = new_key("p256"), new_key("p256")
     server = _credentials(build("server.test", skey, ca, [san("server.test")]), skey)
     client = _credentials(build("client.test", ckey, ca, [eku("client")]), ckey)
-    client_cfg = TlsConfig(alpn_protocols=[b"smb"], server_name="server.test", trust=trust, credentials=client)
+    client_cfg = TlsConfig(alpn_protocols=[b"smb"], server_name="server.test", trust=trust,
+                           credentials=client)
     server_cfg = TlsConfig(alpn_protocols=[b"smb"], credentials=server, trust=trust,
                            client_auth=ClientAuth.REQUIRED)
     c, s = run_pair(client_cfg, server_cfg, T)
@@ -294,7 +299,8 @@ def test_handshake_refuses_server_only_certificate_as_client() -> None:
     server = _credentials(build("server.test", skey, ca, [san("server.test")]), skey)
     client = _credentials(build("client.test", ckey, ca, [eku("server")]), ckey)
     with pytest.raises(TlsError) as info:
-        run_pair(TlsConfig(alpn_protocols=[b"smb"], server_name="server.test", trust=trust, credentials=client),
+        run_pair(TlsConfig(alpn_protocols=[b"smb"], server_name="server.test", trust=trust,
+                           credentials=client),
                  TlsConfig(alpn_protocols=[b"smb"], credentials=server, trust=trust,
                            client_auth=ClientAuth.REQUIRED), T)
     assert info.value.alert == A.bad_certificate and "client authentication" in str(info.value)
@@ -307,8 +313,10 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no o
 
 def _openssl_ca(tmp_path, *args: str) -> Ca:
     key_file, cert_file = tmp_path / "ca.key", tmp_path / "ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(key_file), "-out", str(cert_file), "-days", "30", "-subj", "/CN=openssl CA",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout", str(key_file), "-out", str(cert_file), "-days", "30", "-subj",
+                    "/CN=openssl CA",
                     *args], check=True, capture_output=True)
     key = serialization.load_pem_private_key(key_file.read_bytes(), None)
     return Ca(key, x509.load_pem_x509_certificate(cert_file.read_bytes()))
