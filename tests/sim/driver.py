@@ -159,8 +159,10 @@ class SimAgent:
 
 
 def sim_client(now: float = START, *, version: int = V1, session=None, early_data: bool = False,
-               remote_params: dict | None = None, **conn_kw) -> SimAgent:
-    conn = SimConnection(is_client=True, version=version, now=now, peer_addr=ADDR_S, **conn_kw)
+               remote_params: dict | None = None, connection: type[SimConnection] = SimConnection,
+               **conn_kw) -> SimAgent:
+    """`connection`: SimConnection or a test's subclass of it."""
+    conn = connection(is_client=True, version=version, now=now, peer_addr=ADDR_S, **conn_kw)
     if remote_params is not None:
         conn.set_transport_param(remote_params, remote=True)
     cfg = TlsConfig(alpn_protocols=[ALPN], server_name="localhost", trust=trust(),

@@ -123,8 +123,7 @@ def test_server_blob_echoes_version_information_only_if_the_client_sent_it():
 ], ids=["iscid", "odcid", "cid-limit", "idle-timeout", "retry-scid"])
 def test_bad_server_blob_closes_the_connection(mutate, code):
     client = SimConnection(is_client=True, peer_cid=b"O" * 8, now=START, peer_addr=("h", 1))
-    client._server_packet_seen = True
-    client.peer_cid = b"S" * 8
+    client.cids.learn_server_scid(b"S" * 8)  # as the server's first packet would
     tp = TransportParameters(original_destination_connection_id=b"O" * 8,
                              initial_source_connection_id=b"S" * 8)
     mutate(tp)
@@ -137,7 +136,7 @@ def test_bad_server_blob_closes_the_connection(mutate, code):
 
 def test_wrong_chosen_version_is_a_version_negotiation_error():
     client = SimConnection(is_client=True, peer_cid=b"O" * 8, now=START)
-    client.peer_cid = b"S" * 8
+    client.cids.learn_server_scid(b"S" * 8)
     from quichsd.quic.transport_params import VersionInformation
 
     tp = TransportParameters(original_destination_connection_id=b"O" * 8,

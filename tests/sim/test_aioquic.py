@@ -128,19 +128,19 @@ def test_aioquic_client_gets_our_cids_and_retires_one():
     client.connect(wire.now)
     wire.run(lambda: client.handshake_done and len(client.quic._peer_cid_available) == AIOQUIC_LIMIT - 1)
     conn = server.conn
-    issued = {cid for seq, cid in conn._local_cids.items() if seq}
+    issued = {cid for seq, cid in conn.cids.local.items() if seq}
     assert {c.cid for c in client.quic._peer_cid_available} == issued
     assert {c.stateless_reset_token for c in client.quic._peer_cid_available} == {
-        conn._reset_token(cid) for cid in issued}
+        conn.cids.reset_token(cid) for cid in issued}
 
     client.quic.change_connection_id()  # RETIRE_CONNECTION_ID 0, then uses sequence 1
     sid = client.quic.get_next_available_stream_id()
     client.quic.send_stream_data(sid, b"on a new CID", end_stream=True)
-    wire.run(lambda: sid in client.finished and 0 not in conn._local_cids
+    wire.run(lambda: sid in client.finished and 0 not in conn.cids.local
              and len(client.quic._peer_cid_available) == AIOQUIC_LIMIT - 1)
     assert bytes(client.received[sid]) == b"on a new CID"
-    assert len(conn._local_cids) == AIOQUIC_LIMIT and conn._next_cid_seq == AIOQUIC_LIMIT + 1
-    assert conn.local_cid == conn._local_cids[1]
+    assert len(conn.cids.local) == AIOQUIC_LIMIT and conn.cids.next_seq == AIOQUIC_LIMIT + 1
+    assert conn.local_cid == conn.cids.local[1]
 
 
 def test_aioquic_server_gets_our_cids():
@@ -148,4 +148,4 @@ def test_aioquic_server_gets_our_cids():
     wire = handshake(client, server)
     wire.run(lambda: len(server.quic._peer_cid_available) == AIOQUIC_LIMIT - 1)
     assert {c.cid for c in server.quic._peer_cid_available} == {
-        cid for seq, cid in client.conn._local_cids.items() if seq}
+        cid for seq, cid in client.conn.cids.local.items() if seq}

@@ -6,7 +6,9 @@ connection that closes first issues none. The peer still gets the full set, up t
 active_connection_id_limit (§18.2), each with its stateless reset token (§10.3)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -29,12 +31,12 @@ DEFAULT_LIMIT = 7  # our active_connection_id_limit (tparams.LOCAL_DEFAULTS)
 
 def _issued_to_peer(issuer: SimConnection, peer: SimConnection) -> bool:
     """The peer holds every CID `issuer` has, each with its stateless reset token."""
-    return all(peer._peer_cids.get(seq) == (cid, issuer._reset_token(cid))
-               for seq, cid in issuer._local_cids.items() if seq)
+    return all(peer.cids.peer.get(seq) == (cid, issuer.cids.reset_token(cid))
+               for seq, cid in issuer.cids.local.items() if seq)
 
 
 def _full_set(issuer: SimConnection, peer: SimConnection, limit: int = DEFAULT_LIMIT) -> bool:
-    return len(issuer._local_cids) == limit and _issued_to_peer(issuer, peer)
+    return len(issuer.cids.local) == limit and _issued_to_peer(issuer, peer)
 
 
 def _client_completed(now: float = START) -> tuple[SimAgent, SimServer, Wire]:
@@ -45,7 +47,7 @@ def _client_completed(now: float = START) -> tuple[SimAgent, SimServer, Wire]:
     client.start(wire.now)
     wire.run(lambda: client.completed)
     assert client.send(wire.now)  # the Finished, alone
-    assert not client.send(wire.now) and client.conn._cids_due is not None
+    assert not client.send(wire.now) and client.conn.cids.due is not None
     return client, server, wire
 
 
@@ -59,12 +61,12 @@ def test_both_peers_get_the_full_set(idle_work):
     client.start(wire.now)
     wire.run(lambda: client.completed)
     completed_at = wire.now
-    assert client.conn._cids_due == pytest.approx(completed_at + CID_ISSUE_DELAY, abs=wire.latency)
+    assert client.conn.cids.due == pytest.approx(completed_at + CID_ISSUE_DELAY, abs=wire.latency)
     wire.run(lambda: server.conn is not None and _full_set(server.conn, client.conn)
              and _full_set(client.conn, server.conn))
     if idle_work:  # each side's CIDs leave right after its last handshake datagram
         assert wire.now - completed_at <= 2 * wire.latency
-    assert client.conn._cids_due is None and server.conn._cids_due is None
+    assert client.conn.cids.due is None and server.conn.cids.due is None
 
 
 def test_the_peers_active_connection_id_limit_bounds_the_set():
@@ -82,7 +84,7 @@ def test_a_late_cids_reset_token_resets_the_peer():
     client, server = sim_client(), SimServer()
     wire = handshake(client, server)
     wire.run(lambda: _full_set(server.conn, client.conn))
-    token = server.conn._reset_token(server.conn._local_cids[DEFAULT_LIMIT - 1])
+    token = server.conn.cids.reset_token(server.conn.cids.local[DEFAULT_LIMIT - 1])
     client.recv(bytes([0x40]) + os.urandom(30) + token, wire.now)
     assert client.conn.state == ConnState.CLOSED and client.conn.close_info == (STATELESS_RESET_ERRCODE, 0, b"")
 
@@ -90,11 +92,11 @@ def test_a_late_cids_reset_token_resets_the_peer():
 def test_no_timer_is_left_once_issued():
     client, server, wire = _client_completed()
     conn = client.conn
-    assert conn.get_timer() <= conn._cids_due
-    conn.handle_timer(conn._cids_due)
-    assert conn._cids_due is None and len(conn._local_cids) == DEFAULT_LIMIT
+    assert conn.get_timer() <= conn.cids.due
+    conn.handle_timer(conn.cids.due)
+    assert conn.cids.due is None and len(conn.cids.local) == DEFAULT_LIMIT
     assert not conn.idle_work()  # issued once only
-    assert [f for f in conn._pending if isinstance(f, fr.NewConnectionId)]
+    assert [f for f in conn.life.pending if isinstance(f, fr.NewConnectionId)]
 
 
 def test_a_connection_closed_first_never_issues():
@@ -102,9 +104,9 @@ def test_a_connection_closed_first_never_issues():
     conn = client.conn
     conn.close(0, b"done early")
     assert not conn.idle_work() and conn.get_timer() is None
-    assert conn._cids_due is None and list(conn._local_cids) == [0]
+    assert conn.cids.due is None and list(conn.cids.local) == [0]
     conn.handle_timer(wire.now + 1.0)
-    assert not any(isinstance(f, fr.NewConnectionId) for f in conn._pending)
+    assert not any(isinstance(f, fr.NewConnectionId) for f in conn.life.pending)
 
 
 def test_the_first_key_update_waits_for_no_ack():
@@ -116,13 +118,13 @@ def test_the_first_key_update_waits_for_no_ack():
     client.start(wire.now)
     wire.run(lambda: client.conn.handshake_confirmed)
     conn = client.conn
-    assert conn._spaces[APP].largest_acked is None  # nothing of ours acknowledged at 1-RTT
+    assert conn.spaces.by_id[APP].largest_acked is None  # nothing of ours acknowledged at 1-RTT
     conn.key_update()
     with pytest.raises(OSError) as info:
         conn.key_update()
     assert info.value.errno == 22
-    wire.run(lambda: server.conn.key_phase == 1 and conn._spaces[APP].largest_acked is not None
-             and conn._spaces[APP].largest_acked >= conn._phase_first_pn)
+    wire.run(lambda: server.conn.key_phase == 1 and conn.spaces.by_id[APP].largest_acked is not None
+             and conn.spaces.by_id[APP].largest_acked >= conn.phase.first_pn)
     conn.key_update()
     assert conn.key_phase == 0
 
@@ -153,7 +155,7 @@ def completed_on_endpoint() -> Iterator[tuple[SimConnection, Endpoint, socket.so
 
 
 def _issued_and_registered(conn: SimConnection, endpoint: Endpoint, sink: socket.socket) -> None:
-    assert conn._cids_due is None and len(conn._local_cids) == DEFAULT_LIMIT
+    assert conn.cids.due is None and len(conn.cids.local) == DEFAULT_LIMIT
     assert all(endpoint.connections.get(cid) is conn for cid in conn.local_cids())  # demultiplexed
     data, _ = sink.recvfrom(2048)
     assert not data[0] & 0x80  # a 1-RTT packet: the NEW_CONNECTION_IDs
@@ -189,18 +191,43 @@ def _wait_until(check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.0005)
 
 
-def _record_datagrams(conn: SimConnection) -> list[bytes]:
-    """Every datagram `conn` hands its endpoint from now on."""
-    sent: list[bytes] = []
-    datagrams_to_send = conn.datagrams_to_send
+class _Recorder:
+    """A UDP relay between a client and a server on loopback that keeps every datagram the
+    client sends, in order (real sockets: what the client's endpoint put on the wire)."""
 
-    def recording(now: float) -> list:
-        out = datagrams_to_send(now)
-        sent.extend(data for data, _ in out)
-        return out
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the client's peer
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the server's peer
+        self.back.connect(server)
+        self.address = self.front.getsockname()[:2]
+        self.sent: list[bytes] = []
+        self._client: tuple[str, int] | None = None
+        self._stop_r, self._stop_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+        self._thread.start()
 
-    conn.datagrams_to_send = recording  # type: ignore[method-assign]
-    return sent
+    def _relay(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.front, self.back, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            # ECONNREFUSED: the server's socket is gone (the test ends); lost as on UDP.
+            with contextlib.suppress(ConnectionRefusedError):
+                if self.front in ready:
+                    data, self._client = self.front.recvfrom(65536)
+                    self.sent.append(data)
+                    self.back.send(data)
+                if self.back in ready:
+                    data = self.back.recv(65536)
+                    if self._client is not None:
+                        self.front.sendto(data, self._client)
+
+    def close(self) -> None:
+        self._stop_w.send(b"x")
+        self._thread.join(5)
+        for sock in (self.front, self.back, self._stop_r, self._stop_w):
+            sock.close()
 
 
 def test_both_roles_issue_with_no_socket_call_after_the_handshake(pki: Pki):
@@ -222,9 +249,10 @@ def test_both_roles_issue_with_no_socket_call_after_the_handshake(pki: Pki):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     client = QuicSocket(socket.AF_INET, backend="sim")
+    recorder = _Recorder(listener.getsockname()[:2])
+    sent = recorder.sent
     try:
-        client.connect(listener.getsockname()[:2])
-        sent = _record_datagrams(client.backend.conn)
+        client.connect(recorder.address)
         quic_handshake(client, HandshakeConfig(alpns=["h3"], hostname="localhost", cafile=pki.ca_file,
                                                timeout=5))
         thread.join(5)
@@ -240,7 +268,7 @@ def test_both_roles_issue_with_no_socket_call_after_the_handshake(pki: Pki):
         # is left pending on either side, and the client's follow the Finished alone (below)
         _wait_until(both_sets, 2.0)
         with c_endpoint.lock, s_endpoint.lock:
-            assert cconn._cids_due is None and sconn._cids_due is None
+            assert cconn.cids.due is None and sconn.cids.due is None
         kinds = [[is_long for is_long, _ in packet_kinds(data)] for data in sent]
         finished = max(i for i, k in enumerate(kinds) if any(k))  # the last with long headers
         assert all(kinds[finished]) and not any(kinds[finished + 1])  # then 1-RTT alone
@@ -252,3 +280,4 @@ def test_both_roles_issue_with_no_socket_call_after_the_handshake(pki: Pki):
     finally:
         client.close()
         listener.close()
+        recorder.close()

@@ -131,7 +131,7 @@ def test_a_connection_nobody_has_read_from_keeps_no_derived_key_in_idle_time(ini
     reads its ClientHello, idle time derives them all. (Derivation is deterministic, so
     when it happens changes no byte: tests/sim/test_lazy_keys.py.)"""
     conn = accept_initial(initials[0], 999)
-    keys = (conn._send_keys[INITIAL], conn._recv_keys[INITIAL])
+    keys = (conn.keys.send[INITIAL], conn.keys.recv[INITIAL])
     assert keys[1].derived  # it opened the client's Initial
     conn.idle_work()
     assert not any(k.derived for k in keys)

@@ -77,7 +77,7 @@ def test_first_flight_is_coalesced():
     assert len(kinds) >= 2 and all(is_long for is_long, _ in kinds)  # Initial + Handshake
     assert len(flight[0]) >= 1200  # carries an ack-eliciting Initial: padded
     client.recv(flight[0], wire.now)
-    assert client.conn._spaces[1].largest_acked == 0  # the ACK rode with the ServerHello
+    assert client.conn.spaces.by_id[1].largest_acked == 0  # the ACK rode with the ServerHello
 
 
 def test_held_ack_leaves_alone_after_a_short_hold():
@@ -110,7 +110,7 @@ def test_client_finished_carries_the_acks_only():
     headers = [(is_long, first_byte & 0x30 if is_long else None) for is_long, first_byte in packet_kinds(answer)]
     assert headers == [(True, 0x00), (True, 0x20)]  # Initial, Handshake (v1 types)
     conn = client.conn
-    assert conn.state == ConnState.ESTABLISHED and not conn._send_keys[APP].derived
+    assert conn.state == ConnState.ESTABLISHED and not conn.keys.send[APP].derived
     assert conn.idle_work()  # the agent waits: the NEW_CONNECTION_IDs are queued
     (cids,) = client.send(wire.now)
     assert packet_kinds(cids) == [(False, cids[0])]  # one 1-RTT packet
@@ -172,7 +172,7 @@ def test_zero_rtt():
     server2.recv(first, wire2.now)
     server2.pump(wire2.now)
     # decrypted, but held on the "early list" until the 1-RTT receive key
-    assert server2.conn._streams.readable()
+    assert server2.conn.streams.readable()
     assert server2.conn.stream_recv(100) is None
     wire2.run(lambda: sid in again.finished)
     assert again.done.early_data_accepted and again.done.resumed
@@ -287,14 +287,14 @@ def test_stream_reset_and_stop_sending():
     with pytest.raises(OSError) as info:
         sc.stream_stop_sending(sid, 0x77)
     assert info.value.errno == 11  # EAGAIN: one is in flight
-    wire.run(lambda: cc._streams.streams.get(sid) is None or cc._streams.streams[sid].reset_pending is not None)
+    wire.run(lambda: cc.streams.streams.get(sid) is None or cc.streams.streams[sid].reset_pending is not None)
     # and the client resets a stream it opened itself
     sid2 = cc.open_stream(uni=True)
     cc.stream_send(sid2, b"x" * 100)
     cc.stream_reset(sid2, 9)
     with pytest.raises(OSError):
         cc.stream_reset(sid2, 9)
-    wire.run(lambda: sc._streams.peer_closed[True] == 1)  # the peer's uni stream is done
+    wire.run(lambda: sc.streams.peer_closed[True] == 1)  # the peer's uni stream is done
     with pytest.raises(OSError) as info:
         cc.stream_reset(999 * 4, 1)
     assert info.value.errno == 22

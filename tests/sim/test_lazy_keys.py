@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from quichsd.quic.packet_protection import AES_128_GCM, AES_256_GCM, CHACHA20_PO
 from quichsd.quic.varint import decode_varint_exact, encode_varint, encode_varint_fixed
 from quichsd.quic.versions import QUIC_V1, QUIC_V2
 from quichsd.sock.sim import tparams
+from quichsd.sock.sim.connection import SimConnection
 from quichsd.sock.sim.endpoint import Endpoint
 from quichsd.sock.sim.levels import APP, HANDSHAKE, INITIAL
 from quichsd.sock.sim.state import ConnState
@@ -59,39 +61,47 @@ def test_installed_keys_wait_for_use_or_idle_time():
     client.start(wire.now)
     (first,) = client.send(wire.now)
     conn = client.conn
-    assert not conn._recv_keys[INITIAL].derived  # nothing from the server yet
+    assert not conn.keys.recv[INITIAL].derived  # nothing from the server yet
     server.recv(first, wire.now)
     server.pump(wire.now)
     sconn = server.conn
-    assert not sconn._recv_keys[HANDSHAKE].derived and not sconn._send_keys[APP].derived
+    assert not sconn.keys.recv[HANDSHAKE].derived and not sconn.keys.send[APP].derived
     flight = server.send(wire.now)
-    assert flight and sconn._send_keys[HANDSHAKE].derived and sconn._send_keys[INITIAL].derived
-    assert not sconn._recv_keys[HANDSHAKE].derived
+    assert flight and sconn.keys.send[HANDSHAKE].derived and sconn.keys.send[INITIAL].derived
+    assert not sconn.keys.recv[HANDSHAKE].derived
     sconn.derive_keys()
-    assert all(k.derived for keys in (sconn._send_keys, sconn._recv_keys) for k in keys.values())
+    assert all(k.derived for keys in (sconn.keys.send, sconn.keys.recv) for k in keys.values())
     for data in flight:
         client.recv(data, wire.now)
     wire.run(lambda: conn.state == sconn.state == ConnState.ESTABLISHED)
 
 
+class _RecordingConnection(SimConnection):
+    """Records, per CRYPTO_SECRET install: (level, send, key derived after it, packets parked
+    for the level before it)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.seen: list[tuple[int, bool, bool, int]] = []
+        super().__init__(**kwargs)
+
+    def install_secret(self, level: int, send: bool, cipher_type: int, secret: bytes) -> None:
+        parked = len(self.keys.parked.get(level, ()))
+        super().install_secret(level, send, cipher_type, secret)
+        key = (self.keys.send if send else self.keys.recv).get(level)
+        self.seen.append((level, send, key is not None and key.derived, parked))
+
+
 def test_parked_packets_are_opened_at_install():
     """The client's Handshake packet arrives before its key: the install replays it, so that
     key is derived at install, not later."""
-    client, server = sim_client(), SimServer()
+    client, server = sim_client(connection=_RecordingConnection), SimServer()
     conn = client.conn
-    seen: list[tuple[int, bool, bool, int]] = []
-    install = conn.install_secret
-
-    def recording_install(level, send, cipher_type, secret):
-        parked = len(conn._buffered.get(level, ()))
-        install(level, send, cipher_type, secret)
-        key = (conn._send_keys if send else conn._recv_keys).get(level)
-        seen.append((level, send, key is not None and key.derived, parked))
-
-    conn.install_secret = recording_install
+    assert isinstance(conn, _RecordingConnection)
     handshake(client, server)
     assert conn.state == server.conn.state == ConnState.ESTABLISHED
-    hs_recv = [entry for entry in seen if entry[:2] == (HANDSHAKE, False)]
+    hs_recv = [entry for entry in conn.seen if entry[:2] == (HANDSHAKE, False)]
     assert hs_recv == [(HANDSHAKE, False, True, 1)]
 
 
@@ -102,9 +112,9 @@ def test_endpoint_derives_keys_before_it_blocks():
     try:
         with endpoint.lock:
             endpoint._register(conn)
-            assert not conn._send_keys[INITIAL].derived
+            assert not conn.keys.send[INITIAL].derived
             assert not endpoint.wait_for(lambda: False, time.monotonic() + 0.005)
-            assert conn._send_keys[INITIAL].derived and conn._recv_keys[INITIAL].derived
+            assert conn.keys.send[INITIAL].derived and conn.keys.recv[INITIAL].derived
     finally:
         endpoint.remove_connection(conn)
         endpoint.shutdown()

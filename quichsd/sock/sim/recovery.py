@@ -8,12 +8,12 @@ PLPMTUD; the window halves once per loss episode and grows by slow start / AIMD.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
-from .frames import Ack
+from .frames import Ack, Frame
 from .rangeset import RangeSet
 
-__all__ = ["SentPacket", "PacketSpace", "Recovery", "K_GRANULARITY"]
+__all__ = ["SentPacket", "SentItem", "CryptoRange", "StreamRange", "PacketSpace", "Recovery", "K_GRANULARITY"]
 
 K_PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
 K_TIME_THRESHOLD = 9 / 8  # §6.1.2
@@ -24,6 +24,28 @@ MINIMUM_WINDOW = 2 * MAX_DATAGRAM
 MAX_ACK_RANGES = 32
 
 
+class CryptoRange(NamedTuple):
+    """CRYPTO bytes [start, end) of a level, carried by a sent packet."""
+
+    level: int
+    start: int
+    end: int
+
+
+class StreamRange(NamedTuple):
+    """Stream bytes [start, end) (and the FIN) carried by a sent packet."""
+
+    stream_id: int
+    start: int
+    end: int
+    fin: bool
+
+
+# What a sent packet carried that its acknowledgement or loss concerns: CRYPTO or stream
+# ranges, or a control frame (sent again as it was if lost).
+SentItem = CryptoRange | StreamRange | Frame
+
+
 @dataclass(slots=True)
 class SentPacket:
     pn: int
@@ -31,8 +53,7 @@ class SentPacket:
     size: int
     ack_eliciting: bool
     in_flight: bool
-    # What to do when it is acknowledged or lost: (kind, ...) tuples for the connection.
-    items: list[tuple[Any, ...]] = field(default_factory=list)
+    items: list[SentItem] = field(default_factory=list)
 
 
 class PacketSpace:

@@ -1,0 +1,128 @@
+"""The connection IDs of one connection (RFC 9000 §5.1): ours, which the peer addresses us
+with (the endpoint demultiplexes on them), and the peer's, with the stateless reset tokens
+of both sides (§10.3)."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import os
+
+from ...quic.errors import QuicError, QuicErrorCode
+from . import frames as fr
+from .errors import sim_error
+
+__all__ = ["ConnectionIds", "CONN_ID_LIMIT"]
+
+CONN_ID_LIMIT = 8  # QUIC_CONN_ID_LIMIT
+
+
+class ConnectionIds:
+    __slots__ = ("is_client", "local_cid", "peer_cid", "original_dcid", "initial_cid", "retry_scid",
+                 "local", "generation", "next_seq", "due", "peer", "peer_seq", "peer_reset_tokens",
+                 "server_scid_seen", "_secret")
+
+    def __init__(self, *, is_client: bool, local_cid: bytes | None, peer_cid: bytes | None,
+                 original_dcid: bytes | None, initial_dcid: bytes | None, retry_scid: bytes | None) -> None:
+        """See SimConnection for the arguments; a client picks what it is not given."""
+        self.is_client = is_client
+        # One read of the random source for both CIDs a client may pick and our secret.
+        rand = os.urandom(48)
+        self.local_cid = local_cid or rand[:8]
+        if is_client:
+            self.peer_cid = peer_cid or rand[8:16]
+            self.original_dcid = self.peer_cid
+        else:
+            if peer_cid is None or original_dcid is None:
+                raise sim_error(errno.EINVAL, "a server connection needs peer_cid and original_dcid")
+            self.peer_cid = peer_cid
+            self.original_dcid = original_dcid
+        # The DCID the Initial keys come from (RFC 9001 §5.2): the first one, or a Retry's SCID.
+        self.initial_cid = self.peer_cid if is_client else (initial_dcid or self.original_dcid)
+        self.retry_scid = retry_scid  # client: the SCID of the Retry it followed
+        self._secret = rand[16:]  # for our stateless reset tokens
+        self.local: dict[int, bytes] = {0: self.local_cid}  # ours by sequence number
+        self.generation = 0  # bumped whenever all_local() changes
+        self.next_seq = 1
+        self.due: float | None = None  # NEW_CONNECTION_IDs scheduled for idle time
+        self.peer: dict[int, tuple[bytes, bytes]] = {0: (self.peer_cid, b"")}  # seq -> (cid, reset token)
+        self.peer_seq = 0  # the sequence number of peer_cid
+        self.peer_reset_tokens: set[bytes] = set()
+        self.server_scid_seen = False  # client: the server's first packet set peer_cid (§7.2)
+
+    def all_local(self) -> list[bytes]:
+        """Every CID the peer may address us with."""
+        cids = list(self.local.values())
+        if not self.is_client and self.initial_cid not in cids:
+            cids.append(self.initial_cid)
+        return cids
+
+    def reset_token(self, cid: bytes) -> bytes:
+        return hmac.digest(self._secret, b"stateless_reset" + cid, hashlib.sha256)[:16]
+
+    def issue(self, peer_limit: int) -> list[fr.NewConnectionId]:
+        """Top the peer up to its active_connection_id_limit (§5.1.1, §18.2; at most
+        CONN_ID_LIMIT): new CIDs with their stateless reset tokens (§10.3), as frames
+        (§19.15). Nothing is due for the scheduled issuance after this."""
+        self.due = None
+        count = min(peer_limit, CONN_ID_LIMIT) - len(self.local)
+        if count <= 0:
+            return []
+        frames = []
+        rand = os.urandom(8 * count)  # one read of the random source for all of them
+        for i in range(0, 8 * count, 8):
+            cid = rand[i:i + 8]
+            seq = self.next_seq
+            self.next_seq += 1
+            self.local[seq] = cid
+            self.generation += 1
+            frames.append(fr.NewConnectionId(seq, 0, cid, self.reset_token(cid)))
+        return frames
+
+    def follow_retry(self, scid: bytes) -> None:
+        """The Initial after a Retry goes to its SCID, under Initial keys from it (RFC 9001 §5.2)."""
+        self.retry_scid = scid
+        self.peer_cid = scid
+        self.peer[0] = (scid, b"")
+        self.initial_cid = scid
+
+    def learn_server_scid(self, scid: bytes) -> None:
+        """Client: the server's first packet names the CID to use from now on (§7.2)."""
+        self.server_scid_seen = True
+        self.peer_cid = scid
+        self.peer[0] = (scid, b"")
+
+    def set_peer_reset_token(self, token: bytes) -> None:
+        """The server's stateless_reset_token transport parameter (§18.2): the token of its
+        first CID."""
+        self.peer_reset_tokens.add(token)
+        self.peer[0] = (self.peer_cid, token)
+
+    def on_new_connection_id(self, f: fr.NewConnectionId, limit: int) -> list[fr.RetireConnectionId]:
+        """§19.15: store the peer's new CID, retire those before retire_prior_to (the frames
+        to send back); CONNECTION_ID_LIMIT_ERROR over our active_connection_id_limit."""
+        if f.sequence in self.peer or f.sequence < self.peer_seq:
+            return []
+        retire = [fr.RetireConnectionId(seq) for seq in self.peer if seq < f.retire_prior_to]
+        for frame in retire:
+            del self.peer[frame.sequence]
+        if f.sequence >= f.retire_prior_to:
+            self.peer[f.sequence] = (f.cid, f.reset_token)
+            self.peer_reset_tokens.add(f.reset_token)
+        if len(self.peer) > limit:
+            raise QuicError(QuicErrorCode.CONNECTION_ID_LIMIT_ERROR, "too many connection IDs", 0x18)
+        if self.peer_seq not in self.peer and self.peer:
+            self.peer_seq = min(self.peer)
+            self.peer_cid = self.peer[self.peer_seq][0]
+        return retire
+
+    def on_retire(self, seq: int) -> None:
+        """§19.16: the peer retires one of ours; PROTOCOL_VIOLATION for one never issued."""
+        if seq >= self.next_seq:
+            raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "retiring a CID never issued", 0x19)
+        cid = self.local.pop(seq, None)
+        if cid is None:
+            return
+        self.generation += 1
+        if cid == self.local_cid and self.local:
+            self.local_cid = self.local[min(self.local)]
