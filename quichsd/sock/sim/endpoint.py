@@ -34,6 +34,7 @@ opaque to the client; each server reads only its own).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -255,10 +256,8 @@ class Endpoint:
     def _poke_leader(self) -> None:
         if self._leader is None or self._wake_w < 0:
             return
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError: a full pipe wakes the leader as well
             os.write(self._wake_w, _WAKE)
-        except (BlockingIOError, OSError):  # a full pipe wakes the leader as well
-            pass
 
     # -- driving ---------------------------------------------------------------------------
 

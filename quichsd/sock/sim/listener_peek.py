@@ -95,7 +95,8 @@ def open_client_initial(datagram: bytes, header: PacketHeader, client_key: Packe
     return OpenedInitial(header, client_key, first, pn, payload)
 
 
-def peek_client_hello_alpn(datagram: bytes, keys: tuple[PacketKey, PacketKey] | None = None) -> list[bytes] | None:
+def peek_client_hello_alpn(datagram: bytes,
+                           keys: tuple[PacketKey, PacketKey] | None = None) -> list[bytes] | None:
     """client_hello_alpn() of the datagram's first packet, a client Initial. Raises
     ClientHelloRejected when the kernel drops the packet. `keys`: the Initial keys of
     the packet's DCID and version, if the caller has them already."""

@@ -16,6 +16,7 @@ the thread when a timer becomes earlier than the one it sleeps for.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -59,10 +60,8 @@ class _TimerFd:
             raise OSError(-rc, f"timerfd_settime: {os.strerror(-rc)}")
 
     def clear(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError included: nothing to clear
             os.read(self.fd, 8)
-        except (BlockingIOError, OSError):
-            pass
 
 
 def _timerfd() -> _TimerFd | None:
@@ -129,10 +128,8 @@ class Reactor:
                 del self._timers[endpoint]
                 fd = self._fds.pop(endpoint)
                 if self._watch_at.pop(endpoint, None) is None and self._watched.pop(fd, None) is not None:
-                    try:
+                    with contextlib.suppress(KeyError, OSError, ValueError):
                         self._poll.unregister(fd)
-                    except (KeyError, OSError, ValueError):
-                        pass
                 self._rearm()
 
     def reschedule(self, endpoint: Endpoint, timer: float | None) -> None:
@@ -179,10 +176,8 @@ class Reactor:
         return earlier  # a later timer: the thread wakes early once and looks again
 
     def _poke(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError: a full pipe wakes the loop as well
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):  # a full pipe wakes the loop as well
-            pass
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -195,6 +190,19 @@ class Reactor:
                 time.sleep(0.01)
 
     def _turn(self) -> None:
+        events = self._wait()
+        with self._lock:
+            steps, now = self._due_steps(events)
+        for endpoint, (readable, lag) in steps.items():
+            endpoint.background_step(now, readable, lag)
+        with self._lock:
+            if self._timerfd is not None and self._armed is not None and self._armed <= time.time():
+                self._armed = None  # expired: whatever is next must be armed again
+            self._rearm()  # this thread reads it before it sleeps again: no poke
+
+    def _wait(self) -> list[tuple[int, int]]:
+        """Sleep until a watched fd is ready, the thread is woken, or (without a timerfd)
+        the armed time comes."""
         timeout: float | None = None
         if self._timerfd is None:
             with self._lock:
@@ -202,36 +210,39 @@ class Reactor:
             if armed is not None:
                 timeout = max(0.0, armed - time.time())
         if self._epoll is not None:
-            events = self._epoll.poll(-1 if timeout is None else timeout)
-        else:
-            events = self._poll.poll(None if timeout is None else timeout * 1000.0)
-        steps: dict[Endpoint, tuple[bool, float]] = {}  # endpoint -> (readable, lag)
-        with self._lock:
-            for fd, _ in events:
-                endpoint = self._watched.get(fd)
-                if endpoint is not None:
-                    steps[endpoint] = (True, 0.0)
-                elif fd == self._wake_r:
-                    self._drain()
-                elif self._timerfd is not None and fd == self._timerfd.fd:
-                    self._timerfd.clear()
-            now = time.time()
-            for endpoint, watch_at in list(self._watch_at.items()):
-                if watch_at is not None and watch_at <= now:
-                    # The grace is over: watch the socket, and read what waited there
-                    # (up to WATCH_GRACE: the connections' ACK timers take that off).
-                    self._watch(endpoint)
-                    steps[endpoint] = (True, WATCH_GRACE)
-            for endpoint, timer in self._timers.items():
-                if timer is not None and timer <= now and endpoint not in steps:
-                    steps[endpoint] = (False, 0.0)
-            self._armed = None if self._timerfd is None else self._armed
-        for endpoint, (readable, lag) in steps.items():
-            endpoint.background_step(now, readable, lag)
-        with self._lock:
-            if self._timerfd is not None and self._armed is not None and self._armed <= time.time():
-                self._armed = None  # expired: whatever is next must be armed again
-            self._rearm()  # this thread reads it before it sleeps again: no poke
+            return self._epoll.poll(-1 if timeout is None else timeout)
+        return self._poll.poll(None if timeout is None else timeout * 1000.0)
+
+    def _due_steps(self, events: list[tuple[int, int]]) -> tuple[dict[Endpoint, tuple[bool, float]], float]:
+        """What each endpoint must do now, as (readable, lag), and now (reactor lock held)."""
+        steps = self._readable(events)
+        now = time.time()
+        for endpoint, watch_at in list(self._watch_at.items()):
+            if watch_at is not None and watch_at <= now:
+                # The grace is over: watch the socket, and read what waited there
+                # (up to WATCH_GRACE: the connections' ACK timers take that off).
+                self._watch(endpoint)
+                steps[endpoint] = (True, WATCH_GRACE)
+        for endpoint, timer in self._timers.items():
+            if timer is not None and timer <= now and endpoint not in steps:
+                steps[endpoint] = (False, 0.0)
+        if self._timerfd is None:
+            self._armed = None
+        return steps, now
+
+    def _readable(self, events: list[tuple[int, int]]) -> dict[Endpoint, tuple[bool, float]]:
+        """The endpoints whose sockets `events` says are readable; the wake-up pipe drained
+        and the timerfd cleared (reactor lock held)."""
+        steps: dict[Endpoint, tuple[bool, float]] = {}
+        for fd, _ in events:
+            endpoint = self._watched.get(fd)
+            if endpoint is not None:
+                steps[endpoint] = (True, 0.0)
+            elif fd == self._wake_r:
+                self._drain()
+            elif self._timerfd is not None and fd == self._timerfd.fd:
+                self._timerfd.clear()
+        return steps
 
     def _drain(self) -> None:
         try:

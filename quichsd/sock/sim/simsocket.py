@@ -11,10 +11,11 @@ import hashlib
 import hmac
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ... import abi
-from ..base import QuicSocketBackend, RecvItem
+from ..base import QuicSocketBackend, RecvItem, RecvKind
 from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
@@ -22,6 +23,7 @@ from .levels import EARLY
 from .state import ConnState
 
 L = abi.lib
+_T = TypeVar("_T")
 MSG_MORE = 0x8000
 MSG_DONTWAIT = 0x40
 
@@ -100,8 +102,8 @@ class SimQuicSocket(QuicSocketBackend):
         self.listener = listener
 
     def _make_server_connection(self, *, version: int, original_dcid: bytes, peer_cid: bytes,
-                                peer_addr: tuple[Any, ...], token: bytes, now: float,
-                                listener: Listener, initial_keys: Any = None, **validation: Any) -> SimConnection:
+                                peer_addr: tuple[Any, ...], token: bytes, now: float, listener: Listener,
+                                initial_keys: Any = None, **validation: Any) -> SimConnection:
         """`validation`: initial_dcid, retry_scid, validated, token_source (endpoint._admit)."""
         conn = SimConnection(is_client=False, version=version, local_params=dict(self.local_params) or None,
                              config=dict(self.config) or None, peer_cid=peer_cid,
@@ -123,7 +125,7 @@ class SimQuicSocket(QuicSocketBackend):
         child.endpoint, child.conn = endpoint, conn
         child.alpn, child.config, child.local_params = self.alpn, dict(self.config), dict(self.local_params)
         child.events, child.timeout = self.events, self.timeout
-        child.peer = conn.peer_addr
+        child.peer = child.accepted_peer = conn.peer_addr
         child._listener_secret = listener.secret
         child._bound = self._bound
         endpoint.acquire()
@@ -132,10 +134,7 @@ class SimQuicSocket(QuicSocketBackend):
     def connect(self, address: tuple[Any, ...]) -> None:
         if self.conn is not None:
             raise _err(errno.EINVAL, "connect on a connected socket")
-        if self._bound is not None:
-            endpoint = Endpoint(self.family, self._bound)
-        else:
-            endpoint = Endpoint(self.family)
+        endpoint = Endpoint(self.family) if self._bound is None else Endpoint(self.family, self._bound)
         endpoint.acquire()
         peer = _resolve(self.family, address)
         version = self.config.get("version") or 1
@@ -193,11 +192,6 @@ class SimQuicSocket(QuicSocketBackend):
         if self.endpoint is not None:
             return self.endpoint.local_address
         return self._bound or ("0.0.0.0", 0)
-
-    @property
-    def accepted_peer(self) -> tuple[Any, ...] | None:
-        """The peer's address whatever the state (QuicSocket.accept)."""
-        return self.peer
 
     @property
     def retries_followed(self) -> int:
@@ -288,15 +282,15 @@ class SimQuicSocket(QuicSocketBackend):
                 crypto = conn.recv_crypto(bufsize)
                 if crypto is not None:
                     level, data, eor = crypto
-                    return RecvItem(kind="HANDSHAKE", data=data, level=level,
+                    return RecvItem(kind=RecvKind.HANDSHAKE, data=data, level=level,
                                     msg_flags=0x80 if eor else 0)
                 if conn.events:  # ahead of stream data, as the kernel queues them
-                    return RecvItem(kind="EVENT", data=conn.events.pop(0),
+                    return RecvItem(kind=RecvKind.EVENT, data=conn.events.pop(0),
                                     msg_flags=L.MSG_QUIC_NOTIFICATION | 0x80)
                 stream = conn.stream_recv(bufsize)
                 if stream is not None:
                     stream_id, data, fin = stream
-                    return RecvItem(kind="STREAM", data=data, stream_id=stream_id,
+                    return RecvItem(kind=RecvKind.STREAM, data=data, stream_id=stream_id,
                                     stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
                 if conn.state is ConnState.CLOSED:
                     raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
@@ -365,7 +359,8 @@ class SimQuicSocket(QuicSocketBackend):
         fields = abi.unpack_transport_param(value)
         remote = bool(fields.pop("remote", 0))
         if self.conn is not None:
-            if self.conn.state is ConnState.ESTABLISHED or (remote and self.conn.state is not ConnState.ESTABLISHING):
+            state = self.conn.state
+            if state is ConnState.ESTABLISHED or (remote and state is not ConnState.ESTABLISHING):
                 raise _err(errno.EINVAL, "TRANSPORT_PARAM")
             _sim(self.conn.set_transport_param, fields, remote)
             return
@@ -440,10 +435,7 @@ class SimQuicSocket(QuicSocketBackend):
 
     def _get_transport_param(self, given: bytes, buflen: int) -> bytes:
         remote = bool(given[:1] == b"\x01")
-        if self.conn is not None:
-            fields = self.conn.get_transport_param(remote)
-        else:
-            fields = dict(self.local_params)
+        fields = dict(self.local_params) if self.conn is None else self.conn.get_transport_param(remote)
         return abi.pack_transport_param(remote=int(remote), **fields)[:buflen]
 
     def _get_config(self, given: bytes, buflen: int) -> bytes:
@@ -506,7 +498,8 @@ class SimQuicSocket(QuicSocketBackend):
         raise _err(errno.ENOPROTOOPT, "CRYPTO_SECRET is set-only")
 
 
-def _sim(fn: Any, *args: Any) -> Any:
+def _sim(fn: Callable[..., _T], *args: Any) -> _T:
+    """fn(*args), a SimError turned into the OSError the kernel's call raises."""
     try:
         return fn(*args)
     except SimError as exc:

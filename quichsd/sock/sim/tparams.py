@@ -10,7 +10,7 @@ TRANSPORT_PARAM sets.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
@@ -128,11 +128,15 @@ class _Field:
         if self.flag:
             return 0 if self.negated else 1
         number: int = value * self.unit
-        if number and self.lo is not None and number < self.lo:
-            raise _tp_error(f"{self.param} {value} under {-(-self.lo // self.unit)}")
-        if number and self.hi is not None and number > self.hi:
-            raise _tp_error(f"{self.param} {value} over {self.hi // self.unit}")
+        if number:
+            self._check_peer_range(number)
         return number if self.cap is None else min(number, self.cap)
+
+    def _check_peer_range(self, number: int) -> None:
+        if self.lo is not None and number < self.lo:
+            raise _tp_error(f"{self.param} {number // self.unit} under {-(-self.lo // self.unit)}")
+        if self.hi is not None and number > self.hi:
+            raise _tp_error(f"{self.param} {number // self.unit} over {self.hi // self.unit}")
 
     def wire_value(self, value: int) -> Value:
         """The local value as the blob carries it: times in ms rounded up (§5)."""
@@ -166,7 +170,7 @@ _TABLE = (
 _BY_NAME = {f.name: f for f in _TABLE}
 
 
-def merge_fields(current: dict[str, int], fields: dict[str, int], remote: bool) -> dict[str, int]:
+def merge_fields(current: Mapping[str, int], fields: Mapping[str, int], remote: bool) -> dict[str, int]:
     """TRANSPORT_PARAM set (§1.4): non-zero fields overwrite, after validation.
     Raises ValueError (EINVAL) without changing anything."""
     new = dict(current)
@@ -179,7 +183,7 @@ def merge_fields(current: dict[str, int], fields: dict[str, int], remote: bool) 
 # ---- the local blob (getsockopt TRANSPORT_PARAM_EXT) ----------------------------------------
 
 
-def _encode_part(p: dict[str, int], part: Part) -> bytes:
+def _encode_part(p: Mapping[str, int], part: Part) -> bytes:
     return encode_params((f.param, f.wire_value(p[f.name])) for f in _TABLE
                          if f.part is part and p[f.name] not in f.omit)
 
@@ -192,7 +196,7 @@ _CONFIG_PARTS: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
 _CONFIG_PARTS_MAX = 64
 
 
-def _config_parts(p: dict[str, int]) -> tuple[bytes, bytes]:
+def _config_parts(p: Mapping[str, int]) -> tuple[bytes, bytes]:
     """The configuration's parameters before and after version_information, encoded once
     per configuration."""
     key = _field_values(p)
@@ -204,12 +208,12 @@ def _config_parts(p: dict[str, int]) -> tuple[bytes, bytes]:
     return parts
 
 
-def needs_reset_token(p: dict[str, int], *, is_client: bool) -> bool:
+def needs_reset_token(p: Mapping[str, int], *, is_client: bool) -> bool:
     """Whether build_local_blob emits stateless_reset_token (RFC 9000 §18.2: server only)."""
     return not is_client and bool(p["stateless_reset"])
 
 
-def build_local_blob(p: dict[str, int], *, is_client: bool, local_cid: bytes,
+def build_local_blob(p: Mapping[str, int], *, is_client: bool, local_cid: bytes,
                      original_dcid: bytes, version: int, peer_sent_version_info: bool,
                      reset_token: bytes | None, retry_scid: bytes | None = None) -> bytes:
     """The parameters in the kernel's order and with its emission rules (§5): the
@@ -274,18 +278,23 @@ def _check_connection_ids(tp: TransportParameters, *, we_are_client: bool, origi
             raise _tp_error("server sent no original_destination_connection_id")
         if tp.original_destination_connection_id != original_dcid:
             raise _tp_error("original_destination_connection_id does not match")
-    if we_are_client and retry_scid is not None:
-        if tp.retry_source_connection_id is None:
-            raise _tp_error("no retry_source_connection_id after a Retry")
-        if tp.retry_source_connection_id != retry_scid:
-            raise _tp_error("retry_source_connection_id does not match the Retry")
-    elif tp.retry_source_connection_id is not None:
-        raise _tp_error("retry_source_connection_id without a Retry")
+    _check_retry_scid(tp.retry_source_connection_id, retry_scid if we_are_client else None)
     if tp.initial_source_connection_id is None:
         raise _tp_error("no initial_source_connection_id")
     if tp.initial_source_connection_id != peer_cid:
         raise _tp_error("initial_source_connection_id does not match the peer's CID")
     return tp.initial_source_connection_id
+
+
+def _check_retry_scid(sent: bytes | None, retry_scid: bytes | None) -> None:
+    """`retry_scid`: the SCID of the Retry a client followed, None without one."""
+    if retry_scid is None:
+        if sent is not None:
+            raise _tp_error("retry_source_connection_id without a Retry")
+    elif sent is None:
+        raise _tp_error("no retry_source_connection_id after a Retry")
+    elif sent != retry_scid:
+        raise _tp_error("retry_source_connection_id does not match the Retry")
 
 
 def select_version(offered: tuple[int, ...], *, is_server: bool, current: int, preferred: int) -> int:
