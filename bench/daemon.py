@@ -108,7 +108,8 @@ def _metered_method(name: str):  # noqa: ANN202
 def metered(backend) -> MeteredSocket:  # noqa: ANN001
     cls = _METERED.get(type(backend))
     if cls is None:
-        names = [n for n in dir(type(backend)) if not n.startswith("__") and callable(getattr(type(backend), n))]
+        kind = type(backend)
+        names = [n for n in dir(kind) if not n.startswith("__") and callable(getattr(kind, n))]
         cls = _METERED[type(backend)] = type("Metered" + type(backend).__name__, (MeteredSocket,),
                                              {n: _metered_method(n) for n in names})
     return cls(backend)
@@ -185,7 +186,9 @@ class ListenerSource:
 
 
 def run_daemon(config_path: str, workers: int, report: socket.socket) -> None:
-    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))  # the daemon's default level
+    # The daemon's default level, its records formatted as in service but written nowhere.
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open until this process exits
+    logging.basicConfig(level=logging.INFO, stream=devnull)
     config = cfgmod.load_file(config_path)
     supervisor = build_supervisor(lambda: ListenerSource(report), config, config_path, workers=workers)
     sys.exit(supervisor.run())
@@ -246,7 +249,8 @@ def phase(config_path: str, workers: int, seconds: float, warmup: float, clients
     start_at = time.time() + warmup
     stop_at = start_at + seconds
     out: mp.Queue = mp.get_context("fork").Queue()
-    procs = [mp.get_context("fork").Process(target=client_process, args=(ports, threads, start_at, stop_at, out))
+    procs = [mp.get_context("fork").Process(target=client_process,
+                                            args=(ports, threads, start_at, stop_at, out))
              for _ in range(clients)]
     for p in procs:
         p.start()
@@ -332,7 +336,8 @@ def engine_server_cost(n: int = 2000) -> float:
     daemon), with the same certificate, group and one ticket: the CPU time of its receive()
     calls per handshake."""
     cert, key = leaf("p256")
-    client_cfg = TlsConfig(alpn_protocols=[ALPN], verify_peer=False, transport_parameters=bytes(64), groups=[0x001D])
+    client_cfg = TlsConfig(alpn_protocols=[ALPN], verify_peer=False, transport_parameters=bytes(64),
+                           groups=[0x001D])
     server_cfg = TlsConfig(alpn_protocols=[ALPN], credentials=Credentials([cert], key),
                            transport_parameters=bytes(64), session_ticket_key=bytes(64))
 
@@ -370,7 +375,8 @@ def write_config(directory: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--rounds", type=int, default=2, help="phases, each with a fresh daemon")
@@ -396,11 +402,12 @@ def main() -> None:
     floor = floor_cost()
     engine = engine_server_cost()
     cost = statistics.median(cpu)
-    print(f"per served request (median of {len(cpu)}): userspace CPU {cost * 1e3:.3f} ms, inside socket calls "
-          f"{statistics.median(sock) * 1e3:.3f} ms (the simulation's stand-ins for syscalls); "
+    print(f"per served request (median of {len(cpu)}): userspace CPU {cost * 1e3:.3f} ms, "
+          f"inside socket calls {statistics.median(sock) * 1e3:.3f} ms "
+          f"(the simulation's stand-ins for syscalls); "
           f"server crypto floor {floor * 1e3:.3f} ms")
-    print(f"for reference: the server TLS engine alone, in memory, {engine * 1e3:.3f} ms = {engine / floor:.2f} x floor;"
-          f" the daemon's own work around it {(cost - engine) * 1e3:.3f} ms")
+    print(f"for reference: the server TLS engine alone, in memory, {engine * 1e3:.3f} ms = "
+          f"{engine / floor:.2f} x floor; the daemon's own work around it {(cost - engine) * 1e3:.3f} ms")
     print(f"CPU per handshake of the whole daemon (all its threads, the simulated kernel's included): "
           f"{statistics.median(daemon_cpu) * 1e3:.2f} ms")
     print(f"daemon: cost/floor={cost / floor:.2f}")

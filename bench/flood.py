@@ -47,6 +47,7 @@ the last line `flood: legit_p99_ms=X halfopen_kib=Y`:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -62,11 +63,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
 from quichsd import HandshakeConfig, QuicSocket, quic_handshake  # noqa: E402
-from quichsd.devcerts import demo_ca, leaf  # noqa: E402
+from quichsd.devcerts import write_pki  # noqa: E402
 from quichsd.quic.packet_protection import initial_keys  # noqa: E402
 from quichsd.quic.transport_params import TransportParameters  # noqa: E402
 from quichsd.quic.versions import QUIC_V1, LongPacketType  # noqa: E402
@@ -75,21 +74,12 @@ from quichsd.sock.sim.packets import build_long_packet  # noqa: E402
 from quichsd.sock.sim.state import ConnState  # noqa: E402
 from quichsd.tls.client import ClientEngine  # noqa: E402
 from quichsd.tls.config import TlsConfig  # noqa: E402
+from tests.sockets import free_port  # noqa: E402
 
 ALPN = "flood"
 DATAGRAM = 1200
 STATS_INTERVAL = 0.05
 LEGIT_TIMEOUT = 10.0
-
-
-def write_pki(directory: Path) -> tuple[str, str, str]:
-    cert, key = leaf("p256")
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(demo_ca().cert.public_bytes(Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return tuple(str(p) for p in paths)  # type: ignore[return-value]
 
 
 # -- the server process --------------------------------------------------------------------
@@ -156,7 +146,7 @@ class Server:
                  raise_caps: bool) -> None:
         argv = [sys.executable, __file__, "--child", "server", "--backend", "sim",
                 "--listen", f"127.0.0.1:{port}", "--alpn", ALPN, "--cert", pki[1], "--key", pki[2], *extra]
-        self.out = open(out_path, "w+")
+        self.out = open(out_path, "w+")  # noqa: SIM115 - the server's stdout until stop() closes it
         env = {**os.environ, "FLOOD_RAISE_CAPS": "1" if raise_caps else "0"}
         self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.PIPE, text=True, env=env)
         self.samples: list[dict] = []
@@ -235,17 +225,16 @@ def flood_sockets(sources: int) -> list[socket.socket]:
     return socks
 
 
-def run_flood(packets: list[bytes], socks: list[socket.socket], port: int, rate: float) -> tuple[float, float]:
+def run_flood(packets: list[bytes], socks: list[socket.socket], port: int,
+              rate: float) -> tuple[float, float]:
     """Send `packets` at `rate` per second (in 5 ms batches); returns (first, last) send times."""
     start = time.monotonic()
     sent = 0
     while sent < len(packets):
         due = min(len(packets), int((time.monotonic() - start) * rate) + 1)
         while sent < due:
-            try:
+            with contextlib.suppress(OSError):  # a full socket buffer: that Initial is lost, as on a network
                 socks[sent % len(socks)].sendto(packets[sent], ("127.0.0.1", port))
-            except OSError:
-                pass  # a full socket buffer: that Initial is lost, as on a network
             sent += 1
         time.sleep(0.005)
     return start, time.monotonic()
@@ -256,7 +245,8 @@ def run_flood(packets: list[bytes], socks: list[socket.socket], port: int, rate:
 class Legit:
     def __init__(self, port: int, pki: tuple[str, str, str], interval: float) -> None:
         self.port, self.interval = port, interval
-        self.config = HandshakeConfig(alpns=[ALPN], hostname="localhost", cafile=pki[0], timeout=LEGIT_TIMEOUT)
+        self.config = HandshakeConfig(alpns=[ALPN], hostname="localhost", cafile=pki[0],
+                                      timeout=LEGIT_TIMEOUT)
         self.results: list[tuple[float, float, str | None]] = []  # (start, ms, error)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -284,12 +274,6 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -358,20 +342,24 @@ def one_run(args: argparse.Namespace, packets: list[bytes], pki: tuple[str, str,
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         sys.exit(child_server(sys.argv[2:]))
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=5000, help="half-open Initials to send")
     parser.add_argument("--rate", type=float, default=1000.0, help="Initials per second")
     parser.add_argument("--sources", type=int, default=64, help="loopback source addresses of the flood")
-    parser.add_argument("--legit-interval", type=float, default=0.05, help="seconds between legitimate handshakes")
+    parser.add_argument("--legit-interval", type=float, default=0.05,
+                        help="seconds between legitimate handshakes")
     parser.add_argument("--tail", type=float, default=1.0, help="legit handshakes counted after the flood")
-    parser.add_argument("--settle", type=float, default=12.0, help="seconds after the flood before the end figure")
+    parser.add_argument("--settle", type=float, default=12.0,
+                        help="seconds after the flood before the end figure")
     parser.add_argument("--min-halfopen", type=int, default=1000,
                         help="fewer half-open connections held at peak: no halfopen_kib ratio (nan)")
     parser.add_argument("--only", choices=("protected", "memory"),
                         help="one of the two runs (default: both)")
     parser.add_argument("--verbose", action="store_true", help="list every legitimate handshake")
     parser.add_argument("--server-arg", action="append", default=[],
-                        help="extra argument for `quichsd server` in both runs (repeat), e.g. --server-arg=--retry")
+                        help="extra argument for `quichsd server` in both runs (repeat), "
+                             "e.g. --server-arg=--retry")
     args = parser.parse_args()
 
     rng = random.Random(0x51ED)

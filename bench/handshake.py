@@ -41,7 +41,8 @@ def engine_setup():
     trust = TrustStore.from_certificates([test_ca().cert])
     client_cfg = TlsConfig(alpn_protocols=[b"h3"], server_name="localhost", trust=trust,
                            transport_parameters=TP, groups=[NamedGroup.X25519])
-    server_cfg = TlsConfig(alpn_protocols=[b"h3"], credentials=Credentials([cert], key), transport_parameters=TP)
+    server_cfg = TlsConfig(alpn_protocols=[b"h3"], credentials=Credentials([cert], key),
+                           transport_parameters=TP)
 
     def handshake() -> None:
         client, server = ClientEngine(client_cfg), ServerEngine(server_cfg)

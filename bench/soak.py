@@ -47,11 +47,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
 from quichsd import HandshakeConfig, QuicSocket, quic_handshake  # noqa: E402
-from quichsd.devcerts import demo_ca, leaf  # noqa: E402
+from quichsd.devcerts import write_pki  # noqa: E402
+from tests.sockets import free_port  # noqa: E402
 
 ALPN = "h3"  # the daemon harness sets h3 on its client sockets
 MESSAGE = b"soak " * 40  # 200 bytes each way per sim connection
@@ -60,18 +59,6 @@ RSS_MARGIN_FRACTION = 0.10
 RSS_MARGIN_KIB = 4096
 COUNT_SLACK = 2  # fds or threads a process tree may settle higher by, once
 WARMUP = 30.0  # seconds (at most a tenth of the run) left out of the quarters compared
-
-
-def write_pki(directory: Path) -> tuple[str, str, str]:
-    cert, key = leaf("p256")
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(demo_ca().cert.public_bytes(Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    for p in paths:
-        p.chmod(0o644)  # the daemon's workers read them after dropping privileges
-    return tuple(str(p) for p in paths)  # type: ignore[return-value]
 
 
 # -- what a process tree holds -------------------------------------------------------------
@@ -127,22 +114,16 @@ class Load:
 
 
 def start_server(pki: tuple[str, str, str], port: int, log: Path) -> subprocess.Popen:
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "quichsd", "server", "--backend", "sim",
-                             "--listen", f"127.0.0.1:{port}", "--alpn", ALPN, "--cert", pki[1], "--key", pki[2]],
-                            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    argv = [sys.executable, "-m", "quichsd", "server", "--backend", "sim", "--listen", f"127.0.0.1:{port}",
+            "--alpn", ALPN, "--cert", pki[1], "--key", pki[2]]
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 20
     while "listening" not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"soak: `quichsd server` did not start: {log.read_text()[-500:]}")
         time.sleep(0.05)
     return proc
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sim_client(load: Load, port: int, ca: str, pause: float) -> None:
@@ -177,9 +158,10 @@ class DaemonProc:
         config.chmod(0o644)
         self.req, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.out, out_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.log = open(directory / "daemon.log", "w+")
+        self.log = open(directory / "daemon.log", "w+")  # noqa: SIM115 - the daemon's stderr, read by tail()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.daemon.worker_harness", str(req_child.fileno()), str(out_child.fileno()),
+            [sys.executable, "-m", "tests.daemon.worker_harness", str(req_child.fileno()),
+             str(out_child.fileno()),
              str(config), str(workers)],
             pass_fds=(req_child.fileno(), out_child.fileno()), cwd=ROOT, stderr=self.log)
         req_child.close()
@@ -273,8 +255,8 @@ def verdict(name: str, samples: list[dict], warmup: float) -> list[str]:
         a, b = max(s[what] for s in first), min(s[what] for s in last)
         print(f"soak: {name}: {what} at most {a} in the first quarter, at least {b} in the last")
         if b > a + COUNT_SLACK:
-            problems.append(f"{name}: {what} grew: at most {a} in the first quarter, at least {b} in the last "
-                            f"(slack {COUNT_SLACK})")
+            problems.append(f"{name}: {what} grew: at most {a} in the first quarter, "
+                            f"at least {b} in the last (slack {COUNT_SLACK})")
     return problems
 
 
@@ -289,7 +271,8 @@ def line(elapsed: float, usage: dict[str, dict], loads: list[Load], counts: dict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", 30)))
     parser.add_argument("--interval", type=float, default=None,
                         help="seconds between report lines (default: 3 minutes, or 1/8 of a short run)")
@@ -305,6 +288,8 @@ def main() -> int:
     directory = Path(tempfile.mkdtemp(prefix="quichsd-soak-"))
     directory.chmod(0o755)
     pki = write_pki(directory)
+    for path in pki:
+        Path(path).chmod(0o644)  # the daemon's workers read them after dropping privileges
     sim_port, peer_port = free_port(), free_port()
     sim_server = start_server(pki, sim_port, directory / "sim-server.log")
     peer_server = start_server(pki, peer_port, directory / "daemon-peer.log")
@@ -334,7 +319,7 @@ def main() -> int:
                 last_line = now
             if now - start >= duration:
                 break
-            if sim_server.poll() is not None or peer_server.poll() is not None or daemon.proc.poll() is not None:
+            if any(p.poll() is not None for p in (sim_server, peer_server, daemon.proc)):
                 print("soak: a serving process ended", flush=True)
                 sim.failures.append("a serving process ended")
                 break
@@ -357,7 +342,8 @@ def main() -> int:
     for load, log in ((sim, "sim-server.log"), (dmn, "daemon-peer.log")):
         served = (directory / log).read_text().count(" succeeded")
         print(f"soak: {load.name}: {load.done} handshakes in {elapsed / 60:.1f} min "
-              f"({load.done / elapsed:.1f}/s), {len(load.failures)} failed; the server logged {served} successful")
+              f"({load.done / elapsed:.1f}/s), {len(load.failures)} failed; "
+              f"the server logged {served} successful")
     for problem in problems:
         print(f"soak: FAIL {problem}")
     if not problems:

@@ -22,23 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake  # noqa: E402
-from quichsd.devcerts import demo_ca, leaf  # noqa: E402
+from quichsd.devcerts import write_pki  # noqa: E402
 
 ALPN = "bench"
-
-
-def write_pki(directory: Path) -> tuple[str, str, str]:
-    cert, key = leaf("p256")
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(demo_ca().cert.public_bytes(Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return tuple(str(p) for p in paths)  # type: ignore[return-value]
 
 
 def announce(port: int, port_out: mp.Queue | None, ready: threading.Event | None,
@@ -112,7 +100,8 @@ def aioquic_clients(port: int, pki: tuple[str, str, str], seconds: float) -> flo
             # As ours: handshake, send the close, do not wait out the draining period
             # (aioquic's connect() context manager would wait for it on exit).
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: QuicConnectionProtocol(QuicConnection(configuration=cfg)), local_addr=("127.0.0.1", 0))
+                lambda cfg=cfg: QuicConnectionProtocol(QuicConnection(configuration=cfg)),
+                local_addr=("127.0.0.1", 0))
             protocol.connect(("127.0.0.1", port))
             await protocol.wait_connected()
             protocol.close()
@@ -177,17 +166,21 @@ def main() -> None:
         pki = write_pki(Path(tmp))
         backend = QuicSocket(socket.AF_INET).backend_name
         rates: dict[tuple[str, int], list[float]] = {}
-        contenders = (("quichsd", quichsd_server, quichsd_clients), ("aioquic", aioquic_server, aioquic_clients))
+        contenders = (("quichsd", quichsd_server, quichsd_clients),
+                      ("aioquic", aioquic_server, aioquic_clients))
         for _ in range(args.rounds):
             for name, server, clients in contenders:
                 for procs, layout in ((1, one_process), (2, two_processes)):
-                    rates.setdefault((name, procs), []).append(isolated(layout, server, clients, pki, args.seconds))
+                    rate = isolated(layout, server, clients, pki, args.seconds)
+                    rates.setdefault((name, procs), []).append(rate)
         print(f"quichsd backend: {backend}; median of {args.rounds} round(s), {args.seconds:g} s each")
         median = {key: statistics.median(values) for key, values in rates.items()}
         for procs in (1, 2):
             q, a = median[("quichsd", procs)], median[("aioquic", procs)]
-            spread = " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(rates[("quichsd", procs)], rates[("aioquic", procs)]))
-            print(f"{procs} process(es): quichsd {q:7.1f}/s  aioquic {a:7.1f}/s  ratio {q / a:.2f}  (rounds: {spread})")
+            pairs = zip(rates[("quichsd", procs)], rates[("aioquic", procs)], strict=True)
+            spread = " ".join(f"{x:.0f}/{y:.0f}" for x, y in pairs)
+            print(f"{procs} process(es): quichsd {q:7.1f}/s  aioquic {a:7.1f}/s  ratio {q / a:.2f}  "
+                  f"(rounds: {spread})")
         print(f"udp_handshake: quichsd/aioquic={median[('quichsd', 2)] / median[('aioquic', 2)]:.2f}")
 
 

@@ -22,12 +22,14 @@ from .sock import SocketLike, as_backend
 
 async def client_handshake(sock: SocketLike, pkey_file: str | None = None, hostname: str | None = None,
                            alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
-    return await asyncio.to_thread(quic_client_handshake, as_backend(sock), pkey_file, hostname, alpns, **opts)
+    return await asyncio.to_thread(quic_client_handshake, as_backend(sock), pkey_file, hostname, alpns,
+                                   **opts)
 
 
 async def server_handshake(sock: SocketLike, pkey_file: str, cert_file: str | None = None,
                            alpns: str | Sequence[str] | None = None, **opts: Any) -> HandshakeResult:
-    return await asyncio.to_thread(quic_server_handshake, as_backend(sock), pkey_file, cert_file, alpns, **opts)
+    return await asyncio.to_thread(quic_server_handshake, as_backend(sock), pkey_file, cert_file, alpns,
+                                   **opts)
 
 
 async def handshake(sock: SocketLike, config: HandshakeConfig) -> HandshakeResult:

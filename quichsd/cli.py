@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TextIO
 
 # Exit statuses, the same in every subcommand (the daemon keeps tlshd's where it has one).
 EXIT_OK = 0
@@ -41,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="handshakes in memory, then over loopback sockets, showing what was negotiated")
+    commands.add_parser("demo",
+                        help="handshakes in memory, then over loopback sockets, showing what was negotiated")
 
-    server = commands.add_parser("server", help="accept QUIC connections, complete handshakes, echo stream data")
+    server = commands.add_parser("server",
+                                 help="accept QUIC connections, complete handshakes, echo stream data")
     server.add_argument("--listen", required=True, metavar="ADDR:PORT")
     server.add_argument("--cert", help="certificate chain (PEM)")
     server.add_argument("--key", help="private key (PEM)")
@@ -65,22 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--cafile", help="trust anchors (PEM); default: the system store")
     client.add_argument("--sni", help="server name to send and verify (default: the address)")
     client.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
-    client.add_argument("--session", metavar="FILE", help="resume from FILE if it exists; store the new ticket in it")
+    client.add_argument("--session", metavar="FILE",
+                        help="resume from FILE if it exists; store the new ticket in it")
     client.add_argument("--early-data", metavar="TEXT", help="send TEXT as 0-RTT when resuming")
     client.add_argument("--data", metavar="TEXT", help="send TEXT on a stream and print the echo")
     client.add_argument("--psk", metavar="FILE", help="PSK file, identity:hexkey per line")
     client.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
-    client.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+    client.add_argument("--timeout", type=seconds_type(1e6), default=30.0, metavar="SECONDS",
                         help="give up on a handshake after SECONDS (default: 30)")
     status = commands.add_parser("status", help="counters and recent handshakes of a running daemon (D-Bus)")
     status.add_argument("--session", action="store_true", help="ask on the session bus, not the system bus")
     status.add_argument("--bus", metavar="ADDRESS", help="D-Bus address to ask on")
     daemon = commands.add_parser("daemon", help="serve the kernel's handshake upcalls (a tlshd drop-in)")
     daemon.add_argument("-c", "--config", metavar="PATH", help="configuration file (default: tlshd's search)")
-    daemon.add_argument("--workers", type=positive_int, metavar="N", help="worker processes (default: [quichsd] workers)")
-    daemon.add_argument("--foreground", action="store_true", help="log to stderr instead of syslog (LOG_AUTH)")
-    daemon.add_argument("-s", "--stderr", action="store_true", help="log to syslog and also to stderr (as tlshd -s)")
-    daemon.add_argument("-v", "--version", action="store_true", help="print the version and exit (as tlshd -v)")
+    daemon.add_argument("--workers", type=positive_int, metavar="N",
+                        help="worker processes (default: [quichsd] workers)")
+    daemon.add_argument("--foreground", action="store_true",
+                        help="log to stderr instead of syslog (LOG_AUTH)")
+    daemon.add_argument("-s", "--stderr", action="store_true",
+                        help="log to syslog and also to stderr (as tlshd -s)")
+    daemon.add_argument("-v", "--version", action="store_true",
+                        help="print the version and exit (as tlshd -v)")
     from .spec.cli import add_arguments as add_spec_arguments
 
     add_spec_arguments(commands.add_parser("spec", help="check a QUIC server's conformance (h3spec-style)"))
@@ -99,14 +108,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < 1e6:
-        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {text}")
-    return value
+def seconds_type(most: float) -> Callable[[str], float]:
+    """An argparse type: a duration in seconds, more than 0 and at most `most`."""
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"expected 0 < seconds <= {most:g}, got {text}")
+        return value
+    return seconds
 
 
 def _daemon_logging(foreground: bool, verbose: int, also_stderr: bool = False) -> None:
@@ -148,12 +160,12 @@ def run_daemon(args: argparse.Namespace) -> int:
         return 1
     status = supervisor.run()
     if status:
-        print(f"quichsd daemon: {FAMILY_MISSING_MESSAGE}" if status == 2 else f"quichsd daemon: exit {status}",
-              file=sys.stderr)
+        reason = FAMILY_MISSING_MESSAGE if status == 2 else f"exit {status}"
+        print(f"quichsd daemon: {reason}", file=sys.stderr)
     return status
 
 
-def print_status(snapshot: dict, out) -> None:  # noqa: ANN001
+def print_status(snapshot: dict[str, Any], out: TextIO) -> None:
     counters = snapshot["counters"]
     print(f"quichsd {snapshot.get('version') or ''}".rstrip(), file=out)
     for key in ("accepted", "succeeded", "failed", "in_flight"):
@@ -161,8 +173,9 @@ def print_status(snapshot: dict, out) -> None:  # noqa: ANN001
     for key in sorted(k for k in counters if k.startswith("failed.")):
         print(f"  {key:10s} {counters[key]}", file=out)
     for entry in snapshot["recent"]:
-        print(f"  {entry['role']:6s} {entry['peer']:24s} alpn={entry['alpn'] or '-'} suite={entry['suite'] or '-'} "
-              f"{entry['duration_ms']:.1f} ms status={entry['status_name'] or entry['status']}", file=out)
+        print(f"  {entry['role']:6s} {entry['peer']:24s} alpn={entry['alpn'] or '-'} "
+              f"suite={entry['suite'] or '-'} {entry['duration_ms']:.1f} ms "
+              f"status={entry['status_name'] or entry['status']}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"quichsd {args.command}"
-    logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
+                        format="%(levelname)s %(name)s: %(message)s",
                         handlers=[_LineHandler()])
     try:
         return run(args)
@@ -189,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, echo.ClientFailed):
             return _fail(prog, str(exc), EXIT_FAILED)
         if isinstance(exc, HandshakeError):
-            return _fail(prog, exc.strerror, EXIT_FAILED)
+            return _fail(prog, exc.strerror or str(exc), EXIT_FAILED)
         if isinstance(exc, OSError):
             return _fail(prog, _os_error(args, exc), EXIT_FAILED)
         if args.verbose:
@@ -232,10 +246,8 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _fail(prog: str, message: str, status: int) -> int:
     from .echo import say
 
-    try:
+    with contextlib.suppress(OSError, ValueError):
         say(sys.stderr, f"{prog}: {message}")
-    except (OSError, ValueError):
-        pass
     return status
 
 
@@ -282,9 +294,10 @@ def run(args: argparse.Namespace) -> int:
             options.backlog = args.backlog
         return echo.serve(options, sys.stdout)
     if args.command == "client":
-        return echo.run_client(echo.ClientOptions(args.server, args.alpn, args.cafile, args.sni, args.insecure,
-                                                  args.session, args.early_data, args.data, args.psk,
-                                                  args.backend, args.timeout), sys.stdout)
+        client = echo.ClientOptions(args.server, args.alpn, args.cafile, args.sni, args.insecure,
+                                    args.session, args.early_data, args.data, args.psk, args.backend,
+                                    args.timeout)
+        return echo.run_client(client, sys.stdout)
     raise echo.UsageError(f"unknown command {args.command!r}")
 
 

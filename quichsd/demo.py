@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
 
@@ -42,7 +43,7 @@ def converse(client: ClientEngine, server: ServerEngine, now: float) -> Iterator
             queue += [(peer_name, e) for e in peer.receive(event.level, event.data, now)]
 
 
-def _name(enum_type: type, value: int | None) -> str:
+def _name(enum_type: type[IntEnum], value: int | None) -> str:
     if value is None:
         return "-"
     try:

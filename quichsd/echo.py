@@ -1,6 +1,7 @@
 """`quichsd server` and `quichsd client`: handshakes on real sockets, then stream echo."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -185,7 +186,7 @@ def serve(opts: ServerOptions, out: TextIO, ready: threading.Event | None = None
 def _accept(listener: QuicSocket) -> tuple[QuicSocket, Any] | None:
     """The next connection, or None after the listener's timeout or a passing failure."""
     try:
-        return listener.accept()  # type: ignore[no-any-return]
+        return listener.accept()
     except TimeoutError:
         return None
     except OSError as exc:
@@ -201,10 +202,8 @@ def _accept(listener: QuicSocket) -> tuple[QuicSocket, Any] | None:
 def _refuse(conn: QuicSocket, peer: Any, what: str) -> None:
     """No thread could be started for this connection: close it, say so once, go on."""
     log.warning("connection from %s refused: no thread for its %s (thread limit reached)", _name(peer), what)
-    try:
+    with contextlib.suppress(OSError):
         conn.close()
-    except OSError:
-        pass
 
 
 _LISTENER_GONE = frozenset({errno.EBADF, errno.EINVAL, errno.ENOTSOCK})
@@ -386,8 +385,6 @@ def write_private(path: Path, data: bytes) -> None:
             file.write(data)
         os.replace(temporary, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
-        except OSError:
-            pass
         raise

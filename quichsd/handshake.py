@@ -6,6 +6,7 @@ TRANSPORT_PARAM_EXT) and sendmsg at a level, in the order kernel-quic-abi §2.4 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -57,12 +58,14 @@ MSG_MORE = 0x8000
 MSG_NOSIGNAL = 0x4000
 _EARLY = CryptoLevel.EARLY
 # The kernel's level numbers (cmsg) -> CryptoLevel, without an Enum call per message.
-_LEVELS: dict[int, CryptoLevel] = {int(level): level for level in CryptoLevel}
+_LEVELS: dict[int | None, CryptoLevel] = {int(level): level for level in CryptoLevel}
 
 
-def _crypto_level(value: int) -> CryptoLevel:
+def _crypto_level(value: int | None) -> CryptoLevel:
     level = _LEVELS.get(value)
-    return CryptoLevel(value) if level is None else level  # an unknown level raises as before
+    if level is None:  # raised as CryptoLevel(value) would
+        raise ValueError(f"{value!r} is not a valid {CryptoLevel.__qualname__}")
+    return level
 
 
 class HandshakeError(OSError):
@@ -199,12 +202,21 @@ def load_trust(cafile: str) -> TrustStore:
     return store
 
 
-def _alpn_list(alpns: str | Sequence[str | bytes] | None) -> list[bytes]:
+def _open_keylog(path: str) -> KeyLogFile:
+    try:
+        return KeyLogFile(path)
+    except OSError as exc:
+        raise _unusable("key log file", path, exc) from None
+
+
+def _alpn_list(alpns: str | bytes | Sequence[str | bytes] | None) -> list[bytes]:
+    """ALPN protocols from a list, or from one comma-separated string (str or bytes)."""
     if alpns is None:
         return []
-    if isinstance(alpns, (str, bytes)):
-        text = alpns.decode() if isinstance(alpns, bytes) else alpns
-        return [item.strip().encode() for item in text.split(",") if item.strip()]
+    if isinstance(alpns, bytes):
+        alpns = alpns.decode()
+    if isinstance(alpns, str):
+        return [item.strip().encode() for item in alpns.split(",") if item.strip()]
     return [a.encode() if isinstance(a, str) else bytes(a) for a in alpns]
 
 
@@ -230,6 +242,11 @@ class _Driver:
     # -- configuration -----------------------------------------------------------------
 
     def tls_config(self) -> TlsConfig:
+        common = self._common_settings()
+        return self._server_tls_config(common) if self.config.server else self._client_tls_config(common)
+
+    def _common_settings(self) -> dict[str, Any]:
+        """TlsConfig's arguments that do not depend on the role (opens the key log)."""
         cfg = self.config
         alpns = _alpn_list(cfg.alpns) or self._socket_alpns()
         if not alpns:
@@ -240,10 +257,7 @@ class _Driver:
             credentials = load_credentials(cfg.cert_file, cfg.key_file)
         trust = cfg.trust or (load_trust(cfg.cafile) if cfg.cafile else None)
         if cfg.keylog_file:
-            try:
-                self.keylog = KeyLogFile(cfg.keylog_file)
-            except OSError as exc:
-                raise _unusable("key log file", cfg.keylog_file, exc) from None
+            self.keylog = _open_keylog(cfg.keylog_file)
         common: dict[str, Any] = dict(
             alpn_protocols=alpns, credentials=credentials, trust=trust, verify_peer=cfg.verify,
             psks=list(cfg.psks), keylog=self.keylog is not None, ephemeral_keys=self.keys,
@@ -252,16 +266,22 @@ class _Driver:
             common["groups"] = list(cfg.groups)
         if cfg.cipher_suites:
             common["cipher_suites"] = list(cfg.cipher_suites)
-        if cfg.server:
-            ticket_key = self._ticket_key() if cfg.session_tickets else None
-            # On a kernel socket the ServerHello goes out alone, ahead of the rest of the
-            # flight (run()): the client works on it while the server computes the rest.
-            # (A backend that batches output, the simulation, keeps the one-step flight.)
-            return TlsConfig(
-                **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
-                send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
-                pause_at_client_hello=True, server_hello_first=not self.sock.batches_output,
-            )
+        return common
+
+    def _server_tls_config(self, common: dict[str, Any]) -> TlsConfig:
+        cfg = self.config
+        ticket_key = self._ticket_key() if cfg.session_tickets else None
+        # On a kernel socket the ServerHello goes out alone, ahead of the rest of the
+        # flight (run()): the client works on it while the server computes the rest.
+        # (A backend that batches output, the simulation, keeps the one-step flight.)
+        return TlsConfig(
+            **common, client_auth=cfg.client_auth, session_ticket_key=ticket_key,
+            send_session_ticket=ticket_key is not None, enable_early_data=cfg.early_data,
+            pause_at_client_hello=True, server_hello_first=not self.sock.batches_output,
+        )
+
+    def _client_tls_config(self, common: dict[str, Any]) -> TlsConfig:
+        cfg = self.config
         if not cfg.verify:
             log.warning("server certificate verification is OFF for this handshake (verify=False)")
         try:
@@ -460,7 +480,8 @@ class _Driver:
             return HandshakeError(errno.ETIMEDOUT, f"{what}: the peer stopped answering")
         if self.config.server:
             return HandshakeError(errno.ETIMEDOUT, f"{what}: no answer from the client")
-        offered = ",".join(a.decode(errors="replace") for a in _alpn_list(self.config.alpns) or self._socket_alpns())
+        alpns = _alpn_list(self.config.alpns) or self._socket_alpns()
+        offered = ",".join(a.decode(errors="replace") for a in alpns)
         return HandshakeError(errno.ETIMEDOUT, f"{what}: no answer from the server (nothing listening there, "
                                                f"or no listener for the offered ALPN {offered or '-'})")
 
@@ -554,10 +575,8 @@ def quic_handshake(sock: SocketLike, config: HandshakeConfig) -> HandshakeResult
     finally:
         if driver.keylog is not None:
             driver.keylog.close()
-        try:
+        with contextlib.suppress(OSError):
             driver.sock.settimeout(saved_timeout)  # the handshake's deadline is not the caller's
-        except OSError:
-            pass
     done = driver.result
     assert done is not None
     return HandshakeResult(

@@ -13,10 +13,11 @@ Syntax (§4.2): GLib GKeyFile, not configparser
     `[name]`, or `key=value`; anything else fails the whole file. There are no inline
     comments, and `;` never starts one. (Unlike tlshd, which would take the comment as part
     of the value, quichsd rejects a key it reads whose value holds " #" or starts with "#",
-    and says why; a group line followed by a comment fails in both, ours saying why.) Group names are literal (`authenticate.client` is
-    one name), keys are case-sensitive, a repeated group continues the earlier one, and a
-    repeated key replaces the earlier value. Whitespace around the key and before the value
-    is dropped, but trailing whitespace stays in the value. A CR before LF is dropped.
+    and says why; a group line followed by a comment fails in both, ours saying why.) Group
+    names are literal (`authenticate.client` is one name), keys are case-sensitive, a
+    repeated group continues the earlier one, and a repeated key replaces the earlier value.
+    Whitespace around the key and before the value is dropped, but trailing whitespace stays
+    in the value. A CR before LF is dropped.
     `key[locale]` translations are checked for syntax and otherwise ignored. Values are
     decoded only when read, as GLib does: escapes `\\s \\n \\t \\r \\\\`; lists split on
     `;` (`\\;` is a literal semicolon, one trailing `;` is allowed, elements are not
@@ -107,6 +108,7 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,8 @@ class KeyFile:
 
     # parsing, one line at a time
 
-    def _error(self, line: int, message: str, group: str | None = None, key: str | None = None) -> ConfigError:
+    def _error(self, line: int, message: str, group: str | None = None,
+               key: str | None = None) -> ConfigError:
         return ConfigError(self.path, message, line, group, key)
 
     def _parse_line(self, line: str, number: int) -> None:
@@ -481,7 +484,8 @@ def _reject_inline_comments(keyfile: KeyFile) -> None:
     """Every key we read, checked for a comment written after its value (a deliberate
     difference from tlshd, which takes such a value as it stands)."""
     read: list[tuple[str, Sequence[str]]] = [
-        ("debug", _DEBUG_KEYS), ("authenticate", ("keyrings",)), ("authenticate.client", tuple(_X509_KEYS.values())),
+        ("debug", _DEBUG_KEYS), ("authenticate", ("keyrings",)),
+        ("authenticate.client", tuple(_X509_KEYS.values())),
         ("authenticate.server", tuple(_X509_KEYS.values())), ("quichsd", _QUICHSD_KEYS),
     ]
     read += [(group, _ALPN_KEYS) for group in keyfile.groups() if group.startswith("alpn:")]
@@ -489,7 +493,8 @@ def _reject_inline_comments(keyfile: KeyFile) -> None:
         for key in keys:
             value = keyfile.raw(group, key)
             if value is not None and _INLINE_COMMENT_RE.search(value.text):
-                raise _value_error(keyfile, group, key, f"{_show(value.text)} has an inline comment: {NO_INLINE_COMMENTS}")
+                raise _value_error(keyfile, group, key,
+                                   f"{_show(value.text)} has an inline comment: {NO_INLINE_COMMENTS}")
 
 
 def _tlshd_int(keyfile: KeyFile, group: str, key: str) -> int:
@@ -504,10 +509,22 @@ def _x509(keyfile: KeyFile, group: str) -> X509Settings:
     return X509Settings(**{field_: keyfile.get_string(group, key) for field_, key in _X509_KEYS.items()})
 
 
-def _quichsd(keyfile: KeyFile) -> dict[str, object]:
+class _QuichsdSettings(TypedDict, total=False):
+    """The [quichsd] keys a file sets, as DaemonConfig's keyword arguments."""
+
+    workers: int
+    handshakes: int
+    dbus: str
+    keylog: str
+    user: str
+    group: str
+    default_timeout: float
+
+
+def _quichsd(keyfile: KeyFile) -> _QuichsdSettings:
     group = "quichsd"
     _warn_unknown(keyfile, group, _QUICHSD_KEYS)
-    settings: dict[str, object] = {}
+    settings: _QuichsdSettings = {}
     workers = keyfile.get_integer(group, "workers")
     if workers is not None:
         if workers < 1:
@@ -527,16 +544,26 @@ def _quichsd(keyfile: KeyFile) -> dict[str, object]:
     keylog = keyfile.get_string(group, "keylog")
     if keylog:
         settings["keylog"] = keylog
-    for key in ("user", "group"):
-        value = keyfile.get_string(group, key)
-        if value is not None:
-            if not value.strip():
-                raise _value_error(keyfile, group, key, "must not be empty")
-            settings[key] = value.strip()
+    user = _account_name(keyfile, "user")
+    if user is not None:
+        settings["user"] = user
+    user_group = _account_name(keyfile, "group")
+    if user_group is not None:
+        settings["group"] = user_group
     timeout = keyfile.raw(group, "default_timeout")
     if timeout is not None:
         settings["default_timeout"] = _timeout(keyfile, timeout.text)
     return settings
+
+
+def _account_name(keyfile: KeyFile, key: str) -> str | None:
+    """[quichsd] user or group, stripped; None when unset."""
+    value = keyfile.get_string("quichsd", key)
+    if value is None:
+        return None
+    if not value.strip():
+        raise _value_error(keyfile, "quichsd", key, "must not be empty")
+    return value.strip()
 
 
 def _timeout(keyfile: KeyFile, text: str) -> float:

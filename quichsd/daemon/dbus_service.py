@@ -17,21 +17,25 @@ The daemon is threaded, so DbusService runs its own asyncio loop in its own thre
 are handed to that loop with call_soon_threadsafe().  read_status() is the synchronous client
 side for `quichsd status`.
 
-(No `from __future__ import annotations` here: dbus-next reads the signature strings from
-the annotations themselves.)
+The D-Bus signatures are given to the decorators of dbus_typed.py, not written as
+annotations (which dbus-next would read, and mypy could not).
 """
+from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from dbus_next import BusType, Message, MessageType, Variant
-from dbus_next.aio import MessageBus
-from dbus_next.constants import NameFlag, PropertyAccess, RequestNameReply
-from dbus_next.service import ServiceInterface, dbus_property, method, signal
+from dbus_next.aio.message_bus import MessageBus
+from dbus_next.constants import BusType, MessageType, NameFlag, RequestNameReply
+from dbus_next.message import Message
+from dbus_next.service import ServiceInterface
+from dbus_next.signature import Variant
 
+from .dbus_typed import dbus_method, dbus_read_property, dbus_signal, disconnect, disconnected
 from .stats import HandshakeStats
 
 __all__ = [
@@ -53,7 +57,7 @@ class DbusServiceError(Exception):
     """The bus could not be reached, the name could not be owned, or a call failed."""
 
 
-def _recent_to_variants(record: dict) -> dict:
+def _recent_to_variants(record: dict[str, Any]) -> dict[str, Variant]:
     return {
         "time": Variant("d", float(record["time"])),
         "peer": Variant("s", record["peer"]),
@@ -76,16 +80,16 @@ class DaemonInterface(ServiceInterface):
         self._reload_cb = reload_cb
         self._version = version
 
-    @method()
-    def GetCounters(self) -> "a{st}":
+    @dbus_method("a{st}")
+    def GetCounters(self) -> dict[str, int]:
         return {k: int(v) for k, v in self._stats.counters().items()}
 
-    @method()
-    def GetRecent(self) -> "aa{sv}":
+    @dbus_method("aa{sv}")
+    def GetRecent(self) -> list[dict[str, Variant]]:
         return [_recent_to_variants(r) for r in self._stats.recent()]
 
-    @method()
-    async def Reload(self) -> "b":
+    @dbus_method("b")
+    async def Reload(self) -> bool:
         if self._reload_cb is None:
             return False
         loop = asyncio.get_running_loop()
@@ -97,17 +101,17 @@ class DaemonInterface(ServiceInterface):
             return False
         return bool(result)
 
-    @dbus_property(access=PropertyAccess.READ)
-    def Version(self) -> "s":
+    @dbus_read_property("s")
+    def Version(self) -> str:
         return self._version
 
-    @dbus_property(access=PropertyAccess.READ)
-    def InFlight(self) -> "t":
+    @dbus_read_property("t")
+    def InFlight(self) -> int:
         return int(self._stats.counters()["in_flight"])
 
-    @signal()
+    @dbus_signal("ssssdi", args=("s", "s", "s", "s", "d", "i"))
     def HandshakeCompleted(self, peer: str, role: str, alpn: str, suite: str,
-                           duration_ms: float, status: int) -> "ssssdi":
+                           duration_ms: float, status: int) -> list[str | float | int]:
         return [peer, role, alpn, suite, float(duration_ms), int(status)]
 
 
@@ -116,18 +120,17 @@ def _release_socket(bus: Any) -> None:
     for attr in ("_stream", "_sock"):
         obj = getattr(bus, attr, None)
         if obj is not None:
-            try:
+            with contextlib.suppress(Exception):
                 obj.close()
-            except Exception:
-                pass
 
 
 class _MessageBus(MessageBus):
     """MessageBus that closes its socket when the constructor's connect attempt fails."""
 
     def _setup_socket(self) -> None:
+        setup: Callable[[], None] = super()._setup_socket  # unannotated in dbus-next
         try:
-            super()._setup_socket()
+            setup()
         except Exception:
             _release_socket(self)
             raise
@@ -136,8 +139,8 @@ class _MessageBus(MessageBus):
 async def close_bus(bus: MessageBus, timeout: float = 2.0) -> None:
     """Disconnect a dbus-next bus, wait for it to finish and close its socket."""
     try:
-        bus.disconnect()
-        await asyncio.wait_for(asyncio.shield(bus.wait_for_disconnect()), timeout)
+        disconnect(bus)
+        await asyncio.wait_for(asyncio.shield(disconnected(bus)), timeout)
     except (Exception, asyncio.CancelledError):
         pass
     finally:
@@ -157,7 +160,7 @@ async def open_bus(bus_address: str | None = None, system: bool = True) -> Messa
         raise DbusServiceError(f"cannot connect to the D-Bus ({where}): {e}") from e
 
 
-def _bus_kwargs(bus_address: str | None, system: bool) -> dict:
+def _bus_kwargs(bus_address: str | None, system: bool) -> dict[str, Any]:
     if bus_address:
         return {"bus_address": bus_address}
     return {"bus_type": BusType.SYSTEM if system else BusType.SESSION}
@@ -184,7 +187,7 @@ class DbusService:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._stop_fut: asyncio.Future | None = None
+        self._stop_fut: asyncio.Future[None] | None = None
 
     # -- in an existing loop ---------------------------------------------------------------
 
@@ -217,16 +220,14 @@ class DbusService:
 
     # -- feeding the signal (any thread) ---------------------------------------------------
 
-    def _on_record(self, record: dict) -> None:
+    def _on_record(self, record: dict[str, Any]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
             loop.call_soon_threadsafe(self._emit, record)
-        except RuntimeError:  # loop closed between the check and the call
-            pass
 
-    def _emit(self, record: dict) -> None:
+    def _emit(self, record: dict[str, Any]) -> None:
         if self._bus is None or not self._bus.connected:
             return
         try:
@@ -238,22 +239,27 @@ class DbusService:
 
     # -- in its own thread -----------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> "DbusService":
+    def start(self, timeout: float = 10.0) -> DbusService:
         if self._thread is not None:
             raise RuntimeError("DbusService already started")
-        self._ready.clear()
-        self._start_error = None
-        self._thread = threading.Thread(target=self._thread_main, name="quichsd-dbus", daemon=True)
-        self._thread.start()
+        thread = self._thread = self._launch()
         if not self._ready.wait(timeout):
             self.stop()
             raise DbusServiceError("timed out connecting to the D-Bus")
         if self._start_error is not None:
             err = self._start_error
-            self._thread.join(timeout)
+            thread.join(timeout)
             self._thread = None
             raise err
         return self
+
+    def _launch(self) -> threading.Thread:
+        """The service's thread, started afresh (no error or readiness of an earlier start)."""
+        self._ready.clear()
+        self._start_error = None
+        thread = threading.Thread(target=self._thread_main, name="quichsd-dbus", daemon=True)
+        thread.start()
+        return thread
 
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -278,7 +284,7 @@ class DbusService:
     async def _serve(self) -> None:
         assert self._bus is not None and self._stop_fut is not None
         # Shielded: cancelling a plain wait_for_disconnect() would cancel the bus's own future.
-        gone = asyncio.ensure_future(asyncio.shield(self._bus.wait_for_disconnect()))
+        gone = asyncio.ensure_future(asyncio.shield(disconnected(self._bus)))
         done, _ = await asyncio.wait({self._stop_fut, gone}, return_when=asyncio.FIRST_COMPLETED)
         if gone in done:
             exc = gone.exception()
@@ -294,14 +300,12 @@ class DbusService:
             def _set() -> None:
                 if not fut.done():
                     fut.set_result(None)
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_set)
-            except RuntimeError:
-                pass
         thread.join(timeout)
         self._thread = None
 
-    def __enter__(self) -> "DbusService":
+    def __enter__(self) -> DbusService:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -321,14 +325,16 @@ def _unwrap(value: Any) -> Any:
 
 
 async def read_status_async(bus_address: str | None = None, *, system: bool = True,
-                            name: str = SERVICE_NAME, path: str = OBJECT_PATH) -> dict:
+                            name: str = SERVICE_NAME, path: str = OBJECT_PATH) -> dict[str, Any]:
     """{'counters': {...}, 'recent': [{...}, ...], 'version': str} from a running daemon."""
     bus = await open_bus(bus_address, system)
     try:
         async def call(member: str, iface: str = INTERFACE_NAME, signature: str = "",
-                       body: list | None = None) -> list:
+                       body: list[Any] | None = None) -> list[Any]:
             reply = await bus.call(Message(destination=name, path=path, interface=iface,
                                            member=member, signature=signature, body=body or []))
+            if reply is None:  # only for a call flagged NO_REPLY_EXPECTED, which this is not
+                raise DbusServiceError(f"{member}: no reply")
             if reply.message_type == MessageType.ERROR:
                 detail = reply.body[0] if reply.body else ""
                 raise DbusServiceError(f"{member}: {reply.error_name}: {detail}")
@@ -345,9 +351,9 @@ async def read_status_async(bus_address: str | None = None, *, system: bool = Tr
 
 
 def read_status(bus_address: str | None = None, *, system: bool = True,
-                timeout: float = 5.0) -> dict:
+                timeout: float = 5.0) -> dict[str, Any]:
     """Synchronous read_status_async() with a timeout (for the `quichsd status` command)."""
-    async def run() -> dict:
+    async def run() -> dict[str, Any]:
         return await asyncio.wait_for(read_status_async(bus_address, system=system), timeout)
     try:
         return asyncio.run(run())

@@ -153,7 +153,8 @@ def _read_sized(call: Any, serial: int, op: str) -> bytes:
         buf = ffi.new("char[]", max(size, 1))
         got = _check(call(serial, buf, size), op, _target(serial))
         if got <= size:
-            return ffi.buffer(buf, got)[:]
+            payload: bytes = ffi.buffer(buf, got)[:]
+            return payload
         size = got  # the key was updated between the calls
 
 
@@ -340,7 +341,7 @@ def find_keyring(name: str) -> int | None:
     First request_key(2) without a callout (this thread's keyrings, recursively), then a
     /proc/keys scan, which also finds kernel-owned keyrings such as ".nvme" (§5).
     """
-    rc = lib.quichsd_request_key(b"keyring", name.encode(), 0)
+    rc: int = lib.quichsd_request_key(b"keyring", name.encode(), 0)
     if rc >= 0:
         return rc
     log.debug("request_key(keyring, %r): %s", name, os.strerror(-rc))

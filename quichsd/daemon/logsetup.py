@@ -63,7 +63,8 @@ class SyslogHandler(logging.handlers.SysLogHandler):
     # Our NOTICE level (config.NOTICE, 25) is syslog's LOG_NOTICE, not the default "warning".
     priority_map = {**logging.handlers.SysLogHandler.priority_map, "NOTICE": "notice"}
 
-    def __init__(self, address: Address, fallback: logging.Handler | None, stream: TextIO | None = None) -> None:
+    def __init__(self, address: Address, fallback: logging.Handler | None,
+                 stream: TextIO | None = None) -> None:
         super().__init__(address, facility=logging.handlers.SysLogHandler.LOG_AUTH)
         self.fallback = fallback
         self.stream = stream
@@ -113,12 +114,13 @@ def setup(foreground: bool, level: int, also_stderr: bool = False, *,
     else:
         error = syslog_unreachable(syslog_address)
         if error is not None:
-            where = syslog_address if isinstance(syslog_address, str) else "%s:%s" % syslog_address
+            where = syslog_address if isinstance(syslog_address, str) else "{}:{}".format(*syslog_address)
             _say(stream, f"syslog ({where}) unavailable: {error}; logging to stderr")
             handlers.append(_stderr_handler(stream))
         else:
             copy = _stderr_handler(stream) if also_stderr else None
-            syslog = SyslogHandler(syslog_address, fallback=None if copy else _stderr_handler(stream), stream=stream)
+            syslog = SyslogHandler(syslog_address, fallback=None if copy else _stderr_handler(stream),
+                                   stream=stream)
             syslog.setFormatter(logging.Formatter(SYSLOG_FORMAT))
             handlers.append(syslog)
             if copy is not None:

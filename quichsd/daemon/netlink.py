@@ -75,7 +75,12 @@ class FamilyMissing(RuntimeError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
-class x509_attrs(nla):
+# pyroute2 ships no types: its classes are Any to mypy, so a netlink message class (one of
+# the pyroute2 subclasses below, read through its nla_map) is a type[Any] here.
+MessageClass = type[Any]
+
+
+class x509_attrs(nla):  # type: ignore[misc]  # subclass of an untyped pyroute2 class
     """The nested x509 attribute set (inside ACCEPT CERTIFICATE)."""
 
     nla_map = (
@@ -84,7 +89,7 @@ class x509_attrs(nla):
     )
 
 
-class _accept_set(genlmsg):
+class _accept_set(genlmsg):  # type: ignore[misc]  # subclass of an untyped pyroute2 class
     """Messages carrying the accept attribute set."""
 
     # SOCKFD: the kernel's policy said u32 on older kernels; both are 4 bytes.
@@ -111,7 +116,7 @@ class accept_msg(_accept_set):
     """ACCEPT request and reply."""
 
 
-class done_msg(genlmsg):
+class done_msg(genlmsg):  # type: ignore[misc]  # subclass of an untyped pyroute2 class
     """DONE request."""
 
     nla_map = (
@@ -134,7 +139,8 @@ def build_accept(handler_class: int = HANDSHAKE_HANDLER_CLASS_TLSHD) -> accept_m
 
 def ready_handler_class(msg: Any) -> int | None:
     """HANDLER_CLASS of a READY (or any accept-set message), None if absent (§1.4)."""
-    return msg.get_attr("HANDSHAKE_A_ACCEPT_HANDLER_CLASS")
+    handler_class: int | None = msg.get_attr("HANDSHAKE_A_ACCEPT_HANDLER_CLASS")
+    return handler_class
 
 
 def parse_accept(msg: Any) -> dict[str, Any]:
@@ -190,9 +196,9 @@ class _Codec:
     """One message class's attribute map, for `encode` and `decode`: number -> (name, kind,
     nested class) and name -> (number, kind)."""
 
-    def __init__(self, cls: type) -> None:
-        self.by_number: dict[int, tuple[str, str, type | None]] = {}
-        self.by_name: dict[str, tuple[int, str, type | None]] = {}
+    def __init__(self, cls: MessageClass) -> None:
+        self.by_number: dict[int, tuple[str, str, MessageClass | None]] = {}
+        self.by_name: dict[str, tuple[int, str, MessageClass | None]] = {}
         for number, name, kind in cls.nla_map:
             nested = None
             if kind.endswith("|nested"):
@@ -204,25 +210,26 @@ class _Codec:
             self.by_name[name] = (number, kind, nested)
 
 
-_CODECS: dict[type, _Codec] = {}
+_CODECS: dict[MessageClass, _Codec] = {}
 
 
-def _codec(cls: type) -> _Codec:
+def _codec(cls: MessageClass) -> _Codec:
     codec = _CODECS.get(cls)
     if codec is None:
         codec = _CODECS[cls] = _Codec(cls)
     return codec
 
 
-def _encode_attrs(cls: type, attrs: Iterable[tuple[str, Any]], out: bytearray) -> None:
+def _encode_attrs(cls: MessageClass, attrs: Iterable[tuple[str, Any]], out: bytearray) -> None:
     codec = _codec(cls)
     for name, value in attrs:
         number, kind, nested = codec.by_name[name]
+        payload: bytes | bytearray
         if kind == "asciiz":
             payload = (value.encode() if isinstance(value, str) else bytes(value)) + b"\0"
         elif nested is not None:
-            payload = bytearray()
-            _encode_attrs(nested, value["attrs"], payload)
+            payload = inner = bytearray()
+            _encode_attrs(nested, value["attrs"], inner)
             number |= _NLA_F_NESTED
         else:
             payload = _INTEGERS[kind].pack(value)
@@ -231,7 +238,7 @@ def _encode_attrs(cls: type, attrs: Iterable[tuple[str, Any]], out: bytearray) -
         out += bytes(-len(payload) % 4)
 
 
-def encode(cls: type, cmd: int, attrs: Iterable[tuple[str, Any]]) -> bytearray:
+def encode(cls: MessageClass, cmd: int, attrs: Iterable[tuple[str, Any]]) -> bytearray:
     """The bytes `cls()` with these cmd and attrs encodes to (version FAMILY_VERSION); the
     netlink header's length is set, its type, flags, seq and pid are left 0 to the sender."""
     out = bytearray(_NLMSGHDR_SIZE)
@@ -261,7 +268,7 @@ class Decoded:
         return [value for key, value in self.attrs if key == name]
 
 
-def _decode_attrs(cls: type, data: bytes, offset: int, end: int) -> list[tuple[str, Any]]:
+def _decode_attrs(cls: MessageClass, data: bytes, offset: int, end: int) -> list[tuple[str, Any]]:
     by_number = _codec(cls).by_number
     attrs = []
     while offset <= end - 4:
@@ -286,7 +293,7 @@ def _decode_attrs(cls: type, data: bytes, offset: int, end: int) -> list[tuple[s
     return attrs
 
 
-def decode(cls: type, message: bytes) -> Decoded:
+def decode(cls: MessageClass, message: bytes) -> Decoded:
     """One generic netlink message of class `cls` (its netlink header first), attributes
     read by the class's map; unknown attributes are skipped. A message too short for its
     headers raises NetlinkReplyError (EPROTO), as a failed request would."""
@@ -310,7 +317,8 @@ def accept_request(handler_class: int = HANDSHAKE_HANDLER_CLASS_TLSHD) -> bytes:
     return data
 
 
-def done_request(status: int, sockfd: int, remote_auth: Iterable[int] = (), tags: Iterable[str] = ()) -> bytearray:
+def done_request(status: int, sockfd: int, remote_auth: Iterable[int] = (),
+                 tags: Iterable[str] = ()) -> bytearray:
     """build_done(...)'s bytes, by `encode` (the same checks and attribute choice)."""
     if not 0 <= status <= MAX_ERRNO:
         raise ValueError(f"DONE status must be 0 or a positive errno <= {MAX_ERRNO}, not {status}")
@@ -370,10 +378,12 @@ class HandshakeFamily:
 
     @property
     def family_id(self) -> int:
-        return self.sock.prid
+        family: int = self.sock.prid
+        return family
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        fd: int = self.sock.fileno()
+        return fd
 
     def close(self) -> None:
         self.sock.close()
@@ -390,6 +400,7 @@ REQUEST_TIMEOUT = 10.0
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 _NLMSGHDR = struct.Struct("=IHHII")
+_ERROR_CODE = struct.Struct("=i")  # nlmsgerr.error, after the header
 
 
 class NetlinkReplyError(OSError):
@@ -410,7 +421,8 @@ def split_messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 def error_code(message: bytes) -> int:
     """The positive errno of an NLMSG_ERROR message (0 for an ACK)."""
     _check_size(message, _NLMSGHDR.size + 4)
-    return -struct.unpack_from("=i", message, _NLMSGHDR.size)[0]
+    (code,) = _ERROR_CODE.unpack_from(message, _NLMSGHDR.size)
+    return -int(code)
 
 
 def _check_size(message: bytes, size: int) -> None:
@@ -484,13 +496,15 @@ class HandshakeChannel:
         try:
             self.sock.send(data)
         except BlockingIOError:
-            raise TimeoutError(errno.ETIMEDOUT, f"netlink: request not taken within {REQUEST_TIMEOUT:.0f} s") from None
-        replies = []
+            raise TimeoutError(errno.ETIMEDOUT,
+                               f"netlink: request not taken within {REQUEST_TIMEOUT:.0f} s") from None
+        replies: list[bytes] = []
         while True:
             try:
                 datagram = self.sock.recv(65536)
             except BlockingIOError:
-                raise TimeoutError(errno.ETIMEDOUT, f"netlink: no answer within {REQUEST_TIMEOUT:.0f} s") from None
+                raise TimeoutError(errno.ETIMEDOUT,
+                                   f"netlink: no answer within {REQUEST_TIMEOUT:.0f} s") from None
             for msg_type, seq, message in split_messages(datagram):
                 if seq != self._seq:
                     continue                    # a late answer to an abandoned request
@@ -510,7 +524,8 @@ class HandshakeChannel:
                 return parse_accept(reply)
         raise NetlinkReplyError(errno.EIO, "ACCEPT reply without SOCKFD")
 
-    def done(self, status: int, sockfd: int, remote_auth: Iterable[int] = (), tags: Iterable[str] = ()) -> None:
+    def done(self, status: int, sockfd: int, remote_auth: Iterable[int] = (),
+             tags: Iterable[str] = ()) -> None:
         """DONE, waiting for the kernel's ACK; a rejection raises NetlinkReplyError."""
         self._request(done_request(status, sockfd, remote_auth, tags))
 
@@ -538,7 +553,7 @@ class ThreadChannels:
 
     def get(self) -> HandshakeChannel:
         try:
-            return self._local.channel
+            channel: HandshakeChannel = self._local.channel
         except AttributeError:
-            self._local.channel = HandshakeChannel(self.family_id)
-            return self._local.channel
+            channel = self._local.channel = HandshakeChannel(self.family_id)
+        return channel

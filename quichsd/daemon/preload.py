@@ -26,7 +26,7 @@ import pkgutil
 import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TypeVar
 
 from cryptography import x509
 
@@ -36,6 +36,7 @@ from ..tls.config import Credentials
 from .config import DaemonConfig, X509Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Imported before a drop, besides all of quichsd: modules imported lazily elsewhere.
 _LAZY_MODULES = (
@@ -75,7 +76,8 @@ class FileCache:
         """The CRLs at `path`; None if the file does not exist (tlshd: no CRL checking)."""
         return self._optional_file(path, self._crls, _crls_of, "CRL file")
 
-    def _optional_file(self, path: str, cache: dict[str, Any], loader: Callable[[str], Any], what: str) -> Any:
+    def _optional_file(self, path: str, cache: dict[str, T], loader: Callable[[str], T],
+                       what: str) -> T | None:
         """A file whose absence means "not configured": read now, or once frozen, from the
         cache (a path neither loaded nor missing was unreadable before the drop)."""
         if not self.frozen:
@@ -94,24 +96,26 @@ class FileCache:
         file reports them again) and then freeze the cache."""
         self._missing.clear()
         for settings in _x509_settings(config):
-            pair = settings.certificate, settings.private_key
-            if pair[0] and pair[1]:
+            cert_file, key_file = settings.certificate, settings.private_key
+            if cert_file and key_file:
                 try:
-                    self._credentials[pair] = Credentials.from_files(*pair)  # type: ignore[index]
+                    self._credentials[cert_file, key_file] = Credentials.from_files(cert_file, key_file)
                 except (OSError, ValueError) as exc:
-                    log.error("cannot load %s / %s: %s", pair[0], pair[1], exc)
-            for path, cache, loader in ((settings.truststore, self._trust, TrustStore.from_file),
-                                        (settings.crl, self._crls, _crls_of)):
-                if not path:
-                    continue
-                if not os.path.exists(path):
-                    self._missing.add(path)
-                    continue
-                try:
-                    cache[path] = loader(path)  # type: ignore[operator]
-                except (OSError, ValueError) as exc:
-                    log.error("cannot load %s: %s", path, exc)
+                    log.error("cannot load %s / %s: %s", cert_file, key_file, exc)
+            self._load_optional(settings.truststore, self._trust, TrustStore.from_file)
+            self._load_optional(settings.crl, self._crls, _crls_of)
         self.frozen = True
+
+    def _load_optional(self, path: str | None, cache: dict[str, T], loader: Callable[[str], T]) -> None:
+        if not path:
+            return
+        if not os.path.exists(path):
+            self._missing.add(path)
+            return
+        try:
+            cache[path] = loader(path)
+        except (OSError, ValueError) as exc:
+            log.error("cannot load %s: %s", path, exc)
 
 
 # One parse per file version, as for trust stores.
@@ -168,7 +172,8 @@ def warm_up() -> None:
     if session is None:
         raise RuntimeError("warm-up handshake issued no ticket")
     resumed = TlsConfig(alpn_protocols=alpn, server_name="localhost", trust=trust, session=session)
-    done = [e for _, e in converse(ClientEngine(resumed), ServerEngine(server), now) if isinstance(e, HandshakeComplete)]
+    done = [e for _, e in converse(ClientEngine(resumed), ServerEngine(server), now)
+            if isinstance(e, HandshakeComplete)]
     psk = [ExternalPsk(b"warm-up", bytes(32))]
     done += [e for _, e in converse(ClientEngine(TlsConfig(alpn_protocols=alpn, psks=psk)),
                                     ServerEngine(TlsConfig(alpn_protocols=alpn, psks=psk)), now)

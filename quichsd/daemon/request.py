@@ -73,6 +73,7 @@ Not done yet: the TCP (kTLS) path (EOPNOTSUPP).
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import functools
@@ -184,7 +185,8 @@ class _SetupError(Exception):
         self.status = status
 
 
-def handle(request: HandshakeRequest, config: DaemonConfig, on_wait: Callable[[], None] | None = None) -> DoneResult:
+def handle(request: HandshakeRequest, config: DaemonConfig,
+           on_wait: Callable[[], None] | None = None) -> DoneResult:
     """Run `request` to its DONE result and log the outcome as tlshd does. Never raises.
     `on_wait` is called (once) when the request first waits: for the peer's answer, or for
     a reverse DNS lookup (the worker passes the listening on then)."""
@@ -208,10 +210,8 @@ def handle(request: HandshakeRequest, config: DaemonConfig, on_wait: Callable[[]
         result = DoneResult(errno.EIO, role=role)
     finally:
         if owned and backend is not None:
-            try:
+            with contextlib.suppress(OSError):
                 backend.close()
-            except OSError:
-                pass
     if result.address != address:
         result = replace(result, address=address)
     if config.debug.loglevel:
@@ -341,7 +341,8 @@ def _transport(backend: QuicSocketBackend) -> int:
     try:
         return raw.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
     except OSError as exc:
-        raise _SetupError(f"getsockopt(SO_PROTOCOL) on fd {raw.fileno()}: {exc}", exc.errno or errno.EIO) from None
+        raise _SetupError(f"getsockopt(SO_PROTOCOL) on fd {raw.fileno()}: {exc}",
+                          exc.errno or errno.EIO) from None
 
 
 def _serial_credentials(cert_serial: int, key_serial: int) -> Credentials | None:
@@ -384,7 +385,8 @@ def _trust(path: str | None, crl: str | None = None) -> TrustStore | None:
 
 
 class _QuicHandshake:
-    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: QuicSocketBackend, mode: AuthMode,
+    def __init__(self, request: HandshakeRequest, config: DaemonConfig, sock: QuicSocketBackend,
+                 mode: AuthMode,
                  address: str = "", peer: Any = None, on_wait: Callable[[], None] | None = None) -> None:
         self.request = request
         self.on_wait = on_wait
@@ -420,7 +422,8 @@ class _QuicHandshake:
         except OSError as exc:
             raise _SetupError(f"getsockopt(CONFIG): {exc}", exc.errno or errno.EIO) from None
         try:
-            self.cipher_type, self.certificate_request, self.receive_session_ticket = _parse_config(bytes(raw))
+            fields = _parse_config(bytes(raw))
+            self.cipher_type, self.certificate_request, self.receive_session_ticket = fields
         except Exception as exc:
             log.debug("unreadable quic_config (%s); using defaults", exc)
 
@@ -486,7 +489,8 @@ class _QuicHandshake:
                 hcfg.credentials = creds
             hcfg.trust = _trust(settings.truststore, settings.crl)
             if not self.peername:
-                raise _SetupError("no PEERNAME and no reverse DNS name: cannot verify the server's certificate")
+                raise _SetupError("no PEERNAME and no reverse DNS name: "
+                                  "cannot verify the server's certificate")
         session = self._resumption_data()
         if session is not None:
             hcfg.session_data = session[0]
@@ -572,7 +576,7 @@ class _QuicHandshake:
         ids = kr.remote_peer_ids(mode, server=True, quic=True, peer_chain=chain, psk_serial=psk_serial)
         return self._success(result, ids, "server")
 
-    def _server_choice(self, info: ClientHelloInfo, alpns: Sequence[bytes],
+    def _server_choice(self, info: ClientHelloInfo, alpns: Sequence[str | bytes],
                        serial_creds: Credentials | None) -> ServerChoice:
         # The engine picks the client's first protocol that we list; so do we, to write it
         # back (tlshd's post-ClientHello hook) and to pick per-ALPN credentials.

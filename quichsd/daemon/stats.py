@@ -9,6 +9,7 @@ string or a number, so a caller cannot smuggle bytes or arbitrary objects in.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import itertools
 import threading
@@ -35,11 +36,10 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        value = bytes(value).decode("ascii", "replace")
-    elif not isinstance(value, str):
-        value = str(value)
-    value = "".join(ch if ch.isprintable() else "?" for ch in value)
-    return value[:_MAX_TEXT]
+        text = bytes(value).decode("ascii", "replace")
+    else:
+        text = value if isinstance(value, str) else str(value)
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:_MAX_TEXT]
 
 
 class HandshakeStats:
@@ -116,10 +116,8 @@ class HandshakeStats:
             self._recent.append(record)
             listeners = list(self._listeners)
         for listener in listeners:
-            try:
+            with contextlib.suppress(Exception):  # a broken listener must not break the handshake path
                 listener(dict(record))
-            except Exception:  # a broken listener must not break the handshake path
-                pass
         return dict(record)
 
     # -- listeners -----------------------------------------------------------------------
@@ -129,11 +127,8 @@ class HandshakeStats:
             self._listeners.append(fn)
 
     def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        with self._lock:
-            try:
-                self._listeners.remove(fn)
-            except ValueError:
-                pass
+        with self._lock, contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
 
     # -- reading -------------------------------------------------------------------------
 

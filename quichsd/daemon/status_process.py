@@ -11,6 +11,7 @@ EXIT_NO_BUS; the supervisor then runs on without a status service instead of res
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -67,7 +68,8 @@ def _load_bus_code() -> None:
 
     from .preload import import_package
 
-    import_package(dbus_next, lambda name: name.startswith("dbus_next.glib"))  # glib: PyGObject; we use asyncio
+    # dbus_next.glib needs PyGObject; we use asyncio.
+    import_package(dbus_next, lambda name: name.startswith("dbus_next.glib"))
 
 
 def run_status_process(rx: socket.socket, config: DaemonConfig, config_path: str | None, control: int,
@@ -96,10 +98,8 @@ def run_status_process(rx: socket.socket, config: DaemonConfig, config_path: str
     try:
         while not stop.is_set():
             if select.select([rx], [], [], 0.5)[0]:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     collector.feed(rx.recv(MAX_DATAGRAM))
-                except BlockingIOError:
-                    pass
             if time.monotonic() >= next_reap:
                 next_reap = time.monotonic() + _REAP_INTERVAL
                 collector.forget_dead()

@@ -22,6 +22,7 @@ fork) lets the CLI detect that up front with a clear message.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
 from . import config as cfgmod
 from .config import NOTICE, DaemonConfig
@@ -103,7 +105,7 @@ def run_worker(source_factory: Callable[[], RequestSource], config: DaemonConfig
     """The body of one worker process. Returns its exit status."""
     workers: list[Worker] = []
 
-    def on_stop(signum, frame) -> None:  # noqa: ANN001
+    def on_stop(signum: int, frame: FrameType | None) -> None:
         for w in workers:
             w.stop(RETIRE_DRAIN if signum == signal.SIGUSR2 else STOP_DRAIN)
 
@@ -189,6 +191,7 @@ class Supervisor:
         if slot.kind == "status":
             from .status_process import run_status_process
 
+            assert rx is not None  # a status slot exists only with status_service, which made the pair
             if tx is not None:
                 tx.close()
             os.close(self._control[0])
@@ -207,10 +210,8 @@ class Supervisor:
             try:
                 status = self._child_body(slot)
             except BaseException as exc:
-                try:
+                with contextlib.suppress(BaseException):
                     log.error("%s failed: %s: %s", slot.kind, type(exc).__name__, exc)
-                except BaseException:
-                    pass
             finally:
                 try:
                     logging.shutdown()
@@ -235,7 +236,8 @@ class Supervisor:
         # SIGCHLD must not be SIG_IGN, or the kernel reaps children before we see them.
         old_chld = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self._holder = ConfigHolder(self.config, self.config_path)
-        self._stats_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) if self.status_service else None
+        self._stats_pair = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_DGRAM) if self.status_service else None
         # Requests from the status process (Reload() on D-Bus); read between signal waits.
         self._control = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -307,10 +309,8 @@ class Supervisor:
 
     def _signal_all(self, signum: int) -> None:
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     def _reap(self) -> int | None:
         """Collect dead workers and schedule restarts; a fatal exit status to stop with, or None."""

@@ -4,8 +4,9 @@
 A worker replaces tlshd's fork-per-request child with a thread per request in flight, bounded
 by a semaphore (`concurrency`, [quichsd] handshakes): a request that comes while the worker is
 full, or when no thread can be started, is answered at once with DONE BUSY_STATUS, never
-queued and never left without an answer; there are at most `concurrency` + 1 threads. Threads are kept for the next request once theirs is done: a new thread costs
-more than the thread start itself, since its first handshake also pays for the thread's cold
+queued and never left without an answer; there are at most `concurrency` + 1 threads.
+Threads are kept for the next request once theirs is done: a new thread costs more than
+the thread start itself, since its first handshake also pays for the thread's cold
 state (OpenSSL's per-thread random generators, allocator caches, CPU caches), about a third
 more CPU than a handshake on a thread that has served one before.
 
@@ -33,6 +34,7 @@ Sources:
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -73,18 +75,17 @@ class RequestSource(Protocol):
 
 def close_fd(fd: int) -> None:
     if isinstance(fd, int) and fd >= 0:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 class Worker:
     """Serve requests from `source` concurrently until `stop()`."""
 
     def __init__(self, source: RequestSource, config_provider: Callable[[], DaemonConfig],
-                 stats: HandshakeStats | StatsPublisher | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 poll_interval: float = 0.2, idle_timeout: float = IDLE_THREAD_TIMEOUT) -> None:
+                 stats: HandshakeStats | StatsPublisher | None = None, *,
+                 concurrency: int = DEFAULT_CONCURRENCY, poll_interval: float = 0.2,
+                 idle_timeout: float = IDLE_THREAD_TIMEOUT) -> None:
         self.source = source
         self.config_provider = config_provider
         self.stats = stats
@@ -199,7 +200,8 @@ class Worker:
         log.warning("Handshake request refused (fd %s): %s", item[0], why)
         if self.stats is not None:  # counted as a failure, so `quichsd status` shows it
             try:
-                self.stats.record_done(self.stats.record_start(), peer=item[1].peername or "", status=BUSY_STATUS)
+                self.stats.record_done(self.stats.record_start(), peer=item[1].peername or "",
+                                       status=BUSY_STATUS)
             except Exception:
                 log.debug("stats failed", exc_info=True)
         self._finish(item[0], DoneResult(BUSY_STATUS))
@@ -424,5 +426,6 @@ def request_from_accept(fields: dict[str, Any]) -> HandshakeRequest:
     return HandshakeRequest(
         sock=fields["sockfd"], message_type=fields["message_type"], auth_mode=fields["auth_mode"],
         peer_identities=tuple(fields.get("peer_identities") or ()), certificate=cert, private_key=key,
-        peername=fields.get("peername"), timeout_ms=fields.get("timeout") or 0, keyring=fields.get("keyring") or 0,
+        peername=fields.get("peername"), timeout_ms=fields.get("timeout") or 0,
+        keyring=fields.get("keyring") or 0,
     )

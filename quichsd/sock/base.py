@@ -61,8 +61,9 @@ class RecvItem:
     msg_flags: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, RecvKind):
-            object.__setattr__(self, "kind", RecvKind(self.kind))
+        given: object = self.kind  # the kind's name (a str) is accepted too
+        if not isinstance(given, RecvKind):
+            object.__setattr__(self, "kind", RecvKind(str(given)))
 
     @property
     def eor(self) -> bool:

@@ -205,7 +205,8 @@ class KernelQuicSocket(QuicSocketBackend):
         if self._sock.gettimeout() is not None:
             return int(lib.quic_accept(fd)), None
         try:
-            conn, peer = self._sock._accept()
+            # CPython's accept4 wrapper: (fd, address); typeshed does not declare it.
+            conn, peer = self._sock._accept()  # type: ignore[attr-defined]
         except OSError as exc:
             return -(exc.errno or errno.EIO), None
         return conn, peer or None
@@ -244,7 +245,8 @@ class KernelQuicSocket(QuicSocketBackend):
         rc = lib.quic_getsockopt_inout(fd, optname, buf, length)
         if rc < 0:
             raise _error(-rc, f"getsockopt(SOL_QUIC, {optname})")
-        return ffi.buffer(buf, length[0])[:]
+        value: bytes = ffi.buffer(buf, length[0])[:]
+        return value
 
     # -- data ----------------------------------------------------------------------------
 
@@ -348,10 +350,12 @@ class KernelQuicSocket(QuicSocketBackend):
         return self._timeout
 
     def getsockname(self) -> Address:
-        return self._sock.getsockname()
+        name: Address = self._sock.getsockname()
+        return name
 
     def getpeername(self) -> Address:
-        return self._sock.getpeername()
+        name: Address = self._sock.getpeername()
+        return name
 
 
 def _inout_buffer(buflen_or_input: int | bytes) -> tuple[Any, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import AbstractContextManager
-from typing import Union
 
 from ..kernel_numbers import MSG_QUIC_STREAM_FIN, MSG_QUIC_STREAM_NEW, MSG_QUIC_STREAM_UNI
 from .base import Address, QuicSocketBackend, RecvItem
@@ -60,6 +59,7 @@ class QuicSocket:
         address is the one the backend learnt at accept (`accepted_peer`), or None when
         there is none."""
         child = self.backend.accept()
+        peer: Address | None
         try:
             peer = child.getpeername()
         except OSError:
@@ -148,7 +148,7 @@ class QuicSocket:
 
 
 # What the handshake calls, the asyncio forms and the daemon take as a socket.
-SocketLike = Union[QuicSocket, QuicSocketBackend, socket.socket, int]
+SocketLike = QuicSocket | QuicSocketBackend | socket.socket | int
 
 
 def as_backend(sock: SocketLike) -> QuicSocketBackend:

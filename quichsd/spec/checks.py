@@ -124,7 +124,8 @@ _TRANSPORT_PARAMETER_CHECKS = (
         tp_without(0x0F)),
     _tp("tp-initial-source-cid-mismatch", "RFC 9000 §7.3",
         "sends an initial_source_connection_id other than its packets' SCID", tp_edit(add=((0x0F, _CID),))),
-    _tp("tp-original-destination-cid", "RFC 9000 §18.2", "sends original_destination_connection_id (server only)",
+    _tp("tp-original-destination-cid", "RFC 9000 §18.2",
+        "sends original_destination_connection_id (server only)",
         tp_edit(add=((0x00, _CID),))),
     _tp("tp-preferred-address", "RFC 9000 §18.2", "sends preferred_address (server only)",
         tp_edit(add=((0x0D, _PREFERRED_ADDRESS),))),
@@ -155,8 +156,10 @@ _PACKET_CHECKS = (
     Check("packet-without-frames", "RFC 9000 §12.4", "sends a 1-RTT packet with no frames",
           (E.PROTOCOL_VIOLATION,), packet_edit(APP, None, mode="replace", pn_length=4)),
     Check("stream-in-handshake-packet", "RFC 9000 §12.4", "sends a STREAM frame in a Handshake packet",
-          (E.PROTOCOL_VIOLATION,), packet_edit(HANDSHAKE, fr.encode_stream(0, 0, b"x", False), mode="prepend")),
-    Check("max-data-in-initial-packet", "RFC 9000 §12.4", "sends a MAX_DATA frame in its first Initial packet",
+          (E.PROTOCOL_VIOLATION,),
+          packet_edit(HANDSHAKE, fr.encode_stream(0, 0, b"x", False), mode="prepend")),
+    Check("max-data-in-initial-packet", "RFC 9000 §12.4",
+          "sends a MAX_DATA frame in its first Initial packet",
           (E.PROTOCOL_VIOLATION,), packet_edit(INITIAL, fr.MaxData(1 << 20).encode())),
 )
 

@@ -5,7 +5,7 @@ import argparse
 import time
 from typing import TextIO
 
-from ..cli import positive_int
+from ..cli import positive_int, seconds_type
 from . import DEFAULT_JOBS, DEFAULT_TIMEOUT
 
 __all__ = ["add_arguments", "run_spec"]
@@ -28,24 +28,15 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"expected 0 < seconds <= 600, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("host", nargs="?", metavar="HOST", help="server name or address")
     parser.add_argument("port", nargs="?", type=_port, metavar="PORT")
     parser.add_argument("--alpn", default="h3", metavar="LIST",
                         help="comma-separated ALPN protocols to offer (default: h3)")
-    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
-                        help=f"how long each check waits for the server's close (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--timeout", type=seconds_type(600), default=DEFAULT_TIMEOUT, metavar="S",
+                        help="how long each check waits for the server's close "
+                             f"(default: {DEFAULT_TIMEOUT:g})")
     trust = parser.add_mutually_exclusive_group()
     trust.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     trust.add_argument("--ca", metavar="FILE", help="trust anchors (PEM); default: the system store")

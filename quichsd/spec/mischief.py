@@ -1,8 +1,9 @@
 """The rule-breaking a check asks of our client, as SendRewriters (sock/sim/rewrite.py):
 edits of the transport parameter blob, of the ClientHello, and of one packet at a level.
 
-A check's rewriter is made fresh for each connection from a `PeerView`: what the connection has learnt of the server so far (its transport
-parameters), read when the packet is built, so an edit can aim just past a server's limit.
+A check's rewriter is made fresh for each connection from a `PeerView`: what the
+connection has learnt of the server so far (its transport parameters), read when the
+packet is built, so an edit can aim just past a server's limit.
 """
 from __future__ import annotations
 
@@ -148,7 +149,8 @@ class _PacketEdit:
         return OutgoingPacket(packet.level, payload, self.header_bits, self.pn_length)
 
 
-def packet_edit(level: int, frames: bytes | Callable[[PeerView], bytes] | None = None, *, mode: str = "append",
+def packet_edit(level: int, frames: bytes | Callable[[PeerView], bytes] | None = None, *,
+                mode: str = "append",
                 header_bits: int = 0, pn_length: int | None = None) -> RewriterFactory:
     """Frames added to (or replacing the frames of) our packets at `level`, and header bits
     set in them. `frames` may depend on the server's parameters."""

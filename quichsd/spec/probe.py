@@ -142,7 +142,8 @@ class Probe:
             if type(event) is SendHandshake:
                 sends.append(event)
             elif type(event) is InstallSecret:
-                self.conn.install_secret(int(event.level), bool(event.direction), event.cipher_type, event.secret)
+                self.conn.install_secret(int(event.level), bool(event.direction), event.cipher_type,
+                                         event.secret)
             elif type(event) is PeerTransportParameters:
                 self._learn(event.data)
                 self.conn.set_peer_transport_params_blob(event.data)
@@ -173,7 +174,8 @@ class Probe:
                                      close.reason.decode(errors="replace"), complete)
         elif conn.state is ConnState.CLOSED:
             code, _, reason = conn.close_info or (0, 0, b"")
-            self.observed = Observed(Outcome.LOCAL, code, False, reason.decode(errors="replace") or "idle timeout",
+            self.observed = Observed(Outcome.LOCAL, code, False,
+                                     reason.decode(errors="replace") or "idle timeout",
                                      complete)
 
     def _end_locally(self, exc: OSError) -> None:

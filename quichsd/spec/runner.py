@@ -103,7 +103,8 @@ def summary(results: Iterable[Result], seconds: float | None = None) -> str:
     return line
 
 
-def report(checks: Sequence[Check], results: Sequence[Result], out: TextIO, seconds: float | None = None) -> None:
-    for check, result in zip(checks, results):
+def report(checks: Sequence[Check], results: Sequence[Result], out: TextIO,
+           seconds: float | None = None) -> None:
+    for check, result in zip(checks, results, strict=False):
         print(format_result(result, check), file=out)
     print(summary(results, seconds), file=out)

@@ -2,6 +2,7 @@
 cleanup of keys linked into root's user keyring (which outlives the test)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Iterator
 
@@ -36,10 +37,8 @@ def user_keyring_links() -> Iterator[list[int]]:
     yield links
     for serial in links:
         if serial:
-            try:
+            with contextlib.suppress(KeyringError):
                 kr.unlink(serial, kr.KEY_SPEC_USER_KEYRING)
-            except KeyringError:
-                pass
 
 
 @pytest.fixture

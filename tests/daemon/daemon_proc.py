@@ -34,7 +34,7 @@ class Daemon:
         self.config.write_text(config_text)
         self.req, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.out, out_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.stderr = open(tmp_path / "stderr", "w+")
+        self.stderr = open(tmp_path / "stderr", "w+")  # noqa: SIM115 - the daemon's stderr, read back
         self.proc = subprocess.Popen(
             [sys.executable, *launcher, "-m", "tests.daemon.worker_harness", str(req_child.fileno()),
              str(out_child.fileno()),
@@ -85,5 +85,5 @@ class Daemon:
 
 
 def config_text(pki, timeout: float = 7.5, extra: str = "dbus = none\n") -> str:  # noqa: ANN001
-    return (f"[authenticate.client]\nx509.truststore = {pki.ca_file}\n\n[quichsd]\ndefault_timeout = {timeout}\n"
-            + extra)
+    return (f"[authenticate.client]\nx509.truststore = {pki.ca_file}\n\n"
+            f"[quichsd]\ndefault_timeout = {timeout}\n" + extra)

@@ -192,7 +192,8 @@ def test_integers(value: str, expected: int) -> None:
     assert kf(f"[g]\nn={value}\n").get_integer("g", "n") == expected
 
 
-@pytest.mark.parametrize("value", ["", "abc", "0x10", "4.5", "1_000", "2147483648", "-2147483649", "\\s1", "٣"])
+@pytest.mark.parametrize("value", ["", "abc", "0x10", "4.5", "1_000", "2147483648", "-2147483649", "\\s1",
+                                   "٣"])
 def test_bad_integers(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         kf(f"[g]\nn={value}\n").get_integer("g", "n")
@@ -367,7 +368,8 @@ def test_site_file() -> None:
     )
     assert cfg.server.private_key == "pkcs11:token=nfs;object=server"  # ';' is plain in a string
     assert cfg.server.pq_certificate == "/etc/tlshd/server-mldsa.pem"
-    assert (cfg.workers, cfg.dbus, cfg.keylog, cfg.default_timeout) == (8, "none", "/run/quichsd/keys.log", 12.5)
+    assert (cfg.workers, cfg.dbus, cfg.keylog, cfg.default_timeout) == (
+        8, "none", "/run/quichsd/keys.log", 12.5)
     assert cfg.alpn == (
         AlpnCredentials(b"smb", None, "/etc/quichsd/smb.pem", "/etc/quichsd/smb.key", None),
         AlpnCredentials(b"smb", "fs.example", None, None, "/etc/quichsd/fs-clients.pem"),
@@ -463,7 +465,8 @@ def test_key_urls(value: str, url: bool) -> None:
 
 def test_quichsd_defaults_and_values() -> None:
     cfg = config("[quichsd]\n")
-    assert (cfg.workers, cfg.dbus, cfg.keylog, cfg.default_timeout) == (default_workers(), "system", None, 40.0)
+    assert (cfg.workers, cfg.dbus, cfg.keylog, cfg.default_timeout) == (
+        default_workers(), "system", None, 40.0)
     for dbus in ("none", "system", "session"):
         assert config(f"[quichsd]\ndbus={dbus}\n").dbus == dbus
     assert config("[quichsd]\nworkers=1\n").workers == 1
@@ -557,7 +560,8 @@ def replace_truststore(settings: X509Settings, path: str) -> X509Settings:
 
 def test_alpn_groups_normalise_sni() -> None:
     cfg = config("[alpn:smb sni:FS.Example.]\n[alpn:h3   sni:a-b.c]\n[alpn:ünï]\n")
-    assert [(e.alpn, e.sni) for e in cfg.alpn] == [(b"smb", "fs.example"), (b"h3", "a-b.c"), ("ünï".encode(), None)]
+    assert [(e.alpn, e.sni) for e in cfg.alpn] == [(b"smb", "fs.example"), (b"h3", "a-b.c"),
+                                                   ("ünï".encode(), None)]
 
 
 @pytest.mark.parametrize(
@@ -761,7 +765,8 @@ def test_reload_rereads_the_legacy_path(etc: tuple[Path, Path]) -> None:
         ("[quichsd]\nkeylog = /tmp/keys   # for Wireshark\n", "quichsd", "keylog"),
         ("[quichsd]\nworkers = 4\t# four\n", "quichsd", "workers"),
         ("[quichsd]\ndbus = # none\n", "quichsd", "dbus"),
-        ("[authenticate.client]\nx509.truststore = /etc/ca.pem # ours\n", "authenticate.client", "x509.truststore"),
+        ("[authenticate.client]\nx509.truststore = /etc/ca.pem # ours\n", "authenticate.client",
+         "x509.truststore"),
         ("[debug]\nloglevel = 1 # verbose\n", "debug", "loglevel"),
         ("[alpn:smb]\ncertificate = /c.pem # smb\nprivate_key = /k.pem\n", "alpn:smb", "certificate"),
     ],
@@ -784,7 +789,8 @@ def test_a_comment_after_a_group_line_is_refused_and_says_why() -> None:
 def test_a_hash_that_is_not_a_comment_stays_in_the_value() -> None:
     """'#' after a non-blank is a plain character (as in GLib); a value that really holds
     ' #' writes its blank as \\s."""
-    cfg = config("[quichsd]\nkeylog = /tmp/keys#1\n[authenticate.client]\nx509.truststore = /etc/my\\s#2.pem\n")
+    cfg = config("[quichsd]\nkeylog = /tmp/keys#1\n"
+                 "[authenticate.client]\nx509.truststore = /etc/my\\s#2.pem\n")
     assert cfg.keylog == "/tmp/keys#1"
     assert cfg.client.truststore == "/etc/my #2.pem"
     assert config("[other]\nnote = tlshd ignores this group # so do we\n") == config("")
@@ -805,9 +811,11 @@ def test_the_readme_config_sample_loads_as_written(tmp_path) -> None:
         cfg = load_file(str(path))  # what `quichsd daemon -c` does with it
         assert isinstance(cfg, DaemonConfig)
     cfg = load_file(str(tmp_path / "readme-0.conf"))
-    assert (cfg.workers, cfg.handshakes, cfg.dbus, cfg.user, cfg.default_timeout) == (4, 256, "system", "nobody", 40)
+    assert (cfg.workers, cfg.handshakes, cfg.dbus, cfg.user, cfg.default_timeout) == (
+        4, 256, "system", "nobody", 40)
     assert cfg.keylog == "/var/tmp/quichsd-keys.log"
-    assert [(a.alpn, a.sni, a.certificate) for a in cfg.alpn] == [(b"smb", "fs.example", "/etc/quichsd/smb.pem")]
+    assert [(a.alpn, a.sni, a.certificate) for a in cfg.alpn] == [
+        (b"smb", "fs.example", "/etc/quichsd/smb.pem")]
 
 
 def test_handshakes_per_worker() -> None:

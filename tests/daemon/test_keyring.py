@@ -157,7 +157,8 @@ def test_der_certificate_and_key_round_trip(session: int, fmt) -> None:
 
 def test_certificate_payload_must_be_der(session: int) -> None:
     cert, _ = leaf("p256")
-    pem = kr.add_key("user", "pem cert", cert.public_bytes(serialization.Encoding.PEM), kr.KEY_SPEC_SESSION_KEYRING)
+    pem = kr.add_key("user", "pem cert", cert.public_bytes(serialization.Encoding.PEM),
+                     kr.KEY_SPEC_SESSION_KEYRING)
     with pytest.raises(KeyPayloadError, match=rf"key {pem} .*not a DER certificate"):
         kr.read_certificate(pem)
 
@@ -299,7 +300,8 @@ def test_link_keyrings_finds_unreachable_ones_through_proc_keys(
 def test_proc_keys_parsing(tmp_path) -> None:
     proc = tmp_path / "keys"
     proc.write_text(
-        "13173813 I--Q---     1 perm 39010000     0     0 asymmetri TLS x509 localhost: X509.rsa 13da0626 []\n"
+        "13173813 I--Q---     1 perm 39010000     0     0 asymmetri TLS x509 localhost: "
+        "X509.rsa 13da0626 []\n"
         "0f1f1534 I--Q---     2 perm 1f3f0000     0 65534 keyring   _uid.0: empty\n"
         "2b75d5a6 I------     1 perm 1f030000     0     0 keyring   .nvme-x: empty\n"
         "2e4281bc I------     1 perm 1f0b0000     0     0 keyring   .nvme: 3\n"

@@ -34,7 +34,8 @@ for step in sys.argv[1:]:
 
 def child(tmp_path: Path, address: str, *steps: str, also_stderr: bool = False) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", CHILD.format(also_stderr=also_stderr, address=address), *steps],
+    return subprocess.Popen([sys.executable, "-c", CHILD.format(also_stderr=also_stderr, address=address),
+                             *steps],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path, env=env)
 
@@ -82,7 +83,8 @@ def test_syslog_going_away_degrades_to_stderr_once_and_comes_back(tmp_path):
     proc = child(tmp_path, str(path), "info:one", "wait", "error:two", "info:three", "wait", "notice:four")
     try:
         pid = proc.pid
-        assert received(syslog) == f"<38>quichsd[{pid}]: one".encode()  # LOG_AUTH|LOG_INFO, as openlog(LOG_PID)
+        # LOG_AUTH|LOG_INFO, as openlog(LOG_PID)
+        assert received(syslog) == f"<38>quichsd[{pid}]: one".encode()
         syslog.close()
         path.unlink()  # syslog gone
         proc.stdin.write("\n")
@@ -125,21 +127,26 @@ def test_with_stderr_copy_a_lost_syslog_does_not_duplicate_records(tmp_path):
             proc.kill()
     no_logging_traceback(err)
     lines = err.splitlines()
-    assert [line.split(": ", 1)[1] for line in lines if line.startswith("quichsd[")] == ["INFO one", "ERROR two"]
-    assert len([line for line in lines if "does not take records" in line and "stderr only (-s)" in line]) == 1
+    ours = [line.split(": ", 1)[1] for line in lines if line.startswith("quichsd[")]
+    assert ours == ["INFO one", "ERROR two"]
+    assert len([line for line in lines
+                if "does not take records" in line and "stderr only (-s)" in line]) == 1
 
 
-@pytest.mark.skipif(os.path.exists("/dev/log"), reason="this machine has /dev/log; the cases above inject a path")
+@pytest.mark.skipif(os.path.exists("/dev/log"),
+                    reason="this machine has /dev/log; the cases above inject a path")
 def test_the_cli_set_up_on_a_machine_without_dev_log(tmp_path):
     """`quichsd daemon -s` as run here (no /dev/log): it used to print a "--- Logging error ---"
     traceback after every record."""
     code = ("import logging; from quichsd.cli import _daemon_logging; _daemon_logging(False, 0, True); "
             "logging.getLogger('quichsd').error('Failed to load config file: x'); "
             "logging.getLogger('quichsd').info('Shutting down.')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     no_logging_traceback(done.stderr)
     lines = done.stderr.splitlines()
-    assert lines[0] == "quichsd: syslog (/dev/log) unavailable: [Errno 2] No such file or directory; logging to stderr"
+    assert lines[0] == ("quichsd: syslog (/dev/log) unavailable: [Errno 2] No such file or directory; "
+                        "logging to stderr")
     assert [line.split(": ", 1)[1] for line in lines[1:]] == ["ERROR Failed to load config file: x",
-                                                             "INFO Shutting down."]
+                                                              "INFO Shutting down."]

@@ -62,7 +62,8 @@ def test_yaml_header():
 
 def test_enums():
     defs = {d["name"]: d for d in SPEC["definitions"]}
-    values = {name: {e: i + d.get("value-start", 0) for i, e in enumerate(d["entries"])} for name, d in defs.items()}
+    values = {name: {e: i + d.get("value-start", 0) for i, e in enumerate(d["entries"])} for name,
+              d in defs.items()}
     assert values["handler-class"] == {"none": 0, "tlshd": 1, "max": 2}
     assert values["msg-type"] == {
         "unspec": nl.HANDSHAKE_MSG_TYPE_UNSPEC,
@@ -165,8 +166,10 @@ def test_accept_reply_round_trip():
         ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x11111111],
         ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x22222222],
         ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x33333333],
-        ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 101], ["HANDSHAKE_A_X509_PRIVKEY", 102]]}],
-        ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 201], ["HANDSHAKE_A_X509_PRIVKEY", -1]]}],
+        ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 101],
+                                                      ["HANDSHAKE_A_X509_PRIVKEY", 102]]}],
+        ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 201],
+                                                      ["HANDSHAKE_A_X509_PRIVKEY", -1]]}],
         ["HANDSHAKE_A_ACCEPT_PEERNAME", "nfs.example.org"],
         ["HANDSHAKE_A_ACCEPT_KEYRING", 0x0ABCDEF0],
     ]
@@ -356,8 +359,10 @@ FULL_REPLY = [
     ["HANDSHAKE_A_ACCEPT_AUTH_MODE", nl.HANDSHAKE_AUTH_X509],
     ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0x11111111],
     ["HANDSHAKE_A_ACCEPT_PEER_IDENTITY", 0xFFFFFFFF],
-    ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 101], ["HANDSHAKE_A_X509_PRIVKEY", 102]]}],
-    ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 201], ["HANDSHAKE_A_X509_PRIVKEY", -1]]}],
+    ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 101],
+                                                  ["HANDSHAKE_A_X509_PRIVKEY", 102]]}],
+    ["HANDSHAKE_A_ACCEPT_CERTIFICATE", {"attrs": [["HANDSHAKE_A_X509_CERT", 201],
+                                                  ["HANDSHAKE_A_X509_PRIVKEY", -1]]}],
     ["HANDSHAKE_A_ACCEPT_PEERNAME", "nfs.example.org"],
     ["HANDSHAKE_A_ACCEPT_KEYRING", 0x0ABCDEF0],
 ]
@@ -394,7 +399,8 @@ def test_decode_reads_kernel_bytes_as_pyroute2_does():
         return struct.pack("=HH", 4 + len(payload), t) + payload + b"\0" * (-len(payload) % 4)
 
     def message(cmd, body):
-        return struct.pack("=IHHII", 20 + len(body), FAKE_FAMILY_ID, 0, 1, 0) + struct.pack("=BBH", cmd, 1, 0) + body
+        header = struct.pack("=IHHII", 20 + len(body), FAKE_FAMILY_ID, 0, 1, 0)
+        return header + struct.pack("=BBH", cmd, 1, 0) + body
 
     nest = tlv(1, struct.pack("=i", 5)) + tlv(9, b"?") + tlv(2, struct.pack("=i", 6))
     for name in (b"srv\0\0\0", b"\xff\xfe\0"):
@@ -402,7 +408,8 @@ def test_decode_reads_kernel_bytes_as_pyroute2_does():
                 + tlv(5, struct.pack("=I", 2)) + tlv(6, struct.pack("=I", 77)) + tlv(6, struct.pack("=I", 78))
                 + tlv(7 | 0x8000, nest) + tlv(8, name) + tlv(4, struct.pack("=I", 3000)))
         data = message(nl.HANDSHAKE_CMD_ACCEPT, body)
-        assert nl.parse_accept(nl.decode(nl.accept_msg, data)) == nl.parse_accept(pyroute2_decoded(nl.accept_msg, data))
+        assert nl.parse_accept(nl.decode(nl.accept_msg,
+                                         data)) == nl.parse_accept(pyroute2_decoded(nl.accept_msg, data))
     ready = message(nl.HANDSHAKE_CMD_READY, tlv(2, struct.pack("=I", 1)))
     decoded = [nl.decode(nl.ready_msg, m) for _t, _s, m in nl.split_messages(ready + ready)]
     assert [nl.ready_handler_class(m) for m in decoded] == [1, 1]

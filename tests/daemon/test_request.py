@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ def der_cert(path: str) -> bytes:
 
 
 def der_key(path: str) -> bytes:
-    key = serialization.load_pem_private_key(open(path, "rb").read(), None)
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), None)
     return key.private_bytes(Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
@@ -114,7 +115,8 @@ def peer(peers: list[Peer], **kw: Any) -> Peer:
 def test_x509_client_without_client_cert_is_eio(pki, server_factory):
     """As tlshd (spec §6.1): x509 mode needs the client's certificate and key."""
     srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
-    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, peername="localhost"), client_config(pki))
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.X509, peername="localhost"),
+                  client_config(pki))
     assert done.status == errno.EIO and done.remote_auth == []
 
 
@@ -155,7 +157,8 @@ def test_unauth_client_still_verifies_the_server(pki, server_factory, tmp_path):
     other = tmp_path / "other-ca.pem"
     other.write_bytes(make_ca("another CA").cert.public_bytes(Encoding.PEM))
     srv = server_factory("sim", HandshakeConfig(server=True, cert_file=pki.cert_file, key_file=pki.key_file))
-    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost", timeout_ms=5000),
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.UNAUTH, peername="localhost",
+                                   timeout_ms=5000),
                   DaemonConfig(client=X509Settings(truststore=str(other))))
     assert done == DoneResult(errno.EACCES, [])
 
@@ -172,7 +175,8 @@ def test_x509_client_wrong_name_is_eacces(pki, server_factory):
 def test_psk_client(server_factory, session):
     srv = server_factory("sim", HandshakeConfig(server=True, psks=[ExternalPsk(b"host-1", PSK_KEY)]))
     serial = kr.add_key("user", "host-1", PSK_KEY, session)
-    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK, peer_identities=(serial,)), DaemonConfig())
+    done = handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK, peer_identities=(serial,)),
+                  DaemonConfig())
     assert done == DoneResult(0, [])  # QUIC PSK client: no remote peer id (§6.4)
     assert srv.wait(1)[0].psk_identity == b"host-1"
 
@@ -188,7 +192,8 @@ def test_psk_client_unknown_to_server_is_ekeyrejected(server_factory, session):
 
 def test_psk_client_without_identity_is_eio(server_factory):
     srv = server_factory("sim", HandshakeConfig(server=True, psks=[ExternalPsk(b"x", PSK_KEY)]))
-    assert handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK), DaemonConfig()).status == errno.EIO
+    assert handle(HandshakeRequest(quic_client(srv), CLIENT, AuthMode.PSK),
+                  DaemonConfig()).status == errno.EIO
 
 
 def test_silent_peer_is_etimedout():
@@ -213,7 +218,7 @@ def write_crl(tmp_path, revoked_pem_files) -> str:  # noqa: ANN001
     from quichsd.devcerts import make_crl
     from tests.pki import test_ca
 
-    revoked = [x509.load_pem_x509_certificate(open(f, "rb").read()) for f in revoked_pem_files]
+    revoked = [x509.load_pem_x509_certificate(Path(f).read_bytes()) for f in revoked_pem_files]
     path = tmp_path / "crl.pem"
     path.write_bytes(make_crl(test_ca(), revoked).public_bytes(Encoding.PEM))
     return str(path)
@@ -245,7 +250,8 @@ def test_server_rejects_a_revoked_client_certificate(pki, peers, tmp_path):
                                    key_file=pki.key_file, timeout=5))
     conn.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(certificate_request=2))
     config = DaemonConfig(server=X509Settings(certificate=pki.cert_file, private_key=pki.key_file,
-                                              truststore=pki.ca_file, crl=write_crl(tmp_path, [pki.cert_file])))
+                                              truststore=pki.ca_file,
+                                              crl=write_crl(tmp_path, [pki.cert_file])))
     done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=5000), config)
     assert done.status == errno.EACCES
     p.join()  # (a TLS 1.3 client is done before the server has judged its certificate)
@@ -262,7 +268,8 @@ def consumer_socket(srv, receive_session_ticket: int = 0, session: bytes | None 
     """A client socket as a kernel consumer prepares it: ALPN, quic_config, session data."""
     sock = quic_client(srv)
     if receive_session_ticket:
-        sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(receive_session_ticket=receive_session_ticket))
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG,
+                        abi.pack_config(receive_session_ticket=receive_session_ticket))
     if session is not None:
         sock.setsockopt(abi.lib.QUIC_SOCKOPT_SESSION_TICKET, session)
     return sock
@@ -334,7 +341,8 @@ def test_server_tickets_allow_early_data_and_it_accepts_0rtt_once(pki, peers):
     outcomes = []
     for payload in (b"early", b"replayed"):
         p.reconnect()
-        conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", session_data=first.session_data,
+        conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost",
+                                       session_data=first.session_data,
                                        early_data=True, early_stream_data=payload, timeout=5))
         done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=5000), config)
         result = p.join()
@@ -359,7 +367,8 @@ def test_foreign_session_data_means_a_full_handshake(pki, server_factory, caplog
     srv = ticket_server(server_factory, pki)
     sock = consumer_socket(srv, session=b"GnuTLS session data, not ours " * 4)
     with caplog.at_level(logging.INFO, logger="quichsd.daemon.request"):
-        done = handle(HandshakeRequest(sock, CLIENT, AuthMode.UNAUTH, peername="localhost"), client_config(pki))
+        done = handle(HandshakeRequest(sock, CLIENT, AuthMode.UNAUTH, peername="localhost"),
+                      client_config(pki))
     assert done.status == 0 and not done.resumed
     assert "ignoring session data the consumer set (120 bytes)" in caplog.text
 
@@ -400,7 +409,7 @@ def test_completion_line_names_a_peer_that_closed_the_connection(pki, server_fac
                                        timeout_ms=5000), debug_config(client_config(pki)))
     assert done.status == errno.EACCES
     assert completion_lines(caplog) == [("ERROR", f"Handshake with 'localhost' ({srv.address[0]}) failed")]
-    assert done.address == "%s:%d" % srv.address
+    assert done.address == f"{srv.address[0]}:{srv.address[1]}"
 
 
 def test_completion_lines_only_with_debug_loglevel(pki, server_factory, caplog):
@@ -524,7 +533,8 @@ def test_x509_server_per_alpn_credentials(pki, peers, tmp_path):
     conn = p.start(HandshakeConfig(cafile=str(tmp_path / "ca.pem"), hostname="localhost"))
     config = DaemonConfig(
         server=X509Settings(certificate=pki.cert_file, private_key=pki.key_file),
-        alpn=(AlpnCredentials(b"smb", certificate=str(tmp_path / "smb.pem"), private_key=str(tmp_path / "smb.key")),),
+        alpn=(AlpnCredentials(b"smb", certificate=str(tmp_path / "smb.pem"),
+                              private_key=str(tmp_path / "smb.key")),),
     )
     assert handle(HandshakeRequest(conn, SERVER, AuthMode.X509), config) == DoneResult(0, [])
     assert p.join().alpn == "smb"
@@ -535,7 +545,8 @@ def test_key_url_is_eio_with_a_clear_reason(pki, peers, caplog):
     """tlshd HEAD takes GnuTLS key URLs (pkcs11:...); we do not, and say so."""
     p = peer(peers)
     conn = p.start(HandshakeConfig(cafile=pki.ca_file, hostname="localhost", timeout=3))
-    config = DaemonConfig(server=X509Settings(certificate=pki.cert_file, private_key="pkcs11:token=x;object=k"))
+    config = DaemonConfig(server=X509Settings(certificate=pki.cert_file,
+                                              private_key="pkcs11:token=x;object=k"))
     done = handle(HandshakeRequest(conn, SERVER, AuthMode.X509, timeout_ms=3000), config)
     assert done.status == errno.EIO
     assert "is a key URL; only PEM files are supported" in caplog.text
@@ -583,7 +594,8 @@ def test_psk_server_unknown_identity_is_ekeyrejected(peers, session):
 def test_unauth_server_is_eio(peers):
     p = peer(peers)
     conn = p.start(HandshakeConfig(hostname="localhost", timeout=1))
-    assert handle(HandshakeRequest(conn, SERVER, AuthMode.UNAUTH), DaemonConfig()) == DoneResult(errno.EIO, [])
+    done = handle(HandshakeRequest(conn, SERVER, AuthMode.UNAUTH), DaemonConfig())
+    assert done == DoneResult(errno.EIO, [])
 
 
 # ---- dispatch and request validation ---------------------------------------------------------
@@ -604,16 +616,19 @@ def test_tcp_socket_is_eopnotsupp():
 def test_unix_socketpair_is_eopnotsupp():
     a, b = socket.socketpair()
     with a, b:
-        assert handle(HandshakeRequest(a.fileno(), SERVER, AuthMode.PSK), DaemonConfig()).status == errno.EOPNOTSUPP
+        assert handle(HandshakeRequest(a.fileno(), SERVER, AuthMode.PSK),
+                      DaemonConfig()).status == errno.EOPNOTSUPP
 
 
-@pytest.mark.parametrize("message_type, auth_mode", [(0, AuthMode.X509), (3, AuthMode.X509), (CLIENT, 0),
-                                                     (CLIENT, 7)])
+@pytest.mark.parametrize("message_type, auth_mode",
+                         [(0, AuthMode.X509), (3, AuthMode.X509), (CLIENT, 0), (CLIENT, 7)])
 def test_unrecognized_type_or_mode_is_eio(message_type, auth_mode):
     with QuicSocket(socket.AF_INET, backend="sim") as sock:
-        assert handle(HandshakeRequest(sock, message_type, auth_mode), DaemonConfig()) == DoneResult(errno.EIO, [])
+        assert handle(HandshakeRequest(sock, message_type, auth_mode),
+                      DaemonConfig()) == DoneResult(errno.EIO, [])
 
 
 def test_never_raises():
-    assert handle(HandshakeRequest(object(), CLIENT, AuthMode.X509), DaemonConfig()) == DoneResult(errno.EIO, [])
+    done = handle(HandshakeRequest(object(), CLIENT, AuthMode.X509), DaemonConfig())
+    assert done == DoneResult(errno.EIO, [])
     assert handle(HandshakeRequest(-1, CLIENT, AuthMode.X509), DaemonConfig()).status != 0

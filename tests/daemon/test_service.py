@@ -22,7 +22,7 @@ NOBODY = 65534
 
 def _why_no_drop() -> str | None:
     if os.geteuid() != 0:
-        return "the daemon only drops privileges when started as root; these tests run as uid %d" % os.geteuid()
+        return f"the daemon only drops privileges when started as root; these tests run as uid {os.geteuid()}"
     try:
         if pwd.getpwnam("nobody").pw_uid != NOBODY:
             return "user nobody is not uid 65534 here"
@@ -158,7 +158,8 @@ def any_user_bus(tmp_path):
         yield address
 
 
-def test_status_process_serves_the_workers_counters_on_dbus(pki, server_factory, tmp_path, daemons, any_user_bus):
+def test_status_process_serves_the_workers_counters_on_dbus(pki, server_factory, tmp_path, daemons,
+                                                             any_user_bus):
     d = Daemon(tmp_path, config_text(pki, extra="dbus = session\n"), workers=2,
                env={"DBUS_SESSION_BUS_ADDRESS": any_user_bus})
     daemons.append(d)

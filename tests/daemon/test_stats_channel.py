@@ -27,7 +27,8 @@ def test_records_cross_the_socket_and_add_up():
     rx, tx = pair()
     publisher, collector = StatsPublisher(tx), StatsCollector(HandshakeStats())
     a, b, c = publisher.record_start(), publisher.record_start(), publisher.record_start()
-    publisher.record_done(a, peer="192.0.2.1:443", role="server", alpn="smb", suite="TLS_AES_128_GCM_SHA256", status=0)
+    publisher.record_done(a, peer="192.0.2.1:443", role="server", alpn="smb", suite="TLS_AES_128_GCM_SHA256",
+                          status=0)
     publisher.record_done(b, peer="192.0.2.2:443", role="client", status=errno.EACCES)
     drain(rx, collector)
     counters = collector.stats.counters()

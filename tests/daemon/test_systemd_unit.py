@@ -52,6 +52,7 @@ def test_dbus_policy_lets_the_status_process_own_the_name_and_only_root_reload()
     owners = {who for who, p in policies.items() for a in p.iter("allow") if a.get("own") == SERVICE_NAME}
     assert owners == {"root", DEFAULT_USER}
     default = [a.attrib for a in policies["default"].iter("allow")]
-    assert {"send_destination": SERVICE_NAME, "send_interface": INTERFACE_NAME, "send_member": "GetCounters"} in default
+    assert {"send_destination": SERVICE_NAME, "send_interface": INTERFACE_NAME,
+            "send_member": "GetCounters"} in default
     assert not any(a.get("send_member") == "Reload" or (a.get("send_interface") in (None, INTERFACE_NAME)
                                                          and "send_member" not in a) for a in default)

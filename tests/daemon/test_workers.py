@@ -145,7 +145,8 @@ def test_delay_done_holds_the_done(pki):
     a, b = socket.socketpair()
     fd = b.detach()
     start = time.monotonic()
-    source.put(fd, HandshakeRequest(a, 1, AuthMode.UNAUTH))  # a unix socket: EOPNOTSUPP at once, DONE 1 s later
+    source.put(fd, HandshakeRequest(a, 1,
+                                    AuthMode.UNAUTH))  # a unix socket: EOPNOTSUPP at once, DONE 1 s later
     results = source.wait(1, 10)
     elapsed = time.monotonic() - start
     worker.stop()

@@ -17,7 +17,8 @@ L = abi.lib
 
 
 def server_config(pki, **kw) -> HandshakeConfig:
-    return HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file, timeout=5, **kw)
+    return HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file,
+                           timeout=5, **kw)
 
 
 def client_config(pki, **kw) -> HandshakeConfig:
@@ -126,8 +127,9 @@ def test_alpn_dispatch_between_listeners_on_one_port(backend, pki) -> None:
         try:
             conn, _ = lst.accept()
             with conn:
-                result = quic_handshake(conn, HandshakeConfig(server=True, alpns=[alpn.decode()], cert_file=pki.cert_file,
-                                                              key_file=pki.key_file, timeout=5))
+                result = quic_handshake(conn, HandshakeConfig(server=True, alpns=[alpn.decode()],
+                                                              cert_file=pki.cert_file, key_file=pki.key_file,
+                                                              timeout=5))
         except Exception as exc:  # shown by the assertion below rather than lost with the thread
             accepted[alpn].append(repr(exc))
             return

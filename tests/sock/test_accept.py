@@ -23,7 +23,8 @@ L = abi.lib
 
 
 def server_config(pki) -> HandshakeConfig:
-    return HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file, timeout=5)
+    return HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file,
+                           timeout=5)
 
 
 def client_config(pki) -> HandshakeConfig:

@@ -34,7 +34,8 @@ def files(tmp_path_factory, pki) -> dict[str, str]:
     (d / "empty-psk.txt").write_text("# nothing\n")
     (d / "not-a-session").write_bytes(b"not session data")
     return {"cert": pki.cert_file, "key": pki.key_file, "ca": pki.ca_file, "dir": str(d),
-            **{name: str(d / name) for name in ("other-key.pem", "bad-psk.txt", "empty-psk.txt", "not-a-session")}}
+            **{name: str(d / name) for name in ("other-key.pem", "bad-psk.txt", "empty-psk.txt",
+                                                "not-a-session")}}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +66,14 @@ CASES = [
     (server("--psk", "{empty-psk.txt}", listen="127.0.0.1:70000"), EXIT_USAGE, "expected ADDR:PORT"),
     (server("--cert", "{dir}/missing.pem", "--key", "{key}"), EXIT_USAGE,
      "certificate file {dir}/missing.pem: No such file or directory"),
-    (server("--cert", "{cert}", "--key", "{dir}/missing.pem"), EXIT_USAGE, "private key file {dir}/missing.pem"),
+    (server("--cert", "{cert}", "--key", "{dir}/missing.pem"), EXIT_USAGE,
+     "private key file {dir}/missing.pem"),
     (server("--cert", "{cert}", "--key", "{other-key.pem}"), EXIT_USAGE, "does not match certificate"),
     (server("--cert", "{cert}", "--key", "{ca}"), EXIT_USAGE, "private key file {ca}"),
     (server("--cert", "{key}", "--key", "{key}"), EXIT_USAGE, "certificate file {key}"),
     (server("--psk", "{dir}/missing.txt"), EXIT_USAGE, "PSK file {dir}/missing.txt: No such file"),
-    (server("--psk", "{bad-psk.txt}"), EXIT_USAGE, "PSK file {bad-psk.txt}, line 1: expected identity:hexkey"),
+    (server("--psk", "{bad-psk.txt}"), EXIT_USAGE,
+     "PSK file {bad-psk.txt}, line 1: expected identity:hexkey"),
     (server("--psk", "{empty-psk.txt}"), EXIT_USAGE, "no identity:hexkey line"),
     (server("--cert", "{cert}", "--key", "{key}", "--alpn", "h3,"), EXIT_USAGE, "--alpn"),
     (server("--cert", "{cert}", "--key", "{key}", "--handshake-workers", "0"), EXIT_USAGE, "at least 1"),

@@ -135,7 +135,8 @@ def test_summary_of_a_peer_whose_subject_cannot_be_parsed() -> None:
         malformed.subject.rfc4514_string()
 
     def result(peer: x509.Certificate) -> HandshakeResult:
-        return HandshakeResult(version=1, cipher_suite=0x1301, group=0x1D, alpn="h3", peer_certificates=(peer,),
+        return HandshakeResult(version=1, cipher_suite=0x1301, group=0x1D, alpn="h3",
+                               peer_certificates=(peer,),
                                psk_identity=None, resumed=False, early_data_accepted=False)
 
     assert "peer=<malformed subject>" in summary(result(malformed))

@@ -91,8 +91,8 @@ def test_full_handshake_and_data(backend, pki, server_factory) -> None:
 def test_libquic_style_call_with_psk_file(backend, tmp_path, server_factory) -> None:
     psk = tmp_path / "psk.txt"
     psk.write_text("client1:" + os.urandom(32).hex() + "\n")
-    srv = server_factory(backend, HandshakeConfig(server=True, alpns=["smb"], psks=read_psk_file(psk), timeout=5),
-                         alpn=b"smb")
+    config = HandshakeConfig(server=True, alpns=["smb"], psks=read_psk_file(psk), timeout=5)
+    srv = server_factory(backend, config, alpn=b"smb")
     with client_socket(backend, srv.address) as sock:
         result = quic_client_handshake(sock, str(psk), None, "smb", timeout=5)
     assert result.psk_identity == b"client1" and not result.peer_closed
@@ -100,8 +100,8 @@ def test_libquic_style_call_with_psk_file(backend, tmp_path, server_factory) -> 
 
 
 @pytest.mark.parametrize("auth", ["psk", "certificate"])
-def test_server_keeps_a_completed_handshake_whose_client_closed_at_once(backend, pki, tmp_path, server_factory,
-                                                                          auth) -> None:
+def test_server_keeps_a_completed_handshake_whose_client_closed_at_once(backend, pki, tmp_path,
+                                                                        server_factory, auth) -> None:
     """The client closes as soon as its handshake returns, before the server has installed
     its 1-RTT receive key: that install replays the client's CONNECTION_CLOSE and fails with
     EPIPE (spec §9). TLS had completed (the client's Finished verified), so the server gets
@@ -116,7 +116,8 @@ def test_server_keeps_a_completed_handshake_whose_client_closed_at_once(backend,
         client = HandshakeConfig(alpns=["smb"], psks=read_psk_file(psk), timeout=10)
     else:
         ccert, ckey = leaf("ed25519", "client")
-        server = server_config(pki, alpns=["smb"], client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file, timeout=10)
+        server = server_config(pki, alpns=["smb"], client_auth=ClientAuth.REQUIRED, cafile=pki.ca_file,
+                               timeout=10)
         client = client_config(pki, alpns=["smb"], credentials=Credentials([ccert], ckey), timeout=10)
     srv = server_factory(backend, server, alpn=b"smb", wrap=lambda conn: HoldsTheClientFlight(conn, closed))
     with client_socket(backend, srv.address) as sock:
@@ -158,7 +159,8 @@ QuicSocketBackend.register(KernelStyleServer)  # a backend by delegation
 
 
 @pytest.mark.parametrize("auth", ["psk", "certificate"])
-def test_kernel_style_server_sends_its_server_hello_first(backend, pki, tmp_path, server_factory, auth) -> None:
+def test_kernel_style_server_sends_its_server_hello_first(backend, pki, tmp_path, server_factory,
+                                                          auth) -> None:
     """On a kernel socket the server's ServerHello goes out on its own (flushed), ahead of
     the rest of its flight (TlsConfig.server_hello_first), so the client can work on it
     meanwhile; the handshake completes as before."""

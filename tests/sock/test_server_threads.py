@@ -42,7 +42,8 @@ class YieldingStream(io.StringIO):
 def echo_once(port: int, pki: Any, data: bytes = b"ping") -> bytes:
     with QuicSocket(socket.AF_INET, backend="sim") as sock:
         sock.connect(("127.0.0.1", port))
-        quic_handshake(sock, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost", timeout=20))
+        quic_handshake(sock, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost",
+                                             timeout=20))
         sock.settimeout(20)
         sock.send(data, -1, new=True, fin=True)
         received, fin = b"", False
@@ -94,7 +95,8 @@ def handshake_once(port: int, pki: Any) -> QuicSocket:
     sock = QuicSocket(socket.AF_INET, backend="sim")
     try:
         sock.connect(("127.0.0.1", port))
-        quic_handshake(sock, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost", timeout=20))
+        quic_handshake(sock, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost",
+                                             timeout=20))
     except BaseException:
         sock.close()
         raise
@@ -109,7 +111,8 @@ def test_a_thread_that_cannot_start_refuses_one_connection_only(pki) -> None:
     server lives on, and once they close, the next client's handshake is served."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.sock.thread_limited", "5", "quichsd", "server", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "tests.sock.thread_limited", "5", "quichsd", "server", "--listen",
+         f"127.0.0.1:{port}",
          "--cert", pki.cert_file, "--key", pki.key_file, "--alpn", "h3", "--backend", "sim",
          "--handshake-workers", "8"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, MALLOC_ARENA_MAX="1"),

@@ -80,11 +80,13 @@ def test_a_server_that_never_closes_fails_the_check(server, pki) -> None:
 
 
 def test_another_code_fails_the_check_and_is_named(server, pki) -> None:
-    check = Check("new-token-wrong-expectation", "-", "sends NEW_TOKEN", (QuicErrorCode.FRAME_ENCODING_ERROR,),
+    check = Check("new-token-wrong-expectation", "-", "sends NEW_TOKEN",
+                  (QuicErrorCode.FRAME_ENCODING_ERROR,),
                   packet_edit(APP, fr.NewToken(b"x").encode()))
     (result,) = run_checks([check], resolve("127.0.0.1", server), _settings(pki))
     assert result.verdict is Verdict.FAIL
-    assert result.observed.outcome is Outcome.CLOSED and result.observed.code == QuicErrorCode.PROTOCOL_VIOLATION
+    assert result.observed.outcome is Outcome.CLOSED
+    assert result.observed.code == QuicErrorCode.PROTOCOL_VIOLATION
     assert result.detail.startswith("PROTOCOL_VIOLATION (0x0a)")
 
 
@@ -95,10 +97,11 @@ def test_only_the_selected_checks_run_and_a_failure_sets_the_status(server, pki)
     lines = result.stdout.splitlines()
     assert result.returncode == 1
     assert lines[0].startswith("PASS  tp-no-initial-source-cid (RFC 9000 §7.3)")
-    assert lines[1].startswith("ERROR handshake-done-from-client (RFC 9000 §19.20): expected PROTOCOL_VIOLATION")
+    assert lines[1].startswith("ERROR handshake-done-from-client (RFC 9000 §19.20): "
+                               "expected PROTOCOL_VIOLATION")
     assert "our client closed the connection: CRYPTO_ERROR" in lines[1]
-    assert re.fullmatch(r"1 passed, 1 failed \(1 of them could not be carried out by our client\) in [\d.]+ s",
-                        lines[2])
+    assert re.fullmatch(r"1 passed, 1 failed \(1 of them could not be carried out by our client\)"
+                        r" in [\d.]+ s", lines[2])
 
 
 @pytest.mark.parametrize(("args", "status", "message"), [
@@ -106,7 +109,8 @@ def test_only_the_selected_checks_run_and_a_failure_sets_the_status(server, pki)
     (("127.0.0.1", "70000"), 2, "quichsd spec: argument PORT: a port is 1-65535, got 70000"),
     (("127.0.0.1",), 2, "quichsd spec: needs HOST and PORT (or --list)"),
     (("127.0.0.1", "443", "-k", "no-such-check"), 2, "quichsd spec: no check name contains any of"),
-    (("127.0.0.1", "443", "--ca", "/nonexistent/ca.pem"), 2, "quichsd spec: --ca /nonexistent/ca.pem: cannot use it"),
+    (("127.0.0.1", "443", "--ca", "/nonexistent/ca.pem"), 2,
+     "quichsd spec: --ca /nonexistent/ca.pem: cannot use it"),
 ])
 def test_user_errors_are_one_line(args, status, message, capsys) -> None:
     assert run_main("spec", *args) == status
