@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     try:
-        import atheris  # noqa: F401
+        import atheris  # noqa: F401 - only whether it imports (the children use it)
     except ImportError:
         print("fuzz: atheris is not installed (make fuzz installs it into the venv)", file=sys.stderr)
         return 2
