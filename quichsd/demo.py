@@ -20,10 +20,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
 
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
 from . import echo
-from .devcerts import NOW, demo_ca, leaf
+from .devcerts import NOW, demo_ca, leaf, write_pki
 from .tls.certs import TrustStore
 from .tls.client import ClientEngine
 from .tls.config import Credentials, TlsConfig
@@ -71,11 +69,7 @@ def describe(title: str, done: HandshakeComplete, flights: int) -> str:
 
 def run_socket_demo(out: TextIO) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cert, key = leaf("p256")
-        ca_file, cert_file, key_file = (os.path.join(tmp, n) for n in ("ca.pem", "cert.pem", "key.pem"))
-        Path(ca_file).write_bytes(demo_ca().cert.public_bytes(Encoding.PEM))
-        Path(cert_file).write_bytes(cert.public_bytes(Encoding.PEM))
-        Path(key_file).write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        ca_file, cert_file, key_file = write_pki(Path(tmp))
         port = _free_udp_port()
         ready, stop = threading.Event(), threading.Event()
         server = threading.Thread(target=echo.serve, daemon=True, args=(

@@ -269,3 +269,30 @@ def test_quichsd_status_without_a_daemon(bus_address, capsys):
 
     assert main(["status", "--bus", bus_address]) == 1
     assert "no daemon answered" in capsys.readouterr().err
+
+
+def test_introspection_states_the_documented_signatures(service, bus_address):
+    """The interface a client sees (dbus_service's docstring): the signatures come from the
+    decorators of dbus_typed.py, not from annotations."""
+    import xml.etree.ElementTree as ET
+
+    async def go():
+        bus = await open_bus(bus_address, system=False)
+        try:
+            reply = await _call(bus, "Introspect", "org.freedesktop.DBus.Introspectable")
+        finally:
+            await close_bus(bus)
+        return reply.body[0]
+
+    root = ET.fromstring(_run(go()))
+    (iface,) = [i for i in root.iter("interface") if i.get("name") == INTERFACE_NAME]
+
+    def args(kind):
+        return {m.get("name"): [(a.get("type"), a.get("direction")) for a in m.iter("arg")]
+                for m in iface.iter(kind)}
+
+    assert args("method") == {"GetCounters": [("a{st}", "out")], "GetRecent": [("aa{sv}", "out")],
+                              "Reload": [("b", "out")]}
+    assert {p.get("name"): (p.get("type"), p.get("access")) for p in iface.iter("property")} == {
+        "Version": ("s", "read"), "InFlight": ("t", "read")}
+    assert args("signal") == {"HandshakeCompleted": [(t, "out") for t in "ssssdi"]}
