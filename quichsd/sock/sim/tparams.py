@@ -10,9 +10,10 @@ TRANSPORT_PARAM sets.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from operator import itemgetter
 
 from ...quic.errors import QuicError, QuicErrorCode
@@ -119,15 +120,13 @@ class _Field:
             raise ValueError(self.name)
         return value
 
-    def peer_value(self, tp: TransportParameters) -> int | None:
-        """What the peer's parameters set this field to (None: absent, the default stays);
-        QuicError 0x08 for a value the kernel refuses (§5)."""
-        value = getattr(tp, self.param)
-        if value is None or value is False:
-            return None
+    def peer_value(self, value: Value) -> int:
+        """What the peer's parameter, present with `value`, sets this field to; QuicError
+        0x08 for a value the kernel refuses (§5)."""
         if self.flag:
             return 0 if self.negated else 1
-        number: int = value * self.unit
+        assert isinstance(value, int)  # the table pairs numbers with varint parameters
+        number = value * self.unit
         if number:
             self._check_peer_range(number)
         return number if self.cap is None else min(number, self.cap)
@@ -228,10 +227,16 @@ def build_local_blob(p: Mapping[str, int], *, is_client: bool, local_cid: bytes,
             own.append(("retry_source_connection_id", retry_scid))
     own.append(("initial_source_connection_id", local_cid))
     leading, trailing = _config_parts(p)
-    versions: Iterable[tuple[str, Value]] = ()
+    versions = b""
     if not p["disable_compatible_version"] and (is_client or peer_sent_version_info):
-        versions = (("version_information", VersionInformation(version, AVAILABLE_VERSIONS)),)
-    return encode_params(own) + leading + encode_params(versions) + trailing
+        versions = _version_information(version)
+    return encode_params(own) + leading + versions + trailing
+
+
+@lru_cache(maxsize=8)
+def _version_information(version: int) -> bytes:
+    """version_information as we send it (§5): the version in use, then ours."""
+    return encode_params([("version_information", VersionInformation(version, AVAILABLE_VERSIONS))])
 
 
 # ---- the peer's blob (setsockopt TRANSPORT_PARAM_EXT) -----------------------------------------
@@ -258,9 +263,9 @@ def parse_peer_blob(blob: bytes, *, we_are_client: bool, original_dcid: bytes,
                                   peer_cid=peer_cid, retry_scid=retry_scid)
     fields = dict(PEER_DEFAULTS)
     for field in _TABLE:
-        value = field.peer_value(tp)
-        if value is not None:
-            fields[field.name] = value
+        value = getattr(tp, field.param)
+        if value is not None and value is not False:  # absent: the default stays
+            fields[field.name] = field.peer_value(value)
     if tp.disable_1rtt_encryption and we_are_client:
         raise _tp_error("disable_1rtt_encryption with a value")
     vi = tp.version_information
