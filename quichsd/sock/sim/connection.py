@@ -47,7 +47,13 @@ from .handshake_data import TICKET_MAX, HandshakeData, TicketCapture
 from .keys import KeyPhase, LevelKeys
 from .levels import APP, HANDSHAKE, INITIAL
 from .lifecycle import CID_ISSUE_DELAY, Lifecycle
-from .listener_peek import ClientHelloRejected, OpenedInitial, packet_dcid, parse_initial_header, peek_client_hello_alpn
+from .listener_peek import (
+    ClientHelloRejected,
+    OpenedInitial,
+    packet_dcid,
+    parse_initial_header,
+    peek_client_hello_alpn,
+)
 from .notifications import Notifications
 from .params import TransportParams
 from .receiver import Receiver
@@ -112,12 +118,14 @@ class SimConnection:
         `token_source` mints the NEW_TOKEN token sent at completion. `config`: the
         QUIC_SOCKOPT_CONFIG fields (CONFIG_DEFAULTS) that matter here."""
         self.is_client = is_client
-        settings = {**CONFIG_DEFAULTS, **{k: v for k, v in (config or {}).items() if k in CONFIG_DEFAULTS and v}}
+        overrides = {k: v for k, v in (config or {}).items() if k in CONFIG_DEFAULTS and v}
+        settings = {**CONFIG_DEFAULTS, **overrides}
         self.version_choice = VersionChoice(version or settings["version"] or QUIC_V1.number,
                                             configured=settings["version"], is_client=is_client)
         self.params = TransportParams(local_params)
         self.cids = ConnectionIds(is_client=is_client, local_cid=local_cid, peer_cid=peer_cid,
-                                  original_dcid=original_dcid, initial_dcid=initial_dcid, retry_scid=retry_scid)
+                                  original_dcid=original_dcid, initial_dcid=initial_dcid,
+                                  retry_scid=retry_scid)
         self.address = AddressValidation(is_client=is_client, validated=validated, token=token,
                                          peer_addr=peer_addr, token_source=token_source)
         self.keys = LevelKeys()
@@ -356,7 +364,8 @@ class SimConnection:
             switch_to = self.version_choice.negotiate(peer.version_information, is_client=self.is_client)
         except QuicError as exc:
             self.life.close_locally(exc.error_code, 0, exc.reason.encode()[:63])
-            code = errno.EPROTONOSUPPORT if exc.error_code == QuicErrorCode.VERSION_NEGOTIATION_ERROR else errno.EINVAL
+            wrong_version = exc.error_code == QuicErrorCode.VERSION_NEGOTIATION_ERROR
+            code = errno.EPROTONOSUPPORT if wrong_version else errno.EINVAL
             raise sim_error(code, f"peer transport parameters: {exc}") from None
         if switch_to is not None:
             self.life.change_version(switch_to)

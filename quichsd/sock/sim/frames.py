@@ -445,10 +445,7 @@ def _stream(r: _Reader) -> Stream:
     ftype = r.ftype
     stream_id = r.varint()
     offset = r.varint() if ftype & _STREAM_OFF else 0
-    if ftype & _STREAM_LEN:
-        data = r.take(r.varint())
-    else:
-        data = r.take(len(r.buf) - r.pos)
+    data = r.take(r.varint()) if ftype & _STREAM_LEN else r.take(len(r.buf) - r.pos)
     if offset + len(data) >= 1 << 62:
         raise r.fail("STREAM data beyond 2^62")
     return Stream(stream_id, offset, data, bool(ftype & _STREAM_FIN))

@@ -30,7 +30,7 @@ class RangeSet:
         return len(self._starts)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(zip(self._starts, self._ends))
+        return iter(zip(self._starts, self._ends, strict=True))
 
     def __repr__(self) -> str:
         return f"RangeSet({list(self)})"
@@ -94,4 +94,4 @@ class RangeSet:
             del self._ends[: len(self._ends) - count]
 
     def ranges_descending(self) -> Iterator[tuple[int, int]]:
-        return zip(reversed(self._starts), reversed(self._ends))
+        return zip(reversed(self._starts), reversed(self._ends), strict=True)

@@ -337,7 +337,8 @@ class Receiver:
     # ---- connection IDs and close ------------------------------------------------------------
 
     def _on_new_connection_id(self, f: fr.NewConnectionId, level: int) -> None:
-        self.pending.extend(self.cids.on_new_connection_id(f, self.params.local["active_connection_id_limit"]))
+        limit = self.params.local["active_connection_id_limit"]
+        self.pending.extend(self.cids.on_new_connection_id(f, limit))
 
     def _on_retire_connection_id(self, f: fr.RetireConnectionId, level: int) -> None:
         self.cids.on_retire(f.sequence)

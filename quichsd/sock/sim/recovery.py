@@ -147,7 +147,7 @@ class Recovery:
         self.min_rtt = 0.0
         self._has_sample = False
         self.pto_count = 0
-        self.cwnd = INITIAL_WINDOW
+        self.cwnd: float = INITIAL_WINDOW
         self.ssthresh: float = float("inf")
         self.bytes_in_flight = 0
         self._recovery_start: float | None = None

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...quic.packet_protection import PacketKey
 from . import frames as fr
-from .datagrams import DatagramQueues
 from .crypto_stream import CryptoStreams
+from .datagrams import DatagramQueues
 from .keys import KeyPhase
 from .levels import APP, EARLY, HANDSHAKE, INITIAL, LONG_TYPE, SPACE_OF
 from .lifecycle import Lifecycle
@@ -51,9 +51,9 @@ class _Built(NamedTuple):
 class Sender:
     """datagrams_to_send() and packet assembly."""
 
-    __slots__ = ("life", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery", "probes",
-                 "address", "version", "params", "pending", "crypto", "streams", "datagrams", "corked",
-                 "send_rewriter")
+    __slots__ = ("life", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
+                 "probes", "address", "version", "params", "pending", "crypto", "streams", "datagrams",
+                 "corked", "send_rewriter")
 
     def __init__(self, life: Lifecycle, *, phase: KeyPhase, streams: StreamManager,
                  datagrams: DatagramQueues) -> None:
@@ -120,10 +120,7 @@ class Sender:
 
     def _crypto_to_send(self) -> bool:
         keys, crypto = self.keys.send, self.crypto
-        for level in _CRYPTO_LEVELS:
-            if level in keys and crypto[level].send.has_pending():
-                return True
-        return False
+        return any(level in keys and crypto[level].send.has_pending() for level in _CRYPTO_LEVELS)
 
     # ---- the close -----------------------------------------------------------------------------
 

@@ -48,7 +48,8 @@ class PacketSpaces:
                 continue
             if sid == APP and not app_probes:
                 continue
-            when = space.last_ack_eliciting_time + self.recovery.pto_interval(max_ack_delay if sid == APP else 0.0)
+            pto = self.recovery.pto_interval(max_ack_delay if sid == APP else 0.0)
+            when = space.last_ack_eliciting_time + pto
             if best is None or when < best[0]:
                 best = (when, sid, False)
         return best

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.varint import varint_size
@@ -60,8 +60,20 @@ class Stream:
         return self.send is None or self.send.all_acked or self.reset_done
 
 
-_NO_PEER: dict[str, int] = {}  # the peer's parameters before they are known (never written)
+_NO_PEER: Mapping[str, int] = {}  # the peer's parameters before they are known (never written)
 _EMPTY_QUEUE: tuple[()] = ()  # the receive queue until data arrives (_enqueue makes a deque)
+
+
+class Received:
+    """An entry of the receive queue: in-order data of one stream, read up to `pos`."""
+
+    __slots__ = ("stream_id", "buf", "pos", "fin")
+
+    def __init__(self, stream_id: int, data: bytes, fin: bool) -> None:
+        self.stream_id = stream_id
+        self.buf = bytearray(data)
+        self.pos = 0
+        self.fin = fin
 
 
 class StreamManager:
@@ -76,11 +88,11 @@ class StreamManager:
                  "send_max_data", "send_written", "recv_max_data", "recv_highest_total",
                  "recv_consumed_total", "max_data_pending", "queue", "_rr")
 
-    def __init__(self, is_client: bool, local: dict[str, int]) -> None:
+    def __init__(self, is_client: bool, local: Mapping[str, int]) -> None:
         self.is_client = is_client
         self.streams: dict[int, Stream] = {}
         self.local = local
-        self.peer: dict[str, int] = _NO_PEER
+        self.peer: Mapping[str, int] = _NO_PEER
         base = 0 if is_client else 1
         # [bidi, uni] pairs, indexed by `uni`
         self.next_local = [base, base + 2]
@@ -96,13 +108,12 @@ class StreamManager:
         self.recv_highest_total = 0
         self.recv_consumed_total = 0
         self.max_data_pending = False
-        # the receive queue: [stream id, bytearray, read position, fin]
-        self.queue: deque[list] | tuple[()] = _EMPTY_QUEUE
+        self.queue: deque[Received] | tuple[()] = _EMPTY_QUEUE
         self._rr = 0  # round-robin start for sending
 
     # -- parameters ------------------------------------------------------------------------
 
-    def apply_peer_params(self, peer: dict[str, int]) -> None:
+    def apply_peer_params(self, peer: Mapping[str, int]) -> None:
         self.peer = peer
         self.peer_max_streams[False] = max(self.peer_max_streams[False], peer["max_streams_bidi"])
         self.peer_max_streams[True] = max(self.peer_max_streams[True], peer["max_streams_uni"])
@@ -111,7 +122,7 @@ class StreamManager:
             if stream.send is not None:
                 stream.send_max = max(stream.send_max, self._initial_send_max(stream.id))
 
-    def apply_local_params(self, local: dict[str, int]) -> None:
+    def apply_local_params(self, local: Mapping[str, int]) -> None:
         self.local = local
         self.local_max_streams[False] = max(self.local_max_streams[False], local["max_streams_bidi"])
         self.local_max_streams[True] = max(self.local_max_streams[True], local["max_streams_uni"])
@@ -189,7 +200,8 @@ class StreamManager:
             return None
         index = stream_id // 4
         if index >= self.local_max_streams[uni]:
-            raise QuicError(QuicErrorCode.STREAM_LIMIT_ERROR, f"stream {stream_id} over our limit", frame_type)
+            raise QuicError(QuicErrorCode.STREAM_LIMIT_ERROR,
+                            f"stream {stream_id} over our limit", frame_type)
         if index < self.peer_opened[uni]:
             return None
         base = stream_id & 0x03
@@ -341,7 +353,8 @@ class StreamManager:
         if stream is None:
             return
         if stream.recv is None:
-            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR, f"STREAM on send-only stream {f.stream_id}", 0x08)
+            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR,
+                            f"STREAM on send-only stream {f.stream_id}", 0x08)
         end = f.offset + len(f.data)
         self._check_final_size(stream, end, f.fin, 0x08)
         if end > stream.recv_max:
@@ -366,37 +379,40 @@ class StreamManager:
         if final is not None and (end > final or (fin and end != final)):
             raise QuicError(QuicErrorCode.FINAL_SIZE_ERROR, f"stream {stream.id} final size changed", ftype)
         if fin and end < stream.recv_highest:
-            raise QuicError(QuicErrorCode.FINAL_SIZE_ERROR, f"stream {stream.id} final size below data", ftype)
+            raise QuicError(QuicErrorCode.FINAL_SIZE_ERROR,
+                            f"stream {stream.id} final size below data", ftype)
 
     def _enqueue(self, stream_id: int, data: bytes, fin: bool) -> None:
         queue = self.queue
-        if queue and queue[-1][0] == stream_id and not queue[-1][3]:
+        if queue and queue[-1].stream_id == stream_id and not queue[-1].fin:
             last = queue[-1]
-            last[1] += data
-            last[3] = fin
+            last.buf += data
+            last.fin = fin
             return
         if not isinstance(queue, deque):
             self.queue = queue = deque()
-        queue.append([stream_id, bytearray(data), 0, fin])
+        queue.append(Received(stream_id, data, fin))
 
     def on_reset_stream(self, f: fr.ResetStream) -> None:
         stream = self._stream_for_recv(f.stream_id, 0x04)
         if stream is None:
             return
         if stream.recv is None:
-            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR, f"RESET_STREAM on send-only stream {f.stream_id}", 0x04)
+            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR,
+                            f"RESET_STREAM on send-only stream {f.stream_id}", 0x04)
         self._check_final_size(stream, f.final_size, True, 0x04)
         # RFC 9000 §4.5: the final size is credit consumed, held to the same limits as data
         # (a final size near 2^62 had pushed our MAX_DATA past a varint; found by fuzz/).
         if f.final_size > stream.recv_max:
-            raise QuicError(QuicErrorCode.FLOW_CONTROL_ERROR, f"stream {f.stream_id} final size over its credit", 0x04)
+            raise QuicError(QuicErrorCode.FLOW_CONTROL_ERROR,
+                            f"stream {f.stream_id} final size over its credit", 0x04)
         if f.final_size > stream.recv_highest:
             self.recv_highest_total += f.final_size - stream.recv_highest
             stream.recv_highest = f.final_size
             if self.recv_highest_total > self.recv_max_data:
                 raise QuicError(QuicErrorCode.FLOW_CONTROL_ERROR, "connection credit exceeded", 0x04)
         stream.recv_final = f.final_size
-        self.queue = deque(e for e in self.queue if e[0] != stream.id)
+        self.queue = deque(e for e in self.queue if e.stream_id != stream.id)
         # Credit of data that will never be read (received or not) returns to the connection.
         self._consumed(stream, f.final_size - stream.recv_consumed)
         stream.recv_done = True
@@ -407,7 +423,8 @@ class StreamManager:
         if stream is None:
             return
         if stream.send is None:
-            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR, f"STOP_SENDING on receive-only stream {f.stream_id}", 0x05)
+            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR,
+                            f"STOP_SENDING on receive-only stream {f.stream_id}", 0x05)
         if stream.reset_pending is None and not stream.send.all_acked:
             stream.reset_pending = f.error_code  # RFC 9000 §3.5: answer with RESET_STREAM
 
@@ -416,13 +433,15 @@ class StreamManager:
         if stream is None:
             return
         if stream.send is None:
-            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR, f"MAX_STREAM_DATA on receive-only stream {f.stream_id}", 0x11)
+            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR,
+                            f"MAX_STREAM_DATA on receive-only stream {f.stream_id}", 0x11)
         stream.send_max = max(stream.send_max, f.maximum)
 
     def on_stream_data_blocked(self, f: fr.StreamDataBlocked) -> None:
         stream = self._stream_for_recv(f.stream_id, 0x15)
         if stream is not None and stream.recv is None:
-            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR, f"STREAM_DATA_BLOCKED on send-only stream {f.stream_id}", 0x15)
+            raise QuicError(QuicErrorCode.STREAM_STATE_ERROR,
+                            f"STREAM_DATA_BLOCKED on send-only stream {f.stream_id}", 0x15)
 
     def on_max_streams(self, f: fr.MaxStreams) -> None:
         self.peer_max_streams[f.uni] = max(self.peer_max_streams[f.uni], f.maximum)
@@ -439,18 +458,18 @@ class StreamManager:
         if not self.queue:
             return None
         entry = self.queue[0]
-        stream_id, buf, pos, fin = entry
+        stream_id, buf, pos, fin = entry.stream_id, entry.buf, entry.pos, entry.fin
         n = max(0, min(max_len, len(buf) - pos))
         data = bytes(buf[pos:pos + n])
         pos += n
         done = pos >= len(buf)
         if done:
-            self.queue.popleft()  # type: ignore[union-attr]
+            self.queue.popleft()
         else:
-            entry[2] = pos
+            entry.pos = pos
             if pos >= 65536:  # drop the read prefix in large steps
                 del buf[:pos]
-                entry[2] = 0
+                entry.pos = 0
         stream = self.streams.get(stream_id)
         if stream is not None:
             self._consumed(stream, n)
@@ -476,7 +495,7 @@ class StreamManager:
         if stream.counted:
             return
         recv_finished = stream.recv is None or (stream.recv_done and not any(
-            e[0] == stream.id for e in self.queue))
+            e.stream_id == stream.id for e in self.queue))
         if not (recv_finished and stream.send_done):
             return
         stream.counted = True

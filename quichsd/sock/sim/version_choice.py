@@ -40,7 +40,8 @@ class VersionChoice:
             return None
         if is_client:
             if vi.chosen_version != self.version:
-                raise QuicError(QuicErrorCode.VERSION_NEGOTIATION_ERROR, "server's chosen version is not in use")
+                raise QuicError(QuicErrorCode.VERSION_NEGOTIATION_ERROR,
+                                "server's chosen version is not in use")
             if vi.available_versions:
                 tparams.select_version(vi.available_versions, is_server=False, current=self.version,
                                        preferred=self.preferred)
