@@ -74,19 +74,23 @@ def _explain(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def install_ktls(sock: socket.socket, keys: ApplicationKeys, max_record: int = MAX_PLAINTEXT) -> None:
+def install_ktls(sock: socket.socket, keys: ApplicationKeys, max_record: int = MAX_PLAINTEXT) -> bool:
     """Put the session's application keys into the kernel. KtlsError on failure; the socket
-    is then in an unknown state and the caller's handshake has failed (EIO)."""
+    is then in an unknown state and the caller's handshake has failed (EIO). Returns whether
+    the kernel took TLS_TX_MAX_PAYLOAD_LEN (6.12 does not have it: ENOPROTOOPT)."""
     tx, rx = crypto_info(keys.tx, keys.tx_sequence), crypto_info(keys.rx, keys.rx_sequence)
     _setsockopt(sock, socket.IPPROTO_TCP, lib.TCP_ULP, b"tls", "TCP_ULP tls")
     # tlshd: the maximum send size minus 1 for TLS 1.3 (the inner content type byte).
+    limited = True
     try:
         sock.setsockopt(lib.SOL_TLS, lib.QUICHSD_TLS_TX_MAX_PAYLOAD_LEN, struct.pack("=H", max_record - 1))
     except OSError as exc:
         if exc.errno != errno.ENOPROTOOPT:
             raise KtlsError(exc.errno or errno.EIO, f"TLS_TX_MAX_PAYLOAD_LEN: {_explain(exc)}") from exc
+        limited = False
     _setsockopt(sock, lib.SOL_TLS, lib.TLS_TX, tx, "TLS_TX")
     _setsockopt(sock, lib.SOL_TLS, lib.TLS_RX, rx, "TLS_RX")
+    return limited
 
 
 @contextmanager
