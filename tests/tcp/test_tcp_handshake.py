@@ -8,6 +8,8 @@ import socket
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quichsd.tcp.handshake import HandshakeTimedOut, LocalAlert, PeerAlert, PeerClosed, TcpTlsHandshake
 from quichsd.tcp.record import (
@@ -227,3 +229,39 @@ def test_suite_keys_have_the_suites_sizes() -> None:
     for suite in ALL_SUITES:
         keys = TrafficKeys.from_secret(SUITES[suite], bytes(SUITES[suite].hash_len))
         assert (len(keys.key), len(keys.iv)) == (SUITES[suite].key_len, 12)
+
+
+# -- whatever the peer sends, the driver ends with one of its own errors --------------------------
+
+
+def _client_flight() -> bytes:
+    """A real first flight (ClientHello record) to mutate."""
+    hello = ClientEngine(client_config()).start()[0]
+    assert isinstance(hello, SendHandshake)
+    return plaintext_records(ContentType.HANDSHAKE, hello.data)
+
+
+FLIGHT = _client_flight()
+_DRIVER_ERRORS = (LocalAlert, PeerAlert, PeerClosed)
+
+
+def _server_error_for(stream: bytes) -> BaseException:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(stream)
+        a.shutdown(socket.SHUT_WR)  # then EOF: the driver never waits for more
+        return _server_on(b)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_end_in_a_driver_error(stream: bytes) -> None:
+    assert isinstance(_server_error_for(stream), _DRIVER_ERRORS)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(FLIGHT) - 1), st.integers(1, 255))
+def test_mutated_client_hello_ends_in_a_driver_error(position: int, xor: int) -> None:
+    mutated = bytearray(FLIGHT)
+    mutated[position] ^= xor
+    assert isinstance(_server_error_for(bytes(mutated)), _DRIVER_ERRORS)
