@@ -230,7 +230,7 @@ def _raised_by_ctrl_c(exc: BaseException) -> bool:
     return False
 
 
-class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _LineHandler(logging.StreamHandler[TextIO]):
     """Log records to stderr under the same lock as the rest of our output (echo.say), so
     a record and an output line of another thread never share a line."""
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import echo
 from .devcerts import NOW, demo_ca, leaf, write_pki
@@ -108,9 +108,9 @@ def run_demo() -> int:
         transport_parameters=b"\x0f\x08server01",
     )
 
-    def client_cfg(**kw: object) -> TlsConfig:
+    def client_cfg(**kw: Any) -> TlsConfig:
         return TlsConfig(alpn_protocols=[b"smb"], server_name="localhost", trust=trust,
-                         transport_parameters=b"\x0f\x08client01", **kw)  # type: ignore[arg-type]
+                         transport_parameters=b"\x0f\x08client01", **kw)
 
     session = None
     for title, cfg, scfg in (

@@ -371,9 +371,10 @@ class _Driver:
         the last event): its socket calls run here, then engine.choose() continues."""
         events = engine.receive(_crypto_level(item.level), item.data, time.time())
         if events and type(events[-1]) is ClientHelloReceived:
+            assert isinstance(engine, ServerEngine)  # only a server receives a ClientHello
             self.apply(events[:-1])
             choice = self.answer_client_hello(events[-1].info)
-            events = engine.choose(choice, time.time())  # type: ignore[attr-defined]
+            events = engine.choose(choice, time.time())
         return events
 
     def apply(self, events: list[Event]) -> None:

@@ -108,7 +108,7 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypedDict
+from typing import TypedDict, overload
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class KeyFile:
         value = self.raw(group, key)
         if value is None:
             return None
-        return self._decode(group, key, value, None)  # type: ignore[return-value]
+        return self._decode(group, key, value, None)
 
     def get_string_list(self, group: str, key: str) -> tuple[str, ...] | None:
         value = self.raw(group, key)
@@ -288,7 +288,14 @@ class KeyFile:
             return False
         raise self._error(value.line, f"{_show(value.text)} is not a boolean", group, key)
 
+    @overload
+    def _decode(self, group: str, key: str, value: RawValue, separator: None) -> str: ...
+
+    @overload
+    def _decode(self, group: str, key: str, value: RawValue, separator: str) -> list[str]: ...
+
     def _decode(self, group: str, key: str, value: RawValue, separator: str | None) -> str | list[str]:
+        """The value with GLib's escapes decoded; with a separator, its list elements."""
         try:
             value.text.encode("utf-8")
         except UnicodeEncodeError:

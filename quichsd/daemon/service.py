@@ -37,10 +37,10 @@ def drops_privileges(config: DaemonConfig) -> bool:
 
 def _user_and_group(config: DaemonConfig) -> tuple[str | int, str | int | None]:
     """[quichsd] user/group as privileges.py takes them: digits are ids."""
-    def value(text: str | None) -> str | int | None:
-        return int(text) if text and text.isdigit() else text
+    def value(text: str) -> str | int:
+        return int(text) if text.isdigit() else text
 
-    return value(config.user), value(config.group)  # type: ignore[return-value]
+    return value(config.user), value(config.group) if config.group else config.group
 
 
 def check_user(config: DaemonConfig) -> None:

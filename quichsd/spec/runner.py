@@ -43,13 +43,14 @@ def run_checks(checks: Sequence[Check], target: Target, settings: Settings,
                 probe = _start(check, target, settings, results)
                 if probe is not None:
                     active.append(probe)
-                    selector.register(probe, selectors.EVENT_READ)
+                    selector.register(probe, selectors.EVENT_READ, probe)
             if not active:
                 continue
             now = time.monotonic()
             timeout = max(0.0, min(p.wakeup for p in active) - now)
             for key, _ in selector.select(timeout):
-                key.fileobj.on_readable(time.monotonic())  # type: ignore[union-attr]
+                ready: Probe = key.data
+                ready.on_readable(time.monotonic())
             now = time.monotonic()
             for probe in list(active):
                 probe.on_time(now)
