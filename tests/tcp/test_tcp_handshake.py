@@ -146,8 +146,53 @@ def test_data_right_after_the_servers_finished_stays_in_the_socket() -> None:
         hs.run(TIMEOUT)
         assert hs.keys is not None and hs.keys.rx_sequence == 0
         # Not consumed by the handshake: the first record under the server's key is here.
+        a.settimeout(TIMEOUT)
         assert AppChannel(a, hs.keys).recv_until(b"\n") == b"half-rtt data\n"
         thread.join(TIMEOUT)
+
+
+def _client_by_hand(conn: socket.socket, tail: bytes) -> None:
+    """A client that sends its Finished and application data in one write."""
+    engine = ClientEngine(client_config())
+    writers: dict[CryptoLevel, RecordProtection] = {}
+    readers: dict[CryptoLevel, RecordProtection] = {}
+
+    def emit(events: list) -> bytes:  # type: ignore[type-arg]
+        out = b""
+        for event in events:
+            if isinstance(event, InstallSecret):
+                assert engine.suite is not None
+                keys = RecordProtection(TrafficKeys.from_secret(engine.suite, event.secret))
+                (writers if event.direction == Direction.SEND else readers)[event.level] = keys
+            elif isinstance(event, SendHandshake) and event.level == CryptoLevel.INITIAL:
+                out += plaintext_records(ContentType.HANDSHAKE, event.data)
+            elif isinstance(event, SendHandshake):
+                out += writers[event.level].seal_all(ContentType.HANDSHAKE, event.data)
+        return out
+
+    conn.sendall(emit(engine.start()))
+    while not engine.handshake_complete:
+        header = _recv_exact(conn, HEADER_LEN)
+        body = _recv_exact(conn, parse_header(header, protected=True).length)
+        reader = readers.get(CryptoLevel.HANDSHAKE)
+        content_type, content = reader.open(header, body) if reader else (ContentType.HANDSHAKE, body)
+        level = CryptoLevel.HANDSHAKE if reader else CryptoLevel.INITIAL
+        if content_type == ContentType.HANDSHAKE:
+            flight = emit(engine.receive(level, content))
+    conn.sendall(flight + writers[CryptoLevel.APP].seal(ContentType.APPLICATION_DATA, tail))
+
+
+def test_data_right_after_the_clients_finished_stays_in_the_socket() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        thread = threading.Thread(target=_client_by_hand, args=(a, b"right after Finished\n"), daemon=True)
+        thread.start()
+        hs = TcpTlsHandshake(b, ServerEngine(server_config()))
+        hs.run(TIMEOUT)
+        thread.join(TIMEOUT)
+        assert hs.keys is not None and hs.keys.rx_sequence == 0
+        b.settimeout(TIMEOUT)  # had the handshake taken the record, this would time out
+        assert AppChannel(b, hs.keys).recv_until(b"\n") == b"right after Finished\n"
 
 
 def _server_on(sock: socket.socket, timeout: float = TIMEOUT) -> BaseException:
