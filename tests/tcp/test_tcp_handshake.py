@@ -310,3 +310,14 @@ def test_mutated_client_hello_ends_in_a_driver_error(position: int, xor: int) ->
     mutated = bytearray(FLIGHT)
     mutated[position] ^= xor
     assert isinstance(_server_error_for(bytes(mutated)), _DRIVER_ERRORS)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_to_our_client_end_in_a_driver_error(stream: bytes) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(stream)
+        b.shutdown(socket.SHUT_WR)
+        with pytest.raises(_DRIVER_ERRORS):
+            TcpTlsHandshake(a, ClientEngine(client_config())).run(TIMEOUT)
