@@ -44,7 +44,8 @@ def test_aioquic_client_vs_sim_server(version):
     client = AioPeer(is_client=True, version=version)
     wire = Wire(client, server)
     client.connect(wire.now)
-    wire.run(lambda: client.handshake_done and server.conn is not None and server.conn.state == ConnState.ESTABLISHED)
+    wire.run(lambda: client.handshake_done and server.conn is not None
+             and server.conn.state == ConnState.ESTABLISHED)
     assert server.conn.version == version and client.quic._version == version
     assert server.done.alpn == b"quichsd-sim"
 

@@ -15,7 +15,6 @@ from quichsd.quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from quichsd.sock.sim import frames as fr
 from quichsd.sock.sim.packets import PacketError, parse_header, unprotect_packet
 from tests.sim.driver import ALPN, sim_client
-from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
 V1, V2 = 0x00000001, 0x6B3343CF
@@ -33,8 +32,8 @@ class SilentClientServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
         self.address = self.sock.getsockname()[:2]
-        self.config = HandshakeConfig(server=True, alpns=[ALPN], cert_file=pki.cert_file, key_file=pki.key_file,
-                                      timeout=HANDSHAKE_TIMEOUT)
+        self.config = HandshakeConfig(server=True, alpns=[ALPN], cert_file=pki.cert_file,
+                                      key_file=pki.key_file, timeout=HANDSHAKE_TIMEOUT)
         self.outcome: list = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -75,7 +74,8 @@ def initial_close(datagram: bytes, odcid: bytes, version: int) -> fr.ConnectionC
     if header.packet_type is not LongPacketType.INITIAL:
         return None
     try:
-        _, _, payload = unprotect_packet(initial_keys(odcid, SUPPORTED_VERSIONS[version])[1], datagram, header, -1)
+        server_key = initial_keys(odcid, SUPPORTED_VERSIONS[version])[1]
+        _, _, payload = unprotect_packet(server_key, datagram, header, -1)
     except UnprotectError:
         return None
     return next((f for _, f in fr.parse_frames(payload) if isinstance(f, fr.ConnectionClose)), None)
@@ -83,7 +83,8 @@ def initial_close(datagram: bytes, odcid: bytes, version: int) -> fr.ConnectionC
 
 @pytest.mark.parametrize("version", [V1, V2], ids=["v1", "v2"])
 @pytest.mark.parametrize("initials", [1, 2])
-def test_unvalidated_server_sends_at_most_three_times_what_it_received(pki, version: int, initials: int) -> None:
+def test_unvalidated_server_sends_at_most_three_times_what_it_received(pki, version: int,
+                                                                      initials: int) -> None:
     srv = SilentClientServer(pki, version)
     agent = sim_client(version=version)
     agent.start(0.0)

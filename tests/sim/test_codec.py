@@ -141,7 +141,8 @@ def test_frames_allowed_per_packet_type():
 def test_long_header_round_trip_and_coalescing(version):
     ckey, skey = initial_keys(ODCID, version)
     first = build_long_packet(skey, version, LongPacketType.INITIAL, CSCID, ODCID, b"", 0, None, b"\x01")
-    second = build_long_packet(skey, version, LongPacketType.HANDSHAKE, CSCID, ODCID, None, 5, 3, b"\x01" * 40)
+    second = build_long_packet(skey, version, LongPacketType.HANDSHAKE, CSCID, ODCID, None, 5, 3,
+                               b"\x01" * 40)
     datagram = first + second
     h1 = parse_header(datagram, 0, 8)
     assert h1.packet_type is LongPacketType.INITIAL and h1.version == version.number

@@ -107,7 +107,8 @@ def test_client_finished_carries_the_acks_only():
     client.pump(wire.now)
     (answer,) = client.send(wire.now)
     assert len(answer) == 1200  # it carries an Initial: padded (RFC 9000 §14.1)
-    headers = [(is_long, first_byte & 0x30 if is_long else None) for is_long, first_byte in packet_kinds(answer)]
+    headers = [(is_long, first_byte & 0x30 if is_long else None)
+               for is_long, first_byte in packet_kinds(answer)]
     assert headers == [(True, 0x00), (True, 0x20)]  # Initial, Handshake (v1 types)
     conn = client.conn
     assert conn.state == ConnState.ESTABLISHED and not conn.keys.send[APP].derived
@@ -265,13 +266,13 @@ def test_key_update_both_ways():
         assert info.value.errno == 22
         sid = cc.open_stream(uni=False)
         cc.stream_send(sid, b"across a key update", fin=True)
-        wire.run(lambda: sid in client.finished)
+        wire.run(lambda sid=sid: sid in client.finished)
         assert bytes(client.received[sid]) == b"across a key update"
         assert cc.key_phase == sc.key_phase == 1 - before
         # a new update waits until a packet of this phase is acknowledged: one more exchange
         sid = cc.open_stream(uni=False)
         cc.stream_send(sid, b"settle", fin=True)
-        wire.run(lambda: sid in client.finished)
+        wire.run(lambda sid=sid: sid in client.finished)
 
 
 def test_stream_reset_and_stop_sending():

@@ -3,6 +3,7 @@ integers, over seeded random adds and subtracts, from empty (its shared empty li
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_rangeset_matches_a_plain_set(seed: int) -> None:
         assert bool(r) == bool(ref) and len(r) == len(list(r))
         ranges = list(r)
         assert all(s < e for s, e in ranges)
-        assert all(e1 < s2 for (_, e1), (s2, _) in zip(ranges, ranges[1:]))  # disjoint, not touching
+        assert all(e1 < s2 for (_, e1), (s2, _) in pairwise(ranges))  # disjoint, not touching
         probe = rng.randrange(0, 95)
         assert (probe in r) == (probe in ref)
 

@@ -19,7 +19,6 @@ from quichsd.sock.sim.admission import AdmissionLimits
 from quichsd.sock.sim.packets import build_retry
 from quichsd.sock.sim.state import ConnState
 from tests.sim.driver import sim_client
-from tests.sockets import pki  # noqa: F401  (fixture)
 
 L = abi.lib
 V1, V2 = QUIC_V1.number, QUIC_V2.number
@@ -145,7 +144,8 @@ def test_retry_transport_parameters_are_checked() -> None:
 
 
 def client_config(pki, **kw) -> HandshakeConfig:
-    return HandshakeConfig(**{**dict(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5), **kw})
+    defaults = dict(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
+    return HandshakeConfig(**{**defaults, **kw})
 
 
 class RetryServer:
@@ -165,8 +165,8 @@ class RetryServer:
             self.sock.backend.endpoint.admission.limits = limits
         self.sock.settimeout(0.1)
         self.address = self.sock.getsockname()[:2]
-        self.config = HandshakeConfig(server=True, alpns=[alpn], cert_file=pki.cert_file, key_file=pki.key_file,
-                                      timeout=5)
+        self.config = HandshakeConfig(server=True, alpns=[alpn], cert_file=pki.cert_file,
+                                      key_file=pki.key_file, timeout=5)
         self.after = after
         self.results: list = []
         self.done = threading.Condition()
@@ -416,7 +416,8 @@ def test_client_sharing_a_flooders_address_is_retried_and_let_in(pki, retry_serv
 
 def test_over_the_hard_cap_initials_are_dropped(pki, retry_server) -> None:
     srv = retry_server(validate=False, alpn=RAW_ALPN,
-                       limits=AdmissionLimits(retry_threshold=100, retry_threshold_per_source=100, max_half_open=3))
+                       limits=AdmissionLimits(retry_threshold=100, retry_threshold_per_source=100,
+                                              max_half_open=3))
     raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for datagram in raw_initials(3):
         raw.sendto(datagram, srv.address)
@@ -430,9 +431,9 @@ def test_unmatched_alpn_is_logged(pki, retry_server, caplog) -> None:
     """A rate-limited warning naming the ALPNs (folded to debug within its interval, so
     another test's warning moments ago may have taken this one's turn)."""
     srv = retry_server(validate=False)
-    with caplog.at_level("DEBUG", logger="quichsd.sock.sim.endpoint"):
-        with connect(srv.address) as sock, pytest.raises(HandshakeError):
-            quic_handshake(sock, client_config(pki, alpns=["smb", "nope"], timeout=0.5))
+    with (caplog.at_level("DEBUG", logger="quichsd.sock.sim.endpoint"), connect(srv.address) as sock,
+          pytest.raises(HandshakeError)):
+        quic_handshake(sock, client_config(pki, alpns=["smb", "nope"], timeout=0.5))
     assert srv.stats.no_listener >= 1
     assert any("smb, nope" in r.getMessage() and r.levelname in ("WARNING", "DEBUG") for r in caplog.records)
 

@@ -45,7 +45,8 @@ def test_without_a_rewriter_the_packet_is_ours() -> None:
 
 def test_header_bits_frames_and_packet_number_length_are_applied_under_protection() -> None:
     def rewrite(packet: OutgoingPacket) -> OutgoingPacket:
-        return OutgoingPacket(packet.level, packet.payload + fr.Ping().encode(), header_bits=0x0C, pn_length=4)
+        return OutgoingPacket(packet.level, packet.payload + fr.Ping().encode(), header_bits=0x0C,
+                              pn_length=4)
 
     packet = first_initial(SendRewriter(packet=rewrite))
     assert packet.first & 0x0C == 0x0C and packet.first & 0x03 == 3

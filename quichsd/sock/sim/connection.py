@@ -118,8 +118,8 @@ class SimConnection:
         `token_source` mints the NEW_TOKEN token sent at completion. `config`: the
         QUIC_SOCKOPT_CONFIG fields (CONFIG_DEFAULTS) that matter here."""
         self.is_client = is_client
-        overrides = {k: v for k, v in (config or {}).items() if k in CONFIG_DEFAULTS and v}
-        settings = {**CONFIG_DEFAULTS, **overrides}
+        overrides = {k: v for k, v in config.items() if k in CONFIG_DEFAULTS and v} if config else None
+        settings = {**CONFIG_DEFAULTS, **overrides} if overrides else CONFIG_DEFAULTS
         self.version_choice = VersionChoice(version or settings["version"] or QUIC_V1.number,
                                             configured=settings["version"], is_client=is_client)
         self.params = TransportParams(local_params)
