@@ -97,7 +97,7 @@ def test_no_timer_is_left_once_issued():
     conn.handle_timer(conn.cids.due)
     assert conn.cids.due is None and len(conn.cids.local) == DEFAULT_LIMIT
     assert not conn.idle_work()  # issued once only
-    assert [f for f in conn.life.pending if isinstance(f, fr.NewConnectionId)]
+    assert [f for f in conn.lifecycle.pending if isinstance(f, fr.NewConnectionId)]
 
 
 def test_a_connection_closed_first_never_issues():
@@ -107,7 +107,7 @@ def test_a_connection_closed_first_never_issues():
     assert not conn.idle_work() and conn.get_timer() is None
     assert conn.cids.due is None and list(conn.cids.local) == [0]
     conn.handle_timer(wire.now + 1.0)
-    assert not any(isinstance(f, fr.NewConnectionId) for f in conn.life.pending)
+    assert not any(isinstance(f, fr.NewConnectionId) for f in conn.lifecycle.pending)
 
 
 def test_the_first_key_update_waits_for_no_ack():

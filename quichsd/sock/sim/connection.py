@@ -99,7 +99,7 @@ class SimConnection:
     """A QUIC connection driven through the kernel's socket semantics."""
 
     # Slots: a listener may hold thousands of half-open connections.
-    __slots__ = ("is_client", "life", "keys", "phase", "cids", "timers", "closing", "spaces", "address",
+    __slots__ = ("is_client", "lifecycle", "keys", "phase", "cids", "timers", "closing", "spaces", "address",
                  "version_choice", "params", "handshake", "ticket", "streams", "datagrams", "notifications",
                  "delivery", "receiver", "sender")
 
@@ -138,15 +138,15 @@ class SimConnection:
         self.streams = StreamManager(is_client, self.params.local)
         self.datagrams = DatagramQueues()
         self.notifications = Notifications()
-        self.life = Lifecycle(is_client=is_client, keys=self.keys, spaces=self.spaces,
+        self.lifecycle = Lifecycle(is_client=is_client, keys=self.keys, spaces=self.spaces,
                               crypto=self.handshake.streams, cids=self.cids, timers=self.timers,
                               close=self.closing, address=self.address, version=self.version_choice,
                               params=self.params, pending=[])
-        self.life.install_initial_keys(initial_keys)
+        self.lifecycle.install_initial_keys(initial_keys)
         self._make_halves()
 
     def _make_halves(self) -> None:
-        life = self.life
+        life = self.lifecycle
         self.delivery = Delivery(self.keys, self.handshake.streams, self.streams, life.pending, self.cids,
                                  self.address)
         self.receiver = Receiver(life, phase=self.phase, handshake=self.handshake, ticket=self.ticket,
@@ -158,11 +158,11 @@ class SimConnection:
 
     @property
     def state(self) -> ConnState:
-        return self.life.state
+        return self.lifecycle.state
 
     @property
     def handshake_confirmed(self) -> bool:
-        return self.life.handshake_confirmed
+        return self.lifecycle.handshake_confirmed
 
     @property
     def key_phase(self) -> int:
@@ -258,27 +258,27 @@ class SimConnection:
         """CRYPTO_SECRET (spec §1.4, §2.4). Only the secret is kept: the keys are derived at
         first use (a receive key with parked packets at once, by the replay below) or in
         idle time (idle_work), so a key install costs the datagrams about to leave nothing."""
-        if self.life.state is not _ESTABLISHING:
+        if self.lifecycle.state is not _ESTABLISHING:
             raise sim_error(errno.EINVAL, "CRYPTO_SECRET outside ESTABLISHING")
         key = self.keys.new_key(level, cipher_type, secret, self.version_choice.qv)
         self.sender.corked = False  # a key install is a transmit trigger
         if send:
             self.keys.send[level] = key
             if level == APP and APP in self.keys.recv:
-                self.life.complete()
+                self.lifecycle.complete()
             return
         self.keys.recv[level] = key
         if level == APP:
             self.ticket.open = True
             self.address.token = b""  # freed, so a NEW_TOKEN can be stored (spec §2.4)
         self.receiver.replay_parked(level)  # packets that waited for this key (spec §2.4)
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             # As the kernel (spec §9, socket.c's CRYPTO_SECRET handler): the key is in, but
             # a replayed packet closed the connection (a peer that closed right after its
             # Finished), and the setsockopt itself reports it.
             raise sim_error(errno.EPIPE, "a buffered packet closed the connection")
         if level == APP and APP in self.keys.send:
-            self.life.complete()
+            self.lifecycle.complete()
 
     def idle_work(self) -> bool:
         """Work kept off the path of the datagrams: derive the installed keys, issue the
@@ -306,10 +306,10 @@ class SimConnection:
 
     def key_update(self) -> None:
         """QUIC_SOCKOPT_KEY_UPDATE: start a key update (RFC 9001 §6.1)."""
-        if self.life.state is not _ESTABLISHED:
+        if self.lifecycle.state is not _ESTABLISHED:
             raise sim_error(errno.EPIPE, "key update outside ESTABLISHED")
         app = self.spaces.by_id[APP]
-        if (not self.life.handshake_confirmed or APP not in self.keys.send
+        if (not self.lifecycle.handshake_confirmed or APP not in self.keys.send
                 or self.phase.update_pending(app.largest_acked)):
             raise sim_error(errno.EINVAL, "a key update is still pending")
         self.phase.start_update(app.next_pn)
@@ -317,7 +317,7 @@ class SimConnection:
     # ==== handshake data path (spec §2.2, §2.3) =================================================
 
     def send_crypto(self, level: int, data: bytes, more: bool = False) -> None:
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             raise sim_error(errno.EPIPE, "handshake send on a closed connection")
         if level not in (APP, INITIAL, HANDSHAKE):
             raise sim_error(errno.EINVAL, f"handshake send at level {level}")
@@ -341,7 +341,7 @@ class SimConnection:
     # ==== transport parameters (spec §1.4, §5) ==================================================
 
     def local_transport_params_blob(self) -> bytes:
-        if self.life.state is not _ESTABLISHING:
+        if self.lifecycle.state is not _ESTABLISHING:
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
         cids, local = self.cids, self.params.local
         needs_token = tparams.needs_reset_token(local, is_client=self.is_client)
@@ -352,7 +352,7 @@ class SimConnection:
             reset_token=cids.reset_token(cids.local_cid) if needs_token else None)
 
     def set_peer_transport_params_blob(self, blob: bytes) -> None:
-        if self.life.state is not _ESTABLISHING:
+        if self.lifecycle.state is not _ESTABLISHING:
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
         if len(blob) > tparams.MAX_BLOB:
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM_EXT over 512 bytes")
@@ -363,12 +363,12 @@ class SimConnection:
                                            retry_scid=cids.retry_scid)
             switch_to = self.version_choice.negotiate(peer.version_information, is_client=self.is_client)
         except QuicError as exc:
-            self.life.close_locally(exc.error_code, 0, exc.reason.encode()[:63])
+            self.lifecycle.close_locally(exc.error_code, 0, exc.reason.encode()[:63])
             wrong_version = exc.error_code == QuicErrorCode.VERSION_NEGOTIATION_ERROR
             code = errno.EPROTONOSUPPORT if wrong_version else errno.EINVAL
             raise sim_error(code, f"peer transport parameters: {exc}") from None
         if switch_to is not None:
-            self.life.change_version(switch_to)
+            self.lifecycle.change_version(switch_to)
         self.params.accept_peer(peer)
         if peer.stateless_reset_token is not None:
             cids.set_peer_reset_token(peer.stateless_reset_token)
@@ -382,7 +382,7 @@ class SimConnection:
         return dict(self.params.remote if remote else self.params.local)
 
     def set_transport_param(self, fields: dict[str, int], remote: bool) -> None:
-        state = self.life.state
+        state = self.lifecycle.state
         if state is _ESTABLISHED or (remote and state is not _ESTABLISHING):
             raise sim_error(errno.EINVAL, "TRANSPORT_PARAM after the handshake")
         self.params.set(fields, remote)
@@ -396,17 +396,17 @@ class SimConnection:
 
     def _stream_limit_errno(self) -> int:
         # Before the 1-RTT keys an over-limit open fails with EINVAL, later with EAGAIN.
-        return errno.EAGAIN if self.life.state is _ESTABLISHED else errno.EINVAL
+        return errno.EAGAIN if self.lifecycle.state is _ESTABLISHED else errno.EINVAL
 
     def open_stream(self, uni: bool) -> int:
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             raise sim_error(errno.EPIPE, "stream open on a closed connection")
         return self.streams.open_local(uni, self._stream_limit_errno())
 
     def stream_send(self, stream_id: int, data: bytes, fin: bool = False) -> int:
         """Queue stream data; returns how much the flow-control credit let in (EAGAIN if
         none of a non-empty send)."""
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             raise sim_error(errno.EPIPE, "stream send on a closed connection")
         if not data and not fin:
             raise sim_error(errno.EINVAL, "empty stream send without FIN")
@@ -419,14 +419,14 @@ class SimConnection:
 
     def stream_reset(self, stream_id: int, errcode: int) -> None:
         """QUIC_SOCKOPT_STREAM_RESET: abandon sending, RESET_STREAM to the peer."""
-        if self.life.state is not _ESTABLISHED:
+        if self.lifecycle.state is not _ESTABLISHED:
             raise sim_error(errno.EINVAL, "stream reset outside ESTABLISHED")
         self.streams.reset(stream_id, errcode)
         self.sender.corked = False
 
     def stream_stop_sending(self, stream_id: int, errcode: int) -> None:
         """QUIC_SOCKOPT_STREAM_STOP_SENDING: ask the peer to stop sending on a stream."""
-        if self.life.state is not _ESTABLISHED:
+        if self.lifecycle.state is not _ESTABLISHED:
             raise sim_error(errno.EINVAL, "stop sending outside ESTABLISHED")
         self.streams.stop_sending(stream_id, errcode)
         self.sender.corked = False
@@ -438,7 +438,7 @@ class SimConnection:
 
     def datagram_send(self, data: bytes) -> None:
         """RFC 9221 DATAGRAM (MSG_QUIC_DATAGRAM)."""
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             raise sim_error(errno.EPIPE, "datagram send on a closed connection")
         self.datagrams.queue_send(data, self.params.peer["max_datagram_frame_size"])
         self.sender.corked = False
@@ -449,12 +449,13 @@ class SimConnection:
     def has_item(self) -> bool:
         """A recvmsg would return at once: handshake data, readable stream data, or the
         ENOTCONN of a closed connection."""
-        return (bool(self.handshake.queue) or self.life.state is _CLOSED or bool(self.notifications.queue)
-                or (self.keys.app_readable and self.streams.readable()))
+        return (bool(self.handshake.queue) or self.lifecycle.state is _CLOSED
+                or bool(self.notifications.queue) or (self.keys.app_readable and self.streams.readable()))
 
     def pending_readable(self) -> bool:
-        return (bool(self.handshake.queue) or self.life.state is _CLOSED or bool(self.datagrams.inbound)
-                or bool(self.notifications.queue) or (APP in self.keys.recv and self.streams.readable()))
+        return (bool(self.handshake.queue) or self.lifecycle.state is _CLOSED
+                or bool(self.datagrams.inbound) or bool(self.notifications.queue)
+                or (APP in self.keys.recv and self.streams.readable()))
 
     # ==== connection IDs and tokens ================================================================
 
@@ -465,11 +466,11 @@ class SimConnection:
     def send_new_token(self) -> None:
         """Server QUIC_SOCKOPT_TOKEN set (spec §1.4): EINVAL unless ESTABLISHED, EAGAIN
         while the last NEW_TOKEN is unacknowledged."""
-        if self.is_client or self.life.state is not _ESTABLISHED:
+        if self.is_client or self.lifecycle.state is not _ESTABLISHED:
             raise sim_error(errno.EINVAL, "NEW_TOKEN outside ESTABLISHED")
         if self.address.token_in_flight:
             raise sim_error(errno.EAGAIN, "a NEW_TOKEN is in flight")
-        if not self.life.queue_new_token():
+        if not self.lifecycle.queue_new_token():
             raise sim_error(errno.EINVAL, "no token source")
         self.sender.corked = False
 
@@ -482,28 +483,28 @@ class SimConnection:
         owed only while ESTABLISHED: the close drops them)."""
         if self.cids.due is None:
             return False
-        return self.life.issue_connection_ids()
+        return self.lifecycle.issue_connection_ids()
 
     # ==== close ===================================================================================
 
     def close(self, errcode: int | None = 0, phrase: bytes = b"", app: bool = True) -> None:
         """ESTABLISHING: transport CONNECTION_CLOSE (errcode None = 0x0c APPLICATION_ERROR)
         at Initial and Handshake level; ESTABLISHED: 0x1d (or 0x1c if not app) in 1-RTT."""
-        state = self.life.state
+        state = self.lifecycle.state
         if state is _CLOSED:
             return
         phrase = bytes(phrase)[:63]
         if state is _ESTABLISHING:
             code = QuicErrorCode.APPLICATION_ERROR if errcode is None else errcode
-            self.life.close_locally(int(code), 0, phrase)
+            self.lifecycle.close_locally(int(code), 0, phrase)
         else:
-            self.life.close_locally(errcode or 0, 0, phrase, app=app)
+            self.lifecycle.close_locally(errcode or 0, 0, phrase, app=app)
 
     # ==== timers ==================================================================================
 
     def _loss_timer(self) -> LossTimer | None:
         """(when, space, is_loss_timer) of the loss-detection timer."""
-        life, spaces = self.life, self.spaces
+        life, spaces = self.lifecycle, self.spaces
         best = spaces.loss_timer(app_probes=life.state is _ESTABLISHED,
                                  max_ack_delay=self.params.peer["max_ack_delay"] / 1e6)
         if best is None and self.is_client and life.state is _ESTABLISHING:
@@ -517,7 +518,7 @@ class SimConnection:
     def get_timer(self) -> float | None:
         """The earliest of the idle, hold, CID issuance, loss/PTO and ACK timers (called
         after every socket call: no allocations beyond the loss timer's tuple)."""
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             return None
         timers = self.timers
         best = timers.idle_deadline
@@ -535,14 +536,14 @@ class SimConnection:
     def handle_timer(self, now: float) -> None:
         timers = self.timers
         timers.now = now
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             return
         if timers.hold_until is not None and now >= timers.hold_until:
             timers.hold_until = None
         if timers.idle_deadline is not None and now >= timers.idle_deadline:
             if self.closing.info is None:
                 self.closing.info = (0, 0, b"")  # idle timeout: an all-zero close (spec §1.5)
-            self.life.enter_closed()
+            self.lifecycle.enter_closed()
             return
         if self.cids.due is not None and now >= self.cids.due:
             self._issue_scheduled_cids()  # nobody had idle time for them: now

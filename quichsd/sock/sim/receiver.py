@@ -51,26 +51,26 @@ _CLOSED, _ESTABLISHING = ConnState.CLOSED, ConnState.ESTABLISHING
 class Receiver:
     """receive_datagram() and the frame handlers."""
 
-    __slots__ = ("life", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
+    __slots__ = ("lifecycle", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
                  "address", "version", "params", "pending", "handshake", "ticket", "streams", "datagrams",
                  "notifications", "delivery", "lag")
 
-    def __init__(self, life: Lifecycle, *, phase: KeyPhase, handshake: HandshakeData, ticket: TicketCapture,
-                 streams: StreamManager, datagrams: DatagramQueues, notifications: Notifications,
-                 delivery: Delivery) -> None:
-        self.life = life
-        self.is_client = life.is_client
-        self.keys = life.keys
+    def __init__(self, lifecycle: Lifecycle, *, phase: KeyPhase, handshake: HandshakeData,
+                 ticket: TicketCapture, streams: StreamManager, datagrams: DatagramQueues,
+                 notifications: Notifications, delivery: Delivery) -> None:
+        self.lifecycle = lifecycle
+        self.is_client = lifecycle.is_client
+        self.keys = lifecycle.keys
         self.phase = phase
-        self.cids = life.cids
-        self.timers = life.timers
-        self.close = life.close
-        self.spaces = life.spaces.by_id
-        self.recovery = life.spaces.recovery
-        self.address = life.address
-        self.version = life.version
-        self.params = life.params
-        self.pending = life.pending
+        self.cids = lifecycle.cids
+        self.timers = lifecycle.timers
+        self.close = lifecycle.close
+        self.spaces = lifecycle.spaces.by_id
+        self.recovery = lifecycle.spaces.recovery
+        self.address = lifecycle.address
+        self.version = lifecycle.version
+        self.params = lifecycle.params
+        self.pending = lifecycle.pending
         self.handshake = handshake
         self.ticket = ticket
         self.streams = streams
@@ -87,7 +87,7 @@ class Receiver:
         self.timers.now = now
         self.lag = lag
         address = self.address
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             address.bytes_received += len(data)  # more amplification credit for the close
             self.close.on_datagram_while_closed()
             return
@@ -96,10 +96,10 @@ class Receiver:
         data = bytes(data)
         address.bytes_received += len(data)
         processed = self._receive_packets(data, now, opened)
-        if (not processed and self.life.state is not _CLOSED and len(data) >= 21
+        if (not processed and self.lifecycle.state is not _CLOSED and len(data) >= 21
                 and data[-16:] in self.cids.peer_reset_tokens):
             self.close.info = (STATELESS_RESET_ERRCODE, 0, b"")
-            self.life.enter_closed()
+            self.lifecycle.enter_closed()
 
     def _receive_packets(self, data: bytes, now: float, opened: OpenedInitial | None) -> bool:
         """The datagram's packets in turn; True if any was processed."""
@@ -108,7 +108,7 @@ class Receiver:
         if opened is not None:
             pos = opened.header.end
             processed = self._receive_packet(data, opened.header, now, opened)
-        life = self.life
+        life = self.lifecycle
         while pos < len(data) and life.state is not _CLOSED:
             try:
                 header = parse_header(data, pos, len(self.cids.local_cid))
@@ -151,7 +151,7 @@ class Receiver:
             except UnprotectError:
                 return False
         if switch_to is not None:
-            self.life.change_version(switch_to)
+            self.lifecycle.change_version(switch_to)
             self.version.followed = True
         self._accept(header, level, space, first, pn, payload, now)
         return True
@@ -169,7 +169,7 @@ class Receiver:
     def _accept(self, header: PacketHeader, level: int, space: PacketSpace, first: int, pn: int,
                 payload: bytes, now: float) -> None:
         """An authentic packet: its frames, then the bookkeeping of its receipt."""
-        life = self.life
+        life = self.lifecycle
         try:
             if first & (0x0C if header.is_long else 0x18):
                 raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "reserved header bits set")
@@ -196,7 +196,7 @@ class Receiver:
         SCID is the DCID it used, one with an empty token or an integrity tag that does
         not verify (RFC 9001 §5.8) over the DCID it used first, as the kernel does."""
         cids = self.cids
-        if not self.is_client or self.life.state is not _ESTABLISHING:
+        if not self.is_client or self.lifecycle.state is not _ESTABLISHING:
             return False
         if self.address.retries_followed or cids.server_scid_seen or header.version != self.version.version:
             return False
@@ -205,7 +205,7 @@ class Receiver:
         token = retry_token(data, header)
         if not token or not retry_is_authentic(data, header, self.version.qv, cids.original_dcid):
             return False
-        self.life.follow_retry(header.scid, token)
+        self.lifecycle.follow_retry(header.scid, token)
         return True
 
     def _packet_level(self, header: PacketHeader) -> int | None:
@@ -239,7 +239,7 @@ class Receiver:
             return
         self.lag = 0.0  # replayed from a socket call, not read late from the socket
         for packet, when in parked:
-            if self.life.state is _CLOSED:
+            if self.lifecycle.state is _CLOSED:
                 return
             try:
                 header = parse_header(packet, 0, len(self.cids.local_cid))
@@ -252,7 +252,7 @@ class Receiver:
     def _process_frames(self, payload: bytes, level: int) -> bool:
         kind = PACKET_KIND[level]
         eliciting = False
-        life = self.life
+        life = self.lifecycle
         for ftype, frame in fr.parse_frames(payload):
             fr.check_allowed(ftype, kind)
             if frame.ack_eliciting:
@@ -274,7 +274,7 @@ class Receiver:
         if space_id == APP:
             peer = self.params.peer
             delay = (f.delay << peer["ack_delay_exponent"]) / 1e6
-            if self.life.handshake_confirmed:
+            if self.lifecycle.handshake_confirmed:
                 delay = min(delay, peer["max_ack_delay"] / 1e6)
         acked, lost = self.recovery.on_ack(space, f, delay, self.timers.now)
         self.delivery.on_acked(acked)
@@ -324,7 +324,7 @@ class Receiver:
     def _on_handshake_done(self, f: fr.HandshakeDone, level: int) -> None:
         if not self.is_client:
             raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "HANDSHAKE_DONE from a client", 0x1E)
-        self.life.confirm()
+        self.lifecycle.confirm()
 
     def _on_path_challenge(self, f: fr.PathChallenge, level: int) -> None:
         self.pending.append(fr.PathResponse(f.data))
@@ -342,11 +342,11 @@ class Receiver:
 
     def _on_retire_connection_id(self, f: fr.RetireConnectionId, level: int) -> None:
         self.cids.on_retire(f.sequence)
-        self.life.issue_connection_ids()
+        self.lifecycle.issue_connection_ids()
 
     def _on_connection_close(self, f: fr.ConnectionClose, level: int) -> None:
         self.close.on_peer_close(f)
-        self.life.enter_closed()  # draining: nothing more is sent (RFC 9000 §10.2.2)
+        self.lifecycle.enter_closed()  # draining: nothing more is sent (RFC 9000 §10.2.2)
 
 
 # Each handler takes the frame type it is registered for.

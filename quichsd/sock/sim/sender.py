@@ -51,27 +51,27 @@ class _Built(NamedTuple):
 class Sender:
     """datagrams_to_send() and packet assembly."""
 
-    __slots__ = ("life", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
+    __slots__ = ("lifecycle", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
                  "probes", "address", "version", "params", "pending", "crypto", "streams", "datagrams",
                  "corked", "send_rewriter")
 
-    def __init__(self, life: Lifecycle, *, phase: KeyPhase, streams: StreamManager,
+    def __init__(self, lifecycle: Lifecycle, *, phase: KeyPhase, streams: StreamManager,
                  datagrams: DatagramQueues) -> None:
-        self.life = life
-        self.is_client = life.is_client
-        self.keys = life.keys
+        self.lifecycle = lifecycle
+        self.is_client = lifecycle.is_client
+        self.keys = lifecycle.keys
         self.phase = phase
-        self.cids = life.cids
-        self.timers = life.timers
-        self.close = life.close
-        self.spaces = life.spaces.by_id
-        self.recovery = life.spaces.recovery
-        self.probes = life.spaces.probes
-        self.address = life.address
-        self.version = life.version
-        self.params = life.params
-        self.pending = life.pending
-        self.crypto: CryptoStreams = life.crypto
+        self.cids = lifecycle.cids
+        self.timers = lifecycle.timers
+        self.close = lifecycle.close
+        self.spaces = lifecycle.spaces.by_id
+        self.recovery = lifecycle.spaces.recovery
+        self.probes = lifecycle.spaces.probes
+        self.address = lifecycle.address
+        self.version = lifecycle.version
+        self.params = lifecycle.params
+        self.pending = lifecycle.pending
+        self.crypto: CryptoStreams = lifecycle.crypto
         self.streams = streams
         self.datagrams = datagrams
         # Set by a sendmsg with MSG_MORE: nothing leaves until a call without it (or any
@@ -82,7 +82,7 @@ class Sender:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         self.timers.now = now
-        if self.life.state is _CLOSED:
+        if self.lifecycle.state is _CLOSED:
             return self._close_datagrams()
         if self.corked:
             return []
@@ -191,7 +191,7 @@ class Sender:
                                         p.eliciting, now) for i, p in enumerate(built)])
         self.address.bytes_sent += len(datagram)
         if self.is_client and any(p.level == HANDSHAKE for p in built):
-            self.life.discard_level(INITIAL)  # RFC 9001 §4.9.1
+            self.lifecycle.discard_level(INITIAL)  # RFC 9001 §4.9.1
         return datagram
 
     def _build_packets(self, budget: int, now: float) -> list[_Built]:
