@@ -2,8 +2,8 @@
 
 A module of its own, apart from quichsd._quic_abi: these wrap Linux process and key
 management calls (keyctl.c: keyctl/add_key/request_key; caps.c: capget/capset, prctl
-securebits, setresuid) and the simulation's timerfd (timerfd.c), not the IPPROTO_QUIC ABI. Declared in sysabi.cdef; needs only libc
-and the kernel uapi headers (no libkeyutils, no libcap).
+securebits, setresuid) and the simulation's timerfd (timerfd.c), not the IPPROTO_QUIC ABI.
+Declared in sysabi.cdef; needs only libc and the kernel uapi headers (no libkeyutils, no libcap).
 """
 import os
 from pathlib import Path
