@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from ..quic.errors import QuicErrorCode as E
+from ..quic.transport_params import PARAMETER_IDS as _ID
 from ..quic.varint import encode_varint as v
 from ..sock.sim import frames as fr
 from ..tls.constants import AlertDescription as A
@@ -121,29 +122,31 @@ _TLS_CHECKS = (
 
 _TRANSPORT_PARAMETER_CHECKS = (
     _tp("tp-no-initial-source-cid", "RFC 9000 §7.3", "leaves out initial_source_connection_id",
-        tp_without(0x0F)),
+        tp_without(_ID["initial_source_connection_id"])),
     _tp("tp-initial-source-cid-mismatch", "RFC 9000 §7.3",
-        "sends an initial_source_connection_id other than its packets' SCID", tp_edit(add=((0x0F, _CID),))),
+        "sends an initial_source_connection_id other than its packets' SCID",
+        tp_edit(add=((_ID["initial_source_connection_id"], _CID),))),
     _tp("tp-original-destination-cid", "RFC 9000 §18.2",
         "sends original_destination_connection_id (server only)",
-        tp_edit(add=((0x00, _CID),))),
+        tp_edit(add=((_ID["original_destination_connection_id"], _CID),))),
     _tp("tp-preferred-address", "RFC 9000 §18.2", "sends preferred_address (server only)",
-        tp_edit(add=((0x0D, _PREFERRED_ADDRESS),))),
+        tp_edit(add=((_ID["preferred_address"], _PREFERRED_ADDRESS),))),
     _tp("tp-retry-source-cid", "RFC 9000 §18.2", "sends retry_source_connection_id (server only)",
-        tp_edit(add=((0x10, _CID),))),
+        tp_edit(add=((_ID["retry_source_connection_id"], _CID),))),
     _tp("tp-stateless-reset-token", "RFC 9000 §18.2", "sends stateless_reset_token (server only)",
-        tp_edit(add=((0x02, _TOKEN),))),
+        tp_edit(add=((_ID["stateless_reset_token"], _TOKEN),))),
     _tp("tp-max-udp-payload-size", "RFC 9000 §18.2, §7.4", "sends max_udp_payload_size 1199 (under 1200)",
-        tp_varint(0x03, 1199)),
+        tp_varint(_ID["max_udp_payload_size"], 1199)),
     _tp("tp-ack-delay-exponent", "RFC 9000 §18.2, §7.4", "sends ack_delay_exponent 21 (over 20)",
-        tp_varint(0x0A, 21)),
-    _tp("tp-max-ack-delay", "RFC 9000 §18.2, §7.4", "sends max_ack_delay 2^14", tp_varint(0x0B, 1 << 14)),
+        tp_varint(_ID["ack_delay_exponent"], 21)),
+    _tp("tp-max-ack-delay", "RFC 9000 §18.2, §7.4", "sends max_ack_delay 2^14",
+        tp_varint(_ID["max_ack_delay"], 1 << 14)),
     _tp("tp-active-connection-id-limit", "RFC 9000 §18.2", "sends active_connection_id_limit 1 (under 2)",
-        tp_varint(0x0E, 1)),
+        tp_varint(_ID["active_connection_id_limit"], 1)),
     _tp("tp-max-streams-bidi", "RFC 9000 §4.6, §18.2", "sends initial_max_streams_bidi 2^60 + 1",
-        tp_varint(0x08, MAX_STREAMS + 1)),
+        tp_varint(_ID["initial_max_streams_bidi"], MAX_STREAMS + 1)),
     _tp("tp-max-streams-uni", "RFC 9000 §4.6, §18.2", "sends initial_max_streams_uni 2^60 + 1",
-        tp_varint(0x09, MAX_STREAMS + 1)),
+        tp_varint(_ID["initial_max_streams_uni"], MAX_STREAMS + 1)),
 )
 
 _PACKET_CHECKS = (
