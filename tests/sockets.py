@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, abi, quic_handshake
+from quichsd.devcerts import PkiFiles, write_pki
 from quichsd.sock.kernel import kernel_quic_available
-from tests.pki import leaf, test_ca
 
 # Inside the QEMU tier's guest the harness says why it has no QUIC module to offer.
 NO_QUIC = (f"no IPPROTO_QUIC in the QEMU guest: {os.environ['QUICHSD_NO_QUIC_TREE']}"
@@ -35,22 +33,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@dataclass
-class Pki:
-    ca_file: str
-    cert_file: str
-    key_file: str
+Pki = PkiFiles  # the fixture's type, as test modules annotate it
 
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    cert, key = leaf("p256")
-    (d / "ca.pem").write_bytes(test_ca().cert.public_bytes(Encoding.PEM))
-    (d / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    return Pki(str(d / "ca.pem"), str(d / "cert.pem"), str(d / "key.pem"))
+    return write_pki(tmp_path_factory.mktemp("pki"))
 
 
 @dataclass
