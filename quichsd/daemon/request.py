@@ -9,7 +9,7 @@
                  EIO          anything before or after the handshake: unknown message type
                               or auth mode, unreadable key serials or credential files, no PSK
                               identity, no ALPN, an unexpected exception
-                 EOPNOTSUPP   the socket is not IPPROTO_QUIC (the TCP/kTLS path is not done yet)
+                 EOPNOTSUPP   the socket is neither IPPROTO_QUIC nor IPPROTO_TCP
                  EKEYREJECTED a PSK identity was unknown: we (server) found no key for the
                               client's identity, or the peer answered unknown_psk_identity
                  other errno  a QUIC socket option / send / recv failure, passed through
@@ -69,7 +69,7 @@ Session tickets for consumers (kernel-quic-abi §2.6, tlshd-behaviour §3.4):
                    (README "0-RTT anti-replay policy": first PSK, our own ticket, same suite
                    and ALPN, ticket age within 10 s, each ticket once per worker process).
 
-Not done yet: the TCP (kTLS) path (EOPNOTSUPP).
+The TCP path (TLS 1.3, then kTLS) is tcp_request.py's; its statuses are the same set.
 """
 from __future__ import annotations
 
@@ -291,10 +291,8 @@ def _log_completion(request: HandshakeRequest, result: DoneResult, host: str) ->
 def _handle(request: HandshakeRequest, config: DaemonConfig, backend: QuicSocketBackend, address: str,
             peer: Any = None, on_wait: Callable[[], None] | None = None) -> DoneResult:
     proto = _transport(backend)
-    if proto == socket.IPPROTO_TCP:
-        log.error("TLS over TCP (kTLS) is not supported yet")
-        return DoneResult(errno.EOPNOTSUPP)
-    if proto != IPPROTO_QUIC:
+    tcp_sock = backend.sock if proto == socket.IPPROTO_TCP else None
+    if proto != IPPROTO_QUIC and tcp_sock is None:
         log.error("Unsupported ip_proto (%d)", proto)
         return DoneResult(errno.EOPNOTSUPP)
     try:
@@ -310,6 +308,10 @@ def _handle(request: HandshakeRequest, config: DaemonConfig, backend: QuicSocket
             kr.link(request.keyring, kr.KEY_SPEC_SESSION_KEYRING)
         except OSError as exc:
             log.debug("linking request keyring %d: %s", request.keyring, exc)
+    if tcp_sock is not None:
+        from .tcp_request import TcpRequest  # it imports this module's helpers
+
+        return TcpRequest(request, config, tcp_sock, mode, address, peer, on_wait).run(message_type)
     quic = _QuicHandshake(request, config, backend, mode, address, peer, on_wait)
     if message_type is MessageType.CLIENTHELLO:
         return quic.client()

@@ -17,12 +17,14 @@ import errno
 import select
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..tls.client import ClientEngine
+from ..tls.config import ClientHelloInfo, ServerChoice
 from ..tls.constants import AlertDescription, CryptoLevel, Direction
 from ..tls.errors import TlsError, unexpected_message
-from ..tls.events import Event, HandshakeComplete, InstallSecret, SendHandshake
+from ..tls.events import ClientHelloReceived, Event, HandshakeComplete, InstallSecret, SendHandshake
 from ..tls.messages import MessageBuffer
 from ..tls.server import ServerEngine
 from ..tls.suites import SuiteInfo
@@ -99,11 +101,17 @@ class ApplicationKeys:
 
 class TcpTlsHandshake:
     """One handshake on `sock` (connected TCP, either blocking mode) with `engine`; run()
-    returns the HandshakeComplete and leaves `keys` for kTLS (or for RecordProtection)."""
+    returns the HandshakeComplete and leaves `keys` for kTLS (or for RecordProtection).
 
-    def __init__(self, sock: socket.socket, engine: ClientEngine | ServerEngine) -> None:
+    `choose` answers a server engine's ClientHelloReceived (TlsConfig.pause_at_client_hello):
+    the caller picks PSKs by the offered identities, say; a TlsError it raises is sent as
+    that alert (LocalAlert)."""
+
+    def __init__(self, sock: socket.socket, engine: ClientEngine | ServerEngine,
+                 choose: Callable[[ClientHelloInfo], ServerChoice | None] | None = None) -> None:
         self.sock = sock
         self.engine = engine
+        self._choose = choose
         self._writers: dict[CryptoLevel, RecordProtection] = {}
         self._alert_writer: RecordProtection | None = None  # the newest send key
         self._reader: RecordProtection | None = None
@@ -146,6 +154,13 @@ class TcpTlsHandshake:
                 self._install(event)
             elif type(event) is HandshakeComplete:
                 self.complete = event
+            elif type(event) is ClientHelloReceived:  # always the last event of its list
+                self._apply(self._answer_client_hello(event.info))
+
+    def _answer_client_hello(self, info: ClientHelloInfo) -> list[Event]:
+        if not isinstance(self.engine, ServerEngine) or self._choose is None:
+            raise TlsError(AlertDescription.internal_error, "ClientHello paused with nobody to answer it")
+        return self.engine.choose(self._choose(info))
 
     def _queue_handshake(self, level: CryptoLevel, data: bytes) -> None:
         if level == _INITIAL:

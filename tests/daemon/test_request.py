@@ -601,13 +601,14 @@ def test_unauth_server_is_eio(peers):
 # ---- dispatch and request validation ---------------------------------------------------------
 
 
-def test_tcp_socket_is_eopnotsupp():
+def test_tcp_socket_goes_to_the_tcp_path():
+    # An x509 client without a certificate is EIO there (§6.1): tests/daemon/test_tcp_request.py.
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     try:
         for sock in (client, client.fileno()):
-            assert handle(HandshakeRequest(sock, CLIENT, AuthMode.X509), DaemonConfig()) == \
-                DoneResult(errno.EOPNOTSUPP, [])
+            assert handle(HandshakeRequest(sock, CLIENT, AuthMode.X509, peername="localhost"),
+                          DaemonConfig()) == DoneResult(errno.EIO, [])
     finally:
         client.close()
         listener.close()
