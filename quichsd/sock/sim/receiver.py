@@ -147,7 +147,11 @@ class Receiver:
             first, pn, payload = opened.first, opened.packet_number, opened.payload
         else:
             try:
-                first, pn, payload = self._unprotect(key, data, header, level, space.largest_received)
+                if level == APP:
+                    first, pn, payload = self.phase.unprotect(key, data, header, space.largest_received,
+                                                              space.next_pn)
+                else:
+                    first, pn, payload = unprotect_packet(key, data, header, space.largest_received)
             except UnprotectError:
                 return False
         if switch_to is not None:
@@ -225,12 +229,6 @@ class Receiver:
         if dcid not in local.values() and not (not self.is_client and dcid == self.cids.initial_cid):
             return None
         return level
-
-    def _unprotect(self, key: PacketKey, data: bytes, header: PacketHeader, level: int,
-                   largest: int) -> tuple[int, int, bytes]:
-        if level != APP:
-            return unprotect_packet(key, data, header, largest)
-        return self.phase.unprotect(key, data, header, largest, self.spaces[APP].next_pn)
 
     def replay_parked(self, level: int) -> None:
         """The packets that waited for this level's receive key (spec §2.4)."""

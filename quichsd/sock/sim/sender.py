@@ -179,23 +179,10 @@ class Sender:
         return levels
 
     def _build_datagram(self, now: float) -> bytes | None:
+        """One datagram: a packet per level with something to send, within the budget."""
         budget = self.address.budget()
         if budget < 64:
             return None
-        built = self._build_packets(budget, now)
-        if not built:
-            return None
-        padded = self._pad(built)
-        last = len(built) - 1
-        datagram = b"".join([self._seal(p.level, p.payload, p.items, p.eliciting or (padded and i == last),
-                                        p.eliciting, now) for i, p in enumerate(built)])
-        self.address.bytes_sent += len(datagram)
-        if self.is_client and any(p.level == HANDSHAKE for p in built):
-            self.lifecycle.discard_level(INITIAL)  # RFC 9001 §4.9.1
-        return datagram
-
-    def _build_packets(self, budget: int, now: float) -> list[_Built]:
-        """The packets of one datagram, level by level within `budget` bytes."""
         cc_open = self.recovery.can_send(MAX_DATAGRAM)
         # An ack-eliciting Initial makes the datagram 1200 bytes (RFC 9000 §14.1): below
         # that budget (§8.1) an Initial packet may carry an ACK, nothing more.
@@ -210,7 +197,16 @@ class Sender:
             remaining -= packet.size
             if level == APP:
                 break  # a short header packet ends the datagram
-        return built
+        if not built:
+            return None
+        padded = built[0].level == INITIAL and self._pad(built)  # an Initial comes first
+        last = len(built) - 1
+        datagram = b"".join([self._seal(p.level, p.payload, p.items, p.eliciting or (padded and i == last),
+                                        p.eliciting, now) for i, p in enumerate(built)])
+        self.address.bytes_sent += len(datagram)
+        if self.is_client and any(p.level == HANDSHAKE for p in built):
+            self.lifecycle.discard_level(INITIAL)  # RFC 9001 §4.9.1
+        return datagram
 
     def _build_packet(self, level: int, remaining: int, now: float, cc_open: bool,
                       initial_fits: bool) -> _Built | None:
@@ -234,10 +230,10 @@ class Sender:
 
     def _pad(self, built: list[_Built]) -> bool:
         """PADDING frames up to 1200 bytes in a datagram with a client's Initial or an
-        ack-eliciting one (RFC 9000 §14.1), at the end of its last packet; True if added."""
+        ack-eliciting one (RFC 9000 §14.1), at the end of its last packet; True if added.
+        `built` starts with its Initial packet."""
         total = sum(p.size for p in built)
-        if total < MIN_INITIAL_DATAGRAM and any(p.level == INITIAL and (self.is_client or p.eliciting)
-                                                for p in built):
+        if total < MIN_INITIAL_DATAGRAM and (self.is_client or built[0].eliciting):
             built[-1].payload.extend(bytes(MIN_INITIAL_DATAGRAM - total))
             return True
         return False
@@ -266,7 +262,8 @@ class Sender:
                 left, eliciting = self._fill_crypto(level, payload, items, left, eliciting)
             if level in (APP, EARLY):
                 left, eliciting = self._fill_streams(payload, items, left, eliciting)
-                left, eliciting = self._fill_datagrams(payload, left, eliciting)
+                if self.datagrams.outbound:
+                    left, eliciting = self._fill_datagrams(payload, left, eliciting)
         if probe and not eliciting and left >= 1:
             payload += b"\x01"  # PING
             eliciting = True
