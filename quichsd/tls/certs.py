@@ -9,6 +9,7 @@ leaf without DNS or IP subjectAltNames, as gnutls_x509_crt_check_hostname2) is o
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import itertools
@@ -68,25 +69,28 @@ def load_crls(path: str | Path) -> tuple[x509.CertificateRevocationList, ...]:
 class TrustStore:
     """A verification store built once per configuration, never per handshake; with CRLs,
     a chain that verifies is also checked for revoked certificates. `subjects` (the
-    anchors' names) only serves to tell an unknown CA from other rejections;
-    `anchors_have_key_usage` lets verification try cryptography's own keyUsage rule first
-    (see `_verify`)."""
+    anchors' names) and `key_ids` (their (name, key identifier) pairs) only serve to tell
+    an unknown CA from other rejections; `anchors_have_key_usage` lets verification try
+    cryptography's own keyUsage rule first (see `_verify`)."""
 
     store: verification.Store
     source: str
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     subjects: frozenset[x509.Name] = frozenset()
     anchors_have_key_usage: bool = False
+    key_ids: frozenset[tuple[x509.Name, bytes]] = frozenset()
 
     def with_crls(self, crls: Sequence[x509.CertificateRevocationList]) -> TrustStore:
-        return TrustStore(self.store, self.source, tuple(crls), self.subjects, self.anchors_have_key_usage)
+        return TrustStore(self.store, self.source, tuple(crls), self.subjects, self.anchors_have_key_usage,
+                          self.key_ids)
 
     @classmethod
     def from_certificates(cls, certs: Sequence[x509.Certificate], source: str = "given") -> TrustStore:
         if not certs:
             raise ValueError("a trust store needs at least one certificate")
         return cls(verification.Store(list(certs)), source, (), frozenset(c.subject for c in certs),
-                   all(_has_key_usage(c) for c in certs))
+                   all(_has_key_usage(c) for c in certs),
+                   frozenset((c.subject, key_id) for c in certs for key_id in _key_ids(c)))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrustStore:
@@ -105,6 +109,17 @@ def _has_key_usage(cert: x509.Certificate) -> bool:
     except Exception:  # noqa: BLE001 - absent or unparsable: the full profile decides
         return False
     return True
+
+
+def _key_ids(cert: x509.Certificate) -> list[bytes]:
+    """The identifiers an authorityKeyIdentifier may name `cert`'s key by: its
+    subjectKeyIdentifier, and the SHA-1 of its key (RFC 5280 §4.2.1.2 method 1)."""
+    ids = []
+    with contextlib.suppress(Exception):  # absent or unparsable: the key's own hash still names it
+        ids.append(cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
+    with contextlib.suppress(TypeError, ValueError):  # a key type cryptography cannot load or hash
+        ids.append(x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest)
+    return ids
 
 
 def _store_from_file(path: str | Path) -> TrustStore:
@@ -159,46 +174,51 @@ def _ca_key_usage(policy: verification.Policy, cert: x509.Certificate, ku: x509.
         raise ValueError("keyUsage of a CA certificate without keyCertSign")
 
 
-def _server_eku(policy: verification.Policy, cert: x509.Certificate,
-                eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
-        raise ValueError("required EKU not found")
+@dataclass(frozen=True)
+class _Eku:
+    """The extended key usage a chain must allow (RFC 5280 §4.2.1.12), as a validator:
+    a leaf's EKU, if present, names `usage`; a CA's names it or anyExtendedKeyUsage.
+    Either criticality, as GnuTLS (the web PKI wants it non-critical)."""
 
+    usage: x509.ObjectIdentifier
+    ca: bool
 
-def _ca_server_eku(policy: verification.Policy, cert: x509.Certificate,
-                   eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and not (ExtendedKeyUsageOID.SERVER_AUTH in eku
-                                or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku):
+    def __call__(self, policy: verification.Policy, cert: x509.Certificate,
+                 eku: x509.ExtendedKeyUsage | None) -> None:
+        if eku is None or self.usage in eku:
+            return
+        if self.ca and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
+            return
         raise ValueError("required EKU not found")
 
 
 _ANY = verification.Criticality.AGNOSTIC
-_NON_CRITICAL = verification.Criticality.NON_CRITICAL
+SERVER_AUTH, CLIENT_AUTH = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 
 
-def ca_extension_policy(server_eku: bool = False,
-                        key_usage_required: bool = False) -> verification.ExtensionPolicy:
-    """CA certificates (anchors and intermediates). `server_eku` checks EKU for serverAuth
-    where the verifier itself would check clientAuth (the CN-fallback path below).
-    `key_usage_required` keeps the web-PKI rule (keyUsage present, with keyCertSign),
-    checked without a call into Python: a fast first try, never the last word."""
+def ca_extension_policy(usage: x509.ObjectIdentifier | None = None) -> verification.ExtensionPolicy:
+    """CA certificates (anchors and intermediates). With `usage` (serverAuth or clientAuth),
+    the full profile: keyUsage and EKU checked by the validators above. Without, the fast
+    first try: the web-PKI rules for both (keyUsage present with keyCertSign, EKU
+    non-critical, for the verifier's own usage), checked without a call into Python; it
+    accepts a subset of the profile, so it is never the last word (see `_verify`)."""
     policy = verification.ExtensionPolicy.webpki_defaults_ca()
-    if not key_usage_required:
-        policy = policy.may_be_present(x509.KeyUsage, _ANY, _ca_key_usage)
-    policy = (
+    if usage is not None:
+        policy = (policy.may_be_present(x509.KeyUsage, _ANY, _ca_key_usage)
+                  .may_be_present(x509.ExtendedKeyUsage, _ANY, _Eku(usage, ca=True)))
+    return (
         policy
         .require_present(x509.BasicConstraints, _ANY, None)
         .may_be_present(x509.AuthorityKeyIdentifier, _ANY, None)
         .may_be_present(x509.SubjectKeyIdentifier, _ANY, None)
     )
-    if server_eku:
-        policy = policy.may_be_present(x509.ExtendedKeyUsage, _NON_CRITICAL, _ca_server_eku)
-    return policy
 
 
-def ee_extension_policy(san_required: bool, server_eku: bool = False) -> verification.ExtensionPolicy:
+def ee_extension_policy(san_required: bool,
+                        usage: x509.ObjectIdentifier | None = None) -> verification.ExtensionPolicy:
     """Leaf certificates. A server verifier needs subjectAltName (cryptography matches the
-    name there); a client verifier, and the CN-fallback path, do not."""
+    name there); a client verifier, and the CN-fallback path, do not: a CN-only client
+    certificate is accepted, as GnuTLS does. `usage` as for `ca_extension_policy`."""
     policy = (
         verification.ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.AuthorityKeyIdentifier, _ANY, None)
@@ -207,17 +227,18 @@ def ee_extension_policy(san_required: bool, server_eku: bool = False) -> verific
     )
     if not san_required:
         policy = policy.may_be_present(x509.SubjectAlternativeName, _ANY, None)
-    if server_eku:
-        policy = policy.may_be_present(x509.ExtendedKeyUsage, _NON_CRITICAL, _server_eku)
+    if usage is not None:
+        policy = policy.may_be_present(x509.ExtendedKeyUsage, _ANY, _Eku(usage, ca=False))
     return policy
 
 
-_CA_POLICY = ca_extension_policy()
-_CA_POLICY_WITH_KEY_USAGE = ca_extension_policy(key_usage_required=True)
-_SERVER_EE_POLICY = ee_extension_policy(san_required=True)
-_CLIENT_EE_POLICY = ee_extension_policy(san_required=False)
-_CN_CA_POLICY = ca_extension_policy(server_eku=True)
-_CN_EE_POLICY = ee_extension_policy(san_required=False, server_eku=True)
+# (CA policy, leaf policy) per role, for the fast try (strict) and the full profile.
+_SERVER_STRICT = (ca_extension_policy(), ee_extension_policy(san_required=True))
+_SERVER_PROFILE = (ca_extension_policy(SERVER_AUTH), ee_extension_policy(True, SERVER_AUTH))
+_CLIENT_STRICT = (ca_extension_policy(), ee_extension_policy(san_required=False))
+_CLIENT_PROFILE = (ca_extension_policy(CLIENT_AUTH), ee_extension_policy(False, CLIENT_AUTH))
+# A server certificate without DNS/IP subjectAltName, checked by a client verifier.
+_CN_PROFILE = (ca_extension_policy(SERVER_AUTH), ee_extension_policy(False, SERVER_AUTH))
 
 
 def _builder(store: verification.Store, second: int) -> verification.PolicyBuilder:
@@ -228,35 +249,33 @@ def _builder(store: verification.Store, second: int) -> verification.PolicyBuild
 
 @lru_cache(maxsize=64)
 def _server_verifier(store: verification.Store, name: str, second: int,
-                     key_usage_required: bool) -> verification.ServerVerifier:
-    ca_policy = _CA_POLICY_WITH_KEY_USAGE if key_usage_required else _CA_POLICY
-    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=_SERVER_EE_POLICY)
+                     strict: bool) -> verification.ServerVerifier:
+    ca_policy, ee_policy = _SERVER_STRICT if strict else _SERVER_PROFILE
+    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
             .build_server_verifier(_subject(name)))
 
 
 @lru_cache(maxsize=64)
-def _client_verifier(store: verification.Store, second: int,
-                     key_usage_required: bool) -> verification.ClientVerifier:
-    ca_policy = _CA_POLICY_WITH_KEY_USAGE if key_usage_required else _CA_POLICY
-    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=_CLIENT_EE_POLICY)
+def _client_verifier(store: verification.Store, second: int, strict: bool) -> verification.ClientVerifier:
+    ca_policy, ee_policy = _CLIENT_STRICT if strict else _CLIENT_PROFILE
+    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
             .build_client_verifier())
 
 
 def _verify(trust: TrustStore, leaf: x509.Certificate, intermediates: list[x509.Certificate],
             server_name: str | None, second: int) -> list[x509.Certificate]:
     """The chain built up to an anchor, under the profile. When every anchor has keyUsage
-    (the system bundle, most PKIs), cryptography's own keyUsage rule is tried first: it
-    accepts a subset of what the profile accepts and costs no Python call per CA. Only if
-    it refuses (an intermediate without keyUsage, or any failure) does the full profile
-    decide, so the answer is always the profile's."""
-    for key_usage_required in (True, False) if trust.anchors_have_key_usage else (False,):
+    (the system bundle, most PKIs), cryptography's own keyUsage and EKU rules are tried
+    first: they accept a subset of what the profile accepts and cost no Python call per
+    certificate. Only if they refuse (an intermediate without keyUsage, a critical EKU, or
+    any failure) does the full profile decide, so the answer is always the profile's."""
+    for strict in (True, False) if trust.anchors_have_key_usage else (False,):
         try:
             if server_name is not None:
-                verifier = _server_verifier(trust.store, server_name, second, key_usage_required)
-                return verifier.verify(leaf, intermediates)
-            return _client_verifier(trust.store, second, key_usage_required).verify(leaf, intermediates).chain
+                return _server_verifier(trust.store, server_name, second, strict).verify(leaf, intermediates)
+            return _client_verifier(trust.store, second, strict).verify(leaf, intermediates).chain
         except verification.VerificationError:
-            if not key_usage_required:
+            if not strict:
                 raise
     raise AssertionError("unreachable")
 
@@ -265,7 +284,8 @@ def _verify(trust: TrustStore, leaf: x509.Certificate, intermediates: list[x509.
 def _cn_server_verifier(store: verification.Store, second: int) -> verification.ClientVerifier:
     """A server certificate without DNS/IP subjectAltName: the chain checked as for a
     server (serverAuth), without a subject; the name is then matched on the CN."""
-    return (_builder(store, second).extension_policies(ca_policy=_CN_CA_POLICY, ee_policy=_CN_EE_POLICY)
+    ca_policy, ee_policy = _CN_PROFILE
+    return (_builder(store, second).extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
             .build_client_verifier())
 
 
@@ -354,6 +374,9 @@ _REASONS = (
     ("no matching subjectAltName", "name mismatch: no subjectAltName matches"),
     ("has no subjectAltName", "name mismatch: no subjectAltName (an IP address is matched there only)"),
     ("exceeds max depth", "certificate chain too long"),
+    # GnuTLS takes a version 1 leaf (`openssl x509 -req` without extensions makes one);
+    # cryptography's path builder has no switch for it.
+    ("must be an X509v3 certificate", "not an X.509 version 3 certificate (version 1 is not supported)"),
 )
 
 
@@ -364,18 +387,9 @@ def _rejection(exc: verification.VerificationError, trust: TrustStore, chain: Se
         return TlsError(AlertDescription.certificate_expired,
                         f"certificate rejected: expired or not yet valid ({text})")
     if "candidates exhausted" in text:
-        try:
-            known = _reaches_an_anchor(trust, chain)
-            issuer = chain[-1].issuer.rfc4514_string()
-        except (ValueError, TypeError) as bad:  # names are parsed lazily: a malformed one is the reason
-            return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {bad}")
-        if not known:
-            # Whatever interior error came last (a self-signed root the peer sent is tried
-            # as its own issuer until the depth or its path length runs out), nothing the
-            # peer sent was issued by a name the store holds: RFC 8446's unknown_ca.
-            return TlsError(AlertDescription.unknown_ca,
-                            f"certificate rejected: unknown CA: issuer {issuer!r} is not in the trust"
-                            f" store ({trust.source})")
+        unknown = _unknown_ca(trust, chain, text)
+        if unknown is not None:
+            return unknown
     if "required EKU not found" in text:
         usage = "server" if peer_is_server else "client"
         return TlsError(AlertDescription.bad_certificate,
@@ -384,6 +398,44 @@ def _rejection(exc: verification.VerificationError, trust: TrustStore, chain: Se
         if needle in text:
             return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {words} ({text})")
     return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {text}")
+
+
+def _unknown_ca(trust: TrustStore, chain: Sequence[x509.Certificate], text: str) -> TlsError | None:
+    """unknown_ca (RFC 8446 §6.2) when the issuer is not in the store, whatever interior
+    error cryptography reported last (a self-signed root the peer sent is tried as its own
+    issuer until the depth or its path length runs out): nothing the peer sent was issued
+    by a name the store holds, or, as GnuTLS tells them apart, the certificate that names
+    an anchor as its issuer identifies another key by its authorityKeyIdentifier (a CA of
+    the same name). Without a key identifier that stays a signature failure."""
+    try:
+        issuer = chain[-1].issuer.rfc4514_string()
+        if not _reaches_an_anchor(trust, chain):
+            return TlsError(AlertDescription.unknown_ca,
+                            f"certificate rejected: unknown CA: issuer {issuer!r} is not in the trust"
+                            f" store ({trust.source})")
+        namesake = _names_another_key(trust, chain) if "signature does not match" in text else None
+    except (ValueError, TypeError) as bad:  # names are parsed lazily: a malformed one is the reason
+        return TlsError(AlertDescription.bad_certificate, f"certificate rejected: {bad}")
+    if namesake is None:
+        return None
+    return TlsError(AlertDescription.unknown_ca,
+                    f"certificate rejected: unknown CA: issuer {namesake.rfc4514_string()!r} is not in the"
+                    f" trust store ({trust.source}); a CA of that name is, with another key")
+
+
+def _names_another_key(trust: TrustStore, chain: Sequence[x509.Certificate]) -> x509.Name | None:
+    """The issuer of a certificate in `chain` that names an anchor's subject as issuer but,
+    by its authorityKeyIdentifier, a key no anchor of that name has."""
+    for cert in chain:
+        if cert.issuer not in trust.subjects:
+            continue
+        try:
+            key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        except x509.ExtensionNotFound:
+            continue
+        if key_id is not None and (cert.issuer, key_id) not in trust.key_ids:
+            return cert.issuer
+    return None
 
 
 def _reaches_an_anchor(trust: TrustStore, chain: Sequence[x509.Certificate]) -> bool:

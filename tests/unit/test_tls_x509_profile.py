@@ -144,11 +144,15 @@ def test_wrong_signature_is_refused() -> None:
     assert err.alert == A.bad_certificate and "signature" in str(err)
 
 
-def test_namesake_ca_is_a_signature_failure() -> None:
-    """Another CA under the trusted CA's name (two test CAs made with the same subject):
-    the trusted one did not sign it."""
+def test_namesake_ca_is_unknown_by_key_identifier_else_a_signature_failure() -> None:
+    """Another CA under the trusted CA's name (two test CAs made with the same subject).
+    As GnuTLS tells them apart (certtool: "issuer is unknown" / "signature ... invalid"):
+    a leaf whose authorityKeyIdentifier names another key comes from an unknown CA; without
+    one, all that shows is that the trusted CA did not sign it."""
     ca, namesake = openssl_style_ca("same name"), openssl_style_ca("same name")
     err = rejected(as_server, ca, [server_leaf(namesake)])
+    assert err.alert == A.unknown_ca and "unknown CA" in str(err) and "another key" in str(err), err
+    err = rejected(as_server, ca, [server_leaf(namesake, aki=False)])
     assert err.alert == A.bad_certificate and "signature does not verify" in str(err)
 
 
