@@ -109,15 +109,19 @@ def upcall(command: str) -> Report:
 
 # ---- handshake daemons -----------------------------------------------------------------
 
-def _genl_subscribers() -> set[int]:
-    """Socket inodes of generic netlink sockets subscribed to a multicast group."""
+def _genl_subscribers(pid: int | str = "self") -> set[int]:
+    """Socket inodes of generic netlink sockets subscribed to a multicast group, in the
+    network namespace of `pid` (/proc/net is per namespace)."""
     inodes = set()
-    with open("/proc/net/netlink") as f:
-        next(f)
-        for line in f:
-            cols = line.split()
-            if cols[1] == "16" and int(cols[3], 16) != 0:
-                inodes.add(int(cols[9]))
+    try:
+        with open(f"/proc/{pid}/net/netlink") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[1] == "16" and int(cols[3], 16) != 0:
+                    inodes.add(int(cols[9]))
+    except FileNotFoundError:  # the process is gone
+        pass
     return inodes
 
 
@@ -156,9 +160,13 @@ class Daemon:
     `tlshd` multicast group."""
 
     def __init__(self, argv: list[str], workdir: Path, name: str, listeners: int = 1,
-                 env: dict[str, str] | None = None):
-        """`listeners`: how many of its processes join the group (quichsd: each worker)."""
+                 env: dict[str, str] | None = None, netns: str | None = None):
+        """`listeners`: how many of its processes join the group (quichsd: each worker).
+        `netns`: a network namespace made by `ip netns add` to run it in (its handshake
+        requests are those of the sockets there; `ip netns exec` keeps the pid)."""
         self.name = name
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
         self.log_path = workdir / f"{name}.log"
         self.log = open(self.log_path, "w+")  # noqa: SIM115 - open while the daemon runs; stop() closes it
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
@@ -172,7 +180,7 @@ class Daemon:
 
     def joined(self) -> int:
         """How many of the daemon's processes hold a socket in a generic netlink group."""
-        subscribers = _genl_subscribers()
+        subscribers = _genl_subscribers(self.proc.pid)
         return sum(1 for pid in _process_tree(self.proc.pid) if _socket_inodes(pid) & subscribers)
 
     def output(self) -> str:
@@ -200,17 +208,17 @@ class Daemon:
         self.stop()
 
 
-def quichsd_daemon(workdir: Path, config: str, workers: int = 1) -> Daemon:
+def quichsd_daemon(workdir: Path, config: str, workers: int = 1, netns: str | None = None) -> Daemon:
     path = workdir / "quichsd.conf"
     path.write_text(config + f"\n[quichsd]\nworkers = {workers}\ndbus = none\n")
     return Daemon([sys.executable, "-m", "quichsd", "daemon", "-c", str(path), "--foreground"],
-                  workdir, "quichsd", listeners=workers)
+                  workdir, "quichsd", listeners=workers, netns=netns)
 
 
-def tlshd_daemon(workdir: Path, config: str) -> Daemon:
+def tlshd_daemon(workdir: Path, config: str, netns: str | None = None) -> Daemon:
     path = workdir / "tlshd.conf"
     path.write_text(config)
-    return Daemon([str(tlshd_binary()), "-c", str(path), "-s"], workdir, "tlshd")
+    return Daemon([str(tlshd_binary()), "-c", str(path), "-s"], workdir, "tlshd", netns=netns)
 
 
 def open_fds(pids: list[int]) -> list[str]:

@@ -13,7 +13,11 @@
  *       or 30000), peername, psk (key serial), cert, privkey, keyring (serials),
  *       alpn (QUIC only, default "sample"), port (QUIC pair listener, default 0 = any),
  *       data (TCP pair only: after both handshakes succeed, send this many bytes client to
- *       server and then server to client through the sockets, which carry kTLS by then).
+ *       server and then server to client through the sockets, which carry kTLS by then),
+ *       netns (a pid: the listener, and so the server end, lives in that process's network
+ *       namespace, whose handshake requests only a daemon there sees; the client end stays
+ *       in init_net) with addr (the IPv4 address the listener binds, reachable from
+ *       init_net, e.g. over a veth pair; default loopback).
  *
  * "client"/"server" submit one side; the other end of the connection exists but nobody
  * serves it (for status checks). "pair" submits both ends of one loopback connection.
@@ -26,6 +30,7 @@
  */
 #include <linux/completion.h>
 #include <linux/inet.h>
+#include <linux/pid.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/module.h>
@@ -34,6 +39,7 @@
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <net/handshake.h>
+#include <net/net_namespace.h>
 #include <net/tcp.h>
 #include <net/sock.h>
 
@@ -55,6 +61,8 @@ struct command {
 	key_serial_t psk, cert, privkey, keyring;
 	u16 port;
 	unsigned int data;
+	unsigned int netns_pid;	/* 0: init_net */
+	__be32 addr;		/* 0: loopback */
 };
 
 struct side {
@@ -157,11 +165,11 @@ static int make_file(struct socket *sock, struct file **filp)
 	return 0;
 }
 
-static int loopback(struct sockaddr_in *a, u16 port)
+static int loopback(struct sockaddr_in *a, u16 port, __be32 addr)
 {
 	memset(a, 0, sizeof(*a));
 	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a->sin_addr.s_addr = addr ? addr : htonl(INADDR_LOOPBACK);
 	a->sin_port = htons(port);
 	return sizeof(*a);
 }
@@ -178,11 +186,23 @@ static int make_listener(const struct command *c, struct socket **lsock, struct 
 			 struct report *r)
 {
 	bool quic = c->transport == T_QUIC;
-	int len = loopback(addr, c->port), err;
-	const char *step = "socket";
+	int len = loopback(addr, c->port, c->addr), err;
+	const char *step = "netns";
+	struct net *net = &init_net;
 
-	err = sock_create_kern(&init_net, AF_INET, quic ? SOCK_DGRAM : SOCK_STREAM,
+	if (c->netns_pid) {
+		/* A kernel socket does not pin its namespace: the daemon in it keeps it alive. */
+		net = get_net_ns_by_pid(c->netns_pid);
+		if (IS_ERR(net)) {
+			err = PTR_ERR(net);
+			goto report;
+		}
+	}
+	step = "socket";
+	err = sock_create_kern(net, AF_INET, quic ? SOCK_DGRAM : SOCK_STREAM,
 			       quic ? IPPROTO_QUIC_NUM : IPPROTO_TCP, lsock);
+	if (c->netns_pid)
+		put_net(net);
 	if (err)
 		goto report;
 	step = "alpn";
@@ -444,6 +464,11 @@ static int parse(char *line, struct command *c)
 			strscpy(c->alpn, value, sizeof(c->alpn));
 			continue;
 		}
+		if (!strcmp(word, "addr")) {
+			if (!in4_pton(value, -1, (u8 *)&c->addr, -1, NULL))
+				return -EINVAL;
+			continue;
+		}
 		err = kstrtouint(value, 0, &v);
 		if (err)
 			break;
@@ -465,6 +490,8 @@ static int parse(char *line, struct command *c)
 			c->port = v;
 		else if (!strcmp(word, "data"))
 			c->data = v;
+		else if (!strcmp(word, "netns"))
+			c->netns_pid = v;
 		else
 			err = -EINVAL;
 	}
