@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +238,7 @@ class _Driver:
         self.keys = _PROCESS_KEYS
         self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
         self.answered = False  # handshake data came from the peer
+        self.restarted = False  # a client started over after Version Negotiation
 
     # -- configuration -----------------------------------------------------------------
 
@@ -340,6 +341,22 @@ class _Driver:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, engine: TlsEngine) -> None:
+        """The handshake on `engine`; a client starts over once with a new engine when the
+        socket asks for it (ERESTART: the simulation followed a Version Negotiation to
+        another version, whose ClientHello must name it, RFC 9368 §4; without 0-RTT)."""
+        while True:
+            try:
+                self._drive(engine)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ERESTART or not isinstance(engine, ClientEngine) or self.restarted:
+                    raise
+                log.info("QUIC handshake restarted after Version Negotiation: %s", exc.strerror)
+            self.restarted = True
+            self.config = replace(self.config, early_data=False, early_stream_data=None)
+            engine = ClientEngine(self.tls_config())
+
+    def _drive(self, engine: TlsEngine) -> None:
         self.engine = engine
         if isinstance(engine, ClientEngine):
             self.apply(engine.start(time.time()))
@@ -528,9 +545,14 @@ class _Driver:
             # all-zero close, spec §1.5, §2.5), a timeout like our own deadline's. (Its 30 s
             # run from connect(), so it fires just before a 30 s handshake deadline.)
             return self.timed_out("handshake timed out (idle timeout)")
-        detail = f" (close code 0x{info.errcode:x})" if info is not None and info.errcode else ""
-        return HandshakeError(exc.errno or errno.EIO,
-                              f"connection closed during the handshake: {exc}{detail}")
+        detail = ""
+        if info is not None and info.errcode:
+            phrase = info.phrase.decode(errors="replace")
+            detail = f" (close code 0x{info.errcode:x}{': ' + phrase if phrase else ''})"
+        code = exc.errno or errno.EIO
+        if info is not None and info.errcode == QuicErrorCode.VERSION_NEGOTIATION_ERROR:
+            code = errno.EPROTONOSUPPORT  # no version in common, as the kernel's select_version
+        return HandshakeError(code, f"connection closed during the handshake: {exc}{detail}")
 
     def fail(self, exc: TlsError) -> None:
         """Tell the peer why (CONNECTION_CLOSE carries 0x100+alert where the backend can)."""

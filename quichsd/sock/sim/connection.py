@@ -62,7 +62,7 @@ from .spaces import LossTimer, PacketSpaces
 from .state import ConnState
 from .streams import StreamManager
 from .timers import Timers
-from .version_choice import VersionChoice
+from .version_choice import VersionChoice, describe_versions
 
 if TYPE_CHECKING:
     from .rewrite import SendRewriter
@@ -330,6 +330,12 @@ class SimConnection:
         self.timers.hold_until = None  # the response: held ACKs and frames go with it
 
     def recv_crypto(self, max_len: int) -> tuple[int, bytes, bool] | None:
+        if self.lifecycle.restart_pending:
+            # A Version Negotiation restarted the connection (lifecycle.py): the agent
+            # sends a new ClientHello. Simulation only: the kernel re-sends the old one.
+            self.lifecycle.restart_pending = False
+            raise sim_error(errno.ERESTART, f"restart the handshake in QUIC version "
+                                            f"{describe_versions((self.version_choice.version,))}")
         return self.handshake.read(max_len)
 
     def session_ticket(self) -> bytes:
@@ -449,7 +455,8 @@ class SimConnection:
     def has_item(self) -> bool:
         """A recvmsg would return at once: handshake data, readable stream data, or the
         ENOTCONN of a closed connection."""
-        return (bool(self.handshake.queue) or self.lifecycle.state is _CLOSED
+        life = self.lifecycle
+        return (bool(self.handshake.queue) or life.state is _CLOSED or life.restart_pending
                 or bool(self.notifications.queue) or (self.keys.app_readable and self.streams.readable()))
 
     def pending_readable(self) -> bool:

@@ -52,7 +52,7 @@ from typing import Any
 from ...quic.address_token import AddressTokens, TokenKind, ValidToken, kind_of
 from ...quic.errors import QuicErrorCode
 from ...quic.packet_protection import PacketKey, initial_keys
-from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
+from ...quic.versions import QUIC_V1, QUIC_V2, SUPPORTED_VERSIONS, LongPacketType
 from . import frames as fr
 from .admission import Admission, AdmissionLimits, RateLimitedLog
 from .connection import SimConnection
@@ -64,7 +64,16 @@ from .listener_peek import (
     open_client_initial,
     packet_dcid,
 )
-from .packets import PacketHeader, build_long_packet, build_retry
+from .packets import (
+    MIN_INITIAL_DATAGRAM,
+    PacketError,
+    PacketHeader,
+    build_long_packet,
+    build_retry,
+    build_version_negotiation,
+    grease_version,
+    parse_header,
+)
 from .reactor import reactor
 from .state import ConnState
 
@@ -74,6 +83,10 @@ Address = tuple[Any, ...]
 SHORT_HEADER_CID_LEN = 8  # the CIDs we issue are 8 bytes, as the kernel's
 MAX_READS_PER_STEP = 64
 RECV_BUFFER = 65536
+# RFC 9001 §8.1: no_application_protocol (TLS alert 120) as a QUIC error, 0x100 + alert.
+NO_APPLICATION_PROTOCOL = 0x100 + 120
+# What a Version Negotiation lists (plus a greased version): the kernel's list and order.
+VN_VERSIONS = (QUIC_V1.number, QUIC_V2.number)
 
 
 # Eight bytes: what an eventfd takes (a count of 1), and as good as one byte in a pipe.
@@ -114,7 +127,8 @@ class EndpointStats:
     retries_sent: int = 0
     invalid_tokens: int = 0  # Retry tokens that failed: INVALID_TOKEN (RFC 9000 §8.1.3)
     dropped_over_limit: int = 0
-    no_listener: int = 0  # no listener for the offered ALPNs
+    no_listener: int = 0  # no listener for the offered ALPNs: refused with 0x178
+    version_negotiations: int = 0  # Version Negotiation packets sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +436,7 @@ class Endpoint:
             return None
         header = client_initial_header(data)
         if header is None:
+            self._maybe_negotiate_version(data, addr)
             return None
         keys = initial_keys(header.dcid, SUPPORTED_VERSIONS[header.version])  # for peek and connection
         try:
@@ -432,10 +447,7 @@ class Endpoint:
             return None
         listener = self._pick_listener(alpns)
         if listener is None:
-            self.stats.no_listener += 1
-            offered = ", ".join(a.decode("ascii", "replace") for a in alpns or []) or "none"
-            _log_no_listener("no listener on %s for the ALPNs offered by %s: %s",
-                             self.local_address[:2], addr[:2], offered)
+            self._refuse_alpn(header, addr, keys, alpns)
             return None
         admitted = self._admit(header, addr, listener, keys, now)
         if admitted is None or len(listener.pending) >= max(1, listener.backlog):
@@ -491,13 +503,45 @@ class Endpoint:
         self._sendto(packet, addr)
 
     def _send_initial_close(self, header: PacketHeader, addr: Address, keys: tuple[PacketKey, PacketKey],
-                            code: int) -> None:
+                            code: int, frame_type: int = 0, reason: bytes = b"") -> None:
         """A CONNECTION_CLOSE in an Initial packet from no connection (RFC 9000 §10.2.3),
         under the server Initial key of the client's DCID; not ack-eliciting, so not padded."""
         version = SUPPORTED_VERSIONS[header.version]
-        payload = fr.ConnectionClose(int(code)).encode()
+        payload = fr.ConnectionClose(int(code), frame_type, reason).encode()
         packet = build_long_packet(keys[1], version, LongPacketType.INITIAL, header.scid,
                                    os.urandom(SHORT_HEADER_CID_LEN), None, 0, None, payload)
+        self._sendto(packet, addr)
+
+    def _refuse_alpn(self, header: PacketHeader, addr: Address, keys: tuple[PacketKey, PacketKey],
+                     alpns: list[bytes] | None) -> None:
+        """No listener takes the offered ALPNs: close with no_application_protocol (0x178,
+        RFC 9001 §8.1), statelessly. The kernel drops the Initial without a word (spec §9);
+        here the peer learns at once instead of waiting out its timeout."""
+        self.stats.no_listener += 1
+        offered = ", ".join(a.decode("ascii", "replace") for a in alpns or []) or "none"
+        _log_no_listener("no listener on %s for the ALPNs offered by %s: %s; refused with "
+                         "no_application_protocol", self.local_address[:2], addr[:2], offered)
+        self._send_initial_close(header, addr, keys, NO_APPLICATION_PROTOCOL, fr.FrameType.CRYPTO,
+                                 b"no application protocol")
+
+    def _maybe_negotiate_version(self, data: bytes, addr: Address) -> None:
+        """A long header packet of a version we do not speak, for no connection: answer with
+        a Version Negotiation (RFC 9000 §6.1, §5.2.2) when its datagram has the 1200 bytes
+        of a client's first Initial (§14.1), so the answer, far shorter, amplifies nothing.
+        Never to a Version Negotiation (version 0, §6.1); stateless."""
+        if len(data) < MIN_INITIAL_DATAGRAM:
+            return
+        try:
+            header = parse_header(data, 0, SHORT_HEADER_CID_LEN)
+        except PacketError:
+            return
+        if not header.is_long or header.version == 0 or header.version in SUPPORTED_VERSIONS:
+            return
+        rand = int.from_bytes(os.urandom(5), "big")
+        versions = (*VN_VERSIONS, grease_version(rand >> 8))
+        packet = build_version_negotiation(header.scid, header.dcid, versions, rand)
+        self.stats.version_negotiations += 1
+        log.debug("Version Negotiation to %s for version 0x%08x", addr[:2], header.version)
         self._sendto(packet, addr)
 
     def _sendto(self, data: bytes, addr: Address) -> None:

@@ -1,22 +1,22 @@
 """The connection's state (ESTABLISHING, ESTABLISHED, CLOSED) and the steps that change
 several of its parts at once: completion (spec §2.4), the handshake's confirmation,
-discarding a level's keys, closing, following a Retry or a compatible version change, and
-queuing the control frames those steps owe the peer.
+discarding a level's keys, closing, following a Retry, a compatible version change or a
+Version Negotiation, and queuing the control frames those steps owe the peer.
 
 The receiving half, the sending half and the socket calls (receiver.py, sender.py,
 connection.py) all reach these steps through this one object, which refers to the parts
 and to nothing that refers back to it."""
 from __future__ import annotations
 
-from ...quic.errors import QuicErrorCode
+from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.packet_protection import PacketKey, initial_keys
 from . import frames as fr
 from .address import AddressValidation
 from .cids import ConnectionIds
 from .close import CloseState
-from .crypto_stream import CryptoStreams
+from .crypto_stream import CryptoStream, CryptoStreams
 from .keys import LevelKeys
-from .levels import APP, HANDSHAKE, INITIAL
+from .levels import APP, EARLY, HANDSHAKE, INITIAL
 from .params import TransportParams
 from .spaces import PacketSpaces
 from .state import ConnState
@@ -36,7 +36,7 @@ _ESTABLISHED, _CLOSED = ConnState.ESTABLISHED, ConnState.CLOSED
 
 class Lifecycle:
     __slots__ = ("is_client", "state", "handshake_confirmed", "keys", "spaces", "crypto", "cids", "timers",
-                 "close", "address", "version", "params", "pending")
+                 "close", "address", "version", "params", "pending", "restart_pending")
 
     def __init__(self, *, is_client: bool, keys: LevelKeys, spaces: PacketSpaces, crypto: CryptoStreams,
                  cids: ConnectionIds, timers: Timers, close: CloseState, address: AddressValidation,
@@ -54,6 +54,9 @@ class Lifecycle:
         self.version = version
         self.params = params
         self.pending = pending  # connection-level control frames for 1-RTT packets
+        # client: a Version Negotiation restarted the connection; the handshake agent is
+        # told once (its next handshake read), to send a new ClientHello
+        self.restart_pending = False
 
     # ---- keys and versions -----------------------------------------------------------------
 
@@ -90,6 +93,37 @@ class Lifecycle:
         self.install_initial_keys()
         self.spaces.abandon_initial()
         self.crypto[INITIAL].send.retransmit_all()
+
+    def on_version_negotiation(self, versions: tuple[int, ...], dcid: bytes, scid: bytes) -> bool:
+        """A Version Negotiation packet listing `versions` (RFC 9000 §6.2, §17.2.1): a client
+        acts on one only before it processed any other packet of the server (or a Retry,
+        or an earlier one), addressed to it with the DCID it used, and not listing the
+        version it offered. A version in common restarts the connection in it (RFC 9368
+        §2.1): new Initial keys for the same DCID, the old Initials and ClientHello dropped,
+        and the agent asked for a new ClientHello; none in common closes the connection
+        (0x11, nothing sent: the server kept no state). True if it was acted on."""
+        cids = self.cids
+        if (not self.is_client or self.state is not ConnState.ESTABLISHING or cids.server_scid_seen
+                or self.address.retries_followed or self.version.negotiated_from is not None):
+            return False
+        if dcid != cids.local_cid or scid != cids.original_dcid:
+            return False
+        try:
+            chosen = self.version.answer_negotiation(versions)
+        except QuicError as exc:
+            self.close.info = (int(exc.error_code), 0, exc.reason.encode()[:63])
+            self.close.frames = []
+            self.enter_closed()
+            return True
+        if chosen is None:
+            return False
+        self.version.restart(chosen, versions)
+        self.install_initial_keys()
+        self.spaces.abandon_initial()
+        self.crypto[INITIAL] = CryptoStream()  # the new ClientHello starts at offset 0
+        self.keys.send.pop(EARLY, None)  # 0-RTT of the old attempt is lost (RFC 9368 §2.1)
+        self.restart_pending = True
+        return True
 
     # ---- completion ------------------------------------------------------------------------
 

@@ -204,4 +204,31 @@ def retry_is_authentic(data: bytes, header: PacketHeader, version: QuicVersion, 
     return verify_retry_integrity(version, odcid, data[header.start:])
 
 
-__all__ += ["pn_length", "UnprotectError", "build_retry", "retry_token", "retry_is_authentic"]
+def grease_version(rand: int) -> int:
+    """A reserved version of the form 0x?a?a?a?a (RFC 9000 §15), from 32 random bits: a
+    Version Negotiation lists one so clients learn to ignore versions they do not know
+    (§6.3)."""
+    return (rand & 0xF0F0F0F0) | 0x0A0A0A0A
+
+
+def build_version_negotiation(dcid: bytes, scid: bytes, versions: tuple[int, ...], unused: int) -> bytes:
+    """A Version Negotiation packet (RFC 9000 §17.2.1): version 0, the client's SCID as its
+    DCID and the client's DCID as its SCID, then our versions. `unused`: the 7 bits after
+    the header form bit (any value; §17.2.1 asks for them to be random)."""
+    head = bytes((0x80 | (unused & 0x7F),)) + bytes(4) + bytes((len(dcid),)) + dcid
+    head += bytes((len(scid),)) + scid
+    return head + b"".join(v.to_bytes(4, "big") for v in versions)
+
+
+def version_negotiation_versions(data: bytes, header: PacketHeader) -> tuple[int, ...]:
+    """The Supported Version list of a Version Negotiation packet parsed by parse_header;
+    PacketError if it is empty or not a whole number of versions (§17.2.1)."""
+    start = header.start + 7 + len(header.dcid) + len(header.scid)
+    body = data[start:]
+    if not body or len(body) % 4:
+        raise PacketError("Version Negotiation without a whole list of versions")
+    return tuple(int.from_bytes(body[i:i + 4], "big") for i in range(0, len(body), 4))
+
+
+__all__ += ["pn_length", "UnprotectError", "build_retry", "retry_token", "retry_is_authentic",
+            "grease_version", "build_version_negotiation", "version_negotiation_versions"]

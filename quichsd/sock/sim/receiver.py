@@ -30,6 +30,7 @@ from .packets import (
     retry_is_authentic,
     retry_token,
     unprotect_packet,
+    version_negotiation_versions,
 )
 from .recovery import PacketSpace
 from .state import ConnState
@@ -115,7 +116,9 @@ class Receiver:
             except PacketError:
                 break
             if header.is_long and header.packet_type is None:
-                break  # Version Negotiation or an unknown version: not simulated
+                if header.version == 0 and pos == 0:  # Version Negotiation: the whole datagram
+                    processed |= self._receive_version_negotiation(data, header)
+                break  # an unknown version: dropped
             if header.packet_type is LongPacketType.RETRY:
                 processed |= self._receive_retry(data, header)
                 break  # a Retry has no Length: it ends the datagram
@@ -211,6 +214,13 @@ class Receiver:
             return False
         self.lifecycle.follow_retry(header.scid, token)
         return True
+
+    def _receive_version_negotiation(self, data: bytes, header: PacketHeader) -> bool:
+        try:
+            versions = version_negotiation_versions(data, header)
+        except PacketError:
+            return False
+        return self.lifecycle.on_version_negotiation(versions, header.dcid, header.scid)
 
     def _packet_level(self, header: PacketHeader) -> int | None:
         local = self.cids.local
