@@ -162,8 +162,9 @@ class QuicSocketBackend(abc.ABC):
     def send_stream(
         self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0
     ) -> int:
-        """sendmsg with one QUIC_STREAM_INFO cmsg; stream_id -1 = last opened (or,
-        with MSG_QUIC_STREAM_NEW, the next one). Returns the bytes accepted."""
+        """sendmsg with one QUIC_STREAM_INFO cmsg; stream_id -1 = the active stream
+        (last opened, until its FIN or reset), or with none and MSG_QUIC_STREAM_NEW the
+        next one (EINVAL without NEW). Returns the bytes accepted."""
 
     # -- blocking and names --------------------------------------------------------------
 

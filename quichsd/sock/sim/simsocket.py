@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from ... import abi
 from ..base import QuicSocketBackend, RecvItem, RecvKind
-from .close import describe_peer_close
 from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
@@ -31,13 +30,6 @@ MSG_DONTWAIT = 0x40
 
 def _err(code: int, what: str) -> OSError:
     return OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
-
-
-def _closed_err(code: int, what: str, conn: SimConnection) -> OSError:
-    """The kernel's errno for a call on a closed connection (ENOTCONN for recvmsg, EPIPE
-    for sendmsg, spec §1.5, §2.2); the message says why, when the peer closed it."""
-    peer = conn.peer_close
-    return _err(code, f"{what}, {describe_peer_close(peer)}" if peer is not None else what)
 
 
 class _Batch:
@@ -266,16 +258,43 @@ class SimQuicSocket(QuicSocketBackend):
         return len(data)
 
     def send_stream(self, data: bytes, stream_id: int = -1, stream_flags: int = 0, flags: int = 0) -> int:
+        """As the kernel's quic_sendmsg (net/quic/socket.c, spec §1.5): stream -1 is the
+        active stream (the last opened, ours or the peer's bidirectional one, until its
+        FIN or reset), or with MSG_QUIC_STREAM_NEW the next one; a send blocked by flow
+        control or the stream limit waits for credit within the socket's timeout, queuing
+        what each grant lets in. Returns the bytes accepted: all of them, or what was in
+        when the wait ended (MSG_DONTWAIT or timeout 0: at once); nothing accepted: ENOSPC
+        (flow control; the kernel's errno when a stream cmsg is given) or EAGAIN (stream
+        limit), as the kernel's quic_wait_for_stream_send answers when SO_SNDTIMEO ends."""
         conn, endpoint = self._connection("sendmsg")
+        timeout = 0.0 if flags & MSG_DONTWAIT else self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fin = bool(stream_flags & L.MSG_QUIC_STREAM_FIN)
+        view = memoryview(data).cast("B")
         with endpoint.lock:
-            if stream_id < 0:
-                stream_id = conn.open_stream(uni=bool(stream_flags & L.MSG_QUIC_STREAM_UNI))
-            try:
-                sent = conn.stream_send(stream_id, data, fin=bool(stream_flags & L.MSG_QUIC_STREAM_FIN))
-            except SimError as exc:
-                raise OSError(exc.errno, exc.strerror) from None
+            new, uni = bool(stream_flags & L.MSG_QUIC_STREAM_NEW), bool(stream_flags & L.MSG_QUIC_STREAM_UNI)
+            stream_id = _sim(conn.streams.app_send_target, stream_id, new, uni)
+            sent, blocked = 0, 0
+            while True:
+                try:
+                    sent += conn.stream_send(stream_id, bytes(view[sent:]), fin=fin)
+                except SimError as exc:
+                    if exc.errno != errno.EAGAIN:
+                        endpoint.after_call(conn)
+                        if sent:
+                            return sent
+                        raise OSError(exc.errno, exc.strerror) from None
+                    blocked = errno.EAGAIN if stream_id not in conn.streams.streams else errno.ENOSPC
+                if sent == len(view):
+                    break
+                endpoint.after_call(conn)  # what went in leaves while we wait for more credit
+                if timeout == 0.0 or not endpoint.wait_for(lambda: conn.streams.can_write(stream_id)
+                                                           or conn.state is ConnState.CLOSED, deadline):
+                    break
             endpoint.after_call(conn)
-        return sent
+        if sent or not view:
+            return sent
+        raise _err(blocked or errno.ENOSPC, f"sendmsg on stream {stream_id}")
 
     def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
         """One item, as the kernel's recvmsg returns: handshake data first, then stream data."""
@@ -297,11 +316,14 @@ class SimQuicSocket(QuicSocketBackend):
                                     msg_flags=L.MSG_QUIC_NOTIFICATION | 0x80)
                 stream = conn.stream_recv(bufsize)
                 if stream is not None:
+                    if conn.streams.credit_due:
+                        conn.streams.credit_due = False
+                        endpoint.after_call(conn)
                     stream_id, data, fin = stream
                     return RecvItem(kind=RecvKind.STREAM, data=data, stream_id=stream_id,
                                     stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
                 if conn.state is ConnState.CLOSED:
-                    raise _closed_err(errno.ENOTCONN, "recvmsg on a closed connection", conn)
+                    raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
                 if timeout == 0.0:
                     raise _err(errno.EAGAIN, "recvmsg")
                 if not endpoint.wait_for(conn.has_item, deadline):

@@ -86,7 +86,8 @@ class StreamManager:
     __slots__ = ("is_client", "streams", "local", "peer", "next_local", "peer_max_streams",
                  "local_max_streams", "peer_opened", "peer_closed", "max_streams_pending",
                  "send_max_data", "send_written", "recv_max_data", "recv_highest_total",
-                 "recv_consumed_total", "max_data_pending", "queue", "_rr")
+                 "recv_consumed_total", "max_data_pending", "queue", "_rr", "active",
+                 "credit_due")
 
     def __init__(self, is_client: bool, local: Mapping[str, int]) -> None:
         self.is_client = is_client
@@ -110,6 +111,14 @@ class StreamManager:
         self.max_data_pending = False
         self.queue: deque[Received] | tuple[()] = _EMPTY_QUEUE
         self._rr = 0  # round-robin start for sending
+        # The kernel's active_stream_id: the stream last opened that we may send on (ours,
+        # or a peer's bidirectional one), until its FIN is queued or it is reset; what a
+        # socket send to stream -1 goes to (net/quic/socket.c quic_msghdr_parse).
+        self.active = -1
+        # A read raised a credit limit: the socket sends the update now, as the kernel's
+        # recvmsg does (inqueue.c quic_inq_flow_control), not with the next packet (a
+        # blocked peer sends none).
+        self.credit_due = False
 
     # -- parameters ------------------------------------------------------------------------
 
@@ -170,6 +179,31 @@ class StreamManager:
         while self.next_local[uni] <= stream_id:
             self._new(self.next_local[uni])
             self.next_local[uni] += 4
+        self.active = stream_id
+
+    def app_send_target(self, stream_id: int, new: bool, uni: bool) -> int:
+        """The stream a socket send names, as the kernel resolves it (spec §1.5;
+        net/quic/socket.c quic_msghdr_parse, stream.c quic_stream_get): -1 is the active
+        stream, or with no active one the next id of ours, which only MSG_QUIC_STREAM_NEW
+        may open (EINVAL without it). NEW on a stream that has carried data: EINVAL."""
+        if stream_id == -1:
+            stream_id = self.active if self.active != -1 else self.next_local[uni]
+            if stream_id not in self.streams and not new:
+                raise sim_error(errno.EINVAL, "stream -1: none active, and no MSG_QUIC_STREAM_NEW")
+        stream = self.streams.get(stream_id)
+        if new and stream is not None and stream.send is not None and (stream.send.end or stream.send.fin):
+            raise sim_error(errno.EINVAL, f"MSG_QUIC_STREAM_NEW on stream {stream_id}, which has data")
+        return stream_id
+
+    def can_write(self, stream_id: int) -> bool:
+        """A blocked socket send may try again: the stream (opened or to be opened) has
+        flow-control credit, or its id came under the peer's stream limit."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return stream_id // 4 < self.peer_max_streams[is_uni(stream_id)]
+        if stream.send is None or stream.reset_pending is not None:
+            return True  # the retry fails at once with the reason
+        return min(stream.send_max - stream.send.end, self.send_max_data - self.send_written) > 0
 
     def stream_for_send(self, stream_id: int, limit_errno: int) -> Stream:
         if stream_id < 0 or stream_id >= 1 << 62:
@@ -208,6 +242,8 @@ class StreamManager:
         for i in range(self.peer_opened[uni], index + 1):
             self._new(i * 4 + base)
         self.peer_opened[uni] = index + 1
+        if not uni:
+            self.active = stream_id  # ours to answer on too (stream.c quic_stream_get)
         return self.streams[stream_id]
 
     # -- sending -----------------------------------------------------------------------------
@@ -222,6 +258,8 @@ class StreamManager:
             raise sim_error(errno.EAGAIN, f"stream {stream.id} is blocked by flow control")
         send.write(data[:n] if n < len(data) else data, fin and n == len(data))
         self.send_written += n
+        if send.fin and self.active == stream.id:
+            self.active = -1  # outqueue.c: a queued FIN ends the active stream
         return n
 
     def has_data(self) -> bool:
@@ -337,6 +375,7 @@ class StreamManager:
         if stream is None or stream.send is None or stream.send.all_acked or stream.reset_pending is not None:
             raise sim_error(errno.EINVAL, f"stream {stream_id} cannot be reset")
         stream.reset_pending = code
+        self._deactivate(stream_id)
 
     def stop_sending(self, stream_id: int, code: int) -> None:
         stream = self.streams.get(stream_id)
@@ -427,6 +466,12 @@ class StreamManager:
                             f"STOP_SENDING on receive-only stream {f.stream_id}", 0x05)
         if stream.reset_pending is None and not stream.send.all_acked:
             stream.reset_pending = f.error_code  # RFC 9000 §3.5: answer with RESET_STREAM
+            self._deactivate(stream.id)
+
+    def _deactivate(self, stream_id: int) -> None:
+        """A RESET_STREAM for the active stream ends it as such (frame.c)."""
+        if self.active == stream_id:
+            self.active = -1
 
     def on_max_stream_data(self, f: fr.MaxStreamData) -> None:
         stream = self._stream_for_recv(f.stream_id, 0x11)
@@ -484,11 +529,11 @@ class StreamManager:
         self.recv_consumed_total += n
         if stream.recv_final is None and stream.recv_consumed + stream.recv_window // 2 > stream.recv_max:
             stream.recv_max = stream.recv_consumed + stream.recv_window
-            stream.msd_pending = True
+            stream.msd_pending = self.credit_due = True
         window = self.local["max_data"]
         if self.recv_consumed_total + window // 2 > self.recv_max_data:
             self.recv_max_data = self.recv_consumed_total + window
-            self.max_data_pending = True
+            self.max_data_pending = self.credit_due = True
 
     def _maybe_forget(self, stream: Stream) -> None:
         """A stream whose both halves are finished is dropped; a peer stream frees a slot."""
