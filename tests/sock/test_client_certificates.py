@@ -10,6 +10,7 @@ import errno
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -17,7 +18,7 @@ from quichsd import HandshakeConfig, HandshakeError, quic_handshake
 from quichsd.devcerts import Ca, demo_ca, make_ca, new_key
 from quichsd.sock.sim import frames as fr
 from quichsd.sock.sim.close import describe_peer_close
-from quichsd.tls.config import ClientAuth
+from quichsd.tls.config import ClientAuth, Credentials
 from tests.sockets import Pki, client_socket, echo_upper, exchange
 
 
@@ -93,3 +94,32 @@ def test_refused_client_certificate_is_reported_on_the_next_calls(pki, server_fa
 ], ids=["alert", "alert-phrase", "unknown-alert", "transport", "unknown-transport", "app", "control-chars"])
 def test_peer_close_in_words(frame, text) -> None:
     assert describe_peer_close(frame) == text
+
+
+def _flip_signature(cert: x509.Certificate) -> x509.Certificate:
+    der = bytearray(cert.public_bytes(Encoding.DER))
+    der[-1] ^= 0x01  # the last byte of the signature: still DER, no longer valid
+    return x509.load_der_x509_certificate(bytes(der))
+
+
+@pytest.mark.parametrize(("case", "alert", "words"), [
+    ("unknown-ca", "unknown_ca", "unknown CA: issuer 'CN=another CA' is not in the trust store"),
+    ("expired", "certificate_expired", "certificate rejected: expired or not yet valid"),
+    ("name-mismatch", "bad_certificate", "name mismatch: no subjectAltName matches"),
+    ("bad-signature", "bad_certificate", "a signature does not verify under its issuer's key"),
+])
+def test_our_client_says_why_it_refuses_a_server(pki, server_factory, case, alert, words) -> None:
+    """The rejection texts end to end: what quic_handshake raises on our client."""
+    key = new_key("p256")
+    issuer = make_ca("another CA") if case == "unknown-ca" else demo_ca()
+    cert = issuer.issue("localhost", key, days=(-30, -1) if case == "expired" else (-30, 365))
+    if case == "bad-signature":
+        cert = _flip_signature(cert)
+    config = HandshakeConfig(server=True, alpns=["h3"], credentials=Credentials([cert], key), timeout=5)
+    srv = server_factory("sim", config)
+    hostname = "other.test" if case == "name-mismatch" else "localhost"
+    with client_socket("sim", srv.address) as sock, pytest.raises(HandshakeError) as info:
+        quic_handshake(sock, HandshakeConfig(alpns=["h3"], hostname=hostname, cafile=pki.ca_file, timeout=5))
+    err = info.value
+    assert err.errno == errno.EACCES and err.alert is not None and err.alert.name == alert, err
+    assert words in str(err) and "path length" not in str(err), err
