@@ -11,11 +11,17 @@ and PSK mode. A round of warm-up handshakes precedes each measurement. Under TCG
 figure is far below a real machine's; only the ratio is the result.
 
 Ends with `kernel_daemon: quichsd/tlshd=R`, the lower of the two modes' ratios.
+
+`--transport tcp`: TLS over TCP instead (issue 12): the module's `tcp pair` asks for both ends
+of one loopback TCP connection, each daemon does the TLS 1.3 handshake and installs kTLS on
+both sockets, in x509, anon (the client verifying the server) and PSK mode (a `psk` key, the
+only type tlshd's TCP server finds). Ends with `ktls_daemon: quichsd/tlshd=R`.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -24,11 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def guest_main(n: int, warmup: int, rounds: int) -> int:
+def guest_main(n: int, warmup: int, rounds: int, transport: str = "quic") -> int:
     from cryptography.hazmat.primitives import serialization
 
     from tests.pki import leaf, test_ca
     from tests.qemu.guest.kernel import (
+        add_psk_key,
         add_user_key,
         modprobe,
         quichsd_daemon,
@@ -37,19 +44,23 @@ def guest_main(n: int, warmup: int, rounds: int) -> int:
         upcall,
     )
 
-    modprobe("quic")
+    if transport == "quic":
+        modprobe("quic")
     work = Path(tempfile.mkdtemp(prefix="kernel-daemon-"))
     cert, key = leaf("p256")
     (work / "ca.pem").write_bytes(test_ca().cert.public_bytes(serialization.Encoding.PEM))
     (work / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (work / "key.pem").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    psk = add_user_key("kernel-daemon-bench", os.urandom(32))
+    psk = (add_user_key if transport == "quic" else add_psk_key)("kernel-daemon-bench", os.urandom(32))
     config = "[authenticate]\nkeyrings = quichsd-test\n\n" + "".join(
         f"[authenticate.{side}]\nx509.truststore = {work}/ca.pem\n"
         f"x509.certificate = {work}/cert.pem\nx509.private_key = {work}/key.pem\n\n"
         for side in ("client", "server"))
     modes = {"x509": "quic pair x509 peername=localhost", "psk": f"quic pair psk psk={psk}"}
+    if transport == "tcp":
+        modes = {"x509": "tcp pair x509 peername=localhost", "anon": "tcp pair anon peername=localhost",
+                 "psk": f"tcp pair psk psk={psk}"}
     try:
         tlshd_binary()
     except BaseException as exc:  # pytest.skip outside pytest
@@ -77,14 +88,15 @@ def guest_main(n: int, warmup: int, rounds: int) -> int:
         theirs = sorted(rates[("tlshd", mode)])[len(rates[("tlshd", mode)]) // 2]
         ratios[mode] = ours / theirs
         print(f"{mode}: quichsd {ours:.2f}/s, tlshd {theirs:.2f}/s (medians of {rounds}): {ratios[mode]:.2f}")
-    print(f"kernel_daemon: quichsd/tlshd={min(ratios.values()):.2f}")
+    label = "kernel_daemon" if transport == "quic" else "ktls_daemon"
+    print(f"{label}: quichsd/tlshd={min(ratios.values()):.2f}")
     return 0
 
 
 def host_main(args: argparse.Namespace) -> int:
     from tests.qemu import run, vm
     argv = [str(ROOT / "bench" / "kernel_daemon.py"), "--guest", "-n", str(args.n),
-            "--warmup", str(args.warmup), "--rounds", str(args.rounds)]
+            "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--transport", args.transport]
     kernel = run.kernel_mod.prepare()
     run.build_kmod(kernel)
     tree, why = run.find_quic_tree()
@@ -94,8 +106,8 @@ def host_main(args: argparse.Namespace) -> int:
     run.install_quic(kernel, tree)
     kernel.depmod()
     tlshd = run.find_tlshd()
-    script = (f"cd {vm._sh_quote(str(ROOT))}\nexport PYTHONDONTWRITEBYTECODE=1 QUICHSD_GUEST=1\n"
-              + " ".join(vm._sh_quote(a) for a in [sys.executable, *argv]) + "\n")
+    script = (f"cd {shlex.quote(str(ROOT))}\nexport PYTHONDONTWRITEBYTECODE=1 QUICHSD_GUEST=1\n"
+              + " ".join(shlex.quote(a) for a in [sys.executable, *argv]) + "\n")
     env = {"QUICHSD_QUIC_SRC": str(tree), "QUICHSD_TLSHD": str(tlshd) if tlshd else ""}
     return vm.Boot(kernel, script, timeout=args.timeout, env=env).run(vm.results_dir())
 
@@ -107,8 +119,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=2400)
+    parser.add_argument("--transport", choices=("quic", "tcp"), default="quic",
+                        help="QUIC handshakes, or TLS over TCP with kTLS")
     args = parser.parse_args()
-    return guest_main(args.n, args.warmup, args.rounds) if args.guest else host_main(args)
+    if args.guest:
+        return guest_main(args.n, args.warmup, args.rounds, args.transport)
+    return host_main(args)
 
 
 if __name__ == "__main__":
