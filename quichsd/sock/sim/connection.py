@@ -138,6 +138,7 @@ class SimConnection:
         self.streams = StreamManager(is_client, self.params.local)
         self.datagrams = DatagramQueues()
         self.notifications = Notifications()
+        self.phase.notifications = self.notifications  # the peer's key updates (KEY_UPDATE events)
         self.lifecycle = Lifecycle(is_client=is_client, keys=self.keys, spaces=self.spaces,
                               crypto=self.handshake.streams, cids=self.cids, timers=self.timers,
                               close=self.closing, address=self.address, version=self.version_choice,

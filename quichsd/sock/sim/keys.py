@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import errno
 
+from ...kernel_numbers import QuicEvent
 from ...quic.packet_protection import CIPHERS, PacketKey, UnprotectError
 from ...quic.versions import QuicVersion
 from .errors import sim_error
 from .levels import APP, EARLY, HANDSHAKE, INITIAL
+from .notifications import Notifications
 from .packets import PacketHeader, unprotect_packet
 
 __all__ = ["LevelKeys", "KeyPhase", "MAX_PARKED_PACKETS"]
@@ -94,12 +96,15 @@ class LevelKeys:
 
 class KeyPhase:
     """1-RTT key updates (RFC 9001 §6): the key phase bit each way, the receive keys of the
-    previous and next phase, and where our current phase began."""
+    previous and next phase, and where our current phase began. An update the peer
+    started is told to the socket as the kernel does (packet.c: QUIC_EVENT_KEY_UPDATE,
+    payload the new phase, only for the peer's updates, not for ours)."""
 
-    __slots__ = ("keys", "send_phase", "recv_phase", "first_pn", "prev_recv", "next_recv")
+    __slots__ = ("keys", "send_phase", "recv_phase", "first_pn", "prev_recv", "next_recv", "notifications")
 
-    def __init__(self, keys: LevelKeys) -> None:
+    def __init__(self, keys: LevelKeys, notifications: Notifications | None = None) -> None:
         self.keys = keys
+        self.notifications = notifications
         self.send_phase = False
         self.recv_phase = False
         self.first_pn: int | None = None  # first 1-RTT packet number of our phase; None: no update yet
@@ -159,3 +164,5 @@ class KeyPhase:
             keys.send[APP] = keys.send[APP].next_phase()
             self.send_phase = self.recv_phase
             self.first_pn = next_pn
+            if self.notifications is not None:
+                self.notifications.push(QuicEvent.KEY_UPDATE, bytes((self.recv_phase,)))

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from ... import abi
 from ..base import QuicSocketBackend, RecvItem, RecvKind
-from .close import describe_peer_close
 from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
@@ -31,13 +30,6 @@ MSG_DONTWAIT = 0x40
 
 def _err(code: int, what: str) -> OSError:
     return OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
-
-
-def _closed_err(code: int, what: str, conn: SimConnection) -> OSError:
-    """The kernel's errno for a call on a closed connection (ENOTCONN for recvmsg, EPIPE
-    for sendmsg, spec §1.5, §2.2); the message says why, when the peer closed it."""
-    peer = conn.peer_close
-    return _err(code, f"{what}, {describe_peer_close(peer)}" if peer is not None else what)
 
 
 class _Batch:
@@ -280,8 +272,6 @@ class SimQuicSocket(QuicSocketBackend):
         fin = bool(stream_flags & L.MSG_QUIC_STREAM_FIN)
         view = memoryview(data).cast("B")
         with endpoint.lock:
-            if conn.state is ConnState.CLOSED:
-                raise _closed_err(errno.EPIPE, "sendmsg on a closed connection", conn)
             new, uni = bool(stream_flags & L.MSG_QUIC_STREAM_NEW), bool(stream_flags & L.MSG_QUIC_STREAM_UNI)
             stream_id = _sim(conn.streams.app_send_target, stream_id, new, uni)
             sent, blocked = 0, 0
@@ -333,7 +323,7 @@ class SimQuicSocket(QuicSocketBackend):
                     return RecvItem(kind=RecvKind.STREAM, data=data, stream_id=stream_id,
                                     stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
                 if conn.state is ConnState.CLOSED:
-                    raise _closed_err(errno.ENOTCONN, "recvmsg on a closed connection", conn)
+                    raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
                 if timeout == 0.0:
                     raise _err(errno.EAGAIN, "recvmsg")
                 if not endpoint.wait_for(conn.has_item, deadline):
@@ -453,6 +443,14 @@ class SimQuicSocket(QuicSocketBackend):
         if conn is not None:
             conn.set_token(value)
 
+    def _set_key_update(self, value: bytes) -> None:
+        """Start a 1-RTT key update (RFC 9001 §6.1): EPIPE unless established, EINVAL while
+        the last one (ours or the peer's) is pending (socket.c quic_sock_key_update)."""
+        conn = self.conn
+        if conn is None or self.listener is not None or conn.state is not ConnState.ESTABLISHED:
+            raise _err(errno.EPIPE, "KEY_UPDATE outside ESTABLISHED")
+        _sim(conn.key_update)
+
     def _set_close(self, value: bytes) -> None:
         info = abi.unpack_connection_close(value)
         self.close_request = (info.errcode, info.phrase[:63])
@@ -463,7 +461,7 @@ class SimQuicSocket(QuicSocketBackend):
             raise _err(errno.EINVAL, "event type")
         self.events = self.events | (1 << event_type) if on else self.events & ~(1 << event_type)
         if self.conn is not None:
-            self.conn.event_mask = self.events  # only NEW_TOKEN events are simulated
+            self.conn.event_mask = self.events  # NEW_TOKEN and KEY_UPDATE events are simulated
 
     # getters
     def _get_tp_ext(self, given: bytes, buflen: int) -> bytes:
@@ -579,6 +577,7 @@ _SETTERS = {
     L.QUIC_SOCKOPT_TOKEN: SimQuicSocket._set_token,
     L.QUIC_SOCKOPT_CONNECTION_CLOSE: SimQuicSocket._set_close,
     L.QUIC_SOCKOPT_EVENT: SimQuicSocket._set_event,
+    L.QUIC_SOCKOPT_KEY_UPDATE: SimQuicSocket._set_key_update,
 }
 _GETTERS = {
     L.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT: SimQuicSocket._get_tp_ext,

@@ -1,0 +1,74 @@
+"""Connected socket pairs for socket-tier tests: a client and the server connection it
+reached, both after their handshakes, on either backend."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
+from tests.sockets import client_socket
+
+L = abi.lib
+
+
+def server_config(pki: Any) -> HandshakeConfig:
+    return HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file, key_file=pki.key_file,
+                           timeout=5)
+
+
+def client_config(pki: Any) -> HandshakeConfig:
+    return HandshakeConfig(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
+
+
+@contextlib.contextmanager
+def connected(backend: str, pki: Any, **server_params: int) -> Iterator[tuple[QuicSocket, QuicSocket]]:
+    """(client, server) after both handshakes; `server_params` are the listener's local
+    transport parameters (QUIC_SOCKOPT_TRANSPORT_PARAM), which its connections inherit."""
+    listener = QuicSocket(socket.AF_INET, backend=backend)
+    listener.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
+    if server_params:
+        listener.setsockopt(L.QUIC_SOCKOPT_TRANSPORT_PARAM, abi.pack_transport_param(**server_params))
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(5)
+    accepted: list[QuicSocket] = []
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            quic_handshake(conn, server_config(pki))
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = client_socket(backend, listener.getsockname()[:2])
+    try:
+        quic_handshake(client, client_config(pki))
+        thread.join(5)
+        if failures:
+            raise failures[0]
+        assert accepted, "the server's handshake did not finish"
+        client.settimeout(5)
+        accepted[0].settimeout(5)
+        yield client, accepted[0]
+    finally:
+        client.close()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def read_streams(sock: QuicSocket, fins: int) -> dict[int, bytes]:
+    """Stream data read until `fins` streams have ended."""
+    got: dict[int, bytes] = {}
+    while fins:
+        data, stream_id, fin = sock.recv()
+        got[stream_id] = got.get(stream_id, b"") + data
+        fins -= fin
+    return got
