@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from ... import abi
 from ..base import QuicSocketBackend, RecvItem, RecvKind
+from .close import describe_peer_close
 from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
@@ -30,6 +31,13 @@ MSG_DONTWAIT = 0x40
 
 def _err(code: int, what: str) -> OSError:
     return OSError(code, f"{what}: {errno.errorcode.get(code, code)}")
+
+
+def _closed_err(code: int, what: str, conn: SimConnection) -> OSError:
+    """The kernel's errno for a call on a closed connection (ENOTCONN for recvmsg, EPIPE
+    for sendmsg, spec §1.5, §2.2); the message says why, when the peer closed it."""
+    peer = conn.peer_close
+    return _err(code, f"{what}, {describe_peer_close(peer)}" if peer is not None else what)
 
 
 class _Batch:
@@ -272,6 +280,8 @@ class SimQuicSocket(QuicSocketBackend):
         fin = bool(stream_flags & L.MSG_QUIC_STREAM_FIN)
         view = memoryview(data).cast("B")
         with endpoint.lock:
+            if conn.state is ConnState.CLOSED:
+                raise _closed_err(errno.EPIPE, "sendmsg on a closed connection", conn)
             new, uni = bool(stream_flags & L.MSG_QUIC_STREAM_NEW), bool(stream_flags & L.MSG_QUIC_STREAM_UNI)
             stream_id = _sim(conn.streams.app_send_target, stream_id, new, uni)
             sent, blocked = 0, 0
@@ -323,7 +333,7 @@ class SimQuicSocket(QuicSocketBackend):
                     return RecvItem(kind=RecvKind.STREAM, data=data, stream_id=stream_id,
                                     stream_flags=L.MSG_QUIC_STREAM_FIN if fin else 0)
                 if conn.state is ConnState.CLOSED:
-                    raise _err(errno.ENOTCONN, "recvmsg on a closed connection")
+                    raise _closed_err(errno.ENOTCONN, "recvmsg on a closed connection", conn)
                 if timeout == 0.0:
                     raise _err(errno.EAGAIN, "recvmsg")
                 if not endpoint.wait_for(conn.has_item, deadline):
