@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 test: $(STAMP) lint peer-venv system-deps
 	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -m slow tests
 
 # No Python 3.12 here is not an error: the picoquic tests then skip and say why.
 # The first candidate that really runs 3.12+ wins (a pyenv shim may exist and refuse).

@@ -132,7 +132,8 @@ class SimConnection:
         self.phase = KeyPhase(self.keys)
         self.timers = Timers(now, self.params.idle_timeout())
         self.closing = CloseState()
-        self.spaces = PacketSpaces(settings["initial_smoothed_rtt"] / 1e6)
+        self.spaces = PacketSpaces(settings["initial_smoothed_rtt"] / 1e6,
+                                   settings["congestion_control_algo"])
         self.handshake = HandshakeData(app_started=is_client)
         self.ticket = TicketCapture()
         self.streams = StreamManager(is_client, self.params.local)

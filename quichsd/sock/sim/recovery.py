@@ -1,27 +1,37 @@
-"""Loss recovery (RFC 9002, simplified): per packet-number-space bookkeeping, ACK frames
-for what we received, RTT estimation, loss detection (packet and time thresholds), the
-probe timeout with exponential backoff, and a small NewReno-style congestion window.
+"""Loss recovery (RFC 9002 §5-§7 and Appendix A): per packet-number-space bookkeeping, ACK
+frames for what we received, RTT estimation, loss detection by packet and time threshold,
+the probe timeout with exponential backoff, persistent congestion, and the congestion
+controller's window (congestion.py: NewReno or CUBIC) with pacing (§7.7).
 
-Left simple on purpose: no pacing, no persistent-congestion collapse, no ECN, no
-PLPMTUD; the window halves once per loss episode and grows by slow start / AIMD.
+Beyond the pseudocode (allowed by §6.1.1, §6.1.2, §7.8): a packet found acknowledged after
+it was declared lost raises the packet threshold to the reordering seen (at most
+MAX_PACKET_THRESHOLD) and the time threshold by a quarter RTT (at most 2 RTTs), and the
+window grows only while it was what limited the sender.
+Not done: ECN (§7.1), PLPMTUD; the window counts 1200-byte datagrams.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .congestion import MAX_DATAGRAM, RENO, CongestionController, make_controller
 from .frames import Ack, Frame
 from .rangeset import RangeSet
 
-__all__ = ["SentPacket", "SentItem", "CryptoRange", "StreamRange", "PacketSpace", "Recovery", "K_GRANULARITY"]
+__all__ = ["SentPacket", "SentItem", "CryptoRange", "StreamRange", "PacketSpace", "Recovery", "K_GRANULARITY",
+           "MAX_DATAGRAM"]
 
 K_PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
 K_TIME_THRESHOLD = 9 / 8  # §6.1.2
 K_GRANULARITY = 0.001  # §6.1.2
-MAX_DATAGRAM = 1200
-INITIAL_WINDOW = 10 * MAX_DATAGRAM  # §7.2 with 1200-byte datagrams
-MINIMUM_WINDOW = 2 * MAX_DATAGRAM
+K_PERSISTENT_CONGESTION_THRESHOLD = 3  # §7.6.1
+DEFAULT_MAX_ACK_DELAY = 0.025  # RFC 9000 §18.2, until the peer's parameters say otherwise
+MAX_PACKET_THRESHOLD = 256  # the most reordering (in packets) the packet threshold adapts to
+MAX_TIME_THRESHOLD = 2.0  # and the time threshold's limit (RTTs), reached in TIME_THRESHOLD_STEPs
+TIME_THRESHOLD_STEP = 1 / 4
+PACING_GAIN = 1.25  # N, §7.7
 MAX_ACK_RANGES = 32
+_DECLARED_LOST_KEPT = 512  # packet numbers remembered per space to notice spurious losses
 
 
 class CryptoRange(NamedTuple):
@@ -62,7 +72,7 @@ class PacketSpace:
     # Three per connection from its first Initial: slots keep a half-open one small.
     __slots__ = ("next_pn", "largest_acked", "sent", "eliciting_in_flight", "loss_time",
                  "last_ack_eliciting_time", "received", "largest_received", "largest_received_time",
-                 "unacked_eliciting", "ack_deadline", "discarded")
+                 "unacked_eliciting", "ack_deadline", "discarded", "declared_lost")
 
     def __init__(self) -> None:
         self.next_pn = 0
@@ -78,6 +88,8 @@ class PacketSpace:
         self.unacked_eliciting = 0  # ack-eliciting packets received since our last ACK
         self.ack_deadline: float | None = None
         self.discarded = False
+        # pn -> the reordering it would show if acknowledged later (made on the first loss)
+        self.declared_lost: dict[int, int] | None = None
 
     def on_received(self, pn: int, ack_eliciting: bool, now: float, immediate: bool,
                     max_ack_delay: float) -> None:
@@ -131,46 +143,99 @@ class PacketSpace:
         self.eliciting_in_flight = 0
         self.loss_time = None
         self.last_ack_eliciting_time = None
+        self.declared_lost = None
         return dropped
 
 
 class Recovery:
-    """RTT, congestion window and the loss/PTO computations over all spaces."""
+    """RTT estimation (§5), loss detection (§6, Appendix A), persistent congestion (§7.6),
+    the congestion controller's window and the pacer (§7.7) over all spaces."""
 
-    __slots__ = ("latest_rtt", "smoothed_rtt", "rttvar", "min_rtt", "_has_sample", "pto_count", "cwnd",
-                 "ssthresh", "bytes_in_flight", "_recovery_start")
+    __slots__ = ("latest_rtt", "smoothed_rtt", "rttvar", "min_rtt", "first_rtt_sample", "pto_count", "cc",
+                 "bytes_in_flight", "packet_threshold", "time_threshold", "max_ack_delay", "_peak_flight",
+                 "_peak_since", "_pace_tokens", "_pace_time", "pace_until")
 
-    def __init__(self, initial_rtt: float) -> None:
+    def __init__(self, initial_rtt: float, algo: int = RENO) -> None:
         self.latest_rtt = 0.0
-        self.smoothed_rtt = initial_rtt
+        self.smoothed_rtt = initial_rtt  # kInitialRtt: 333 ms unless configured (§6.2.2)
         self.rttvar = initial_rtt / 2
         self.min_rtt = 0.0
-        self._has_sample = False
+        self.first_rtt_sample: float | None = None  # when the first sample was taken
         self.pto_count = 0
-        self.cwnd: float = INITIAL_WINDOW
-        self.ssthresh: float = float("inf")
+        self.cc: CongestionController = make_controller(algo)
         self.bytes_in_flight = 0
-        self._recovery_start: float | None = None
+        self.packet_threshold = K_PACKET_THRESHOLD
+        self.time_threshold = K_TIME_THRESHOLD
+        self.max_ack_delay = DEFAULT_MAX_ACK_DELAY  # the peer's; PacketSpaces keeps it current
+        # The most bytes in flight since _peak_since: was the window what limited us (§7.8)?
+        self._peak_flight = 0
+        self._peak_since = 0.0
+        self._pace_tokens = float(self.cc.cwnd)  # a full initial window may leave at once
+        self._pace_time = 0.0
+        self.pace_until: float | None = None  # the pacer holds data back until then
+
+    @property
+    def cwnd(self) -> float:
+        return self.cc.cwnd
 
     # -- sending -------------------------------------------------------------------------
 
     def on_sent(self, space: PacketSpace, packet: SentPacket) -> None:
+        """OnPacketSent (A.5)."""
         space.sent[packet.pn] = packet
         if packet.ack_eliciting:
             space.eliciting_in_flight += 1
+            space.last_ack_eliciting_time = packet.time
         if packet.in_flight:
             self.bytes_in_flight += packet.size
-        if packet.ack_eliciting:
-            space.last_ack_eliciting_time = packet.time
+            if self.bytes_in_flight > self._peak_flight:
+                self._peak_flight = self.bytes_in_flight
+            self._pace_tokens -= packet.size
 
     def can_send(self, size: int) -> bool:
-        return self.bytes_in_flight + size <= self.cwnd
+        return self.bytes_in_flight + size <= self.cc.cwnd
+
+    def pacer_allows(self, now: float, size: int) -> bool:
+        """§7.7: a token bucket filled at N * cwnd / smoothed_rtt, holding at most the
+        initial window (the burst §7.7 allows); False sets pace_until."""
+        rate = PACING_GAIN * self.cc.cwnd / max(self.smoothed_rtt, K_GRANULARITY)
+        burst = max(self.cc.cwnd / 4, 10 * MAX_DATAGRAM)
+        elapsed = max(0.0, now - self._pace_time)  # a caller's clock may step back
+        tokens = min(burst, self._pace_tokens + rate * elapsed)
+        self._pace_tokens, self._pace_time = tokens, max(now, self._pace_time)
+        if tokens >= size:
+            return True
+        self.pace_until = now + (size - tokens) / rate
+        return False
 
     # -- ACKs ----------------------------------------------------------------------------
 
     def on_ack(self, space: PacketSpace, ack: Ack, ack_delay: float, now: float
                ) -> tuple[list[SentPacket], list[SentPacket]]:
-        """(newly acknowledged, newly lost) packets of `space`."""
+        """OnAckReceived (A.7): (newly acknowledged, newly lost) packets of `space`."""
+        if space.declared_lost:
+            self._notice_spurious(space, ack)
+        acked = self._newly_acked(space, ack)
+        if not acked:
+            return [], []
+        largest = ack.largest
+        if space.largest_acked is None or largest > space.largest_acked:
+            space.largest_acked = largest
+        newest = max(acked, key=lambda p: p.pn)
+        if newest.pn == largest and any(p.ack_eliciting for p in acked):
+            self._update_rtt(now - newest.time, ack_delay, now)
+        grow = self._window_limited(now)
+        for packet in acked:
+            if packet.in_flight:
+                self.bytes_in_flight = max(0, self.bytes_in_flight - packet.size)
+                if grow:
+                    self.cc.on_acked(packet.size, packet.time, now, self.smoothed_rtt)
+        self.pto_count = 0
+        lost = self.detect_lost(space, now)
+        return acked, lost
+
+    @staticmethod
+    def _newly_acked(space: PacketSpace, ack: Ack) -> list[SentPacket]:
         acked: list[SentPacket] = []
         sent = space.sent
         for start, end in ack.ranges:
@@ -178,91 +243,135 @@ class Recovery:
                 acked.extend(sent[pn] for pn in range(start, end) if pn in sent)
             else:
                 acked.extend(p for pn, p in sent.items() if start <= pn < end)
-        if not acked:
-            return [], []
         for packet in acked:
             space.remove(packet)
-        largest = ack.largest
-        if space.largest_acked is None or largest > space.largest_acked:
-            space.largest_acked = largest
-        newest = max(acked, key=lambda p: p.pn)
-        if newest.pn == largest and any(p.ack_eliciting for p in acked):
-            self._update_rtt(now - newest.time, ack_delay)
-        for packet in acked:
-            self._on_packet_acked(packet)
-        self.pto_count = 0
-        lost = self.detect_lost(space, now)
-        return acked, lost
+        return acked
 
-    def _update_rtt(self, latest: float, ack_delay: float) -> None:
+    def _update_rtt(self, latest: float, ack_delay: float, now: float) -> None:
+        """UpdateRtt (A.7, §5.3); `ack_delay` is already 0 in Initial and Handshake and
+        capped at max_ack_delay once the handshake is confirmed (the receiver does that)."""
         self.latest_rtt = latest
-        if not self._has_sample:
-            self._has_sample = True
+        if self.first_rtt_sample is None:
+            self.first_rtt_sample = now
             self.min_rtt = latest
             self.smoothed_rtt = latest
             self.rttvar = latest / 2
             return
         self.min_rtt = min(self.min_rtt, latest)
-        adjusted = latest - ack_delay if latest - ack_delay >= self.min_rtt else latest
+        adjusted = latest - ack_delay if latest >= self.min_rtt + ack_delay else latest
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
         self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
 
-    def _on_packet_acked(self, packet: SentPacket) -> None:
-        if not packet.in_flight:
-            return
-        self.bytes_in_flight = max(0, self.bytes_in_flight - packet.size)
-        if self._recovery_start is not None and packet.time <= self._recovery_start:
-            return
-        if self.cwnd < self.ssthresh:
-            self.cwnd += packet.size
-        else:
-            self.cwnd += MAX_DATAGRAM * packet.size / self.cwnd
+    def _window_limited(self, now: float) -> bool:
+        """§7.8: was the window full enough lately for growth to mean something? In slow
+        start, half of it in flight; in congestion avoidance, all but three datagrams. The
+        peak restarts once per smoothed RTT."""
+        cc = self.cc
+        peak = self._peak_flight
+        if now - self._peak_since >= self.smoothed_rtt:
+            self._peak_flight, self._peak_since = self.bytes_in_flight, now
+        if cc.cwnd < cc.ssthresh:
+            return 2 * peak >= cc.cwnd
+        return peak + 3 * MAX_DATAGRAM >= cc.cwnd
+
+    def _notice_spurious(self, space: PacketSpace, ack: Ack) -> None:
+        """A packet declared lost that the peer did receive: reordering, not loss; the
+        thresholds grow to cover it (§6.1.1 and §6.1.2 allow adapting them)."""
+        lost = space.declared_lost
+        assert lost is not None
+        for start, end in ack.ranges:
+            for pn in [pn for pn in lost if start <= pn < end]:
+                reordering = lost.pop(pn)
+                if reordering >= self.packet_threshold:
+                    self.packet_threshold = min(reordering + 1, MAX_PACKET_THRESHOLD)
+                else:  # the time threshold declared it
+                    self.time_threshold = min(self.time_threshold + TIME_THRESHOLD_STEP, MAX_TIME_THRESHOLD)
 
     # -- loss ----------------------------------------------------------------------------
 
     def loss_delay(self) -> float:
-        return max(K_TIME_THRESHOLD * max(self.latest_rtt, self.smoothed_rtt), K_GRANULARITY)
+        return max(self.time_threshold * max(self.latest_rtt, self.smoothed_rtt), K_GRANULARITY)
 
     def detect_lost(self, space: PacketSpace, now: float) -> list[SentPacket]:
+        """DetectAndRemoveLostPackets (A.10) and OnPacketsLost (B.8)."""
         space.loss_time = None
         largest = space.largest_acked
         if largest is None:
             return []
         delay = self.loss_delay()
+        threshold = self.packet_threshold
         lost: list[SentPacket] = []
         for pn, packet in space.sent.items():
             if pn > largest:
                 break
             when = packet.time + delay  # the same sum as the timer, so it fires exactly
-            if when <= now or largest - pn >= K_PACKET_THRESHOLD:
+            if when <= now or largest - pn >= threshold:
                 lost.append(packet)
-            else:
-                if space.loss_time is None or when < space.loss_time:
-                    space.loss_time = when
-        for packet in lost:
-            space.remove(packet)
-        self.on_lost(lost, now)
+            elif space.loss_time is None or when < space.loss_time:
+                space.loss_time = when
+        if lost:
+            self._remember_lost(space, lost, largest)
+            for packet in lost:
+                space.remove(packet)
+            self.on_lost(lost, now)
         return lost
 
+    @staticmethod
+    def _remember_lost(space: PacketSpace, lost: list[SentPacket], largest: int) -> None:
+        if space.declared_lost is None:
+            space.declared_lost = {}
+        remembered = space.declared_lost
+        for packet in lost:
+            if packet.ack_eliciting:
+                remembered[packet.pn] = largest - packet.pn
+        while len(remembered) > _DECLARED_LOST_KEPT:
+            del remembered[next(iter(remembered))]
+
     def on_lost(self, lost: list[SentPacket], now: float) -> None:
-        in_flight = [p for p in lost if p.in_flight]
-        if not in_flight:
+        """OnPacketsLost (B.8): out of the flight, one congestion event for the newest,
+        and persistent congestion when the losses span long enough."""
+        newest: float | None = None
+        for packet in lost:
+            if packet.in_flight:
+                self.bytes_in_flight = max(0, self.bytes_in_flight - packet.size)
+                if newest is None or packet.time > newest:
+                    newest = packet.time
+        if newest is None:
             return
-        for packet in in_flight:
-            self.bytes_in_flight = max(0, self.bytes_in_flight - packet.size)
-        newest = max(p.time for p in in_flight)
-        if self._recovery_start is None or newest > self._recovery_start:
-            self._recovery_start = now
-            self.cwnd = max(self.cwnd / 2, MINIMUM_WINDOW)
-            self.ssthresh = self.cwnd
+        self.cc.on_congestion_event(newest, now)
+        if self.in_persistent_congestion(lost):
+            self.cc.on_persistent_congestion()
+
+    def persistent_congestion_duration(self) -> float:
+        """§7.6.1."""
+        pto = self.smoothed_rtt + max(4 * self.rttvar, K_GRANULARITY) + self.max_ack_delay
+        return pto * K_PERSISTENT_CONGESTION_THRESHOLD
+
+    def in_persistent_congestion(self, lost: list[SentPacket]) -> bool:
+        """§7.6.2: two ack-eliciting packets, both sent after the first RTT sample, lost
+        further apart in time than the duration, with nothing between them acknowledged
+        (`lost` in packet number order, as detect_lost gives it: no gap in the packet
+        numbers from the first to the last)."""
+        first = self.first_rtt_sample
+        if first is None:
+            return False
+        indices = [i for i, p in enumerate(lost) if p.ack_eliciting and p.time > first]
+        if len(indices) < 2:
+            return False
+        a, b = lost[indices[0]], lost[indices[-1]]
+        if b.time - a.time <= self.persistent_congestion_duration():
+            return False
+        return b.pn - a.pn == indices[-1] - indices[0]
 
     def forget(self, packets: list[SentPacket]) -> None:
-        """Packets of a discarded space leave the flight without loss or ack."""
+        """Packets of a discarded space leave the flight without loss or ack (§6.4)."""
         for packet in packets:
             self.bytes_in_flight = max(0, self.bytes_in_flight - packet.size)
 
     # -- timers --------------------------------------------------------------------------
 
     def pto_interval(self, max_ack_delay: float) -> float:
+        """GetPtoTimeAndSpace's duration (A.8): max_ack_delay only in the Application
+        space; doubled per consecutive probe timeout."""
         base = self.smoothed_rtt + max(4 * self.rttvar, K_GRANULARITY) + max_ack_delay
         return base * (1 << min(self.pto_count, 16))

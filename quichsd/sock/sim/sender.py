@@ -82,6 +82,7 @@ class Sender:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         self.timers.now = now
+        self.recovery.pace_until = None  # set again below if the pacer holds data back
         if self.lifecycle.state is _CLOSED:
             return self._close_datagrams()
         if self.corked:
@@ -183,7 +184,9 @@ class Sender:
         budget = self.address.budget()
         if budget < 64:
             return None
-        cc_open = self.recovery.can_send(MAX_DATAGRAM)
+        recovery = self.recovery
+        # The window, then the pacer (RFC 9002 §7.7); probes and ACKs pass both.
+        cc_open = recovery.can_send(MAX_DATAGRAM) and recovery.pacer_allows(now, MAX_DATAGRAM)
         # An ack-eliciting Initial makes the datagram 1200 bytes (RFC 9000 §14.1): below
         # that budget (§8.1) an Initial packet may carry an ACK, nothing more.
         initial_fits = budget >= MIN_INITIAL_DATAGRAM

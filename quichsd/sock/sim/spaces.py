@@ -3,6 +3,7 @@ Application for 0-RTT and 1-RTT), the loss recovery over them (RFC 9002, recover
 the probe packets owed per space after a probe timeout."""
 from __future__ import annotations
 
+from .congestion import RENO
 from .levels import APP, HANDSHAKE, INITIAL
 from .recovery import PacketSpace, Recovery
 
@@ -15,14 +16,16 @@ LossTimer = tuple[float, int, bool]
 class PacketSpaces:
     __slots__ = ("by_id", "recovery", "probes")
 
-    def __init__(self, initial_rtt: float) -> None:
+    def __init__(self, initial_rtt: float, congestion_algo: int = RENO) -> None:
         self.by_id = {space: PacketSpace() for space in (INITIAL, HANDSHAKE, APP)}
-        self.recovery = Recovery(initial_rtt)
+        self.recovery = Recovery(initial_rtt, congestion_algo)
         self.probes: dict[int, int] = {}  # space -> ack-eliciting probe packets owed
 
     def discard(self, space: int) -> None:
-        """The space's keys are gone: its packets leave the flight (RFC 9002 §6.4)."""
+        """The space's keys are gone: its packets leave the flight and the probe timeout
+        backs off no more (RFC 9002 §6.4, OnPacketNumberSpaceDiscarded in A.11)."""
         self.recovery.forget(self.by_id[space].discard())
+        self.recovery.pto_count = 0
         self.probes.pop(space, None)
 
     def abandon_initial(self) -> None:
@@ -34,6 +37,7 @@ class PacketSpaces:
         """The earliest loss time (§6.1.2), else the earliest probe timeout (§6.2.1) of the
         spaces with ack-eliciting packets in flight; `app_probes`: the handshake is complete
         (no 1-RTT PTO before, §6.2.1); `max_ack_delay`: the peer's, in seconds."""
+        self.recovery.max_ack_delay = max_ack_delay  # for persistent congestion (§7.6.1)
         earliest: LossTimer | None = None
         for sid, space in self.by_id.items():
             if space.loss_time is not None and (earliest is None or (space.loss_time, sid) < earliest[:2]):
@@ -55,8 +59,11 @@ class PacketSpaces:
         return best
 
     def ack_timer(self, best: float | None, hold: float | None) -> float | None:
-        """The earlier of `best` and the spaces' ACK deadlines; held ACKs are due when the
-        hold ends."""
+        """The earlier of `best`, the pacer's next send and the spaces' ACK deadlines;
+        held ACKs are due when the hold ends."""
+        paced = self.recovery.pace_until
+        if paced is not None and (best is None or paced < best):
+            best = paced
         for space in self.by_id.values():
             due = space.ack_deadline
             if due is None or space.discarded:
