@@ -66,15 +66,32 @@ def daemon(start, tmp_path, pki_dir) -> Daemon:
         yield d
 
 
-@pytest.mark.parametrize("command", [
-    "tcp pair x509 peername=localhost",
-    "tcp pair anon peername=localhost",
-    "tcp pair psk psk={psk}",
-], ids=["x509", "anon", "psk"])
-def test_pair_carries_data_both_ways_through_ktls(daemon, psk, command) -> None:
+# Each case with the REMOTE_AUTH ids (spec §6.4) its ends must report: "key" a key serial
+# (the x509 client's server certificate), -1 tlshd 1.4's mutual-auth sentinel 0xFFFFFFFF
+# (the x509 server, for the client's certificate), "psk" the PSK's serial, 0 none.
+PAIRS = [
+    ("tcp pair x509 peername=localhost", ("key", -1)),
+    ("tcp pair anon peername=localhost", (0, 0)),
+    ("tcp pair psk psk={psk}", ("psk", "psk")),
+]
+PAIR_IDS = ["x509", "anon", "psk"]
+
+
+def check_peer_ids(report, expected, psk: int, logs: str) -> None:
+    for side, want in zip(("client", "server"), expected, strict=True):
+        got = report.sides[side].peerid
+        if want == "key":
+            assert got > 0, f"{side} peerid {got}\n{logs}"
+        else:
+            assert got == (psk if want == "psk" else want), f"{side} peerid {got}\n{logs}"
+
+
+@pytest.mark.parametrize(("command", "peerids"), PAIRS, ids=PAIR_IDS)
+def test_pair_carries_data_both_ways_through_ktls(daemon, psk, command, peerids) -> None:
     report = upcall(command.format(psk=psk) + f" timeout=20000 data={DATA}")
     assert report.sides["client"].status == 0, daemon.output()
     assert report.sides["server"].status == 0, daemon.output()
+    check_peer_ids(report, peerids, psk, daemon.output())
     assert report.exchange is not None
     assert (report.exchange.client_to_server, report.exchange.server_to_client) == (DATA, DATA)
     assert report.exchange.ulp == "tls/tls"
@@ -145,18 +162,15 @@ def interop(request, peer_netns, tmp_path_factory, pki_dir):
         yield client, server
 
 
-@pytest.mark.parametrize("command", [
-    "tcp pair x509 peername=localhost",
-    "tcp pair anon peername=localhost",
-    "tcp pair psk psk={psk}",
-], ids=["x509", "anon", "psk"])
-def test_interop_pair_across_namespaces(interop, psk, command) -> None:
+@pytest.mark.parametrize(("command", "peerids"), PAIRS, ids=PAIR_IDS)
+def test_interop_pair_across_namespaces(interop, psk, command, peerids) -> None:
     client, server = interop
     report = upcall(command.format(psk=psk)
                     + f" netns={server.proc.pid} addr={PEER_ADDR} timeout=20000 data={DATA}")
     logs = f"{client.name} (client end):\n{client.output()}\n{server.name} (server end):\n{server.output()}"
     assert report.sides["client"].status == 0, logs
     assert report.sides["server"].status == 0, logs
+    check_peer_ids(report, peerids, psk, logs)
     assert report.exchange is not None
     assert (report.exchange.client_to_server, report.exchange.server_to_client) == (DATA, DATA)
     assert report.exchange.ulp == "tls/tls"
