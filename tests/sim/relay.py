@@ -16,6 +16,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,7 @@ class ImpairingRelay:
             "to_client": _Direction(to_client or Impairment(), random.Random(f"{seed}/to_client")),
         }
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when a counter moves
         self._due: list[tuple[float, int, str, bytes]] = []  # (when, seq, direction, datagram)
         self._seq = 0
         self._wake_r, self._wake_w = socket.socketpair()
@@ -108,6 +110,15 @@ class ImpairingRelay:
     def counters(self, direction: str) -> Counters:
         with self._lock:
             c = self.directions[direction].counters
+            return Counters(**vars(c))
+
+    def wait_for(self, direction: str, ready: Callable[[Counters], bool], timeout: float = 5.0) -> Counters:
+        """The counters of `direction` once ready(counters) holds (TimeoutError if not
+        within `timeout`)."""
+        with self._changed:
+            c = self.directions[direction].counters
+            if not self._changed.wait_for(lambda: ready(c), timeout):
+                raise TimeoutError(f"relay {direction}: {c}")
             return Counters(**vars(c))
 
     def blackhole(self, seconds: float, direction: str | None = None) -> None:
@@ -156,6 +167,7 @@ class ImpairingRelay:
             d = self.directions[direction]
             imp, rng, c = d.impairment, d.rng, d.counters
             c.received += 1
+            self._changed.notify_all()
             if d.blackhole_armed and imp.blackhole_for and c.received > imp.blackhole_after:
                 d.blackhole_armed = False
                 d.blackhole_until = now + imp.blackhole_for
@@ -201,3 +213,4 @@ class ImpairingRelay:
             return  # nobody listens there (yet or any more)
         with self._lock:
             self.directions[direction].counters.forwarded += 1
+            self._changed.notify_all()

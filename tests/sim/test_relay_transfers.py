@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from quichsd import HandshakeConfig
+from quichsd.sock.sim.congestion import CUBIC, Cubic
+from quichsd.sock.sim.simsocket import SimQuicSocket
 from tests.sim.relay import ImpairingRelay, Impairment
 from tests.sim.transfer import Address, connected_pair, payload, transfer
 from tests.sockets import Pki
@@ -61,3 +63,26 @@ def test_transfer_through_impairing_relay(pki: Pki, scenario: str, upload: bool,
     assert counters.forwarded * 1200 >= size
     print(f"{scenario} {'upload' if upload else 'download'} {size // MIB} MiB: {result.seconds:.2f} s, "
           f"{counters}")
+
+
+@pytest.mark.parametrize("upload", [True, False], ids=["upload", "download"])
+def test_cubic_transfer_at_5_percent_loss(pki: Pki, upload: bool) -> None:
+    """CUBIC chosen through QUIC_SOCKOPT_CONFIG on both ends, as with the kernel."""
+    impairment = SCENARIOS["loss-5%"]
+    relays: list[ImpairingRelay] = []
+
+    def route(server: Address) -> Address:
+        relays.append(ImpairingRelay(server, to_server=impairment, to_client=impairment, seed=9).start())
+        return relays[0].address
+
+    try:
+        with connected_pair(*_configs(pki), route, congestion=CUBIC) as (client, server):
+            for end in (client, server):
+                backend = end.backend
+                assert isinstance(backend, SimQuicSocket) and backend.conn is not None
+                assert isinstance(backend.conn.spaces.recovery.cc, Cubic)
+            result = transfer(client, server, payload(2 * MIB), upload=upload, timeout=60)
+    finally:
+        for relay in relays:
+            relay.stop()
+    assert result.intact and relays[0].counters("to_server").lost > 0
