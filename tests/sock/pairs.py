@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
-from tests.sockets import client_socket
 
 L = abi.lib
 
@@ -24,9 +23,11 @@ def client_config(pki: Any) -> HandshakeConfig:
 
 
 @contextlib.contextmanager
-def connected(backend: str, pki: Any, **server_params: int) -> Iterator[tuple[QuicSocket, QuicSocket]]:
+def connected(backend: str, pki: Any, client_params: dict[str, int] | None = None,
+              **server_params: int) -> Iterator[tuple[QuicSocket, QuicSocket]]:
     """(client, server) after both handshakes; `server_params` are the listener's local
-    transport parameters (QUIC_SOCKOPT_TRANSPORT_PARAM), which its connections inherit."""
+    transport parameters (QUIC_SOCKOPT_TRANSPORT_PARAM), which its connections inherit;
+    `client_params` the client's, set before connect()."""
     listener = QuicSocket(socket.AF_INET, backend=backend)
     listener.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
     if server_params:
@@ -47,7 +48,10 @@ def connected(backend: str, pki: Any, **server_params: int) -> Iterator[tuple[Qu
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = client_socket(backend, listener.getsockname()[:2])
+    client = QuicSocket(socket.AF_INET, backend=backend)
+    if client_params:
+        client.setsockopt(L.QUIC_SOCKOPT_TRANSPORT_PARAM, abi.pack_transport_param(**client_params))
+    client.connect(listener.getsockname()[:2])
     try:
         quic_handshake(client, client_config(pki))
         thread.join(5)

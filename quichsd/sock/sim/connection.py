@@ -455,11 +455,12 @@ class SimConnection:
         return self.datagrams.receive()
 
     def has_item(self) -> bool:
-        """A recvmsg would return at once: handshake data, readable stream data, or the
-        ENOTCONN of a closed connection."""
+        """A recvmsg would return at once: handshake data, an event, readable stream data or
+        a datagram, or the ENOTCONN of a closed connection."""
         life = self.lifecycle
         return (bool(self.handshake.queue) or life.state is _CLOSED or life.restart_pending
-                or bool(self.notifications.queue) or (self.keys.app_readable and self.streams.readable()))
+                or bool(self.notifications.queue)
+                or (self.keys.app_readable and (self.streams.readable() or bool(self.datagrams.inbound))))
 
     def pending_readable(self) -> bool:
         return (bool(self.handshake.queue) or self.lifecycle.state is _CLOSED

@@ -27,3 +27,14 @@ class DatagramQueues:
 
     def receive(self) -> bytes | None:
         return self.inbound.popleft() if self.inbound else None
+
+    def read(self, max_len: int) -> tuple[bytes, bool] | None:
+        """recvmsg of a datagram (socket.c quic_recvmsg): up to `max_len` bytes and whether
+        that ended it (MSG_EOR); a short buffer leaves the rest for the next call."""
+        if not self.inbound:
+            return None
+        data = self.inbound.popleft()
+        if len(data) <= max_len:
+            return data, True
+        self.inbound.insert(0, data[max_len:])
+        return data[:max_len], False

@@ -275,6 +275,8 @@ class SimQuicSocket(QuicSocketBackend):
         (flow control; the kernel's errno when a stream cmsg is given) or EAGAIN (stream
         limit), as the kernel's quic_wait_for_stream_send answers when SO_SNDTIMEO ends."""
         conn, endpoint = self._connection("sendmsg")
+        if flags & L.MSG_QUIC_DATAGRAM:
+            return self._send_datagram(conn, endpoint, data)
         timeout = 0.0 if flags & MSG_DONTWAIT else self.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         fin = bool(stream_flags & L.MSG_QUIC_STREAM_FIN)
@@ -306,6 +308,17 @@ class SimQuicSocket(QuicSocketBackend):
             return sent
         raise _err(blocked or errno.ENOSPC, f"sendmsg on stream {stream_id}")
 
+    def _send_datagram(self, conn: SimConnection, endpoint: Endpoint, data: bytes) -> int:
+        """MSG_QUIC_DATAGRAM (RFC 9221): one DATAGRAM frame; EINVAL when the peer takes
+        none (its max_datagram_frame_size is 0), EMSGSIZE when empty or over the frame's
+        room, as the kernel's datagram send path (socket.c quic_sendmsg)."""
+        with endpoint.lock:
+            if conn.state is ConnState.CLOSED:
+                raise _closed_err(errno.EPIPE, "sendmsg on a closed connection", conn)
+            _sim(conn.datagram_send, bytes(data))
+            endpoint.after_call(conn)
+        return len(data)
+
     def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
         """One item, as the kernel's recvmsg returns: handshake data first, then stream data."""
         conn, endpoint = self._connection("recvmsg")
@@ -324,6 +337,11 @@ class SimQuicSocket(QuicSocketBackend):
                 if conn.events:  # ahead of stream data, as the kernel queues them
                     return RecvItem(kind=RecvKind.EVENT, data=conn.events.pop(0),
                                     msg_flags=L.MSG_QUIC_NOTIFICATION | 0x80)
+                datagram = conn.datagrams.read(bufsize) if conn.keys.app_readable else None
+                if datagram is not None:
+                    data, whole = datagram
+                    return RecvItem(kind=RecvKind.DATAGRAM, data=data,
+                                    msg_flags=L.MSG_QUIC_DATAGRAM | (0x80 if whole else 0))
                 stream = conn.stream_recv(bufsize)
                 if stream is not None:
                     if conn.streams.credit_due:
