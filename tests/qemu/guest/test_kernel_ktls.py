@@ -174,3 +174,23 @@ def test_interop_pair_across_namespaces(interop, psk, command, peerids) -> None:
     assert report.exchange is not None
     assert (report.exchange.client_to_server, report.exchange.server_to_client) == (DATA, DATA)
     assert report.exchange.ulp == "tls/tls"
+
+
+@pytest.fixture(scope="module")
+def wrong_psk() -> int:
+    """The PSK's identity with another key, in a keyring the daemons do not search."""
+    return add_psk_key("quichsd-ktls-psk", bytes(range(1, 33)), keyring="quichsd-other")
+
+
+@pytest.mark.parametrize("command", [
+    "tcp pair x509 peername=wrong.example",   # the client's name check fails
+    "tcp pair psk psk={wrong}",               # the server finds the identity, the binder fails
+], ids=["wrong-peername", "wrong-psk"])
+def test_interop_failures_across_namespaces(interop, wrong_psk, command) -> None:
+    client, server = interop
+    report = upcall(command.format(wrong=wrong_psk)
+                    + f" netns={server.proc.pid} addr={PEER_ADDR} timeout={FAIL_TIMEOUT_MS}")
+    logs = f"{client.name} (client end):\n{client.output()}\n{server.name} (server end):\n{server.output()}"
+    assert report.cancelled == 0, logs
+    assert report.sides["client"].status == -errno.EACCES, logs
+    assert report.sides["server"].status == -errno.EACCES, logs
