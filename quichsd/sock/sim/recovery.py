@@ -197,15 +197,19 @@ class Recovery:
 
     def pacer_allows(self, now: float, size: int) -> bool:
         """§7.7: a token bucket filled at N * cwnd / smoothed_rtt, holding at most the
-        initial window (the burst §7.7 allows); False sets pace_until."""
+        initial window (the burst §7.7 allows), released up to kGranularity early; False
+        sets pace_until."""
         rate = PACING_GAIN * self.cc.cwnd / max(self.smoothed_rtt, K_GRANULARITY)
         burst = max(self.cc.cwnd / 4, 10 * MAX_DATAGRAM)
         elapsed = max(0.0, now - self._pace_time)  # a caller's clock may step back
         tokens = min(burst, self._pace_tokens + rate * elapsed)
         self._pace_tokens, self._pace_time = tokens, max(now, self._pace_time)
-        if tokens >= size:
+        # A packet due within the timer granularity leaves now: sub-millisecond waits
+        # cost wake-ups and gain nothing (loopback's window then goes out unpaced).
+        early = rate * K_GRANULARITY
+        if tokens + early >= size - 1:  # a byte of slack: the timer's float sum may fall short
             return True
-        self.pace_until = now + (size - tokens) / rate
+        self.pace_until = now + (size - tokens - early) / rate
         return False
 
     # -- ACKs ----------------------------------------------------------------------------
