@@ -12,9 +12,33 @@ from ...quic.errors import QuicError, QuicErrorCode
 from . import frames as fr
 from .errors import sim_error
 
-__all__ = ["ConnectionIds", "CONN_ID_LIMIT"]
+__all__ = ["ConnectionIds", "CONN_ID_LIMIT", "reset_token", "stateless_reset"]
 
 CONN_ID_LIMIT = 8  # QUIC_CONN_ID_LIMIT
+TOKEN_LEN = 16
+# What the kernel sends and answers (net/quic/packet.c): a reset is at most 64 bytes and one
+# byte shorter than the packet that triggered it; none for a trigger of 22 bytes or less
+# (header byte, 5 unpredictable bytes, token), so two endpoints can never keep one going
+# (RFC 9000 §10.3.3).
+RESET_MAX_LEN = 64
+RESET_MIN_LEN = 1 + 5 + TOKEN_LEN
+
+
+def reset_token(key: bytes, cid: bytes) -> bytes:
+    """The stateless reset token of `cid` under `key` (RFC 9000 §10.3.2: a keyed hash of the
+    connection ID, so a static key gives the same token after the connection is gone)."""
+    return hmac.digest(key, b"stateless_reset" + cid, hashlib.sha256)[:TOKEN_LEN]
+
+
+def stateless_reset(datagram: bytes, key: bytes, cid_len: int) -> bytes | None:
+    """The Stateless Reset (RFC 9000 §10.3) answering a 1-RTT packet for no connection: a
+    short header with the fixed bit, unpredictable bytes, the token of the packet's DCID;
+    None when the trigger is too short to answer (see RESET_MIN_LEN)."""
+    if len(datagram) <= RESET_MIN_LEN or len(datagram) < 1 + cid_len or datagram[0] & 0x80:
+        return None
+    size = min(RESET_MAX_LEN, len(datagram) - 1)
+    body = os.urandom(size - TOKEN_LEN)
+    return bytes((0x40 | (body[0] & 0x3F),)) + body[1:] + reset_token(key, datagram[1:1 + cid_len])
 
 
 class ConnectionIds:
@@ -58,7 +82,13 @@ class ConnectionIds:
         return cids
 
     def reset_token(self, cid: bytes) -> bytes:
-        return hmac.digest(self._secret, b"stateless_reset" + cid, hashlib.sha256)[:16]
+        return reset_token(self._secret, cid)
+
+    def use_reset_key(self, key: bytes) -> None:
+        """Derive our tokens from the endpoint's static key (a server connection), as the
+        kernel derives them from its listener's secret: the endpoint can then reset
+        connections it no longer has (stateless_reset above)."""
+        self._secret = key
 
     def issue(self, peer_limit: int) -> list[fr.NewConnectionId]:
         """Top the peer up to its active_connection_id_limit (§5.1.1, §18.2; at most

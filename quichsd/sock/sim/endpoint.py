@@ -55,6 +55,7 @@ from ...quic.packet_protection import PacketKey, initial_keys
 from ...quic.versions import QUIC_V1, QUIC_V2, SUPPORTED_VERSIONS, LongPacketType
 from . import frames as fr
 from .admission import Admission, AdmissionLimits, RateLimitedLog
+from .cids import stateless_reset
 from .connection import SimConnection
 from .listener_peek import (
     ClientHelloRejected,
@@ -148,6 +149,7 @@ class Endpoint:
                  limits: AdmissionLimits | None = None) -> None:
         self.family = family
         self.tokens = AddressTokens()  # a random key per endpoint: tokens die with it
+        self.reset_key = os.urandom(32)  # its server connections' stateless reset tokens
         self.admission = Admission(limits or ADMISSION_LIMITS)
         self.stats = EndpointStats()
         self.udp = socket.socket(family, socket.SOCK_DGRAM)
@@ -417,6 +419,8 @@ class Endpoint:
         if dcid is None:
             return
         conn = self.connections.get(dcid)
+        if conn is None and not self.listeners and not data[0] & 0x80:
+            conn = self._client_connection()  # its datagram may be a stateless reset (§10.3.1)
         if conn is None:
             accepted = self._new_server_connection(data, addr, now)
             if accepted is None:
@@ -428,6 +432,12 @@ class Endpoint:
         if conn.state is not ConnState.ESTABLISHING:
             self.admission.settle(conn)
 
+    def _client_connection(self) -> SimConnection | None:
+        """The one connection of a client's endpoint, which gets every datagram as the
+        kernel's connected socket does; None on an endpoint without a client connection."""
+        conn = next(iter(self.connections.values()), None)
+        return conn if conn is not None and conn.is_client else None
+
     def _new_server_connection(self, data: bytes, addr: Address,
                                now: float) -> tuple[SimConnection, OpenedInitial] | None:
         """A client Initial for no known connection: pick the listener (spec §2.7). The
@@ -436,7 +446,13 @@ class Endpoint:
             return None
         header = client_initial_header(data)
         if header is None:
-            self._maybe_negotiate_version(data, addr)
+            # RFC 9000 §10.3: a 1-RTT packet for no connection gets a Stateless Reset, as
+            # from the kernel's listener (packet.c); a long header maybe a VN.
+            reset = stateless_reset(data, self.reset_key, SHORT_HEADER_CID_LEN)
+            if reset is not None:
+                self._sendto(reset, addr)
+            else:
+                self._maybe_negotiate_version(data, addr)
             return None
         keys = initial_keys(header.dcid, SUPPORTED_VERSIONS[header.version])  # for peek and connection
         try:
@@ -457,6 +473,7 @@ class Endpoint:
                                         listener=listener, initial_keys=keys, initial_dcid=header.dcid,
                                         retry_scid=admitted.retry_scid, validated=admitted.validated,
                                         token_source=self._token_source(addr))
+        conn.cids.use_reset_key(self.reset_key)  # tokens the endpoint can still answer with
         self._register(conn)  # includes the client's first DCID, used until it learns ours
         self.admission.add(conn, str(addr[0]), admitted.validated)
         listener.pending.append(conn)

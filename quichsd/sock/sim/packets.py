@@ -138,13 +138,15 @@ def _pad_for_sample(payload: bytes, pn_len: int) -> bytes:
 
 def build_long_packet(key: PacketKey, version: QuicVersion, ptype: LongPacketType, dcid: bytes,
                       scid: bytes, token: bytes | None, pn: int, largest_acked: int | None,
-                      payload: bytes, header_bits: int = 0, pn_len: int | None = None) -> bytes:
+                      payload: bytes, header_bits: int = 0, pn_len: int | None = None,
+                      fixed: bool = True) -> bytes:
     """A protected Initial / 0-RTT / Handshake packet. `token` only for Initial.
-    `header_bits`, `pn_len`: what a SendRewriter asked for (rewrite.py)."""
+    `header_bits`, `pn_len`: what a SendRewriter asked for (rewrite.py). `fixed`: the QUIC
+    bit, cleared only towards a peer that advertised grease_quic_bit (RFC 9287)."""
     pn_bytes = _pn_bytes(pn, largest_acked, pn_len)
     pn_len = len(pn_bytes)
     payload = _pad_for_sample(payload, pn_len)
-    first = 0xC0 | (version.long_type_bits(ptype) << 4) | (pn_len - 1) | header_bits
+    first = (0xC0 if fixed else 0x80) | (version.long_type_bits(ptype) << 4) | (pn_len - 1) | header_bits
     head = bytearray((first,))
     head += version.number.to_bytes(4, "big")
     head.append(len(dcid))
@@ -162,11 +164,11 @@ def build_long_packet(key: PacketKey, version: QuicVersion, ptype: LongPacketTyp
 
 def build_short_packet(key: PacketKey, dcid: bytes, pn: int, largest_acked: int | None,
                        payload: bytes, key_phase: int = 0, header_bits: int = 0,
-                       pn_len: int | None = None) -> bytes:
+                       pn_len: int | None = None, fixed: bool = True) -> bytes:
     pn_bytes = _pn_bytes(pn, largest_acked, pn_len)
     pn_len = len(pn_bytes)
     payload = _pad_for_sample(payload, pn_len)
-    first = 0x40 | (0x04 if key_phase else 0) | (pn_len - 1) | header_bits
+    first = (0x40 if fixed else 0) | (0x04 if key_phase else 0) | (pn_len - 1) | header_bits
     return key.protect(bytes((first,)) + dcid + pn_bytes, payload, pn)
 
 

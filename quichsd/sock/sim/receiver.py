@@ -133,6 +133,8 @@ class Receiver:
         level = self._packet_level(header)
         if level is None or level in self.keys.discarded:
             return False
+        if level == APP and not data[header.start] & 0x40 and not self.params.local["grease_quic_bit"]:
+            return False  # RFC 9000 §17.3.1; RFC 9287 §3: a cleared QUIC bit only if we allowed it
         switch_to = None
         if header.is_long and header.version != self.version.version:
             if level != INITIAL:

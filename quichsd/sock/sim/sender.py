@@ -359,12 +359,15 @@ class Sender:
         if self.send_rewriter is not None:
             payload, bits, pn_len = self.send_rewriter.rewrite_packet(level, payload)
         cids = self.cids
+        # RFC 9287: the QUIC bit is cleared once the peer advertised grease_quic_bit, in
+        # 1-RTT and Handshake packets, as the kernel does (packet.c); Initial and 0-RTT keep it.
+        fixed = not self.params.peer.get("grease_quic_bit")
         if level == APP:
             return build_short_packet(key, cids.peer_cid, pn, space.largest_acked, payload,
-                                      int(self.phase.send_phase), bits, pn_len)
+                                      int(self.phase.send_phase), bits, pn_len, fixed)
         token = (self.address.token if self.is_client else b"") if level == INITIAL else None
         return build_long_packet(key, self.version.qv, LONG_TYPE[level], cids.peer_cid, cids.local_cid, token,
-                                 pn, space.largest_acked, payload, bits, pn_len)
+                                 pn, space.largest_acked, payload, bits, pn_len, fixed or level != HANDSHAKE)
 
     def _seal(self, level: int, payload: bytearray, items: list[SentItem], in_flight: bool, eliciting: bool,
               now: float) -> bytes:
