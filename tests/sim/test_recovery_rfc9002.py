@@ -255,3 +255,29 @@ def test_cubic_fast_convergence():
     cc.on_congestion_event(T0 + 1, T0 + 2)  # again below the previous W_max (70 < 100)
     assert cc.w_max == pytest.approx(70 * (1 + CUBIC_BETA) / 2)
     assert cc.cwnd == pytest.approx(70 * CUBIC_BETA * MAX_DATAGRAM)
+
+
+def test_congestion_event_undone_when_all_its_losses_were_spurious():
+    rec, space = Recovery(0.100), PacketSpace()
+    _send(rec, space, T0, 12)  # a full initial window: growth counts
+    _, lost = rec.on_ack(space, _ack((5, 6)), 0.0, T0 + 0.010)
+    assert [p.pn for p in lost] == [0, 1, 2]
+    before = rec.cwnd
+    _, lost = rec.on_ack(space, _ack((5, 7)), 0.0, T0 + 0.011)
+    assert [p.pn for p in lost] == [3] and rec.cwnd == before  # the same period: no growth
+    rec.on_ack(space, _ack((5, 7), (0, 3)), 0.0, T0 + 0.012)  # 0-2 arrived late, 3 not yet
+    assert rec.cwnd == before
+    rec.on_ack(space, _ack((5, 7), (0, 4)), 0.0, T0 + 0.013)  # and 3: none of it was loss
+    # back to the window before the event (grown by packet 5's acknowledgement)
+    assert rec.cwnd == INITIAL_WINDOW + MAX_DATAGRAM and rec.cc.ssthresh == float("inf")
+
+
+def test_cubic_undo_restores_w_max():
+    cc = Cubic()
+    cc.cwnd = 50 * MAX_DATAGRAM
+    cc.on_congestion_event(T0, T0)
+    cc.cwnd = 100 * MAX_DATAGRAM
+    cc.on_congestion_event(T0 + 1, T0 + 2)
+    assert cc.w_max == 100
+    cc.undo()
+    assert cc.w_max == 50 and cc.cwnd == 100 * MAX_DATAGRAM and cc.epoch_start is None

@@ -23,12 +23,13 @@ class CongestionController:
     """What both controllers share: the window, slow start's threshold and the start of
     the current recovery period (RFC 9002 Appendix B.2)."""
 
-    __slots__ = ("cwnd", "ssthresh", "recovery_start")
+    __slots__ = ("cwnd", "ssthresh", "recovery_start", "_prior")
 
     def __init__(self) -> None:
         self.cwnd: float = INITIAL_WINDOW
         self.ssthresh: float = float("inf")
         self.recovery_start: float | None = None
+        self._prior: tuple[float, ...] | None = None  # the state before the last reduction
 
     def in_recovery(self, sent_time: float) -> bool:
         """InCongestionRecovery (B.5): sent before the current recovery period began."""
@@ -52,7 +53,23 @@ class CongestionController:
         if self.in_recovery(sent_time):
             return
         self.recovery_start = now
+        self._prior = self._snapshot()
         self._reduce()
+
+    def undo(self) -> None:
+        """Every loss of the last congestion event was spurious (the packets arrived,
+        late): the window and threshold go back to what they were before it (beyond
+        RFC 9002, as TCP's undo: reordering is no congestion signal)."""
+        if self._prior is not None:
+            self._restore(self._prior)
+            self._prior = None
+
+    def _snapshot(self) -> tuple[float, ...]:
+        return (self.cwnd, self.ssthresh)
+
+    def _restore(self, prior: tuple[float, ...]) -> None:
+        self.cwnd = max(self.cwnd, prior[0])
+        self.ssthresh = prior[1]
 
     def _reduce(self) -> None:
         self.ssthresh = self.cwnd * LOSS_REDUCTION
@@ -62,6 +79,7 @@ class CongestionController:
         """§7.6.2 / B.8: back to the minimum window; the next loss starts a new period."""
         self.cwnd = MINIMUM_WINDOW
         self.recovery_start = None
+        self._prior = None  # no undo past a collapse
 
 
 class NewReno(CongestionController):
@@ -115,6 +133,14 @@ class Cubic(CongestionController):
         # §4.4/4.5: aim at W_cubic one RTT ahead, within [cwnd, 1.5 cwnd].
         target = min(max(self.w_cubic(t + rtt), self.cwnd), 1.5 * self.cwnd)
         self.cwnd += (target - self.cwnd) * size / self.cwnd
+
+    def _snapshot(self) -> tuple[float, ...]:
+        return (self.cwnd, self.ssthresh, self.w_max)
+
+    def _restore(self, prior: tuple[float, ...]) -> None:
+        super()._restore(prior)
+        self.w_max = prior[2]
+        self.epoch_start = None
 
     def _reduce(self) -> None:
         segments = self.cwnd / MAX_DATAGRAM

@@ -5,8 +5,9 @@ controller's window (congestion.py: NewReno or CUBIC) with pacing (§7.7).
 
 Beyond the pseudocode (allowed by §6.1.1, §6.1.2, §7.8): a packet found acknowledged after
 it was declared lost raises the packet threshold to the reordering seen (at most
-MAX_PACKET_THRESHOLD) and the time threshold by a quarter RTT (at most 2 RTTs), and the
-window grows only while it was what limited the sender.
+MAX_PACKET_THRESHOLD, at least doubling) or the time threshold by a quarter RTT (at most
+2 RTTs); when every loss of a congestion event proves spurious the reduction is undone (as
+TCP does); and the window grows only while it was what limited the sender.
 Not done: ECN (§7.1), PLPMTUD; the window counts 1200-byte datagrams.
 """
 from __future__ import annotations
@@ -88,8 +89,8 @@ class PacketSpace:
         self.unacked_eliciting = 0  # ack-eliciting packets received since our last ACK
         self.ack_deadline: float | None = None
         self.discarded = False
-        # pn -> the reordering it would show if acknowledged later (made on the first loss)
-        self.declared_lost: dict[int, int] | None = None
+        # pn -> (the reordering it would show, the congestion period it counted in)
+        self.declared_lost: dict[int, tuple[int, float | None]] | None = None
 
     def on_received(self, pn: int, ack_eliciting: bool, now: float, immediate: bool,
                     max_ack_delay: float) -> None:
@@ -153,7 +154,7 @@ class Recovery:
 
     __slots__ = ("latest_rtt", "smoothed_rtt", "rttvar", "min_rtt", "first_rtt_sample", "pto_count", "cc",
                  "bytes_in_flight", "packet_threshold", "time_threshold", "max_ack_delay", "_peak_flight",
-                 "_peak_since", "_pace_tokens", "_pace_time", "pace_until")
+                 "_peak_since", "_pace_tokens", "_pace_time", "pace_until", "_period", "_period_lost")
 
     def __init__(self, initial_rtt: float, algo: int = RENO) -> None:
         self.latest_rtt = 0.0
@@ -173,6 +174,10 @@ class Recovery:
         self._pace_tokens = float(self.cc.cwnd)  # a full initial window may leave at once
         self._pace_time = 0.0
         self.pace_until: float | None = None  # the pacer holds data back until then
+        # The congestion period (its start) and how many of its losses are not yet found
+        # spurious: at none, the reduction is undone.
+        self._period: float | None = None
+        self._period_lost = 0
 
     @property
     def cwnd(self) -> float:
@@ -285,9 +290,15 @@ class Recovery:
         assert lost is not None
         for start, end in ack.ranges:
             for pn in [pn for pn in lost if start <= pn < end]:
-                reordering = lost.pop(pn)
+                reordering, period = lost.pop(pn)
+                if period is not None and period == self._period:
+                    self._period_lost -= 1
+                    if self._period_lost == 0:
+                        self.cc.undo()
                 if reordering >= self.packet_threshold:
-                    self.packet_threshold = min(reordering + 1, MAX_PACKET_THRESHOLD)
+                    # at least doubled: reordering measured in packets grows with the rate
+                    grown = max(reordering + 1, 2 * self.packet_threshold)
+                    self.packet_threshold = min(grown, MAX_PACKET_THRESHOLD)
                 else:  # the time threshold declared it
                     self.time_threshold = min(self.time_threshold + TIME_THRESHOLD_STEP, MAX_TIME_THRESHOLD)
 
@@ -314,20 +325,20 @@ class Recovery:
             elif space.loss_time is None or when < space.loss_time:
                 space.loss_time = when
         if lost:
-            self._remember_lost(space, lost, largest)
             for packet in lost:
                 space.remove(packet)
             self.on_lost(lost, now)
+            self._remember_lost(space, lost, largest)
         return lost
 
-    @staticmethod
-    def _remember_lost(space: PacketSpace, lost: list[SentPacket], largest: int) -> None:
+    def _remember_lost(self, space: PacketSpace, lost: list[SentPacket], largest: int) -> None:
         if space.declared_lost is None:
             space.declared_lost = {}
         remembered = space.declared_lost
+        period = self._period
         for packet in lost:
             if packet.ack_eliciting:
-                remembered[packet.pn] = largest - packet.pn
+                remembered[packet.pn] = (largest - packet.pn, period if packet.in_flight else None)
         while len(remembered) > _DECLARED_LOST_KEPT:
             del remembered[next(iter(remembered))]
 
@@ -342,9 +353,14 @@ class Recovery:
                     newest = packet.time
         if newest is None:
             return
-        self.cc.on_congestion_event(newest, now)
+        cc = self.cc
+        cc.on_congestion_event(newest, now)
+        if cc.recovery_start != self._period:
+            self._period, self._period_lost = cc.recovery_start, 0
+        self._period_lost += sum(1 for p in lost if p.in_flight and p.ack_eliciting)
         if self.in_persistent_congestion(lost):
-            self.cc.on_persistent_congestion()
+            cc.on_persistent_congestion()
+            self._period = None
 
     def persistent_congestion_duration(self) -> float:
         """§7.6.1."""
