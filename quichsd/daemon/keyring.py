@@ -19,12 +19,14 @@ keyrings in before dropping privileges keeps the keys possessed afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
 import os
 import struct
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,59 @@ def keyring_members(keyring: int) -> list[int]:
     """Serials linked directly in `keyring` (its KEYCTL_READ payload, an int32 array)."""
     raw = read(keyring)
     return list(struct.unpack(f"={len(raw) // 4}i", raw[: len(raw) // 4 * 4]))
+
+
+class RequestKeyrings:
+    """The per-request keyrings (ACCEPT's KEYRING, spec tlshd-behaviour §5) linked into the
+    session keyring while requests use them, as tlshd does, and unlinked when the last
+    request using one ends (tlshd's child unlinks it after DONE). One worker serves many
+    requests, possibly at once with the same keyring: links are counted per serial. The
+    kernel's own link into our process keyring (made at ACCEPT) goes too, as it would with
+    tlshd's child process; a keyring that was in the session keyring before (one of the
+    configured keyrings, say) stays there. Failures are only debug-logged, as tlshd's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[int, int] = {}
+        self._ours: set[int] = set()  # serials we linked into the session keyring
+
+    @contextlib.contextmanager
+    def linked(self, serial: int) -> Iterator[None]:
+        self._enter(serial)
+        try:
+            yield
+        finally:
+            self._leave(serial)
+
+    def _enter(self, serial: int) -> None:
+        with self._lock:
+            users = self._users.get(serial, 0)
+            self._users[serial] = users + 1
+            try:
+                if users == 0 and serial not in keyring_members(KEY_SPEC_SESSION_KEYRING):
+                    self._ours.add(serial)
+                link(serial, KEY_SPEC_SESSION_KEYRING)
+            except OSError as exc:
+                log.debug("linking request keyring %d: %s", serial, exc)
+
+    def _leave(self, serial: int) -> None:
+        with self._lock:
+            users = self._users.pop(serial) - 1
+            if users:
+                self._users[serial] = users
+                return
+            rings = [KEY_SPEC_PROCESS_KEYRING]
+            if serial in self._ours:
+                self._ours.discard(serial)
+                rings.append(KEY_SPEC_SESSION_KEYRING)
+            for ring in rings:
+                try:
+                    unlink(serial, ring)
+                except OSError as exc:  # ENOENT: not linked there (no process keyring link)
+                    log.debug("unlinking request keyring %d from %d: %s", serial, ring, exc)
+
+
+REQUEST_KEYRINGS = RequestKeyrings()
 
 
 # ---- authentication material ---------------------------------------------------------------

@@ -303,19 +303,16 @@ def _handle(request: HandshakeRequest, config: DaemonConfig, backend: QuicSocket
         mode = AuthMode(request.auth_mode)
     except ValueError:
         raise _SetupError(f"Unrecognized auth mode ({request.auth_mode})") from None
-    if request.keyring:
-        try:
-            kr.link(request.keyring, kr.KEY_SPEC_SESSION_KEYRING)
-        except OSError as exc:
-            log.debug("linking request keyring %d: %s", request.keyring, exc)
-    if tcp_sock is not None:
-        from .tcp_request import TcpRequest  # it imports this module's helpers
+    # Linked into the session keyring while the request runs, unlinked after (§5).
+    with kr.REQUEST_KEYRINGS.linked(request.keyring) if request.keyring else contextlib.nullcontext():
+        if tcp_sock is not None:
+            from .tcp_request import TcpRequest  # it imports this module's helpers
 
-        return TcpRequest(request, config, tcp_sock, mode, address, peer, on_wait).run(message_type)
-    quic = _QuicHandshake(request, config, backend, mode, address, peer, on_wait)
-    if message_type is MessageType.CLIENTHELLO:
-        return quic.client()
-    return quic.server()
+            return TcpRequest(request, config, tcp_sock, mode, address, peer, on_wait).run(message_type)
+        quic = _QuicHandshake(request, config, backend, mode, address, peer, on_wait)
+        if message_type is MessageType.CLIENTHELLO:
+            return quic.client()
+        return quic.server()
 
 
 def _open(sock: SocketLike) -> tuple[QuicSocketBackend, bool]:
