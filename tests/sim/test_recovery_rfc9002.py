@@ -19,6 +19,7 @@ from quichsd.sock.sim.congestion import (
     make_controller,
 )
 from quichsd.sock.sim.frames import Ack
+from quichsd.sock.sim.levels import APP, HANDSHAKE
 from quichsd.sock.sim.recovery import K_GRANULARITY, PacketSpace, Recovery, SentPacket
 from quichsd.sock.sim.spaces import PacketSpaces
 
@@ -281,3 +282,17 @@ def test_cubic_undo_restores_w_max():
     assert cc.w_max == 100
     cc.undo()
     assert cc.w_max == 50 and cc.cwnd == 100 * MAX_DATAGRAM and cc.epoch_start is None
+
+
+def test_no_application_pto_before_the_handshake_is_confirmed():
+    """A.8: the Application space arms no probe timeout until the handshake is confirmed
+    (SimConnection passes lifecycle.handshake_confirmed); the other spaces do."""
+    spaces = PacketSpaces(0.100)
+    rec = spaces.recovery
+    _send(rec, spaces.by_id[APP], T0)
+    assert spaces.loss_timer(app_probes=False, max_ack_delay=0.025) is None
+    when, sid, is_loss = spaces.loss_timer(app_probes=True, max_ack_delay=0.025)
+    assert (sid, is_loss) == (APP, False) and when == pytest.approx(T0 + 0.100 + 4 * 0.050 + 0.025)
+    _send(rec, spaces.by_id[HANDSHAKE], T0 + 0.5)
+    when, sid, _ = spaces.loss_timer(app_probes=False, max_ack_delay=0.025)
+    assert sid == HANDSHAKE and when == pytest.approx(T0 + 0.5 + 0.100 + 4 * 0.050)  # no max_ack_delay

@@ -515,7 +515,7 @@ class SimConnection:
     def _loss_timer(self) -> LossTimer | None:
         """(when, space, is_loss_timer) of the loss-detection timer."""
         life, spaces = self.lifecycle, self.spaces
-        best = spaces.loss_timer(app_probes=life.state is _ESTABLISHED,
+        best = spaces.loss_timer(app_probes=life.handshake_confirmed,  # RFC 9002 A.8
                                  max_ack_delay=self.params.peer["max_ack_delay"] / 1e6)
         if best is None and self.is_client and life.state is _ESTABLISHING:
             # RFC 9002 §6.2.2.1: keep probing so a server stuck at its amplification

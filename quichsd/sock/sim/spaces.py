@@ -35,7 +35,7 @@ class PacketSpaces:
 
     def loss_timer(self, *, app_probes: bool, max_ack_delay: float) -> LossTimer | None:
         """The earliest loss time (§6.1.2), else the earliest probe timeout (§6.2.1) of the
-        spaces with ack-eliciting packets in flight; `app_probes`: the handshake is complete
+        spaces with ack-eliciting packets in flight; `app_probes`: the handshake is confirmed
         (no 1-RTT PTO before, §6.2.1); `max_ack_delay`: the peer's, in seconds."""
         self.recovery.max_ack_delay = max_ack_delay  # for persistent congestion (§7.6.1)
         earliest: LossTimer | None = None
