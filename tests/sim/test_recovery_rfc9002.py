@@ -19,7 +19,7 @@ from quichsd.sock.sim.congestion import (
     make_controller,
 )
 from quichsd.sock.sim.frames import Ack
-from quichsd.sock.sim.levels import APP, HANDSHAKE
+from quichsd.sock.sim.levels import APP, HANDSHAKE, INITIAL
 from quichsd.sock.sim.recovery import K_GRANULARITY, PacketSpace, Recovery, SentPacket
 from quichsd.sock.sim.spaces import PacketSpaces
 
@@ -296,3 +296,24 @@ def test_no_application_pto_before_the_handshake_is_confirmed():
     _send(rec, spaces.by_id[HANDSHAKE], T0 + 0.5)
     when, sid, _ = spaces.loss_timer(app_probes=False, max_ack_delay=0.025)
     assert sid == HANDSHAKE and when == pytest.approx(T0 + 0.5 + 0.100 + 4 * 0.050)  # no max_ack_delay
+
+
+def test_client_initial_acks_keep_the_pto_backoff_until_the_server_validated_it():
+    """A.7: pto_count is reset only once the peer completed address validation: a server
+    always, a client once an ACK arrives beyond the Initial space."""
+    spaces = PacketSpaces(0.333, is_client=True)
+    rec = spaces.recovery
+    initial, handshake = spaces.by_id[INITIAL], spaces.by_id[HANDSHAKE]
+    _send(rec, initial, T0, 2)
+    rec.pto_count = 2
+    rec.on_ack(initial, _ack((0, 1)), 0.0, T0 + 0.1)
+    assert rec.pto_count == 2
+    _send(rec, handshake, T0 + 0.2)
+    rec.on_ack(handshake, _ack((0, 1)), 0.0, T0 + 0.3)
+    assert rec.pto_count == 0 and rec.peer_validated
+    server = PacketSpaces(0.333).recovery
+    server_initial = PacketSpace()
+    _send(server, server_initial, T0)
+    server.pto_count = 2
+    server.on_ack(server_initial, _ack((0, 1)), 0.0, T0 + 0.1)
+    assert server.pto_count == 0

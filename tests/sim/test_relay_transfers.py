@@ -1,9 +1,8 @@
 """Bulk transfers between our client and our server over real UDP through the impairing
 relay (tests/sim/relay.py), both directions, each way impaired: intact at 5 % loss, at
 20 ms delay with 10 % reordering, across a 2 s blackhole (issue 13), and with 10 % of the
-datagrams duplicated. The default run
-moves 2 MiB; the 10 MiB runs are marked `slow` (deselected unless `-m slow`; make test
-runs them)."""
+datagrams duplicated. The default run moves 2 MiB; the 10 MiB runs are marked `slow`
+(deselected unless `-m slow`; make test runs them)."""
 from __future__ import annotations
 
 import pytest

@@ -133,7 +133,7 @@ class SimConnection:
         self.timers = Timers(now, self.params.idle_timeout())
         self.closing = CloseState()
         self.spaces = PacketSpaces(settings["initial_smoothed_rtt"] / 1e6,
-                                   settings["congestion_control_algo"])
+                                   settings["congestion_control_algo"], is_client=is_client)
         self.handshake = HandshakeData(app_started=is_client)
         self.ticket = TicketCapture()
         self.streams = StreamManager(is_client, self.params.local)

@@ -73,7 +73,7 @@ class PacketSpace:
     # Three per connection from its first Initial: slots keep a half-open one small.
     __slots__ = ("next_pn", "largest_acked", "sent", "eliciting_in_flight", "loss_time",
                  "last_ack_eliciting_time", "received", "largest_received", "largest_received_time",
-                 "unacked_eliciting", "ack_deadline", "discarded", "declared_lost")
+                 "unacked_eliciting", "ack_deadline", "discarded", "declared_lost", "proves_address")
 
     def __init__(self) -> None:
         self.next_pn = 0
@@ -91,6 +91,7 @@ class PacketSpace:
         self.discarded = False
         # pn -> (the reordering it would show, the congestion period it counted in)
         self.declared_lost: dict[int, tuple[int, float | None]] | None = None
+        self.proves_address = True  # an ACK here shows the peer validated our address
 
     def on_received(self, pn: int, ack_eliciting: bool, now: float, immediate: bool,
                     max_ack_delay: float) -> None:
@@ -154,7 +155,8 @@ class Recovery:
 
     __slots__ = ("latest_rtt", "smoothed_rtt", "rttvar", "min_rtt", "first_rtt_sample", "pto_count", "cc",
                  "bytes_in_flight", "packet_threshold", "time_threshold", "max_ack_delay", "_peak_flight",
-                 "_peak_since", "_pace_tokens", "_pace_time", "pace_until", "_period", "_period_lost")
+                 "_peak_since", "_pace_tokens", "_pace_time", "pace_until", "_period", "_period_lost",
+                 "peer_validated")
 
     def __init__(self, initial_rtt: float, algo: int = RENO) -> None:
         self.latest_rtt = 0.0
@@ -178,6 +180,9 @@ class Recovery:
         # spurious: at none, the reduction is undone.
         self._period: float | None = None
         self._period_lost = 0
+        # PeerCompletedAddressValidation (A.7): always for a server; for a client, once an
+        # ACK comes in a Handshake or 1-RTT packet (PacketSpaces sets it up).
+        self.peer_validated = True
 
     @property
     def cwnd(self) -> float:
@@ -239,7 +244,10 @@ class Recovery:
                 self.bytes_in_flight = max(0, self.bytes_in_flight - packet.size)
                 if grow:
                     self.cc.on_acked(packet.size, packet.time, now, self.smoothed_rtt)
-        self.pto_count = 0
+        if space.proves_address:
+            self.peer_validated = True
+        if self.peer_validated:
+            self.pto_count = 0  # A.7: a client's Initial ACKs alone keep the backoff
         lost = self.detect_lost(space, now)
         return acked, lost
 

@@ -16,9 +16,12 @@ LossTimer = tuple[float, int, bool]
 class PacketSpaces:
     __slots__ = ("by_id", "recovery", "probes")
 
-    def __init__(self, initial_rtt: float, congestion_algo: int = RENO) -> None:
+    def __init__(self, initial_rtt: float, congestion_algo: int = RENO, *, is_client: bool = False) -> None:
         self.by_id = {space: PacketSpace() for space in (INITIAL, HANDSHAKE, APP)}
         self.recovery = Recovery(initial_rtt, congestion_algo)
+        if is_client:  # RFC 9002 A.7: the server validated us once it ACKs beyond Initial
+            self.recovery.peer_validated = False
+            self.by_id[INITIAL].proves_address = False
         self.probes: dict[int, int] = {}  # space -> ack-eliciting probe packets owed
 
     def discard(self, space: int) -> None:
