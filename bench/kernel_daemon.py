@@ -37,17 +37,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def process_cpu(pids: list[int]) -> float:
-    """utime + stime of `pids` (all their threads), in seconds; a process gone counts 0."""
-    total = 0
+def process_cpu(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of `pids` (all their threads), in seconds; a process gone counts 0."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        user, system = user + int(fields[11]), system + int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def guest_busy() -> float:
@@ -63,6 +64,7 @@ class Measurement:
     # The daemon's CPU per pair (its live processes: quichsd's supervisor and workers; for
     # tlshd only the parent, since its children are reaped unwaited and their time is lost).
     daemon_ms: float
+    daemon_sys_ms: float  # the part of daemon_ms in the kernel (its syscalls: TCP, netlink, kTLS)
     guest_ms: float  # the whole guest's busy CPU per pair: daemon, kernel, the module
 
 
@@ -77,7 +79,8 @@ def measure(daemon: Any, command: str, n: int, warmup: int) -> Measurement | str
     cpu1, busy1 = process_cpu(pids), guest_busy()
     if report.ok != n:
         return f"only {report.ok}/{n} handshakes succeeded (first status {report.first_status})"
-    return Measurement(n / (report.usecs / 1e6), (cpu1 - cpu0) * 1e3 / n, (busy1 - busy0) * 1e3 / n)
+    return Measurement(n / (report.usecs / 1e6), (sum(cpu1) - sum(cpu0)) * 1e3 / n,
+                       (cpu1[1] - cpu0[1]) * 1e3 / n, (busy1 - busy0) * 1e3 / n)
 
 
 def profile(daemon: Any, command: str, n: int, out: Path) -> None:
@@ -162,7 +165,8 @@ def guest_main(n: int, warmup: int, rounds: int, transport: str = "quic", with_p
                         return 1
                     results.setdefault((name, mode), []).append(m)
                     print(f"round {r + 1} {name:8} {mode:5} {m.rate:7.2f} pairs/s ({n / m.rate:.1f} s); "
-                          f"per pair: daemon CPU {m.daemon_ms:.1f} ms, guest busy {m.guest_ms:.1f} ms",
+                          f"per pair: daemon CPU {m.daemon_ms:.1f} ms ({m.daemon_sys_ms:.1f} system), "
+                          f"guest busy {m.guest_ms:.1f} ms",
                           flush=True)
     if with_profile:
         with starters["quichsd"](Path(tempfile.mkdtemp(dir=work))) as daemon:
@@ -183,7 +187,8 @@ def summarise(results: dict[tuple[str, str], list[Measurement]], modes: dict[str
             rates = sorted(m.rate for m in ms)
             print(f"{mode:5} {name:8} pairs/s median {median(rates):6.2f} "
                   f"(min {rates[0]:.2f}, max {rates[-1]:.2f}); "
-                  f"per pair: daemon CPU {median(m.daemon_ms for m in ms):.1f} ms, "
+                  f"per pair: daemon CPU {median(m.daemon_ms for m in ms):.1f} ms "
+                  f"({median(m.daemon_sys_ms for m in ms):.1f} system), "
                   f"guest busy {median(m.guest_ms for m in ms):.1f} ms (medians)")
         per_round = sorted(a.rate / b.rate for a, b in zip(ours, theirs, strict=True))
         ratios[mode] = median(m.rate for m in ours) / median(m.rate for m in theirs)
