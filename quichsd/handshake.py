@@ -295,7 +295,9 @@ class _Driver:
                                  b"\x01" + session.transport_parameters[1:])
             if cfg.early_stream_data:
                 flags = abi.lib.MSG_QUIC_STREAM_NEW | abi.lib.MSG_QUIC_STREAM_FIN
-                self.sock.send_stream(cfg.early_stream_data, -1, flags, 0)
+                # MSG_DONTWAIT: credit beyond the remembered limits can only come once
+                # the handshake this thread drives is done, so a blocking send would stall.
+                self.sock.send_stream(cfg.early_stream_data, -1, flags, socket.MSG_DONTWAIT)
         local_params = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
         return TlsConfig(
             **common, server_name=cfg.hostname, session=session, enable_early_data=cfg.early_data,

@@ -164,7 +164,8 @@ class QuicSocketBackend(abc.ABC):
     ) -> int:
         """sendmsg with one QUIC_STREAM_INFO cmsg; stream_id -1 = the active stream
         (last opened, until its FIN or reset), or with none and MSG_QUIC_STREAM_NEW the
-        next one (EINVAL without NEW). Returns the bytes accepted."""
+        next one (EINVAL without NEW). Blocked by flow control, a blocking send waits for
+        credit within the timeout (socket.c quic_sendmsg). Returns the bytes accepted."""
 
     # -- blocking and names --------------------------------------------------------------
 

@@ -6,7 +6,9 @@ sendmsg, recvmsg of any item) goes through the C helpers of csrc/quic_sock.c, be
 CPython's getsockopt cannot pass input and caps buffers at 1024 bytes (spec §7).
 
 Blocking: every send/recv is issued with MSG_DONTWAIT and, when the kernel says EAGAIN,
-waits in poll() for the socket's timeout. The fd's O_NONBLOCK is never changed, so an fd
+waits in poll() for the socket's timeout. A stream send that stream flow control holds
+back (which poll() does not report) finishes in a blocking sendmsg bounded by
+SO_SNDTIMEO, so the kernel itself waits for the credit. The fd's O_NONBLOCK is never changed, so an fd
 the caller (or the kernel's handshake upcall) owns keeps its mode; a timed accept() on a
 blocking listener is the one place it is set for the duration of one accept4 call.
 """
@@ -17,13 +19,14 @@ import functools
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..abi import ffi, lib
-from ..kernel_numbers import IPPROTO_QUIC, MSG_DONTWAIT
+from ..kernel_numbers import IPPROTO_QUIC, MSG_DONTWAIT, MSG_QUIC_STREAM_NEW
 from .base import Address, QuicSocketBackend, RecvItem, RecvKind
 
 __all__ = ["KernelQuicSocket", "kernel_quic_available"]
@@ -34,6 +37,7 @@ _KINDS: dict[int, RecvKind] = {
     lib.QUICHSD_RECV_EVENT: RecvKind.EVENT,
     lib.QUICHSD_RECV_DATAGRAM: RecvKind.DATAGRAM,
 }
+_TIMEVAL = struct.Struct("@ll")  # struct timeval (SO_SNDTIMEO)
 _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 _POLL_TROUBLE = select.POLLHUP | select.POLLERR
 
@@ -263,12 +267,63 @@ class KernelQuicSocket(QuicSocketBackend):
     ) -> int:
         fd = self._fd()
         payload = ffi.from_buffer(data)
-        return self._io(
-            lambda f: lib.quic_sendmsg_stream(
-                fd, payload, len(payload), stream_id, stream_flags, f
-            ),
-            select.POLLOUT, flags, "sendmsg",
+        deadline = self._deadline()
+        may_wait = not flags & MSG_DONTWAIT and self._timeout != 0
+        try:
+            sent = self._io(
+                lambda f: lib.quic_sendmsg_stream(
+                    fd, payload, len(payload), stream_id, stream_flags, f
+                ),
+                select.POLLOUT, flags, "sendmsg",
+            )
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not may_wait:
+                raise
+            sent = 0
+        if sent == len(payload) or not may_wait:
+            return sent
+        # Held back by stream flow control, which poll() does not report (its POLLOUT
+        # follows connection credit only): the rest goes through the kernel's own
+        # blocking sendmsg, whose quic_wait_for_stream_send sleeps until MAX_STREAM_DATA.
+        rest_flags = stream_flags & ~MSG_QUIC_STREAM_NEW if sent else stream_flags
+        return sent + self._send_stream_waiting(
+            fd, payload, sent, stream_id, rest_flags, flags, deadline
         )
+
+    def _send_stream_waiting(
+        self, fd: int, payload: Any, start: int, stream_id: int, stream_flags: int,
+        flags: int, deadline: float | None,
+    ) -> int:
+        """payload[start:] by a blocking sendmsg bounded by SO_SNDTIMEO (set to what is
+        left of the socket's timeout, then restored): socket.c quic_sendmsg loops over
+        the message, waiting for credit, and returns what went in when the wait ends.
+        Returns the bytes accepted; ENOSPC (or EAGAIN) when none were, as the kernel."""
+        if not os.get_blocking(fd):
+            if start:
+                return 0
+            raise _error(errno.ENOSPC, "sendmsg")  # the fd's O_NONBLOCK forbids the wait
+        saved = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.size)
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    if start:
+                        return 0
+                    raise _error(errno.ENOSPC, "sendmsg")
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(remaining))
+                result = int(lib.quic_sendmsg_stream(
+                    fd, payload + start, len(payload) - start, stream_id, stream_flags,
+                    flags & ~MSG_DONTWAIT,
+                ))
+                if result >= 0:
+                    return result
+                if -result == errno.EINTR:
+                    continue  # PEP 475: nothing went in; wait for what is left of the timeout
+                if start:
+                    return 0  # the wait ended after some bytes went in: the partial count
+                raise _error(-result, "sendmsg")
+        finally:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, saved)
 
     def recv_item(self, bufsize: int, flags: int = 0) -> RecvItem:
         if bufsize < 0:
@@ -356,6 +411,16 @@ class KernelQuicSocket(QuicSocketBackend):
     def getpeername(self) -> Address:
         name: Address = self._sock.getpeername()
         return name
+
+
+def _timeval(seconds: float | None) -> bytes:
+    """A struct timeval for SO_SNDTIMEO; None (and 0) mean no limit, so a positive
+    timeout too small for microseconds becomes 1 us."""
+    if not seconds:
+        return _TIMEVAL.pack(0, 0)
+    whole = int(seconds)
+    micros = max(int((seconds - whole) * 1e6), 0 if whole else 1)
+    return _TIMEVAL.pack(whole, micros)
 
 
 def _inout_buffer(buflen_or_input: int | bytes) -> tuple[Any, Any]:

@@ -71,10 +71,10 @@ class QuicSocket:
         """libquic's quic_sendmsg(): data on a stream. -1 is the stream last opened (by
         us, or a bidirectional one by the peer) until its FIN or reset; with none, `new`
         opens the next one (without it: EINVAL), as the kernel resolves it. A send the
-        peer's flow control blocks waits for credit within the socket's timeout (the
-        simulation and the kernel's blocking sendmsg; the kernel backend, which sends with
-        MSG_DONTWAIT, returns the partial count at once); what was accepted by then is
-        returned, ENOSPC if nothing."""
+        peer's flow control blocks waits for credit within the socket's timeout, as the
+        kernel's blocking sendmsg does (socket.c quic_sendmsg, quic_wait_for_stream_send),
+        on both backends; what was accepted when the wait ends is returned, ENOSPC if
+        nothing. MSG_DONTWAIT (or timeout 0) answers at once."""
         sflags = (MSG_QUIC_STREAM_FIN if fin else 0) | (MSG_QUIC_STREAM_NEW if new else 0)
         sflags |= MSG_QUIC_STREAM_UNI if uni else 0
         return self.backend.send_stream(data, stream_id, sflags, flags)

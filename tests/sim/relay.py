@@ -64,8 +64,20 @@ class ImpairingRelay:
     """`address` is where the client connects; `to_server`/`to_client` impair each way."""
 
     def __init__(self, server: Address, *, to_server: Impairment | None = None,
-                 to_client: Impairment | None = None, seed: int = 1) -> None:
+                 to_client: Impairment | None = None, seed: int = 1, rebind_after: int = 0,
+                 spoof_at: int = 0) -> None:
+        """`rebind_after`: once this many datagrams went to the server, the relay forwards
+        from a new upstream port, as a NAT that rebinds (the old port is dropped, unread).
+        `spoof_at`: that datagram to the server is first sent from another socket too, a
+        spoofed source address that never answers (RFC 9000 §9.3.2)."""
         self.server = server
+        self.rebind_after = rebind_after
+        self.spoof_at = spoof_at
+        self._spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._spoofer.bind(("127.0.0.1", 0))
+        self.spoofed_from: Address = self._spoofer.getsockname()
+        self.spoofed_size = 0  # the size of the datagram sent from there
+        self._retired: list[socket.socket] = []  # upstream sockets left by a rebinding
         self._down = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # faces the client
         self._down.bind(("127.0.0.1", 0))
         self._up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # faces the server
@@ -98,7 +110,7 @@ class ImpairingRelay:
         self._stop = True
         self._wake_w.send(b"x")
         self._thread.join(5)
-        for sock in (self._down, self._up, self._wake_r, self._wake_w):
+        for sock in (self._down, self._up, self._wake_r, self._wake_w, self._spoofer, *self._retired):
             sock.close()
 
     def __enter__(self) -> ImpairingRelay:
@@ -131,8 +143,39 @@ class ImpairingRelay:
 
     # ---- the relay's thread -------------------------------------------------------------------
 
+    def spoofer_received(self) -> list[bytes]:
+        """What the server sent to the spoofed address (read once, without waiting)."""
+        got = []
+        self._spoofer.setblocking(False)
+        while True:
+            try:
+                got.append(self._spoofer.recv(65536))
+            except (BlockingIOError, InterruptedError):
+                return got
+
+    def rebind_now(self) -> None:
+        """A NAT rebinding at the client's next datagram."""
+        self.rebind_after = 1
+
+    def upstream_address(self) -> Address:
+        """Where the server sees the client now (it changes at a rebinding)."""
+        with self._lock:
+            return self._up.getsockname()
+
+    def _rebind(self) -> None:
+        """The NAT's new mapping, made by the client's next datagram: the old one is gone."""
+        sel = self._sel
+        sel.unregister(self._up)
+        fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fresh.bind(("127.0.0.1", 0))
+        fresh.setblocking(False)
+        with self._lock:
+            self._retired.append(self._up)
+            self._up = fresh
+        sel.register(fresh, selectors.EVENT_READ, "to_client")
+
     def _run(self) -> None:
-        sel = selectors.DefaultSelector()
+        sel = self._sel = selectors.DefaultSelector()
         sel.register(self._down, selectors.EVENT_READ, "to_server")
         sel.register(self._up, selectors.EVENT_READ, "to_client")
         sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -200,7 +243,13 @@ class ImpairingRelay:
 
     def _send(self, direction: str, data: bytes) -> None:
         if direction == "to_server":
+            if self.rebind_after and self.counters("to_server").forwarded >= self.rebind_after:
+                self.rebind_after = 0
+                self._rebind()
             sock, dest = self._up, self.server
+            if self.spoof_at and self.counters("to_server").forwarded + 1 == self.spoof_at:
+                self._spoofer.sendto(data, dest)  # the copy from elsewhere arrives first
+                self.spoofed_size = len(data)
         else:
             if self.client is None:
                 return

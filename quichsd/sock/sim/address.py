@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import frames as fr
+from .path import PathProbe
 from .recovery import MAX_DATAGRAM
 
 __all__ = ["AddressValidation"]
@@ -14,7 +15,7 @@ __all__ = ["AddressValidation"]
 
 class AddressValidation:
     __slots__ = ("peer_addr", "validated", "bytes_received", "bytes_sent", "token", "token_source",
-                 "token_in_flight", "retries_followed")
+                 "token_in_flight", "retries_followed", "path")
 
     def __init__(self, *, is_client: bool, validated: bool, token: bytes, peer_addr: Any,
                  token_source: Callable[[], bytes] | None) -> None:
@@ -29,6 +30,7 @@ class AddressValidation:
         self.token_source = token_source  # server: mints the NEW_TOKEN token
         self.token_in_flight = False  # server: a NEW_TOKEN not acknowledged yet
         self.retries_followed = 0  # client: Retry packets acted on (0 or 1)
+        self.path = PathProbe()  # server: a new peer address being validated (§9.3)
 
     def budget(self) -> int:
         """What may be sent now: three times what was received until validated (§8.1)."""

@@ -54,7 +54,7 @@ class Receiver:
 
     __slots__ = ("lifecycle", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
                  "address", "version", "params", "pending", "handshake", "ticket", "streams", "datagrams",
-                 "notifications", "delivery", "lag")
+                 "notifications", "delivery", "lag", "source", "size")
 
     def __init__(self, lifecycle: Lifecycle, *, phase: KeyPhase, handshake: HandshakeData,
                  ticket: TicketCapture, streams: StreamManager, datagrams: DatagramQueues,
@@ -79,6 +79,8 @@ class Receiver:
         self.notifications = notifications
         self.delivery = delivery
         self.lag = 0.0  # how long the datagram being processed may have waited
+        self.source: Any = None  # where the datagram being processed came from, and its size
+        self.size = 0
 
     def receive_datagram(self, data: bytes, addr: Any, now: float, lag: float = 0.0,
                          opened: OpenedInitial | None = None) -> None:
@@ -87,6 +89,7 @@ class Receiver:
         a client's first Initial that the listener unprotected already."""
         self.timers.now = now
         self.lag = lag
+        self.source, self.size = addr, len(data)
         address = self.address
         if self.lifecycle.state is _CLOSED:
             address.bytes_received += len(data)  # more amplification credit for the close
@@ -192,6 +195,8 @@ class Receiver:
             return
         if life.state is _CLOSED:
             return
+        if level == APP and pn > space.largest_received:
+            self._check_path()
         space.on_received(pn, eliciting, now, immediate=level != APP and level != EARLY,
                           max_ack_delay=max(0.0, self.params.local["max_ack_delay"] / 1e6 - self.lag))
         self.timers.on_packet_received(now)
@@ -339,6 +344,19 @@ class Receiver:
     def _on_path_challenge(self, f: fr.PathChallenge, level: int) -> None:
         self.pending.append(fr.PathResponse(f.data))
 
+    def _check_path(self) -> None:
+        """The highest-numbered 1-RTT packet so far: from a new address, a server probes
+        that address before moving there (RFC 9000 §9.3; path.py)."""
+        address = self.address
+        if not self.is_client and address.validated and self.source != address.peer_addr:
+            address.path.on_packet(self.source, self.size)
+
+    def _on_path_response(self, f: fr.PathResponse, level: int) -> None:
+        moved_to = self.address.path.on_response(f.data)
+        if moved_to is not None:  # §9.3: validated, so the connection moves there
+            self.address.peer_addr = moved_to
+            self.notifications.push(QuicEvent.CONNECTION_MIGRATION, b"\x00")  # the peer's move
+
     def _on_datagram(self, f: fr.Datagram, level: int) -> None:
         if not self.params.local["max_datagram_frame_size"]:
             raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "DATAGRAM not negotiated", 0x30)
@@ -378,7 +396,7 @@ _HANDLERS: dict[type, Callable[[Receiver, Any, int], None]] = {
     fr.NewConnectionId: Receiver._on_new_connection_id,
     fr.RetireConnectionId: Receiver._on_retire_connection_id,
     fr.PathChallenge: Receiver._on_path_challenge,
-    fr.PathResponse: Receiver._on_nothing,
+    fr.PathResponse: Receiver._on_path_response,
     fr.ConnectionClose: Receiver._on_connection_close,
     fr.HandshakeDone: Receiver._on_handshake_done,
     fr.Datagram: Receiver._on_datagram,

@@ -24,6 +24,7 @@ from .packets import (
     pn_length,
     short_packet_overhead,
 )
+from .path import CHALLENGE_DATAGRAM
 from .recovery import MAX_DATAGRAM, CryptoRange, PacketSpace, SentItem, SentPacket, StreamRange
 from .state import ConnState
 from .streams import StreamManager
@@ -87,19 +88,35 @@ class Sender:
             return self._close_datagrams()
         if self.corked:
             return []
+        out = self._path_challenge(now)
         hold = self.timers.hold_until
         if hold is not None and now < hold:
             if not self._crypto_to_send():
-                return []
+                return out
         elif not self._has_output(now):
-            return []
-        out: list[tuple[bytes, Any]] = []
+            return out
         while len(out) < MAX_DATAGRAMS_PER_CALL:
             datagram = self._build_datagram(now)
             if datagram is None:
                 break
             out.append((datagram, self.address.peer_addr))
         return out
+
+    def _path_challenge(self, now: float) -> list[tuple[bytes, Any]]:
+        """A PATH_CHALLENGE to the peer address being validated (path.py), expanded to 1200
+        bytes as far as that address's amplification budget allows (RFC 9000 §8.2.1, §9.3)."""
+        path = self.address.path
+        if not path.challenge_due or APP not in self.keys.send:
+            return []
+        path.challenge_due = False
+        payload = bytearray(fr.PathChallenge(path.entropy).encode())
+        size = min(CHALLENGE_DATAGRAM, path.budget()) - self._overhead(APP, 4)
+        if size < len(payload):
+            return []  # not even the bare frame fits: the address's next packet may let it
+        payload.extend(bytes(size - len(payload)))
+        datagram = self._seal(APP, payload, [], True, True, now)
+        path.sent += len(datagram)
+        return [(datagram, path.alt_addr)]
 
     def _has_output(self, now: float) -> bool:
         """Could _build_datagram send anything? A cheap test for the common answer, no

@@ -218,6 +218,8 @@ class SimQuicSocket(QuicSocketBackend):
         conn = self.conn
         if self.peer is None or self._shut_down or (conn is not None and conn.state is ConnState.CLOSED):
             raise _err(errno.ENOTCONN, "getpeername")
+        if conn is not None and conn.address.path.moved_to is not None:
+            return tuple(conn.address.path.moved_to)  # after a migration, as the kernel's (frame.c)
         return self.peer
 
     # -- data ----------------------------------------------------------------------------
