@@ -114,7 +114,8 @@ def profile(daemon: Any, command: str, n: int, out: Path) -> None:
             print(f"  {100 * count / max(total, 1):5.1f}% {frame}")
 
 
-def guest_main(n: int, warmup: int, rounds: int, transport: str = "quic", with_profile: bool = False) -> int:
+def guest_main(n: int, warmup: int, rounds: int, transport: str = "quic", with_profile: bool = False,
+               workers: int = 0) -> int:
     from cryptography.hazmat.primitives import serialization
 
     from tests.pki import leaf, test_ca
@@ -150,7 +151,8 @@ def guest_main(n: int, warmup: int, rounds: int, transport: str = "quic", with_p
     except BaseException as exc:  # pytest.skip outside pytest
         print(f"kernel_daemon: tlshd absent ({exc}); nothing to compare with")
         return 1
-    starters = {"quichsd": lambda d: quichsd_daemon(d, config, workers=os.cpu_count() or 1),
+    workers = workers or os.cpu_count() or 1
+    starters = {"quichsd": lambda d: quichsd_daemon(d, config, workers=workers),
                 "tlshd": lambda d: tlshd_daemon(d, config)}
     results: dict[tuple[str, str], list[Measurement]] = {}
     for r in range(rounds):
@@ -202,7 +204,7 @@ def host_main(args: argparse.Namespace) -> int:
     from tests.qemu import run, vm
     argv = [str(ROOT / "bench" / "kernel_daemon.py"), "--guest", "-n", str(args.n),
             "--warmup", str(args.warmup), "--rounds", str(args.rounds), "--transport", args.transport,
-            *(["--profile"] if args.profile else [])]
+            "--workers", str(args.workers), *(["--profile"] if args.profile else [])]
     kernel = run.kernel_mod.prepare()
     run.build_kmod(kernel)
     tree, why = run.find_quic_tree()
@@ -227,11 +229,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=2400)
     parser.add_argument("--transport", choices=("quic", "tcp"), default="quic",
                         help="QUIC handshakes, or TLS over TCP with kTLS")
+    parser.add_argument("--workers", type=int, default=0, help="quichsd's workers (default: one per CPU)")
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, sample quichsd's workers (py-spy) over n more pairs a mode")
     args = parser.parse_args()
     if args.guest:
-        return guest_main(args.n, args.warmup, args.rounds, args.transport, args.profile)
+        return guest_main(args.n, args.warmup, args.rounds, args.transport, args.profile, args.workers)
     return host_main(args)
 
 

@@ -23,8 +23,8 @@ Address validation is: a client follows a Retry (RFC 9000 §17.2.5.2) and keeps 
 token of a NEW_TOKEN frame; a server connection starts validated when its Initial carried
 a valid token (the endpoint checks it, endpoint.py) and issues a NEW_TOKEN at completion.
 Not simulated: Version Negotiation packets (compatible version negotiation of
-RFC 9368 between v1 and v2 is), path migration and preferred_address, PLPMTUD (datagrams
-are 1200 bytes), disable_1rtt_encryption, ECN.
+RFC 9368 between v1 and v2 is), active migration and preferred_address (a peer's move is
+followed: path.py), PLPMTUD (datagrams are 1200 bytes), disable_1rtt_encryption, ECN.
 """
 from __future__ import annotations
 
