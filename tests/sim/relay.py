@@ -3,10 +3,10 @@
 One client talks to the relay's address as if it were the server; the relay forwards to the
 real server from its own upstream socket and sends the answers back to the client's latest
 address. Each direction applies, in this order: a blackhole window (everything dropped),
-random loss, a fixed delay, reordering (a fraction held back by an extra delay) and
-duplication. Random choices come from one seeded generator per direction, so a run is
-repeatable up to the timing of the packets themselves. One thread runs a selector and a heap
-of due packets: no sleeps.
+a size limit (larger datagrams dropped: a smaller path MTU), random loss, a fixed delay,
+reordering (a fraction held back by an extra delay) and duplication. Random choices come
+from one seeded generator per direction, so a run is repeatable up to the timing of the
+packets themselves. One thread runs a selector and a heap of due packets: no sleeps.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class Impairment:
     duplicate: float = 0.0
     blackhole_after: int = 0
     blackhole_for: float = 0.0
+    max_size: int = 0  # datagrams above this are dropped, as by a smaller path MTU (0: none)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Counters:
     forwarded: int = 0  # copies sent on, duplicates included
     lost: int = 0
     blackholed: int = 0
+    too_big: int = 0
     reordered: int = 0
     duplicated: int = 0
 
@@ -216,6 +218,9 @@ class ImpairingRelay:
                 d.blackhole_until = now + imp.blackhole_for
             if now < d.blackhole_until:
                 c.blackholed += 1
+                return
+            if imp.max_size and len(data) > imp.max_size:
+                c.too_big += 1
                 return
             if imp.loss and rng.random() < imp.loss:
                 c.lost += 1

@@ -81,15 +81,18 @@ class TransferResult:
 @contextmanager
 def connected_pair(server_config: HandshakeConfig, client_config: HandshakeConfig,
                    route: Callable[[Address], Address] | None = None, *, timeout: float = 30.0,
-                   congestion: int = 0) -> Iterator[tuple[QuicSocket, QuicSocket]]:
+                   congestion: int = 0, config: dict[str, int] | None = None
+                   ) -> Iterator[tuple[QuicSocket, QuicSocket]]:
     """(client, server-side connection) after both handshakes; `route(listener address)`
     gives the address the client connects to instead (a relay's); `congestion`: both
-    ends' QUIC_SOCKOPT_CONFIG congestion_control_algo (0: left at the default)."""
+    ends' QUIC_SOCKOPT_CONFIG congestion_control_algo (0: left at the default); `config`:
+    more QUIC_SOCKOPT_CONFIG fields for both ends."""
     import threading
+    fields = {**(config or {}), **({"congestion_control_algo": congestion} if congestion else {})}
     listener = QuicSocket(socket.AF_INET, backend="sim")
     listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"bulk")
-    if congestion:
-        listener.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(congestion_control_algo=congestion))
+    if fields:
+        listener.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(**fields))
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     listener.settimeout(timeout)
@@ -109,8 +112,8 @@ def connected_pair(server_config: HandshakeConfig, client_config: HandshakeConfi
     thread.start()
     client = QuicSocket(socket.AF_INET, backend="sim")
     client.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"bulk")
-    if congestion:
-        client.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(congestion_control_algo=congestion))
+    if fields:
+        client.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(**fields))
     client.settimeout(timeout)
     try:
         address = listener.getsockname()[:2]

@@ -56,6 +56,7 @@ from .listener_peek import (
 )
 from .notifications import Notifications
 from .params import TransportParams
+from .pmtud import PmtuProbing
 from .receiver import Receiver
 from .sender import Sender
 from .spaces import LossTimer, PacketSpaces
@@ -146,6 +147,8 @@ class SimConnection:
                               params=self.params, pending=[])
         self.lifecycle.install_initial_keys(initial_keys)
         self._make_halves()
+        if settings["plpmtud_probe_interval"]:
+            self.sender.pmtu = PmtuProbing(settings["plpmtud_probe_interval"])
 
     def _make_halves(self) -> None:
         life = self.lifecycle
@@ -252,7 +255,12 @@ class SimConnection:
         self.receiver.receive_datagram(data, addr, now, lag, opened)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
-        return self.sender.datagrams_to_send(now)
+        sender = self.sender
+        probe = sender.pmtu_probe(sender.pmtu, now) if sender.pmtu is not None else None
+        out = sender.datagrams_to_send(now)
+        if probe is not None:
+            out.append(probe)
+        return out
 
     # ==== keys ==================================================================================
 
@@ -541,6 +549,9 @@ class SimConnection:
         loss = self._loss_timer()
         if loss is not None and (best is None or loss[0] < best):
             best = loss[0]
+        pmtu = self.sender.pmtu
+        if pmtu is not None and pmtu.deadline is not None and (best is None or pmtu.deadline < best):
+            best = pmtu.deadline
         return self.spaces.ack_timer(best, hold)
 
     def handle_timer(self, now: float) -> None:
@@ -558,6 +569,8 @@ class SimConnection:
         if self.cids.due is not None and now >= self.cids.due:
             self._issue_scheduled_cids()  # nobody had idle time for them: now
         self.sender.corked = False
+        if self.sender.pmtu is not None:
+            self.sender.pmtu.on_timer(now)
         loss = self._loss_timer()
         if loss is None or loss[0] > now:
             return

@@ -25,6 +25,7 @@ from .packets import (
     short_packet_overhead,
 )
 from .path import CHALLENGE_DATAGRAM
+from .pmtud import PmtuProbing
 from .recovery import MAX_DATAGRAM, CryptoRange, PacketSpace, SentItem, SentPacket, StreamRange
 from .state import ConnState
 from .streams import StreamManager
@@ -54,7 +55,7 @@ class Sender:
 
     __slots__ = ("lifecycle", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
                  "probes", "address", "version", "params", "pending", "crypto", "streams", "datagrams",
-                 "corked", "send_rewriter")
+                 "corked", "send_rewriter", "pmtu", "max_datagram")
 
     def __init__(self, lifecycle: Lifecycle, *, phase: KeyPhase, streams: StreamManager,
                  datagrams: DatagramQueues) -> None:
@@ -80,6 +81,10 @@ class Sender:
         self.corked = False
         # `quichsd spec`'s seam (rewrite.py): set on its own client connections only.
         self.send_rewriter: SendRewriter | None = None
+        # PLPMTUD (pmtud.py): on when QUIC_SOCKOPT_CONFIG set plpmtud_probe_interval; the
+        # datagram size it confirmed (RFC 9000 §14.3).
+        self.pmtu: PmtuProbing | None = None
+        self.max_datagram = MAX_DATAGRAM
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         self.timers.now = now
@@ -198,12 +203,13 @@ class Sender:
 
     def _build_datagram(self, now: float) -> bytes | None:
         """One datagram: a packet per level with something to send, within the budget."""
-        budget = self.address.budget()
+        size = self.max_datagram
+        budget = size if self.address.validated else self.address.budget()
         if budget < 64:
             return None
         recovery = self.recovery
         # The window, then the pacer (RFC 9002 §7.7); probes and ACKs pass both.
-        cc_open = recovery.can_send(MAX_DATAGRAM) and recovery.pacer_allows(now, MAX_DATAGRAM)
+        cc_open = recovery.can_send(size) and recovery.pacer_allows(now, size)
         # An ack-eliciting Initial makes the datagram 1200 bytes (RFC 9000 §14.1): below
         # that budget (§8.1) an Initial packet may carry an ACK, nothing more.
         initial_fits = budget >= MIN_INITIAL_DATAGRAM
@@ -247,6 +253,32 @@ class Sender:
         if probe and eliciting:
             self.probes[sid] -= 1
         return _Built(level, payload, items, eliciting, overhead + max(len(payload), 4 - pn_len))
+
+    def pmtu_probe(self, probing: PmtuProbing, now: float) -> tuple[bytes, Any] | None:
+        """PLPMTUD's part of a transmit: the size the latest ACKs confirmed, and the probe
+        if one is due, PING + PADDING up to the probe size in a 1-RTT packet kept out of
+        the bytes in flight, so that its loss is no congestion signal (RFC 9000 §14.4)."""
+        life = self.lifecycle
+        if life.state is not ConnState.ESTABLISHED or not life.handshake_confirmed or self.corked:
+            return None
+        if probing.deadline is None:
+            probing.start(now, self.params.peer.get("max_udp_payload_size", 65527))
+            return None
+        space = self.spaces[APP]
+        confirmed = probing.check_probe(space.sent, space.declared_lost, now)
+        if confirmed is not None:
+            self.max_datagram = confirmed
+        if not probing.due:
+            return None
+        pn = space.next_pn
+        overhead = self._overhead(APP, pn_length(pn, space.largest_acked))
+        payload = bytearray(probing.search.probe_size - overhead)
+        payload[0] = 0x01  # PING; the rest is PADDING
+        datagram = self._seal(APP, payload, [], False, True, now)
+        fallback = probing.on_probe_sent(pn, now)
+        if fallback is not None:  # black hole (RFC 8899 §4.3)
+            self.max_datagram = fallback
+        return datagram, self.address.peer_addr
 
     def _pad(self, built: list[_Built]) -> bool:
         """PADDING frames up to 1200 bytes in a datagram with a client's Initial or an

@@ -21,6 +21,7 @@ from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
 from .levels import EARLY
+from .pmtud import check_probe_interval
 from .state import ConnState
 
 L = abi.lib
@@ -435,6 +436,9 @@ class SimQuicSocket(QuicSocketBackend):
         cipher = fields.get("payload_cipher_type", 0)
         if cipher and cipher not in abi.CIPHER_SECRET_LEN:
             raise _err(errno.EINVAL, "payload_cipher_type")
+        interval = fields.get("plpmtud_probe_interval", 0)
+        if isinstance(interval, int):
+            check_probe_interval(interval)  # EINVAL as the kernel's
         self.config.update({k: v for k, v in fields.items() if isinstance(v, int) and v})
 
     def _set_alpn(self, value: bytes) -> None:
