@@ -256,7 +256,9 @@ class SimConnection:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         sender = self.sender
-        probe = sender.pmtu_probe(sender.pmtu, now) if sender.pmtu is not None else None
+        if sender.pmtu is None:
+            return sender.datagrams_to_send(now)
+        probe = sender.pmtu_probe(sender.pmtu, now)
         out = sender.datagrams_to_send(now)
         if probe is not None:
             out.append(probe)
