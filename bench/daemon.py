@@ -105,13 +105,43 @@ def _metered_method(name: str):  # noqa: ANN202
     return method
 
 
+class _MeteredBatch:
+    """backend.batch()'s context manager with its entry and exit metered too: the
+    simulation sends what the batch held when it ends (a real kernel sends inside each
+    call), so that time is the socket's, as hold_output(False) was when it was a call."""
+
+    def __init__(self, owner: MeteredSocket) -> None:
+        self._owner = owner
+        self._inner = owner._backend.batch()
+
+    def __enter__(self) -> None:
+        start = time.thread_time()
+        try:
+            self._inner.__enter__()
+        finally:
+            self._owner.inside += time.thread_time() - start
+
+    def __exit__(self, *exc: object) -> None:
+        start = time.thread_time()
+        try:
+            self._inner.__exit__(*exc)
+        finally:
+            self._owner.inside += time.thread_time() - start
+
+
+def _metered_batch(self: MeteredSocket) -> _MeteredBatch:
+    self.calls += 1
+    return _MeteredBatch(self)
+
+
 def metered(backend) -> MeteredSocket:  # noqa: ANN001
     cls = _METERED.get(type(backend))
     if cls is None:
         kind = type(backend)
         names = [n for n in dir(kind) if not n.startswith("__") and callable(getattr(kind, n))]
-        cls = _METERED[type(backend)] = type("Metered" + type(backend).__name__, (MeteredSocket,),
-                                             {n: _metered_method(n) for n in names})
+        methods = {n: _metered_method(n) for n in names}
+        methods["batch"] = _metered_batch
+        cls = _METERED[type(backend)] = type("Metered" + type(backend).__name__, (MeteredSocket,), methods)
     return cls(backend)
 
 
