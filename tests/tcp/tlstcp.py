@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from quichsd import devcerts
 from quichsd.tcp.handshake import ApplicationKeys, TcpTlsHandshake
 from quichsd.tcp.record import HEADER_LEN, ContentType, RecordProtection, parse_alert, parse_header
 from quichsd.tls.certs import TrustStore
@@ -65,14 +65,11 @@ class Files:
 
 
 def write_pki(directory: Path) -> Files:
+    """devcerts.write_pki's CA, certificate and key, and a CA that signed none of them."""
     from tests.pki import make_ca
 
-    cert, key = leaf("p256")
-    files = Files(*(directory / f"{name}.pem" for name in ("ca", "cert", "key", "other")))
-    files.ca.write_bytes(test_ca().cert.public_bytes(Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(Encoding.PEM))
-    files.key.write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+    pki = devcerts.write_pki(directory)
+    files = Files(Path(pki.ca_file), Path(pki.cert_file), Path(pki.key_file), directory / "other.pem")
     files.other_ca.write_bytes(make_ca("not the test CA").cert.public_bytes(Encoding.PEM))
     return files
 
