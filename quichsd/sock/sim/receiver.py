@@ -20,7 +20,7 @@ from .delivery import Delivery
 from .handshake_data import HandshakeData, TicketCapture
 from .keys import KeyPhase
 from .levels import APP, EARLY, HANDSHAKE, INITIAL, LEVEL_OF_TYPE, PACKET_KIND, SPACE_OF
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, LifecycleView
 from .listener_peek import OpenedInitial
 from .notifications import Notifications
 from .packets import (
@@ -49,29 +49,16 @@ HANDSHAKE_ACK_HOLD = 0.002
 _CLOSED, _ESTABLISHING = ConnState.CLOSED, ConnState.ESTABLISHING
 
 
-class Receiver:
+class Receiver(LifecycleView):
     """receive_datagram() and the frame handlers."""
 
-    __slots__ = ("lifecycle", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
-                 "address", "version", "params", "pending", "handshake", "ticket", "streams", "datagrams",
-                 "notifications", "delivery", "lag", "source", "size")
+    __slots__ = ("handshake", "ticket", "streams", "datagrams", "notifications", "delivery", "lag", "source",
+                 "size")
 
     def __init__(self, lifecycle: Lifecycle, *, phase: KeyPhase, handshake: HandshakeData,
                  ticket: TicketCapture, streams: StreamManager, datagrams: DatagramQueues,
                  notifications: Notifications, delivery: Delivery) -> None:
-        self.lifecycle = lifecycle
-        self.is_client = lifecycle.is_client
-        self.keys = lifecycle.keys
-        self.phase = phase
-        self.cids = lifecycle.cids
-        self.timers = lifecycle.timers
-        self.close = lifecycle.close
-        self.spaces = lifecycle.spaces.by_id
-        self.recovery = lifecycle.spaces.recovery
-        self.address = lifecycle.address
-        self.version = lifecycle.version
-        self.params = lifecycle.params
-        self.pending = lifecycle.pending
+        super().__init__(lifecycle, phase)
         self.handshake = handshake
         self.ticket = ticket
         self.streams = streams

@@ -15,7 +15,7 @@ from .crypto_stream import CryptoStreams
 from .datagrams import DatagramQueues
 from .keys import KeyPhase
 from .levels import APP, EARLY, HANDSHAKE, INITIAL, LONG_TYPE, SPACE_OF
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, LifecycleView
 from .packets import (
     MIN_INITIAL_DATAGRAM,
     build_long_packet,
@@ -50,29 +50,16 @@ class _Built(NamedTuple):
     size: int  # on the wire, once protected
 
 
-class Sender:
+class Sender(LifecycleView):
     """datagrams_to_send() and packet assembly."""
 
-    __slots__ = ("lifecycle", "is_client", "keys", "phase", "cids", "timers", "close", "spaces", "recovery",
-                 "probes", "address", "version", "params", "pending", "crypto", "streams", "datagrams",
-                 "corked", "send_rewriter", "pmtu", "max_datagram")
+    __slots__ = ("probes", "crypto", "streams", "datagrams", "corked", "send_rewriter", "pmtu",
+                 "max_datagram")
 
     def __init__(self, lifecycle: Lifecycle, *, phase: KeyPhase, streams: StreamManager,
                  datagrams: DatagramQueues) -> None:
-        self.lifecycle = lifecycle
-        self.is_client = lifecycle.is_client
-        self.keys = lifecycle.keys
-        self.phase = phase
-        self.cids = lifecycle.cids
-        self.timers = lifecycle.timers
-        self.close = lifecycle.close
-        self.spaces = lifecycle.spaces.by_id
-        self.recovery = lifecycle.spaces.recovery
+        super().__init__(lifecycle, phase)
         self.probes = lifecycle.spaces.probes
-        self.address = lifecycle.address
-        self.version = lifecycle.version
-        self.params = lifecycle.params
-        self.pending = lifecycle.pending
         self.crypto: CryptoStreams = lifecycle.crypto
         self.streams = streams
         self.datagrams = datagrams
