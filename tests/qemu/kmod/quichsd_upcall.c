@@ -239,12 +239,38 @@ static u8 pattern_byte(size_t i, int direction)
 	return (u8)(i * 7 + direction * 101 + (i >> 8));
 }
 
+/* Both ends are served by this one thread, so the bytes go in chunks, each read before
+ * the next is sent: a whole N sent at once can exceed what the path buffers while nobody
+ * reads (over a veth pair the receive window stays small until the reader reads), and
+ * the send would then wait out its timeout. */
+#define EXCHANGE_CHUNK	(16U << 10)
+
+/* n bytes received into buf; n, or a negative errno. */
+static int receive_all(struct socket *to, u8 *buf, size_t n)
+{
+	struct msghdr msg;
+	struct kvec vec;
+	size_t done = 0;
+	int ret;
+
+	while (done < n) {
+		memset(&msg, 0, sizeof(msg));
+		vec.iov_base = buf + done;
+		vec.iov_len = n - done;
+		ret = kernel_recvmsg(to, &msg, &vec, 1, n - done, MSG_WAITALL);
+		if (ret <= 0)
+			return ret ?: -ECONNRESET;
+		done += ret;
+	}
+	return (int)n;
+}
+
 /* N bytes from one end to the other; the bytes that arrived intact, or a negative errno. */
 static int send_and_check(struct socket *from, struct socket *to, unsigned int n, int direction)
 {
-	struct msghdr msg = { .msg_flags = 0 };
+	struct msghdr msg;
 	struct kvec vec;
-	size_t i, done = 0;
+	size_t i, off, len;
 	u8 *out, *in;
 	int ret;
 
@@ -255,21 +281,21 @@ static int send_and_check(struct socket *from, struct socket *to, unsigned int n
 		goto free;
 	for (i = 0; i < n; i++)
 		out[i] = pattern_byte(i, direction);
-	vec.iov_base = out;
-	vec.iov_len = n;
-	ret = kernel_sendmsg(from, &msg, &vec, 1, n);
-	if (ret < 0)
-		goto free;
-	while (done < n) {
+	for (off = 0; off < n; off += len) {
+		len = min_t(size_t, n - off, EXCHANGE_CHUNK);
 		memset(&msg, 0, sizeof(msg));
-		vec.iov_base = in + done;
-		vec.iov_len = n - done;
-		ret = kernel_recvmsg(to, &msg, &vec, 1, n - done, MSG_WAITALL);
-		if (ret <= 0) {
-			ret = ret ?: -ECONNRESET;
+		vec.iov_base = out + off;
+		vec.iov_len = len;
+		ret = kernel_sendmsg(from, &msg, &vec, 1, len);
+		if (ret < 0)
+			goto free;
+		if (ret != len) {
+			ret = -EAGAIN;	/* a short send: the chunk did not go out in time */
 			goto free;
 		}
-		done += ret;
+		ret = receive_all(to, in + off, len);
+		if (ret < 0)
+			goto free;
 	}
 	ret = memcmp(in, out, n) ? -EBADMSG : (int)n;
 free:
