@@ -145,8 +145,9 @@ def completed_on_endpoint() -> Iterator[tuple[SimConnection, Endpoint, socket.so
     sink.settimeout(2)
     conn.peer_addr = sink.getsockname()
     endpoint = Endpoint(socket.AF_INET)
-    with endpoint.lock:
-        endpoint._register(conn)
+    with endpoint.lock:  # held: no reactor step (idle work) issues before the check
+        endpoint.add_connection(conn)  # nothing queued to send
+        assert conn.cids.due is not None
     try:
         yield conn, endpoint, sink
     finally:

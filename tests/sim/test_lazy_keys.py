@@ -111,7 +111,7 @@ def test_endpoint_derives_keys_before_it_blocks():
     endpoint = Endpoint(socket.AF_INET)
     try:
         with endpoint.lock:
-            endpoint._register(conn)
+            endpoint.add_connection(conn)  # nothing to send before start(): no key derived
             assert not conn.keys.send[INITIAL].derived
             assert not endpoint.wait_for(lambda: False, time.monotonic() + 0.005)
             assert conn.keys.send[INITIAL].derived and conn.keys.recv[INITIAL].derived
