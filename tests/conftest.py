@@ -1,5 +1,18 @@
 """Shared fixtures: certificates on disk, socket servers (tests/sockets.py)."""
+import signal
+
 pytest_plugins = ["tests.sockets"]
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    """A run stopped with SIGTERM (`timeout` around pytest) ends as after Ctrl-C: fixtures
+    are torn down, so the servers tests started (tests/processes.py) are stopped too."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,29 +3,25 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import sys
 
 import pytest
 
+from tests.processes import QUICHSD, quichsd_server, stop
 from tests.sockets import free_port
 
 
 @pytest.fixture
 def server(pki):
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "quichsd", "server", "--listen", f"127.0.0.1:{port}", "--cert", pki.cert_file,
-         "--key", pki.key_file, "--alpn", "smb,h3", "--backend", "sim"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    assert "listening on" in proc.stdout.readline()
-    yield f"127.0.0.1:{port}", proc
-    proc.terminate()
-    proc.wait(5)
+    proc = quichsd_server(pki, port)
+    try:
+        yield f"127.0.0.1:{port}", proc
+    finally:
+        stop(proc)
 
 
 def client(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quichsd", "client", *args, "--backend", "sim"],
+    return subprocess.run([*QUICHSD, "client", *args, "--backend", "sim"],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from quichsd.cli import EPILOG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
-
-QUICHSD = [sys.executable, "-m", "quichsd"]
+from tests.processes import QUICHSD, start, stop
 
 
 def one_line(stderr: str) -> str:
@@ -104,17 +102,21 @@ def test_every_user_error_is_one_line_and_a_documented_status(files, busy_port) 
         return text
 
     runs = []
-    for args, status, expected in CASES:
-        argv = [fill(a) for a in args]
-        proc = subprocess.Popen(QUICHSD + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        runs.append((argv, status, fill(expected), proc))
-    for argv, status, expected, proc in runs:
-        out, err = proc.communicate(timeout=60)
-        line = one_line(err)
-        assert proc.returncode == status, (argv, proc.returncode, err)
-        assert expected in line, (argv, line)
-        assert line.startswith("quichsd"), line
-        assert out == "", (argv, out)  # nothing "listening", nothing half-done
+    try:
+        for args, status, expected in CASES:
+            argv = [fill(a) for a in args]
+            proc = start(QUICHSD + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            runs.append((argv, status, fill(expected), proc))
+        for argv, status, expected, proc in runs:
+            out, err = proc.communicate(timeout=60)
+            line = one_line(err)
+            assert proc.returncode == status, (argv, proc.returncode, err)
+            assert expected in line, (argv, line)
+            assert line.startswith("quichsd"), line
+            assert out == "", (argv, out)  # nothing "listening", nothing half-done
+    finally:  # a case that listened instead of failing is not left running
+        for *_, proc in runs:
+            stop(proc)
 
 
 def test_help_documents_the_exit_statuses() -> None:
@@ -162,10 +164,13 @@ def interrupted(proc: subprocess.Popen) -> str:
 
 
 def test_ctrl_c_on_the_server(pki) -> None:
-    proc = subprocess.Popen(QUICHSD + server("--cert", pki.cert_file, "--key", pki.key_file),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().startswith("listening on")
-    assert interrupted(proc) == "quichsd server: interrupted"
+    proc = start(QUICHSD + server("--cert", pki.cert_file, "--key", pki.key_file),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().startswith("listening on")
+        assert interrupted(proc) == "quichsd server: interrupted"
+    finally:
+        stop(proc)
 
 
 def test_ctrl_c_on_the_client_in_its_handshake() -> None:
@@ -196,7 +201,11 @@ def test_ctrl_c_inside_a_lock_release_is_still_an_interrupt(monkeypatch, capsys)
         return 0
 
     monkeypatch.setattr(cli, "run", ctrl_c_in_a_lock)
-    assert cli.main(client()) == EXIT_INTERRUPTED
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert cli.main(client()) == EXIT_INTERRUPTED
+    finally:  # the CLI ignores a second Ctrl-C on its way out; pytest must not
+        signal.signal(signal.SIGINT, previous)
     assert capsys.readouterr().err.strip() == "quichsd client: interrupted"
 
     def a_bug(args) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, quic_handshake
 from quichsd.echo import ServerOptions, serve
+from tests.processes import start, stop
 from tests.sock.test_echo import free_port
 
 LINE = re.compile(r"handshake with 127\.0\.0\.1:\d+ (succeeded: alpn=h3 suite=\w+ group=\w+ peer=\S+ "
@@ -110,12 +111,12 @@ def test_a_thread_that_cannot_start_refuses_one_connection_only(pki) -> None:
     then an echo's each): those that get none are refused with one log line each, the
     server lives on, and once they close, the next client's handshake is served."""
     port = free_port()
-    proc = subprocess.Popen(
+    proc = start(
         [sys.executable, "-m", "tests.sock.thread_limited", "5", "quichsd", "server", "--listen",
          f"127.0.0.1:{port}",
          "--cert", pki.cert_file, "--key", pki.key_file, "--alpn", "h3", "--backend", "sim",
          "--handshake-workers", "8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, MALLOC_ARENA_MAX="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, MALLOC_ARENA_MAX="1"),
     )
     held: list[QuicSocket] = []
     try:
@@ -148,8 +149,7 @@ def test_a_thread_that_cannot_start_refuses_one_connection_only(pki) -> None:
     finally:
         for sock in held:
             sock.close()
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
+        _, err = stop(proc, timeout=20)
     refusals = [line for line in err.splitlines() if "refused: no thread for its" in line]
     assert refusals, err  # the limit did bite: thread creation failed
     assert "Traceback" not in err and "can't start new thread" not in err, err

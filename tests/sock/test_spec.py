@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -19,29 +18,24 @@ from quichsd.spec.outcome import Outcome, Verdict
 from quichsd.spec.probe import Settings
 from quichsd.spec.runner import resolve, run_checks
 from quichsd.tls.certs import TrustStore
-from tests.sock.test_cli import free_port
+from tests.processes import QUICHSD, quichsd_server, stop
+from tests.sockets import free_port
 
 
 @pytest.fixture(scope="module")
 def server(pki):
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "quichsd", "server", "--listen", f"127.0.0.1:{port}", "--cert", pki.cert_file,
-         "--key", pki.key_file, "--alpn", "smb,h3", "--backend", "sim"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = quichsd_server(pki, port, stderr=subprocess.PIPE)
     try:
-        assert "listening on" in proc.stdout.readline()
         yield port
     finally:
-        proc.terminate()
-        _, errors = proc.communicate(timeout=5)
+        _, errors = stop(proc)
     # However broken the clients were, the server said so without a traceback.
     assert "Traceback" not in errors, errors
 
 
 def spec(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quichsd", "spec", *args], capture_output=True, text=True,
+    return subprocess.run([*QUICHSD, "spec", *args], capture_output=True, text=True,
                           timeout=120)
 
 
