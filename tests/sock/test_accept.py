@@ -40,6 +40,11 @@ def hello_then_close(backend: str, address: Any, settle: float = 0.5) -> int:
                                           transport_parameters=tp)).start()
         sock.send_handshake(CryptoLevel.INITIAL, hello.data, 0)
         port = sock.getsockname()[1]
+    # A fixed wait, for want of an event: nothing on the listener shows the close arrived
+    # without accepting, and accept() must come after it. The kernel parks both packets
+    # on a request sock and reads them only inside accept() (spec §1, server flow); the
+    # listener polls readable as soon as that exists, at the ClientHello (lxin/quic
+    # protocol.c quic_poll); the close left the client in its close() call, seen by no one.
     time.sleep(settle)
     return port
 
