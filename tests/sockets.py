@@ -26,6 +26,14 @@ BACKENDS = [
 ]
 
 
+@pytest.fixture
+def dgram_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two connected AF_UNIX datagram sockets: a socket fd to wrap without a QUIC module."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        yield a, b
+
+
 def free_port() -> int:
     """A UDP port on 127.0.0.1 nobody holds right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -134,9 +142,9 @@ def client_socket(backend: str, address) -> QuicSocket:
     return sock
 
 
-def exchange(sock: QuicSocket, payload: bytes) -> bytes:
+def exchange(sock: QuicSocket, payload: bytes, timeout: float = 5) -> bytes:
     """A client's side of one stream: send `payload` with FIN, read the answer to its FIN."""
-    sock.settimeout(5)
+    sock.settimeout(timeout)
     sock.send(payload, -1, new=True, fin=True)
     received, fin = b"", False
     while not fin:

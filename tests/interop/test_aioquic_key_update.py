@@ -16,7 +16,7 @@ import pytest
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
 from quichsd.kernel_numbers import QuicEvent
-from quichsd.sock.base import RecvKind
+from tests.sock.pairs import stream_to_fin
 from tests.sockets import client_socket
 
 aioquic = pytest.importorskip("aioquic", reason="aioquic (the test peer) is not installed")
@@ -106,20 +106,6 @@ class AioquicServer:
         self.thread.join(5)
 
 
-def _read_to_fin(sock: QuicSocket, events: list[bytes], on_data=None) -> bytes:
-    got = bytearray()
-    while True:
-        item = sock.recv_item(MIB)
-        if item.kind is RecvKind.EVENT:
-            events.append(item.data)
-        elif item.kind is RecvKind.STREAM:
-            got += item.data
-            if on_data is not None:
-                on_data(len(got))
-            if item.stream_flags & L.MSG_QUIC_STREAM_FIN:
-                return bytes(got)
-
-
 def test_our_client_uploads_across_key_updates_to_aioquic(pki) -> None:
     """We start an update after 3 MiB (aioquic follows: phase 1), aioquic one after 6 MiB
     (we follow and are told: phase 0)."""
@@ -137,7 +123,7 @@ def test_our_client_uploads_across_key_updates_to_aioquic(pki) -> None:
                     ours.append(offset)
                 sock.send(DATA[offset:offset + chunk], -1, new=offset == 0, fin=offset + chunk >= len(DATA))
             events: list[bytes] = []
-            digest = _read_to_fin(sock, events)
+            digest = stream_to_fin(sock, events)
         (protocol,) = srv.protocols
         assert digest == hashlib.sha256(DATA).digest()
         assert ours and protocol.updated_at is not None
@@ -192,7 +178,7 @@ def test_aioquic_client_uploads_across_key_updates_to_our_server(pki) -> None:
                         marks.append("updated")
 
                 events: list[bytes] = []
-                got = _read_to_fin(conn, events, progress)
+                got = stream_to_fin(conn, events, progress)
                 conn.send(hashlib.sha256(got).digest(), -1, fin=True)
                 outcome.update(events=events, marks=marks, length=len(got))
                 with contextlib.suppress(OSError):  # until aioquic closes: our digest must reach it

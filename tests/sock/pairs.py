@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
+from quichsd.sock.base import RecvKind
 
 L = abi.lib
 
@@ -76,3 +77,20 @@ def read_streams(sock: QuicSocket, fins: int) -> dict[int, bytes]:
         got[stream_id] = got.get(stream_id, b"") + data
         fins -= fin
     return got
+
+
+def stream_to_fin(sock: QuicSocket, events: list[bytes],
+                  on_data: Callable[[int], None] | None = None) -> bytes:
+    """One stream's bytes up to its FIN, read a MiB at a time; the events read meanwhile go
+    to `events`, and `on_data(bytes so far)` is called after each piece."""
+    got = bytearray()
+    while True:
+        item = sock.recv_item(1 << 20)
+        if item.kind is RecvKind.EVENT:
+            events.append(item.data)
+        elif item.kind is RecvKind.STREAM:
+            got += item.data
+            if on_data is not None:
+                on_data(len(got))
+            if item.stream_flags & L.MSG_QUIC_STREAM_FIN:
+                return bytes(got)

@@ -3,7 +3,6 @@ and as_backend() turns everything the handshake calls accept into one."""
 from __future__ import annotations
 
 import gc
-import socket
 import weakref
 
 import pytest
@@ -13,31 +12,23 @@ from quichsd.sock.kernel import KernelQuicSocket
 from quichsd.sock.sim.simsocket import SimQuicSocket
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    yield a, b
-    a.close()
-    b.close()
-
-
-def test_both_backends_implement_the_contract(pair) -> None:
-    kernel, sim = KernelQuicSocket(sock=pair[0]), SimQuicSocket()
+def test_both_backends_implement_the_contract(dgram_pair) -> None:
+    kernel, sim = KernelQuicSocket(sock=dgram_pair[0]), SimQuicSocket()
     assert isinstance(kernel, QuicSocketBackend) and isinstance(sim, QuicSocketBackend)
     # What the handshake and the daemon read off the contract, not off the class name.
     assert not kernel.batches_output and sim.batches_output
-    assert kernel.sock is pair[0] and sim.sock is None
+    assert kernel.sock is dgram_pair[0] and sim.sock is None
     assert kernel.accepted_peer is None and sim.accepted_peer is None
 
 
-def test_kernel_batch_is_a_no_op_that_nests(pair) -> None:
-    a, b = KernelQuicSocket(sock=pair[0]), pair[1]
+def test_kernel_batch_is_a_no_op_that_nests(dgram_pair) -> None:
+    a, b = KernelQuicSocket(sock=dgram_pair[0]), dgram_pair[1]
     with a.batch(), a.batch():
         a.send_stream(b"x", 0)
         assert b.recv(16) == b"x"  # sent at the call, not at the end of the batch
 
 
-def test_as_backend_passes_backends_and_unwraps_quic_sockets(pair) -> None:
+def test_as_backend_passes_backends_and_unwraps_quic_sockets(dgram_pair) -> None:
     sim = SimQuicSocket()
     assert as_backend(sim) is sim
     wrapped = QuicSocket(backend="sim")
@@ -45,8 +36,8 @@ def test_as_backend_passes_backends_and_unwraps_quic_sockets(pair) -> None:
 
 
 @pytest.mark.parametrize("form", ["socket", "fd"])
-def test_as_backend_wraps_a_dup_of_a_kernel_socket(pair, form) -> None:
-    a, b = pair
+def test_as_backend_wraps_a_dup_of_a_kernel_socket(dgram_pair, form) -> None:
+    a, b = dgram_pair
     backend = as_backend(a if form == "socket" else a.fileno())
     assert isinstance(backend, KernelQuicSocket)
     assert backend.fileno() != a.fileno()

@@ -15,8 +15,7 @@ import pytest
 
 from quichsd import QuicSocket, abi
 from quichsd.kernel_numbers import QuicEvent
-from quichsd.sock.base import RecvKind
-from tests.sock.pairs import connected
+from tests.sock.pairs import connected, stream_to_fin
 from tests.sockets import BACKENDS, client_socket
 
 L = abi.lib
@@ -28,23 +27,6 @@ def errno_of(fn, *args) -> int:
     with pytest.raises(OSError) as err:
         fn(*args)
     return err.value.errno
-
-
-def read_to_fin(sock: QuicSocket, events: list[bytes], on_data=None) -> bytes:
-    """One stream's bytes up to its FIN; the events read meanwhile go to `events`."""
-    got = bytearray()
-    while True:
-        item = sock.recv_item(MIB)
-        if item.kind is RecvKind.EVENT:
-            events.append(item.data)
-            continue
-        if item.kind is not RecvKind.STREAM:
-            continue
-        got += item.data
-        if on_data is not None:
-            on_data(len(got))
-        if item.stream_flags & L.MSG_QUIC_STREAM_FIN:
-            return bytes(got)
 
 
 def try_key_update(sock: QuicSocket) -> bool:
@@ -71,19 +53,19 @@ def test_key_update_option_and_event(backend, pki) -> None:
         client.setsockopt(L.QUIC_SOCKOPT_EVENT, KEY_UPDATE_EVENT)
         client.send(b"before", -1, new=True, fin=True)
         server_events: list[bytes] = []
-        assert read_to_fin(server, server_events) == b"before"
+        assert stream_to_fin(server, server_events) == b"before"
         # An answer read after the server's HANDSHAKE_DONE: the client has confirmed the
         # handshake, which an update needs (RFC 9001 §6.1).
         server.send(b"ok", -1, fin=True)
         client_events: list[bytes] = []
-        assert read_to_fin(client, client_events) == b"ok"
+        assert stream_to_fin(client, client_events) == b"ok"
         client.setsockopt(L.QUIC_SOCKOPT_KEY_UPDATE)
         assert errno_of(client.setsockopt, L.QUIC_SOCKOPT_KEY_UPDATE) == errno.EINVAL
         client.send(b"after", -1, new=True, fin=True)
-        assert read_to_fin(server, server_events) == b"after"
+        assert stream_to_fin(server, server_events) == b"after"
         assert server_events == [bytes((QuicEvent.KEY_UPDATE, 1))]
         server.send(b"answer", -1, fin=True)
-        assert read_to_fin(client, client_events) == b"answer"
+        assert stream_to_fin(client, client_events) == b"answer"
         assert client_events == []  # the initiator is not told
 
 
@@ -107,7 +89,7 @@ def test_key_updates_during_a_10_mib_transfer(pki) -> None:
 
         def serve() -> None:
             try:
-                got = read_to_fin(server, server_events, maybe_update)
+                got = stream_to_fin(server, server_events, maybe_update)
                 server.send(hashlib.sha256(got).digest(), -1, fin=True)
             except BaseException as exc:  # surfaced below
                 failures.append(exc)
@@ -121,7 +103,7 @@ def test_key_updates_during_a_10_mib_transfer(pki) -> None:
             last = offset + MIB // 4 >= len(data)
             assert client.send(data[offset:offset + MIB // 4], -1, new=offset == 0, fin=last) == MIB // 4
         client_events: list[bytes] = []
-        digest = read_to_fin(client, client_events)
+        digest = stream_to_fin(client, client_events)
         reader.join(30)
         assert not failures, failures
         assert digest == hashlib.sha256(data).digest()

@@ -16,7 +16,7 @@ from typing import Any
 from quichsd import HandshakeConfig, HandshakeError, QuicSocket, quic_handshake
 from quichsd.echo import ServerOptions, serve
 from tests.processes import start, stop
-from tests.sock.test_echo import free_port
+from tests.sockets import exchange, free_port
 
 LINE = re.compile(r"handshake with 127\.0\.0\.1:\d+ (succeeded: alpn=h3 suite=\w+ group=\w+ peer=\S+ "
                   r"resumed=(yes|no) 0rtt=(yes|no)|failed: [^\n]+)")
@@ -41,17 +41,8 @@ class YieldingStream(io.StringIO):
 
 
 def echo_once(port: int, pki: Any, data: bytes = b"ping") -> bytes:
-    with QuicSocket(socket.AF_INET, backend="sim") as sock:
-        sock.connect(("127.0.0.1", port))
-        quic_handshake(sock, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost",
-                                             timeout=20))
-        sock.settimeout(20)
-        sock.send(data, -1, new=True, fin=True)
-        received, fin = b"", False
-        while not fin:
-            chunk, _, fin = sock.recv()
-            received += chunk
-        return received
+    with handshake_once(port, pki) as sock:
+        return exchange(sock, data, timeout=20)
 
 
 def test_a_bounded_pool_serves_a_burst_with_whole_lines(pki) -> None:

@@ -161,20 +161,27 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _converse(sock: socket.socket, engine: ClientEngine | ServerEngine, send: bytes, until: bytes,
+              out: Outcome) -> None:
+    """Handshake on `sock` with `engine`, send `send`, read until `until` comes back; what
+    happened goes into `out` (a failure raises)."""
+    hs = TcpTlsHandshake(sock, engine)
+    out.complete = hs.run(TIMEOUT)
+    out.keys = hs.keys
+    out.extra["ccs"] = hs.dropped_change_cipher_spec
+    assert out.keys is not None
+    channel = AppChannel(sock, out.keys)
+    channel.send(send)
+    out.received = channel.recv_until(until)
+    out.extra["skipped"] = channel.skipped
+
+
 def our_client(port: int, config: TlsConfig, send: bytes, until: bytes) -> Outcome:
     """Connect, handshake, send `send`, read until `until` comes back; errors in Outcome."""
     out = Outcome()
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         try:
-            hs = TcpTlsHandshake(sock, ClientEngine(config))
-            out.complete = hs.run(TIMEOUT)
-            out.keys = hs.keys
-            out.extra["ccs"] = hs.dropped_change_cipher_spec
-            assert out.keys is not None
-            channel = AppChannel(sock, out.keys)
-            channel.send(send)
-            out.received = channel.recv_until(until)
-            out.extra["skipped"] = channel.skipped
+            _converse(sock, ClientEngine(config), send, until, out)
         except Exception as exc:  # the test looks at it
             out.error = exc
     return out
@@ -200,14 +207,7 @@ class OurServer:
             conn, _ = self.listener.accept()
             with conn:
                 conn.settimeout(TIMEOUT)
-                hs = TcpTlsHandshake(conn, ServerEngine(config))
-                out.complete = hs.run(TIMEOUT)
-                out.keys = hs.keys
-                out.extra["ccs"] = hs.dropped_change_cipher_spec
-                assert out.keys is not None
-                channel = AppChannel(conn, out.keys)
-                channel.send(send)
-                out.received = channel.recv_until(until)
+                _converse(conn, ServerEngine(config), send, until, out)
         except Exception as exc:
             out.error = exc
         finally:

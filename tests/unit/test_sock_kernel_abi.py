@@ -64,14 +64,6 @@ def recv_any(fd: int, size: int = 256, flags: int = 0) -> tuple[int, bytes, tupl
     return rc, data, (kind[0], level[0], sid[0], sflags[0], mflags[0])
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    yield a, b
-    a.close()
-    b.close()
-
-
 # ---- building the cmsg: what sendmsg hands the kernel --------------------------------
 
 
@@ -191,9 +183,9 @@ def test_classify_rejects_malformed_quic_cmsgs():
 # ---- the syscalls for real on a socketpair ----------------------------------------------
 
 
-def test_af_unix_drops_sol_quic_cmsgs(pair):
+def test_af_unix_drops_sol_quic_cmsgs(dgram_pair):
     """Why the cmsg is not checked across a socketpair: the kernel never delivers it."""
-    a, b = pair
+    a, b = dgram_pair
     assert a.sendmsg([b"x"], [(lib.SOL_QUIC, lib.QUIC_HANDSHAKE_INFO, b"\x01")]) == 1
     assert b.recvmsg(16, 256) == (b"x", [], 0, None)
     d = ffi.from_buffer(b"y")
@@ -201,8 +193,8 @@ def test_af_unix_drops_sol_quic_cmsgs(pair):
     assert b.recvmsg(16, 256) == (b"y", [], 0, None)
 
 
-def test_sendmsg_handshake_and_recvmsg_any_move_the_bytes(pair):
-    a, b = pair
+def test_sendmsg_handshake_and_recvmsg_any_move_the_bytes(dgram_pair):
+    a, b = dgram_pair
     payload = bytes(range(256)) * 3
     d = ffi.from_buffer(payload)
     assert lib.quic_sendmsg_handshake(a.fileno(), d, len(payload), 1, lib.MSG_DONTWAIT) == len(payload)
@@ -213,8 +205,8 @@ def test_sendmsg_handshake_and_recvmsg_any_move_the_bytes(pair):
     assert mflags & lib.MSG_CTRUNC == 0
 
 
-def test_sendmsg_stream_moves_the_bytes_and_truncation_shows(pair):
-    a, b = pair
+def test_sendmsg_stream_moves_the_bytes_and_truncation_shows(dgram_pair):
+    a, b = dgram_pair
     d = ffi.from_buffer(b"0123456789")
     assert lib.quic_sendmsg_stream(a.fileno(), d, 10, 8, FIN, 0) == 10
     rc, data, out = recv_any(b.fileno(), 4)
@@ -222,9 +214,9 @@ def test_sendmsg_stream_moves_the_bytes_and_truncation_shows(pair):
     assert out[-1] & socket.MSG_TRUNC  # datagram cut: the kernel's msg_flags come through
 
 
-def test_recvmsg_any_hands_a_control_buffer_and_skips_kernel_cmsgs(pair):
+def test_recvmsg_any_hands_a_control_buffer_and_skips_kernel_cmsgs(dgram_pair):
     """Real kernel-made ancillary data (SCM_CREDENTIALS) arrives and is walked over."""
-    a, b = pair
+    a, b = dgram_pair
     b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     a.send(b"probe")
     assert b.recvmsg(16, 256)[1][0][:2] == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
@@ -237,8 +229,8 @@ def test_recvmsg_any_hands_a_control_buffer_and_skips_kernel_cmsgs(pair):
     assert control <= lib.QUICHSD_RECV_CONTROL_SIZE
 
 
-def test_recvmsg_any_would_block_and_flags_pass_through(pair):
-    _, b = pair
+def test_recvmsg_any_would_block_and_flags_pass_through(dgram_pair):
+    _, b = dgram_pair
     rc, _, out = recv_any(b.fileno(), flags=lib.MSG_DONTWAIT)
     assert rc == -errno.EAGAIN
     assert out == (0, 0, -1, 0, 0)  # reset even when the call fails
@@ -308,8 +300,8 @@ def test_helpers_map_errno_on_a_closed_fd():
 
 
 @pytest.fixture
-def kpair(pair):
-    a, b = pair
+def kpair(dgram_pair):
+    a, b = dgram_pair
     yield KernelQuicSocket(sock=a), KernelQuicSocket(sock=b)
 
 
@@ -388,8 +380,8 @@ def test_sockopt_errors_raise_oserror_with_errno():
     assert k.fileno() is None
 
 
-def test_from_fd_dups_unless_told_to_own(pair):
-    a, b = pair
+def test_from_fd_dups_unless_told_to_own(dgram_pair):
+    a, b = dgram_pair
     k = KernelQuicSocket.from_fd(a.fileno())
     assert k.fileno() != a.fileno()
     k.send_stream(b"via dup")
@@ -405,8 +397,8 @@ def test_from_fd_dups_unless_told_to_own(pair):
         os.fstat(fd)
 
 
-def test_from_fd_keeps_a_nonblocking_fds_mode(pair):
-    a, _ = pair
+def test_from_fd_keeps_a_nonblocking_fds_mode(dgram_pair):
+    a, _ = dgram_pair
     os.set_blocking(a.fileno(), False)
     k = KernelQuicSocket.from_fd(a.fileno())
     assert k.gettimeout() == 0.0
@@ -414,10 +406,10 @@ def test_from_fd_keeps_a_nonblocking_fds_mode(pair):
     k.close()
 
 
-def test_from_fd_keeps_a_blocking_fds_mode_under_a_default_timeout(pair):
+def test_from_fd_keeps_a_blocking_fds_mode_under_a_default_timeout(dgram_pair):
     """socket.setdefaulttimeout() makes Python's socket constructor set O_NONBLOCK: the
     caller's blocking fd is put back; without one, nothing is touched."""
-    a, _ = pair
+    a, _ = dgram_pair
     assert os.get_blocking(a.fileno())
     saved = socket.getdefaulttimeout()
     try:
