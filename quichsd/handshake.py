@@ -454,7 +454,7 @@ class _Driver:
         if not self.config.server and not self.flights_done:
             return False
         self.peer_closed = True
-        log.info("handshake completed, but the peer has closed the connection already (%s: %s)", step, exc)
+        log.debug("handshake completed, but the peer has closed the connection already (%s: %s)", step, exc)
         return True
 
     def write_keylog(self, line: KeyLogLine) -> None:

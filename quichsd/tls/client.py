@@ -21,7 +21,7 @@ from .constants import (
     PskKeyExchangeMode,
     fast_members,
 )
-from .engine import StateTable, TlsEngine, Transitions, load_certificate_chain
+from .engine import HandshakeState, StateTable, TlsEngine, Transitions, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import Event, HandshakeComplete, PeerTransportParameters, SendHandshake, SessionTicketReceived
 from .groups import ClientKeyShare, client_key_share
@@ -49,11 +49,7 @@ from .signatures import choose_scheme_from
 from .suites import SUITES, SuiteInfo
 
 
-class ClientState(enum.Enum):
-    # Identity hash (C) instead of Enum's Python __hash__: the state table is looked up
-    # with the current state for every message. Members compare by identity anyway.
-    __hash__ = object.__hash__
-
+class ClientState(HandshakeState):
     START = enum.auto()
     WAIT_SH = enum.auto()
     WAIT_EE = enum.auto()

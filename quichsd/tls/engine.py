@@ -41,6 +41,15 @@ from .suites import SuiteInfo, TranscriptHash
 log = logging.getLogger(__name__)
 
 Handler = Callable[["TlsEngine", HandshakeMessage, bytes], None]
+
+
+class HandshakeState(enum.Enum):
+    """What a role's states (ClientState, ServerState) derive from. Identity hash (C)
+    instead of Enum's Python __hash__: the state table is looked up with the current state
+    for every message. Members compare by identity anyway."""
+
+    __hash__ = object.__hash__
+
 # state -> {message type: crypto level it must arrive at}
 StateTable = Mapping[enum.Enum, Mapping[int, CryptoLevel]]
 # (state, step) -> next state: every state change of a role, in one table (as h11 keeps

@@ -28,7 +28,7 @@ from .constants import (
     PskKeyExchangeMode,
     fast_members,
 )
-from .engine import StateTable, TlsEngine, Transitions, load_certificate_chain
+from .engine import HandshakeState, StateTable, TlsEngine, Transitions, load_certificate_chain
 from .errors import TlsError, illegal_parameter, protocol_violation
 from .events import ClientHelloReceived, Event, HandshakeComplete, PeerTransportParameters
 from .groups import server_key_exchange, server_key_share
@@ -51,11 +51,7 @@ from .signatures import choose_scheme_from
 from .suites import SUITES, SuiteInfo
 
 
-class ServerState(enum.Enum):
-    # Identity hash (C) instead of Enum's Python __hash__: the state table is looked up
-    # with the current state for every message. Members compare by identity anyway.
-    __hash__ = object.__hash__
-
+class ServerState(HandshakeState):
     WAIT_CH = enum.auto()
     WAIT_CH2 = enum.auto()
     WAIT_CERT = enum.auto()
