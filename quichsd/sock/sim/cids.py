@@ -44,7 +44,7 @@ def stateless_reset(datagram: bytes, key: bytes, cid_len: int) -> bytes | None:
 class ConnectionIds:
     __slots__ = ("is_client", "local_cid", "peer_cid", "original_dcid", "initial_cid", "retry_scid",
                  "local", "generation", "next_seq", "due", "peer", "peer_seq", "peer_reset_tokens",
-                 "server_scid_seen", "_secret")
+                 "server_scid_seen", "_secret", "alt_seq", "local_active_seq")
 
     def __init__(self, *, is_client: bool, local_cid: bytes | None, peer_cid: bytes | None,
                  original_dcid: bytes | None, initial_dcid: bytes | None, retry_scid: bytes | None) -> None:
@@ -73,6 +73,8 @@ class ConnectionIds:
         self.peer_seq = 0  # the sequence number of peer_cid
         self.peer_reset_tokens: set[bytes] = set()
         self.server_scid_seen = False  # client: the server's first packet set peer_cid (§7.2)
+        self.alt_seq: int | None = None  # the peer's CID chosen for a path being validated
+        self.local_active_seq = 0  # ours that the peer uses on the validated path
 
     def all_local(self) -> list[bytes]:
         """Every CID the peer may address us with."""
@@ -156,3 +158,65 @@ class ConnectionIds:
         self.generation += 1
         if cid == self.local_cid and self.local:
             self.local_cid = self.local[min(self.local)]
+
+    # ---- migration (RFC 9000 §9.5; path.py, migration.py) --------------------------------------
+
+    def local_seq(self, cid: bytes) -> int | None:
+        """The sequence number of our CID `cid` (None: not one of ours any more)."""
+        for seq, mine in self.local.items():
+            if mine == cid:
+                return seq
+        return None
+
+    def select_alt(self, same_cid: bool) -> bool:
+        """Choose the peer's CID for a new path (connid.h quic_conn_id_select_alt): the one
+        in use if the peer kept ours (a NAT rebinding, §9.5 allows it) or if it is the only
+        one, else the next one; False if none is left (the caller asks for one)."""
+        if self.alt_seq is not None:
+            return True
+        later = [seq for seq in self.peer if seq > self.peer_seq]
+        if same_cid or (not later and self.peer_seq == min(self.peer)):
+            self.alt_seq = self.peer_seq
+        elif later:
+            self.alt_seq = min(later)
+        return self.alt_seq is not None
+
+    def alt_cid(self) -> bytes:
+        """The destination CID of the path being validated."""
+        seq = self.peer_seq if self.alt_seq is None or self.alt_seq not in self.peer else self.alt_seq
+        return self.peer[seq][0]
+
+    def retire_oldest(self) -> fr.RetireConnectionId:
+        """No CID left for a new path: retire the oldest, so the peer issues another (as
+        outqueue.c quic_outq_probe_path_alt; select_alt returned False, so it is not the
+        one in use)."""
+        seq = min(self.peer)
+        del self.peer[seq]
+        return fr.RetireConnectionId(seq)
+
+    def switch_to_alt(self, local_seq: int | None) -> None:
+        """The new path is validated: use its CID from now on (§9.5); `local_seq`: ours
+        that the peer used there."""
+        seq = self.alt_seq
+        self.alt_seq = None
+        if seq is not None and seq in self.peer:
+            self.peer_seq = seq
+            self.peer_cid = self.peer[seq][0]
+        if local_seq is not None:
+            self.local_active_seq = local_seq
+
+    def preferred_address_cid(self) -> tuple[bytes, bytes]:
+        """Server: the CID of sequence number 1 and its token, for preferred_address
+        (§18.2; the kernel makes seq 1 for it, frame.c quic_frame_build_transport_params_ext)."""
+        cid = self.local.get(1)
+        if cid is None:
+            cid = os.urandom(8)
+            self.local[1] = cid
+            self.next_seq = max(self.next_seq, 2)
+            self.generation += 1
+        return cid, self.reset_token(cid)
+
+    def add_preferred_peer_cid(self, cid: bytes, token: bytes) -> None:
+        """Client: the server's preferred_address CID is its sequence number 1 (§5.1.1)."""
+        self.peer[1] = (cid, token)
+        self.peer_reset_tokens.add(token)

@@ -22,21 +22,22 @@ halves of the wire. This class is the socket's side: the calls the kernel offers
 Address validation is: a client follows a Retry (RFC 9000 §17.2.5.2) and keeps the
 token of a NEW_TOKEN frame; a server connection starts validated when its Initial carried
 a valid token (the endpoint checks it, endpoint.py) and issues a NEW_TOKEN at completion.
-Not simulated: Version Negotiation packets (compatible version negotiation of
-RFC 9368 between v1 and v2 is), active migration and preferred_address (a peer's move is
-followed: path.py), PLPMTUD (datagrams are 1200 bytes), disable_1rtt_encryption, ECN.
+Connection migration (a peer's move, active migration, preferred_address): path.py and
+migration.py. Not simulated: disable_1rtt_encryption, ECN.
 """
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.packet_protection import PacketKey
+from ...quic.transport_params import PreferredAddress
 from ...quic.versions import QUIC_V1
 from . import frames as fr
-from . import tparams
+from . import migration, tparams
 from .address import AddressValidation
 from .cids import CONN_ID_LIMIT, ConnectionIds
 from .close import CloseState
@@ -316,6 +317,22 @@ class SimConnection:
         that needs them."""
         self.keys.derive_all()
 
+    def migrate(self, path: Any, now: float) -> None:
+        """QUIC_SOCKOPT_CONNECTION_MIGRATION in ESTABLISHED: validate `path` (a Route through
+        the endpoint's socket at the new local address) and move there (path.py)."""
+        if self.address.path.busy:
+            raise sim_error(errno.EAGAIN, "a migration is in progress")
+        self.sender.corked = False
+        migration.start_own_path(self.sender, path, now)
+
+    def set_preferred_address(self, local: tuple[Any, ...]) -> None:
+        """QUIC_SOCKOPT_CONNECTION_MIGRATION in ESTABLISHING (server): advertise `local`
+        as preferred_address (RFC 9000 §9.6); EINVAL on a client or if the client sent
+        disable_active_migration (socket.c)."""
+        if self.is_client or (self.params.peer_set and self.params.peer["disable_active_migration"]):
+            raise sim_error(errno.EINVAL, "preferred address: not a server, or migration disabled")
+        self.address.path.preferred_local = local
+
     def key_update(self) -> None:
         """QUIC_SOCKOPT_KEY_UPDATE: start a key update (RFC 9001 §6.1)."""
         if self.lifecycle.state is not _ESTABLISHED:
@@ -367,7 +384,15 @@ class SimConnection:
             local, is_client=self.is_client, local_cid=cids.local_cid,
             original_dcid=cids.original_dcid, version=self.version_choice.version,
             peer_sent_version_info=self.params.peer_sent_version_info, retry_scid=cids.retry_scid,
-            reset_token=cids.reset_token(cids.local_cid) if needs_token else None)
+            reset_token=cids.reset_token(cids.local_cid) if needs_token else None,
+            preferred_address=self._preferred_address())
+
+    def _preferred_address(self) -> PreferredAddress | None:
+        """Server: preferred_address with our CID of sequence number 1 (RFC 9000 §18.2)."""
+        local = self.address.path.preferred_local
+        if local is None or self.is_client:
+            return None
+        return migration.encode_preferred(local, *self.cids.preferred_address_cid())
 
     def set_peer_transport_params_blob(self, blob: bytes) -> None:
         if self.lifecycle.state is not _ESTABLISHING:
@@ -390,7 +415,20 @@ class SimConnection:
         self.params.accept_peer(peer)
         if peer.stateless_reset_token is not None:
             cids.set_peer_reset_token(peer.stateless_reset_token)
+        if peer.preferred_address is not None:
+            self._take_preferred_address(peer.preferred_address)
         self._peer_params_changed()
+
+    def _take_preferred_address(self, pa: PreferredAddress) -> None:
+        """Client: the server's preferred address, moved to at HANDSHAKE_DONE if usable and
+        not where we are (frame.c quic_frame_parse_transport_params_ext); its CID is the
+        server's sequence number 1 either way."""
+        self.cids.add_preferred_peer_cid(pa.connection_id, pa.stateless_reset_token)
+        peer = self.address.peer_addr
+        family = socket.AF_INET6 if peer is not None and len(peer) == 4 else socket.AF_INET
+        target = migration.decode_preferred(pa, family)
+        if target is not None and tuple(target[:2]) != tuple(peer[:2]):
+            self.address.path.preferred = target
 
     def _peer_params_changed(self) -> None:
         self.streams.apply_peer_params(self.params.peer)
@@ -554,6 +592,9 @@ class SimConnection:
         pmtu = self.sender.pmtu
         if pmtu is not None and pmtu.deadline is not None and (best is None or pmtu.deadline < best):
             best = pmtu.deadline
+        path = self.address.path.deadline
+        if path is not None and (best is None or path < best):
+            best = path
         return self.spaces.ack_timer(best, hold)
 
     def handle_timer(self, now: float) -> None:
@@ -573,6 +614,8 @@ class SimConnection:
         self.sender.corked = False
         if self.sender.pmtu is not None:
             self.sender.pmtu.on_timer(now)
+        if self.address.path.deadline is not None:
+            migration.on_timer(self.sender, now)
         loss = self._loss_timer()
         if loss is None or loss[0] > now:
             return

@@ -65,6 +65,7 @@ from .listener_peek import (
     open_client_initial,
     packet_dcid,
 )
+from .local_paths import LocalPaths
 from .packets import (
     MIN_INITIAL_DATAGRAM,
     PacketError,
@@ -75,6 +76,7 @@ from .packets import (
     grease_version,
     parse_header,
 )
+from .path import Route
 from .reactor import reactor
 from .state import ConnState
 
@@ -174,8 +176,22 @@ class Endpoint:
         self._poller.register(self._wake_r, select.POLLIN)
         self._closed = False
         self._users = 0
+        self.paths = LocalPaths(self, self._poller)  # other local addresses (connection migration, path.py)
         with self.lock:
             reactor().attach(self, None)
+
+    def watch_fd(self) -> int:
+        """What the reactor polls for this endpoint's datagrams: its socket, or one epoll
+        over all its sockets once it has others (LocalPaths)."""
+        return self.paths.watch_fd()
+
+    def bind_path(self, conn: SimConnection, local: Address) -> Address:
+        """A socket at another local address for `conn` (lock held): its bound address."""
+        bound, new = self.paths.bind(conn, local)
+        if new and self._leader is None and not self._closed:
+            reactor().detach(self)  # it watches the endpoint's fd, which is now the epoll's
+            reactor().attach(self, self.next_timer())
+        return bound
 
     # -- registration ------------------------------------------------------------------
 
@@ -208,6 +224,7 @@ class Endpoint:
             for cid in [c for c, v in self.connections.items() if v is conn]:
                 del self.connections[cid]
             self._live.pop(conn, None)
+            self.paths.release(conn)
 
     def add_listener(self, listener: Listener) -> None:
         with self.lock:
@@ -233,6 +250,7 @@ class Endpoint:
             self._poke_leader()
             self.changed.notify_all()
             self.udp.close()
+            self.paths.close()
             if self._leader is None:
                 self._close_pipe()
 
@@ -360,6 +378,8 @@ class Endpoint:
         """One round of the kernel's work (lock held): read what arrived (what may have
         waited up to `lag` seconds in the socket), run due timers, send, notify waiters."""
         self._read_datagrams(now, lag)
+        if self.paths.sockets:
+            self.paths.read(now, lag)
         for conn in list(self._live):
             timer = conn.get_timer()
             if timer is not None and timer <= now:
@@ -393,7 +413,10 @@ class Endpoint:
             self._register(conn)
 
     def _flush(self, conn: SimConnection, now: float) -> None:
-        for data, addr in conn.datagrams_to_send(now):
+        out = conn.datagrams_to_send(now)
+        if self.paths.sockets:
+            out = self.paths.send_routed(out)  # those on paths through our other addresses
+        for data, addr in out:
             self._sendto(data, addr)  # a failure is lost as on UDP: a retransmission follows
 
     def _flush_all(self, now: float) -> None:
@@ -413,6 +436,16 @@ class Endpoint:
                 self._deliver(data, addr, now, lag)
             except Exception:  # a datagram must not take the simulated kernel down
                 log.exception("simulation endpoint: delivering a datagram from %s failed", addr)
+
+    def deliver_on_path(self, data: bytes, route: Route, now: float, lag: float) -> None:
+        """A datagram that came to another of our local addresses: only for a connection
+        that migrated or may migrate there (no listener answers at those addresses)."""
+        dcid = packet_dcid(data, SHORT_HEADER_CID_LEN)
+        conn = self.connections.get(dcid) if dcid is not None else None
+        if conn is None and not self.listeners and not data[0] & 0x80:
+            conn = self._client_connection()
+        if conn is not None:
+            conn.receive_datagram(data, route, now, lag)
 
     def _deliver(self, data: bytes, addr: Address, now: float, lag: float = 0.0) -> None:
         dcid = packet_dcid(data, SHORT_HEADER_CID_LEN)

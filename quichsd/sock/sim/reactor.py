@@ -109,7 +109,7 @@ class Reactor:
         """Watch `endpoint` (its timers at once, its socket after WATCH_GRACE)."""
         with self._lock:
             if endpoint not in self._timers:
-                self._fds[endpoint] = endpoint.udp.fileno()
+                self._fds[endpoint] = endpoint.watch_fd()
                 if grace:
                     self._watch_at[endpoint] = time.time() + WATCH_GRACE
                 else:

@@ -15,6 +15,7 @@ from ...quic.errors import QuicError, QuicErrorCode
 from ...quic.packet_protection import PacketKey, UnprotectError, initial_keys
 from ...quic.versions import SUPPORTED_VERSIONS, LongPacketType
 from . import frames as fr
+from . import migration
 from .datagrams import DatagramQueues
 from .delivery import Delivery
 from .handshake_data import HandshakeData, TicketCapture
@@ -183,7 +184,7 @@ class Receiver(LifecycleView):
         if life.state is _CLOSED:
             return
         if level == APP and pn > space.largest_received:
-            self._check_path()
+            self._check_path(header.dcid, now)
         space.on_received(pn, eliciting, now, immediate=level != APP and level != EARLY,
                           max_ack_delay=max(0.0, self.params.local["max_ack_delay"] / 1e6 - self.lag))
         self.timers.on_packet_received(now)
@@ -327,22 +328,20 @@ class Receiver(LifecycleView):
         if not self.is_client:
             raise QuicError(QuicErrorCode.PROTOCOL_VIOLATION, "HANDSHAKE_DONE from a client", 0x1E)
         self.lifecycle.confirm()
+        migration.start_preferred(self, self.timers.now)  # RFC 9000 §9.6, as the kernel's client
 
     def _on_path_challenge(self, f: fr.PathChallenge, level: int) -> None:
-        self.pending.append(fr.PathResponse(f.data))
+        migration.on_challenge(self, f.data, self.source)
 
-    def _check_path(self) -> None:
-        """The highest-numbered 1-RTT packet so far: from a new address, a server probes
-        that address before moving there (RFC 9000 §9.3; path.py)."""
+    def _check_path(self, dcid: bytes, now: float) -> None:
+        """The highest-numbered 1-RTT packet so far: on another path, a server probes it
+        before moving there (RFC 9000 §9.3; migration.py)."""
         address = self.address
         if not self.is_client and address.validated and self.source != address.peer_addr:
-            address.path.on_packet(self.source, self.size)
+            migration.on_new_path(self, self.source, dcid, self.size, now)
 
     def _on_path_response(self, f: fr.PathResponse, level: int) -> None:
-        moved_to = self.address.path.on_response(f.data)
-        if moved_to is not None:  # §9.3: validated, so the connection moves there
-            self.address.peer_addr = moved_to
-            self.notifications.push(QuicEvent.CONNECTION_MIGRATION, b"\x00")  # the peer's move
+        migration.on_response(self, f.data, self.notifications)
 
     def _on_datagram(self, f: fr.Datagram, level: int) -> None:
         if not self.params.local["max_datagram_frame_size"]:
@@ -354,6 +353,7 @@ class Receiver(LifecycleView):
     def _on_new_connection_id(self, f: fr.NewConnectionId, level: int) -> None:
         limit = self.params.local["active_connection_id_limit"]
         self.pending.extend(self.cids.on_new_connection_id(f, limit))
+        migration.on_new_cid(self, self.timers.now)  # a path may have waited for one
 
     def _on_retire_connection_id(self, f: fr.RetireConnectionId, level: int) -> None:
         self.cids.on_retire(f.sequence)

@@ -95,20 +95,48 @@ class Sender(LifecycleView):
         return out
 
     def _path_challenge(self, now: float) -> list[tuple[bytes, Any]]:
-        """A PATH_CHALLENGE to the peer address being validated (path.py), expanded to 1200
-        bytes as far as that address's amplification budget allows (RFC 9000 §8.2.1, §9.3)."""
+        """PATH_RESPONSEs owed on other paths (RFC 9000 §8.2.2) and a PATH_CHALLENGE to the
+        path being validated (path.py), each in a datagram expanded to 1200 bytes as far as
+        an unvalidated address's amplification budget allows (§8.2.1, §9.3), with the
+        destination CID of its path (§9.5)."""
         path = self.address.path
-        if not path.challenge_due or APP not in self.keys.send:
+        if (not path.challenge_due and not path.responses) or APP not in self.keys.send:
             return []
-        path.challenge_due = False
-        payload = bytearray(fr.PathChallenge(path.entropy).encode())
-        size = min(CHALLENGE_DATAGRAM, path.budget()) - self._overhead(APP, 4)
-        if size < len(payload):
-            return []  # not even the bare frame fits: the address's next packet may let it
-        payload.extend(bytes(size - len(payload)))
-        datagram = self._seal(APP, payload, [], True, True, now)
-        path.sent += len(datagram)
-        return [(datagram, path.alt_addr)]
+        out = []
+        for data, route in path.responses:
+            on_alt = route == path.alt_addr
+            datagram = self._path_datagram(fr.PathResponse(data), on_alt, path.budget() if on_alt else
+                                           CHALLENGE_DATAGRAM, now)
+            if datagram is not None:
+                out.append((datagram, route))
+        path.responses.clear()
+        if path.challenge_due:
+            path.challenge_due = False
+            datagram = self._path_datagram(fr.PathChallenge(path.entropy), True, path.budget(), now)
+            if datagram is not None:  # else the address's next packet or the PATH timer may let it
+                path.sent += len(datagram)
+                out.append((datagram, path.alt_addr))
+        return out
+
+    def _path_datagram(self, frame: fr.PathChallenge | fr.PathResponse, on_alt: bool, limit: int,
+                       now: float) -> bytes | None:
+        """One 1-RTT packet with `frame` and PADDING up to min(1200, limit) bytes; None if
+        not even the frame fits."""
+        cids = self.cids
+        active = cids.peer_cid
+        if on_alt:
+            cids.peer_cid = cids.alt_cid()  # only for this packet: the others keep the old path's
+        try:
+            payload = bytearray(frame.encode())
+            space = self.spaces[APP]
+            size = min(CHALLENGE_DATAGRAM, limit) - self._overhead(APP, pn_length(space.next_pn,
+                                                                                  space.largest_acked))
+            if size < len(payload):
+                return None
+            payload.extend(bytes(size - len(payload)))
+            return self._seal(APP, payload, [], True, True, now)
+        finally:
+            cids.peer_cid = active
 
     def _has_output(self, now: float) -> bool:
         """Could _build_datagram send anything? A cheap test for the common answer, no

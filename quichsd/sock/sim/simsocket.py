@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
+import ipaddress
 import socket
 import time
 from collections.abc import Callable
@@ -16,11 +17,13 @@ from typing import Any, TypeVar
 
 from ... import abi
 from ..base import QuicSocketBackend, RecvItem, RecvKind
+from ..sockaddr import unpack_sockaddr
 from .close import describe_peer_close
 from .connection import SimConnection
 from .endpoint import Endpoint, Listener, shared_endpoint
 from .errors import SimError
 from .levels import EARLY
+from .path import Route, local_of, peer_of
 from .pmtud import check_probe_interval
 from .state import ConnState
 
@@ -198,6 +201,11 @@ class SimQuicSocket(QuicSocketBackend):
         return self.timeout
 
     def getsockname(self) -> tuple[Any, ...]:
+        conn = self.conn
+        if conn is not None:
+            local = local_of(conn.address.peer_addr)
+            if local is not None:
+                return tuple(local)  # after a move to another local address (path.py)
         if self.endpoint is not None:
             return self.endpoint.local_address
         return self._bound or ("0.0.0.0", 0)
@@ -220,7 +228,7 @@ class SimQuicSocket(QuicSocketBackend):
         if self.peer is None or self._shut_down or (conn is not None and conn.state is ConnState.CLOSED):
             raise _err(errno.ENOTCONN, "getpeername")
         if conn is not None and conn.address.path.moved_to is not None:
-            return tuple(conn.address.path.moved_to)  # after a migration, as the kernel's (frame.c)
+            return tuple(peer_of(conn.address.peer_addr))  # after a migration, as the kernel's (frame.c)
         return self.peer
 
     # -- data ----------------------------------------------------------------------------
@@ -485,6 +493,32 @@ class SimQuicSocket(QuicSocketBackend):
             raise _err(errno.EPIPE, "KEY_UPDATE outside ESTABLISHED")
         _sim(conn.key_update)
 
+    def _set_migration(self, value: bytes) -> None:
+        """QUIC_SOCKOPT_CONNECTION_MIGRATION (socket.c quic_sock_connection_migrate): a
+        server's preferred address while ESTABLISHING (any family), else a move to a new
+        local address of the same family (path.py)."""
+        addr = unpack_sockaddr(value)
+        if not addr[1]:
+            raise _err(errno.EINVAL, "CONNECTION_MIGRATION to port 0")
+        conn, endpoint = self.conn, self.endpoint
+        if self.listener is not None or conn is None or endpoint is None or conn.state is ConnState.CLOSED:
+            raise _err(errno.EPIPE, "CONNECTION_MIGRATION on a closed or listening socket")
+        current = self.getsockname()
+        if _same_address(current, addr):
+            raise _err(errno.EINVAL, "CONNECTION_MIGRATION to the address in use")
+        if conn.state is ConnState.ESTABLISHING:
+            _sim(conn.set_preferred_address, addr)
+            # Bound now (the kernel binds it when the handshake completes): the client may
+            # come at any time after that.
+            conn.set_preferred_address(endpoint.bind_path(conn, addr))
+            return
+        if len(addr) != len(current):
+            raise _err(errno.EINVAL, "CONNECTION_MIGRATION to another address family")
+        if conn.address.path.busy:
+            raise _err(errno.EAGAIN, "a migration is in progress")
+        bound = endpoint.bind_path(conn, addr)
+        _sim(conn.migrate, Route(peer_of(conn.address.peer_addr), bound), time.time())
+
     def _set_close(self, value: bytes) -> None:
         info = abi.unpack_connection_close(value)
         self.close_request = (info.errcode, info.phrase[:63])
@@ -578,6 +612,15 @@ def _sim(fn: Callable[..., _T], *args: Any) -> _T:
         raise OSError(exc.errno, exc.strerror) from None
 
 
+def _same_address(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """The same IP address and port, whatever the tuple's length."""
+    try:
+        ip_a, ip_b = ipaddress.ip_address(a[0]), ipaddress.ip_address(b[0])
+    except ValueError:
+        return tuple(a[:2]) == tuple(b[:2])
+    return ip_a == ip_b and a[1] == b[1]
+
+
 def _resolve(family: int, address: tuple[Any, ...]) -> tuple[Any, ...]:
     host, port = address[0], address[1]
     numeric = _numeric_address(family, host, port)
@@ -612,6 +655,7 @@ _SETTERS = {
     L.QUIC_SOCKOPT_CONNECTION_CLOSE: SimQuicSocket._set_close,
     L.QUIC_SOCKOPT_EVENT: SimQuicSocket._set_event,
     L.QUIC_SOCKOPT_KEY_UPDATE: SimQuicSocket._set_key_update,
+    L.QUIC_SOCKOPT_CONNECTION_MIGRATION: SimQuicSocket._set_migration,
 }
 _GETTERS = {
     L.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT: SimQuicSocket._get_tp_ext,

@@ -17,7 +17,13 @@ from functools import lru_cache
 from operator import itemgetter
 
 from ...quic.errors import QuicError, QuicErrorCode
-from ...quic.transport_params import TransportParameters, Value, VersionInformation, encode_params
+from ...quic.transport_params import (
+    PreferredAddress,
+    TransportParameters,
+    Value,
+    VersionInformation,
+    encode_params,
+)
 from ...quic.versions import QUIC_V1, QUIC_V2, SUPPORTED_VERSIONS
 
 __all__ = [
@@ -214,7 +220,8 @@ def needs_reset_token(p: Mapping[str, int], *, is_client: bool) -> bool:
 
 def build_local_blob(p: Mapping[str, int], *, is_client: bool, local_cid: bytes,
                      original_dcid: bytes, version: int, peer_sent_version_info: bool,
-                     reset_token: bytes | None, retry_scid: bytes | None = None) -> bytes:
+                     reset_token: bytes | None, retry_scid: bytes | None = None,
+                     preferred_address: PreferredAddress | None = None) -> bytes:
     """The parameters in the kernel's order and with its emission rules (§5): the
     connection's own values (CIDs, token, version) around the configuration's, which are
     encoded once per configuration (_config_parts)."""
@@ -225,6 +232,8 @@ def build_local_blob(p: Mapping[str, int], *, is_client: bool, local_cid: bytes,
             own.append(("stateless_reset_token", reset_token))
         if retry_scid is not None:  # RFC 9000 §7.3: the SCID of the Retry we sent
             own.append(("retry_source_connection_id", retry_scid))
+        if preferred_address is not None:  # RFC 9000 §18.2, set by CONNECTION_MIGRATION
+            own.append(("preferred_address", preferred_address))
     own.append(("initial_source_connection_id", local_cid))
     leading, trailing = _config_parts(p)
     versions = b""
@@ -248,6 +257,7 @@ class PeerParams:
     version_information: VersionInformation | None
     stateless_reset_token: bytes | None
     initial_source_connection_id: bytes
+    preferred_address: PreferredAddress | None = None
 
 
 def _tp_error(why: str) -> QuicError:
@@ -271,7 +281,7 @@ def parse_peer_blob(blob: bytes, *, we_are_client: bool, original_dcid: bytes,
     vi = tp.version_information
     if vi is not None and not we_are_client and vi.chosen_version not in vi.available_versions:
         raise _tp_error("version_information: chosen version not among the available ones")
-    return PeerParams(fields, vi, tp.stateless_reset_token, iscid)
+    return PeerParams(fields, vi, tp.stateless_reset_token, iscid, tp.preferred_address)
 
 
 def _check_connection_ids(tp: TransportParameters, *, we_are_client: bool, original_dcid: bytes,
