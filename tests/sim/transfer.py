@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
+from quichsd import HandshakeConfig, QuicSocket, abi
 from quichsd.sock.sim.simsocket import SimQuicSocket
+from tests.sock.pairs import Address, handshaken_pair
 
 __all__ = ["payload", "send_all", "recv_all", "TransferResult"]
 
 CHUNK = 256 * 1024
-Address = tuple[str, int]
 
 
 def payload(size: int, seed: int = 7) -> bytes:
@@ -78,56 +77,26 @@ class TransferResult:
     intact: bool
 
 
-@contextmanager
 def connected_pair(server_config: HandshakeConfig, client_config: HandshakeConfig,
                    route: Callable[[Address], Address] | None = None, *, timeout: float = 30.0,
                    congestion: int = 0, config: dict[str, int] | None = None
-                   ) -> Iterator[tuple[QuicSocket, QuicSocket]]:
-    """(client, server-side connection) after both handshakes; `route(listener address)`
-    gives the address the client connects to instead (a relay's); `congestion`: both
+                   ) -> AbstractContextManager[tuple[QuicSocket, QuicSocket]]:
+    """(client, server-side connection) after both handshakes on the simulation; `route(listener
+    address)` gives the address the client connects to instead (a relay's); `congestion`: both
     ends' QUIC_SOCKOPT_CONFIG congestion_control_algo (0: left at the default); `config`:
     more QUIC_SOCKOPT_CONFIG fields for both ends."""
-    import threading
     fields = {**(config or {}), **({"congestion_control_algo": congestion} if congestion else {})}
-    listener = QuicSocket(socket.AF_INET, backend="sim")
-    listener.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"bulk")
-    if fields:
-        listener.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(**fields))
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    listener.settimeout(timeout)
-    accepted: list[QuicSocket] = []
-    failures: list[BaseException] = []
 
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-            conn.settimeout(timeout)
-            quic_handshake(conn, server_config)
-            accepted.append(conn)
-        except BaseException as exc:  # surfaced below
-            failures.append(exc)
+    def configure(sock: QuicSocket) -> None:
+        if fields:
+            sock.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(**fields))
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    client = QuicSocket(socket.AF_INET, backend="sim")
-    client.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"bulk")
-    if fields:
-        client.setsockopt(abi.lib.QUIC_SOCKOPT_CONFIG, abi.pack_config(**fields))
-    client.settimeout(timeout)
-    try:
-        address = listener.getsockname()[:2]
-        client.connect(route(address) if route else address)
-        quic_handshake(client, client_config)
-        thread.join(timeout)
-        if failures:
-            raise failures[0]
-        yield client, accepted[0]
-    finally:
-        client.close()
-        for conn in accepted:
-            conn.close()
-        listener.close()
+    def client_setup(sock: QuicSocket) -> None:
+        sock.setsockopt(abi.lib.QUIC_SOCKOPT_ALPN, b"bulk")
+        configure(sock)
+
+    return handshaken_pair("sim", server_config, client_config, alpn=b"bulk", timeout=timeout,
+                           setup=configure, client_setup=client_setup, route=route)
 
 
 def transfer(client: QuicSocket, server: QuicSocket, data: bytes, *, upload: bool,

@@ -23,19 +23,28 @@ def client_config(pki: Any) -> HandshakeConfig:
     return HandshakeConfig(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=5)
 
 
+Address = tuple[str, int]
+
+
 @contextlib.contextmanager
-def connected(backend: str, pki: Any, client_params: dict[str, int] | None = None,
-              **server_params: int) -> Iterator[tuple[QuicSocket, QuicSocket]]:
-    """(client, server) after both handshakes; `server_params` are the listener's local
-    transport parameters (QUIC_SOCKOPT_TRANSPORT_PARAM), which its connections inherit;
-    `client_params` the client's, set before connect()."""
+def handshaken_pair(backend: str, server_config: HandshakeConfig, client_config: HandshakeConfig, *,
+                    alpn: bytes = b"h3", timeout: float = 5.0,
+                    setup: Callable[[QuicSocket], None] | None = None,
+                    client_setup: Callable[[QuicSocket], None] | None = None,
+                    route: Callable[[Address], Address] | None = None,
+                    ) -> Iterator[tuple[QuicSocket, QuicSocket]]:
+    """(client, server-side connection) after both handshakes on `backend`: a listener for
+    `alpn` on 127.0.0.1 (`setup(listener)` before bind), a client (`client_setup(client)`
+    before connect) that connects to the listener's address or to `route(address)` (a
+    relay's). `timeout`: the listener's and, after the handshakes, both sockets' timeout,
+    and how long the server's handshake may take after the client's."""
     listener = QuicSocket(socket.AF_INET, backend=backend)
-    listener.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
-    if server_params:
-        listener.setsockopt(L.QUIC_SOCKOPT_TRANSPORT_PARAM, abi.pack_transport_param(**server_params))
+    listener.setsockopt(L.QUIC_SOCKOPT_ALPN, alpn)
+    if setup is not None:
+        setup(listener)
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
-    listener.settimeout(5)
+    listener.settimeout(timeout)
     accepted: list[QuicSocket] = []
     failures: list[BaseException] = []
 
@@ -43,30 +52,48 @@ def connected(backend: str, pki: Any, client_params: dict[str, int] | None = Non
         try:
             conn, _ = listener.accept()
             accepted.append(conn)
-            quic_handshake(conn, server_config(pki))
+            quic_handshake(conn, server_config)
         except BaseException as exc:  # surfaced below
             failures.append(exc)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     client = QuicSocket(socket.AF_INET, backend=backend)
-    if client_params:
-        client.setsockopt(L.QUIC_SOCKOPT_TRANSPORT_PARAM, abi.pack_transport_param(**client_params))
-    client.connect(listener.getsockname()[:2])
+    if client_setup is not None:
+        client_setup(client)
     try:
-        quic_handshake(client, client_config(pki))
-        thread.join(5)
+        address = listener.getsockname()[:2]
+        client.connect(route(address) if route else address)
+        quic_handshake(client, client_config)
+        thread.join(timeout)
         if failures:
             raise failures[0]
-        assert accepted, "the server's handshake did not finish"
-        client.settimeout(5)
-        accepted[0].settimeout(5)
+        assert accepted and not thread.is_alive(), "the server's handshake did not finish"
+        client.settimeout(timeout)
+        accepted[0].settimeout(timeout)
         yield client, accepted[0]
     finally:
         client.close()
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def connected(backend: str, pki: Any, client_params: dict[str, int] | None = None,
+              **server_params: int) -> contextlib.AbstractContextManager[tuple[QuicSocket, QuicSocket]]:
+    """(client, server) after both handshakes; `server_params` are the listener's local
+    transport parameters (QUIC_SOCKOPT_TRANSPORT_PARAM), which its connections inherit;
+    `client_params` the client's, set before connect()."""
+
+    def transport_params(params: dict[str, int] | None) -> Callable[[QuicSocket], None] | None:
+        if not params:
+            return None
+        blob = abi.pack_transport_param(**params)
+        return lambda sock: sock.setsockopt(L.QUIC_SOCKOPT_TRANSPORT_PARAM, blob)
+
+    return handshaken_pair(backend, server_config(pki), client_config(pki),
+                           setup=transport_params(server_params),
+                           client_setup=transport_params(client_params))
 
 
 def read_streams(sock: QuicSocket, fins: int) -> dict[int, bytes]:
