@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from quichsd import HandshakeConfig, QuicSocket, quic_handshake  # noqa: E402
 from quichsd.devcerts import write_pki  # noqa: E402
-from tests.sockets import free_port  # noqa: E402
+from tests.sockets import exchange, free_port  # noqa: E402
 
 ALPN = "h3"  # the daemon harness sets h3 on its client sockets
 MESSAGE = b"soak " * 40  # 200 bytes each way per sim connection
@@ -133,12 +133,7 @@ def sim_client(load: Load, port: int, ca: str, pause: float) -> None:
             with QuicSocket(socket.AF_INET, backend="sim") as sock:
                 sock.connect(("127.0.0.1", port))
                 quic_handshake(sock, config)
-                sock.settimeout(TIMEOUT)
-                sock.send(MESSAGE, -1, new=True, fin=True)
-                echo, fin = b"", False
-                while not fin:
-                    chunk, _, fin = sock.recv()
-                    echo += chunk
+                echo = exchange(sock, MESSAGE, timeout=TIMEOUT)
             if echo != MESSAGE:
                 load.failed(f"echo of {len(MESSAGE)} bytes came back as {len(echo)} different bytes")
             else:
