@@ -79,13 +79,13 @@ from .packets import (
 from .path import Route
 from .reactor import reactor
 from .state import ConnState
+from .udp_io import UdpIO
 
 log = logging.getLogger(__name__)
 
 Address = tuple[Any, ...]
 SHORT_HEADER_CID_LEN = 8  # the CIDs we issue are 8 bytes, as the kernel's
 MAX_READS_PER_STEP = 64
-RECV_BUFFER = 65536
 # RFC 9001 §8.1: no_application_protocol (TLS alert 120) as a QUIC error, 0x100 + alert.
 NO_APPLICATION_PROTOCOL = 0x100 + 120
 # What a Version Negotiation lists (plus a greased version): the kernel's list and order.
@@ -159,6 +159,7 @@ class Endpoint:
             self.udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.udp.bind(local if local is not None else ("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         self.udp.setblocking(False)
+        self.io = UdpIO(self.udp)  # several datagrams per system call where Linux can
         self.local_address: Address = self.udp.getsockname()
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -416,26 +417,29 @@ class Endpoint:
         out = conn.datagrams_to_send(now)
         if self.paths.sockets:
             out = self.paths.send_routed(out)  # those on paths through our other addresses
-        for data, addr in out:
-            self._sendto(data, addr)  # a failure is lost as on UDP: a retransmission follows
+        self.io.send(out)  # a failure is lost as on UDP: a retransmission follows
 
     def _flush_all(self, now: float) -> None:
         for conn in list(self._live):
             self._flush(conn, now)
 
     def _read_datagrams(self, now: float, lag: float = 0.0) -> None:
-        for _ in range(MAX_READS_PER_STEP):
+        read = 0
+        while read < MAX_READS_PER_STEP:
+            read += 1
             try:
-                data, addr = self.udp.recvfrom(RECV_BUFFER)
+                datagrams, addr = self.io.receive()  # a coalesced run counts as what it holds
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP errors surface here on Linux
                 log.debug("recvfrom: %s", exc)
                 continue
-            try:
-                self._deliver(data, addr, now, lag)
-            except Exception:  # a datagram must not take the simulated kernel down
-                log.exception("simulation endpoint: delivering a datagram from %s failed", addr)
+            read += len(datagrams) - 1
+            for data in datagrams:
+                try:
+                    self._deliver(data, addr, now, lag)
+                except Exception:  # a datagram must not take the simulated kernel down
+                    log.exception("simulation endpoint: delivering a datagram from %s failed", addr)
 
     def deliver_on_path(self, data: bytes, route: Route, now: float, lag: float) -> None:
         """A datagram that came to another of our local addresses: only for a connection
@@ -595,10 +599,7 @@ class Endpoint:
         self._sendto(packet, addr)
 
     def _sendto(self, data: bytes, addr: Address) -> None:
-        try:
-            self.udp.sendto(data, addr)
-        except OSError as exc:
-            log.debug("sendto %s: %s", addr, exc)
+        self.io.send_one(data, addr)
 
     def _pick_listener(self, client_alpns: list[bytes] | None) -> Listener | None:
         if client_alpns is None:  # no ALPN seen (not parsed, or truncated): any listener
