@@ -391,7 +391,8 @@ class _Driver:
         events = engine.receive(_crypto_level(item.level), item.data, time.time())
         if events and type(events[-1]) is ClientHelloReceived:
             assert isinstance(engine, ServerEngine)  # only a server receives a ClientHello
-            self.apply(events[:-1])
+            if len(events) > 1:
+                self.apply(events[:-1])
             choice = self.answer_client_hello(events[-1].info)
             events = engine.choose(choice, time.time())
         return events
