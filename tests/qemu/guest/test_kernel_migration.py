@@ -1,0 +1,149 @@
+"""Connection migration between the real kernel module and the simulation (issue 13), what
+tests/sim/test_socket_migration.py asserts on the simulation alone: QUIC_SOCKOPT_CONNECTION_MIGRATION
+in ESTABLISHED moves a client to a new local address (the kernel client against our server, our
+client against a kernel server), and a server's preferred address set before its handshake
+takes the client there (the kernel server's to our client, ours to a kernel client). Each side
+checks the CONNECTION_MIGRATION event's byte (1: our own address changed), getsockname and
+getpeername, and that the echo goes on."""
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
+from quichsd.abi import pack_event_option
+from quichsd.kernel_numbers import QuicEvent
+from quichsd.sock.sockaddr import pack_sockaddr
+from tests.sim.test_socket_migration import free_udp, read_until
+
+L = abi.lib
+TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
+MIGRATION = int(QuicEvent.CONNECTION_MIGRATION)
+EVENT_ON = pack_event_option(QuicEvent.CONNECTION_MIGRATION, True)
+BACKENDS = [("kernel", "sim"), ("sim", "kernel")]
+IDS = ["kernel-client-sim-server", "sim-client-kernel-server"]
+
+pytestmark = pytest.mark.usefixtures("quic_module")
+
+
+Prepare = Callable[[QuicSocket], None]
+
+
+@contextmanager
+def pair(pki, client_backend: str, server_backend: str,
+         before_handshake: Prepare | None = None) -> Iterator[tuple[QuicSocket, QuicSocket]]:
+    """(client, accepted server connection) after both handshakes, events on; the server
+    connection gets `before_handshake(conn)` before its handshake starts."""
+    listener = QuicSocket(socket.AF_INET, backend=server_backend)
+    listener.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(TCG_SLACK)
+    accepted: list[QuicSocket] = []
+    failed: list[BaseException] = []
+    server_config = HandshakeConfig(server=True, alpns=["h3"], cert_file=pki.cert_file,
+                                    key_file=pki.key_file, timeout=TCG_SLACK)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(TCG_SLACK)
+            conn.setsockopt(L.QUIC_SOCKOPT_EVENT, EVENT_ON)
+            if before_handshake is not None:
+                before_handshake(conn)
+            quic_handshake(conn, server_config)
+            accepted.append(conn)
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = QuicSocket(socket.AF_INET, backend=client_backend)
+    assert client.backend_name == client_backend
+    client.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
+    client.settimeout(TCG_SLACK)
+    try:
+        client.connect(listener.getsockname()[:2])
+        client.setsockopt(L.QUIC_SOCKOPT_EVENT, EVENT_ON)
+        quic_handshake(client, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost",
+                                               timeout=TCG_SLACK))
+        thread.join(TCG_SLACK)
+        assert not failed, failed
+        assert accepted
+        yield client, accepted[0]
+    finally:
+        client.close()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def echo_with_events(client: QuicSocket, server: QuicSocket, payload: bytes) -> tuple[bytes, list, list]:
+    """The client sends `payload`; the server echoes it once it has its data and an event;
+    the client reads the echo and its own event. (echo, client events, server events)."""
+    server_events: list[bytes] = []
+    client_events: list[bytes] = []
+
+    def echo() -> None:
+        data = read_until(server, server_events, want_event=True)
+        server.send(data, -1, fin=True)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    client.send(payload, -1, new=True, fin=True)
+    echoed = read_until(client, client_events, want_event=True)
+    thread.join(TCG_SLACK)
+    return echoed, client_events, server_events
+
+
+@pytest.mark.parametrize(("client_backend", "server_backend"), BACKENDS, ids=IDS)
+def test_client_migrates_actively(pki, client_backend: str, server_backend: str) -> None:
+    new_local = free_udp("127.0.0.2")
+    with pair(pki, client_backend, server_backend) as (client, server):
+        client.send(b"warm up", -1, new=True, fin=True)  # the server's CIDs reach the client
+        read_until(server, [], want_event=False)
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(new_local))
+        echoed, client_events, server_events = echo_with_events(client, server, b"after the move")
+        assert tuple(client.getsockname()[:2]) == new_local
+        assert tuple(server.getpeername()[:2]) == new_local
+    assert echoed == b"after the move"
+    assert client_events == [bytes((MIGRATION, 1))]
+    assert server_events == [bytes((MIGRATION, 0))]
+
+
+@pytest.mark.parametrize(("client_backend", "server_backend"), BACKENDS, ids=IDS)
+def test_client_moves_to_the_preferred_address(pki, client_backend: str, server_backend: str) -> None:
+    preferred = free_udp("127.0.0.2")
+
+    def prefer(conn: QuicSocket) -> None:
+        conn.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(preferred))
+
+    with pair(pki, client_backend, server_backend, prefer) as (client, server):
+        echoed, client_events, server_events = echo_with_events(client, server, b"preferred")
+        assert tuple(client.getpeername()[:2]) == preferred
+        assert tuple(server.getsockname()[:2]) == preferred
+    assert echoed == b"preferred"
+    assert client_events == [bytes((MIGRATION, 0))]  # the client kept its socket
+    assert server_events == [bytes((MIGRATION, 1))]  # the server's address changed
+
+
+@pytest.mark.parametrize("backend", ["kernel", "sim"])
+def test_migration_errors(pki, backend: str) -> None:
+    """socket.c quic_sock_connection_migrate's errno, on both backends alike."""
+    peer = "sim" if backend == "kernel" else "kernel"
+    with pair(pki, backend, peer) as (client, _server):
+        here = tuple(client.getsockname()[:2])
+        for addr, code in [(("127.0.0.2", 0), errno.EINVAL), (here, errno.EINVAL),
+                           (("::1", 4433, 0, 0), errno.EINVAL)]:
+            with pytest.raises(OSError) as exc:
+                client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(addr))
+            assert exc.value.errno == code, (addr, exc.value)
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
+        with pytest.raises(OSError) as busy:
+            client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.3")))
+        assert busy.value.errno == errno.EAGAIN
