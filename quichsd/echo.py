@@ -339,6 +339,9 @@ def run_client(opts: ClientOptions, out: TextIO) -> int:
         sock.settimeout(10)
         try:
             if early is not None:
+                sent = result.early_data_sent  # short beyond the remembered credit: send the rest
+                if sent < len(early):
+                    sock.send(early[sent:], -1, new=not sent, fin=True)
                 data, _, _ = sock.recv()
                 say(out, f"echo of 0-RTT data: {data.decode(errors='replace')}")
             if opts.data:

@@ -54,6 +54,10 @@ DEFAULT_TIMEOUT = 30.0
 RECV_BUFFER = 65536
 TRANSPORT_PARAM_EXT_MAX = 512  # kernel limit (spec §1.2)
 SESSION_TICKET_MAX = 4096
+# Send buffer kept free of 0-RTT data for the client's own flights (ClientHello, then its
+# Certificate, CertificateVerify and Finished): the kernel queues a flight only where the
+# buffer has room (socket.c quic_sendmsg), and early data fills it until acknowledged.
+HANDSHAKE_SEND_ROOM = 32768
 MSG_MORE = 0x8000
 MSG_NOSIGNAL = 0x4000
 _EARLY = CryptoLevel.EARLY
@@ -95,8 +99,10 @@ class HandshakeConfig:
     # Client: session data from a previous HandshakeResult to resume (and maybe 0-RTT).
     session_data: bytes | None = None
     early_data: bool = False
-    # Client: stream data queued before the handshake, to leave as 0-RTT when accepted
-    # (on a new bidirectional stream, with FIN).
+    # Client: stream data queued before the handshake on a new bidirectional stream, to
+    # leave as 0-RTT when accepted. Only what the server's remembered credit takes is
+    # queued (HandshakeResult.early_data_sent), with FIN when that is all of it; the rest
+    # is the caller's to send after the handshake, as a short send() leaves it.
     early_stream_data: bytes | None = None
     # Server: issue a NewSessionTicket after the handshake.
     session_tickets: bool = True
@@ -118,7 +124,13 @@ class HandshakeResult:
     """What the handshake agreed. `peer_closed`: TLS completed (the peer's Finished
     verified, and for a client its own Finished sent) but the peer had already closed the
     connection when the last socket steps ran (see quic_handshake); the result is valid,
-    the socket is not usable for data."""
+    the socket is not usable for data.
+
+    `early_data_sent`: how many bytes of HandshakeConfig.early_stream_data the socket took
+    before the handshake (as 0-RTT if the server accepted it, else resent in 1-RTT), like
+    a short send's count: the remembered stream and connection credit (RFC 9000 §7.4.1)
+    bounds it. When it is short, the stream is still open without FIN and the rest goes
+    with `send(data[early_data_sent:], -1, fin=True)`; 0 means no stream was opened."""
 
     version: int
     cipher_suite: int
@@ -130,6 +142,7 @@ class HandshakeResult:
     early_data_accepted: bool
     session_data: bytes | None = field(default=None, repr=False)
     peer_closed: bool = False
+    early_data_sent: int = 0
 
 
 def read_psk_file(path: str | os.PathLike[str]) -> list[ExternalPsk]:
@@ -239,6 +252,7 @@ class _Driver:
         self.sent = False  # a flight has left (config.on_wait is due when the loop waits)
         self.answered = False  # handshake data came from the peer
         self.restarted = False  # a client started over after Version Negotiation
+        self.early_data_sent = 0  # bytes of early_stream_data the socket took
 
     # -- configuration -----------------------------------------------------------------
 
@@ -294,15 +308,49 @@ class _Driver:
             self.sock.setsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM,
                                  b"\x01" + session.transport_parameters[1:])
             if cfg.early_stream_data:
-                flags = abi.lib.MSG_QUIC_STREAM_NEW | abi.lib.MSG_QUIC_STREAM_FIN
-                # MSG_DONTWAIT: credit beyond the remembered limits can only come once
-                # the handshake this thread drives is done, so a blocking send would stall.
-                self.sock.send_stream(cfg.early_stream_data, -1, flags, socket.MSG_DONTWAIT)
+                self.early_data_sent = self._queue_early_data(cfg.early_stream_data)
         local_params = self.sock.getsockopt(abi.lib.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
         return TlsConfig(
             **common, server_name=cfg.hostname, session=session, enable_early_data=cfg.early_data,
             transport_parameters=local_params,
         )
+
+    def _queue_early_data(self, data: bytes) -> int:
+        """Queue `data` on a new stream with FIN; returns how much the socket took (the
+        FIN goes only with the last byte). MSG_DONTWAIT: credit beyond the remembered
+        limits can only come once the handshake this thread drives is done, so a
+        blocking send would stall it; the kernel, like the simulation, takes what the
+        credit allows and returns the count, or ENOSPC/EAGAIN when that is nothing."""
+        room = self._early_send_room()
+        queued = data if room is None or room >= len(data) else data[:room]
+        flags = abi.lib.MSG_QUIC_STREAM_NEW
+        if len(queued) == len(data):
+            flags |= abi.lib.MSG_QUIC_STREAM_FIN
+        sent = 0
+        if queued:
+            try:
+                sent = self.sock.send_stream(queued, -1, flags, socket.MSG_DONTWAIT)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EAGAIN):
+                    raise
+        if sent < len(data):
+            log.info("0-RTT: %d of %d early bytes queued before the handshake; the rest is "
+                     "the caller's to send after it", sent, len(data))
+        return sent
+
+    def _early_send_room(self) -> int | None:
+        """How much early data a kernel socket's send buffer takes while leaving room for
+        our flights; None without a kernel socket (the simulation has no send buffer).
+        Early data that filled it kept the ClientHello from being queued: the handshake
+        never started and the idle timer closed the socket (QEMU, lxin/quic 03a9c7c on
+        loopback, SO_SNDBUF 524056 after connect(), 4 initial congestion windows: 1, 2
+        and 4 MiB of early data each ended in EPIPE after 31 s, 200000 bytes went
+        through; capped, 4 MiB resumes with 491288 bytes queued)."""
+        kernel = self.sock.sock
+        if kernel is None:
+            return None
+        sndbuf = kernel.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        return max(sndbuf - HANDSHAKE_SEND_ROOM, 0)
 
     def _socket_alpns(self) -> list[bytes]:
         try:
@@ -356,6 +404,7 @@ class _Driver:
                 log.info("QUIC handshake restarted after Version Negotiation: %s", exc.strerror)
             self.restarted = True
             self.config = replace(self.config, early_data=False, early_stream_data=None)
+            self.early_data_sent = 0  # the old connection's queue went with it
             engine = ClientEngine(self.tls_config())
 
     def _drive(self, engine: TlsEngine) -> None:
@@ -543,9 +592,10 @@ class _Driver:
             name = alert.name if alert is not None else f"alert {info.errcode - 0x100}"
             return HandshakeError(errno.EACCES, f"peer closed the connection: {name} (0x{info.errcode:x})",
                                   alert)
-        if exc.errno == errno.ENOTCONN and info is not None and not any(info):
+        if exc.errno in (errno.ENOTCONN, errno.EPIPE) and info is not None and not any(info):
             # Nobody sent a CONNECTION_CLOSE: the idle timer closed the connection (an
-            # all-zero close, spec §1.5, §2.5), a timeout like our own deadline's. (Its 30 s
+            # all-zero close, spec §1.5, §2.5; a send then meets EPIPE, a recv ENOTCONN),
+            # a timeout like our own deadline's. (Its 30 s
             # run from connect(), so it fires just before a 30 s handshake deadline.)
             return self.timed_out("handshake timed out (idle timeout)")
         detail = ""
@@ -616,6 +666,7 @@ def quic_handshake(sock: SocketLike, config: HandshakeConfig) -> HandshakeResult
         early_data_accepted=done.early_data_accepted,
         session_data=driver.session.encode() if driver.session else None,
         peer_closed=driver.peer_closed,
+        early_data_sent=driver.early_data_sent,
     )
 
 

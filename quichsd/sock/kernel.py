@@ -25,8 +25,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import abi
 from ..abi import ffi, lib
 from ..kernel_numbers import IPPROTO_QUIC, MSG_DONTWAIT, MSG_QUIC_STREAM_NEW
+from ..quic.close_text import describe_peer_close
 from .base import Address, QuicSocketBackend, RecvItem, RecvKind
 
 __all__ = ["KernelQuicSocket", "kernel_quic_available"]
@@ -40,6 +42,8 @@ _KINDS: dict[int, RecvKind] = {
 _TIMEVAL = struct.Struct("@ll")  # struct timeval (SO_SNDTIMEO)
 _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
 _POLL_TROUBLE = select.POLLHUP | select.POLLERR
+_CLOSED = frozenset({errno.ENOTCONN, errno.EPIPE})  # a call on a closed connection (spec §1.5)
+_CLOSE_INFO_SIZE = ffi.sizeof("struct quic_connection_close")
 
 
 # Receive buffers are not zeroed: only the bytes the kernel wrote are read back.
@@ -123,6 +127,7 @@ class KernelQuicSocket(QuicSocketBackend):
         self._timeout: float | None = sock.gettimeout()
         # An accepted socket: the peer's address as the accept() call reported it.
         self.accepted_peer: Address | None = None
+        self._shut_down = False  # shutdown() was called here: a close is ours, not the peer's
 
     @classmethod
     def from_fd(cls, fd: int, *, dup: bool = True) -> KernelQuicSocket:
@@ -216,6 +221,7 @@ class KernelQuicSocket(QuicSocketBackend):
         return conn, peer or None
 
     def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        self._shut_down = True
         self._sock.shutdown(how)
 
     def close(self) -> None:
@@ -321,7 +327,7 @@ class KernelQuicSocket(QuicSocketBackend):
                     continue  # PEP 475: nothing went in; wait for what is left of the timeout
                 if start:
                     return 0  # the wait ended after some bytes went in: the partial count
-                raise _error(-result, "sendmsg")
+                raise self._io_error(-result, "sendmsg")
         finally:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, saved)
 
@@ -364,13 +370,39 @@ class KernelQuicSocket(QuicSocketBackend):
             if code == errno.EINTR:
                 continue  # PEP 475; a signal handler that raises has run by now
             if code not in _WOULD_BLOCK or nonblocking:
-                raise _error(code, what)
+                raise self._io_error(code, what)
             if troubled:
                 # poll said hang-up/error but the call still would block: report it
                 # rather than spin (a QUIC socket answers ENOTCONN/EPIPE itself).
-                raise _error(errno.ENOTCONN, what)
+                raise self._io_error(errno.ENOTCONN, what)
             revents = self._wait(fd, events, deadline)
             troubled = bool(revents & _POLL_TROUBLE) and not revents & events
+
+    def _io_error(self, code: int, what: str) -> OSError:
+        """The error of a send/recv; on a connection the peer closed (ENOTCONN, EPIPE) its
+        message names the peer's close as the simulation's does (quic/close_text.py)."""
+        if code in _CLOSED and not self._shut_down:
+            peer = self._peer_close_text()
+            if peer is not None:
+                what = f"{what}, {peer}"
+        return _error(code, what)
+
+    def _peer_close_text(self) -> str | None:
+        """QUIC_SOCKOPT_CONNECTION_CLOSE in words (getsockopt works in any state, even
+        CLOSED; a received CONNECTION_CLOSE overwrites what was there, spec §1.4). None
+        for an all-zero close: an idle timeout, or a peer's close() with no code or phrase,
+        which the kernel does not tell apart. The kernel keeps no bit saying whether the
+        peer's close was an application's, so the code is read in the transport space."""
+        fd = self._sock.fileno()
+        if fd < 0:
+            return None
+        buf, length = _inout_buffer(_CLOSE_INFO_SIZE)
+        if lib.quic_getsockopt_inout(fd, lib.QUIC_SOCKOPT_CONNECTION_CLOSE, buf, length) < 0:
+            return None
+        info = abi.unpack_connection_close(ffi.buffer(buf, length[0])[:])
+        if not info.errcode and not info.phrase:
+            return None
+        return describe_peer_close(info.errcode, info.phrase, app=None)
 
     def _deadline(self) -> float | None:
         return None if self._timeout is None else time.monotonic() + self._timeout

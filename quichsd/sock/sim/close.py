@@ -3,8 +3,7 @@ QUIC_SOCKOPT_CONNECTION_CLOSE reports it, spec §1.5), the CONNECTION_CLOSE fram
 send, and the datagram that carried them, answered again to a peer that keeps sending."""
 from __future__ import annotations
 
-from ...quic.errors import CRYPTO_ERROR_BASE, QuicErrorCode
-from ...tls.constants import AlertDescription
+from ...quic import close_text
 from . import frames as fr
 
 __all__ = ["CloseState", "CLOSE_RESENDS", "describe_peer_close"]
@@ -39,29 +38,6 @@ class CloseState:
 
 
 def describe_peer_close(f: fr.ConnectionClose) -> str:
-    """The peer's CONNECTION_CLOSE in words, for the error of a call on the connection it
-    closed: its code, what the code means (0x100+N is TLS alert N, RFC 9001 §4.8) and its
-    reason phrase, e.g. "peer closed: 0x12a (TLS alert bad_certificate: ...)"."""
-    code = f.error_code
-    if f.app:
-        meaning = "application error"
-    elif CRYPTO_ERROR_BASE <= code <= CRYPTO_ERROR_BASE + 0xFF:
-        alert = code - CRYPTO_ERROR_BASE
-        try:
-            name = AlertDescription(alert).name
-        except ValueError:
-            name = str(alert)
-        meaning = f"TLS alert {name}"
-        if f.reason == name.encode():  # the phrase quichsd's own handshake gives
-            return f"peer closed: 0x{code:x} ({meaning})"
-    else:
-        try:
-            meaning = QuicErrorCode(code).name
-        except ValueError:
-            meaning = "transport error"
-    phrase = f.reason[:63].decode("utf-8", "replace")  # the peer's bytes, as the kernel keeps them
-    if phrase and not phrase.isprintable():
-        phrase = ascii(phrase)
-    if phrase:
-        meaning = f"{meaning}: {phrase}"
-    return f"peer closed: 0x{code:x} ({meaning})"
+    """The peer's CONNECTION_CLOSE in words (quic/close_text.py), e.g. "peer closed: 0x12a
+    (TLS alert bad_certificate)"."""
+    return close_text.describe_peer_close(f.error_code, f.reason, app=f.app)
