@@ -334,8 +334,10 @@ class PacketKey:
         first = packet[0] ^ (mask[0] & (0x0F if packet[0] & 0x80 else 0x1F))
         pn_len = (first & 0x03) + 1
         pn_end = pn_offset + pn_len
-        pn_bytes = bytes(b ^ m for b, m in zip(packet[pn_offset:pn_end], mask[1 : 1 + pn_len], strict=True))
-        truncated = int.from_bytes(pn_bytes, "big")
+        # The packet number bytes XOR mask[1:1+pn_len], as one integer operation.
+        truncated = int.from_bytes(packet[pn_offset:pn_end], "big")
+        truncated ^= int.from_bytes(mask[1 : 1 + pn_len], "big")
+        pn_bytes = truncated.to_bytes(pn_len, "big")
         packet_number = decode_packet_number(largest_pn, truncated, 8 * pn_len)
         header = bytes((first,)) + bytes(packet[1:pn_offset]) + pn_bytes
         try:

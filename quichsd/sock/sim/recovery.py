@@ -31,6 +31,7 @@ MAX_PACKET_THRESHOLD = 256  # the most reordering (in packets) the packet thresh
 MAX_TIME_THRESHOLD = 2.0  # and the time threshold's limit (RTTs), reached in TIME_THRESHOLD_STEPs
 TIME_THRESHOLD_STEP = 1 / 4
 PACING_GAIN = 1.25  # N, §7.7
+_MIN_BURST = 10 * MAX_DATAGRAM  # the pacer's bucket holds at least this (the initial window)
 MAX_ACK_RANGES = 32
 _DECLARED_LOST_KEPT = 512  # packet numbers remembered per space to notice spurious losses
 
@@ -209,11 +210,17 @@ class Recovery:
         """§7.7: a token bucket filled at N * cwnd / smoothed_rtt, holding at most the
         initial window (the burst §7.7 allows), released up to kGranularity early; False
         sets pace_until."""
-        rate = PACING_GAIN * self.cc.cwnd / max(self.smoothed_rtt, K_GRANULARITY)
-        burst = max(self.cc.cwnd / 4, 10 * MAX_DATAGRAM)
-        elapsed = max(0.0, now - self._pace_time)  # a caller's clock may step back
-        tokens = min(burst, self._pace_tokens + rate * elapsed)
-        self._pace_tokens, self._pace_time = tokens, max(now, self._pace_time)
+        # Comparisons, not max()/min(): this runs for every datagram.
+        cwnd, srtt, last = self.cc.cwnd, self.smoothed_rtt, self._pace_time
+        rate = PACING_GAIN * cwnd / (srtt if srtt > K_GRANULARITY else K_GRANULARITY)
+        burst = cwnd / 4 if cwnd / 4 > _MIN_BURST else _MIN_BURST
+        tokens = self._pace_tokens
+        if now > last:  # a caller's clock may step back: no tokens for that
+            tokens += rate * (now - last)
+            self._pace_time = now
+        if tokens > burst:
+            tokens = burst
+        self._pace_tokens = tokens
         # A packet due within the timer granularity leaves now: sub-millisecond waits
         # cost wake-ups and gain nothing (loopback's window then goes out unpaced).
         early = rate * K_GRANULARITY

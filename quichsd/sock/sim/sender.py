@@ -7,6 +7,7 @@ several of them); SimConnection (connection.py) makes it and asks it for datagra
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...quic.packet_protection import PacketKey
@@ -38,6 +39,7 @@ __all__ = ["Sender"]
 MAX_DATAGRAMS_PER_CALL = 64
 _CRYPTO_LEVELS = (INITIAL, HANDSHAKE, APP)
 _CLOSED = ConnState.CLOSED
+_APP_ONLY = (APP,)
 
 
 class _Built(NamedTuple):
@@ -207,8 +209,10 @@ class Sender(LifecycleView):
 
     # ---- datagrams -----------------------------------------------------------------------------
 
-    def _send_levels(self) -> list[int]:
+    def _send_levels(self) -> Sequence[int]:
         keys = self.keys.send
+        if len(keys) == 1 and APP in keys:
+            return _APP_ONLY  # the handshake is over: the common case, without a new list
         levels = [lv for lv in (INITIAL, HANDSHAKE) if lv in keys]
         if APP in keys:
             levels.append(APP)
@@ -240,7 +244,12 @@ class Sender(LifecycleView):
                 break  # a short header packet ends the datagram
         if not built:
             return None
-        padded = built[0].level == INITIAL and self._pad(built)  # an Initial comes first
+        first = built[0]
+        if len(built) == 1 and first.level == APP:  # the bulk of a transfer: one 1-RTT packet
+            datagram = self._seal(APP, first.payload, first.items, first.eliciting, first.eliciting, now)
+            self.address.bytes_sent += len(datagram)
+            return datagram
+        padded = first.level == INITIAL and self._pad(built)  # an Initial comes first
         last = len(built) - 1
         datagram = b"".join([self._seal(p.level, p.payload, p.items, p.eliciting or (padded and i == last),
                                         p.eliciting, now) for i, p in enumerate(built)])
@@ -351,17 +360,18 @@ class Sender(LifecycleView):
 
     def _fill_control(self, payload: bytearray, items: list[SentItem], left: int,
                       eliciting: bool) -> tuple[int, bool]:
-        keep: list[fr.Frame] = []
-        for frame in self.pending:
-            data = frame.encode()
-            if len(data) <= left:
-                payload += data
-                left -= len(data)
-                items.append(frame)
-                eliciting = True
-            else:
-                keep.append(frame)
-        self.pending[:] = keep
+        if self.pending:
+            keep: list[fr.Frame] = []
+            for frame in self.pending:
+                data = frame.encode()
+                if len(data) <= left:
+                    payload += data
+                    left -= len(data)
+                    items.append(frame)
+                    eliciting = True
+                else:
+                    keep.append(frame)
+            self.pending[:] = keep
         streams = self.streams
         if streams.has_control():
             for frame in streams.control_frames():
