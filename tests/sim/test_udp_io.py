@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from quichsd.sock.sim.udp_io import MAX_SEGMENTS, UdpIO
+from quichsd.sock.sim.udp_io import MAX_SEGMENTS, RECEIVE_BUFFER, UdpIO
 
 
 def _socket() -> socket.socket:
@@ -136,3 +136,20 @@ def test_refused_segmentation_falls_back_for_good() -> None:
     finally:
         tx.close()
         rx.close()
+
+
+def test_the_receive_buffer_holds_more_than_the_default(pair: tuple[UdpIO, UdpIO]) -> None:
+    """A coalesced run that does not fit is dropped whole: the buffer is raised to
+    RECEIVE_BUFFER, as far as net.core.rmem_max lets it (Linux reports twice the size set)."""
+    _, rx = pair
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            rmem_max = int(f.read())
+    except OSError:
+        pytest.skip("no /proc/sys/net/core/rmem_max: not Linux")
+    with open("/proc/sys/net/core/rmem_default") as f:
+        default = int(f.read())
+    expected = 2 * min(RECEIVE_BUFFER, rmem_max)
+    if expected <= 2 * default:
+        pytest.skip(f"net.core.rmem_max {rmem_max} leaves no room above the default {default}")
+    assert rx.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == expected

@@ -15,6 +15,7 @@ fails is lost as on UDP (a retransmission follows).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -35,6 +36,9 @@ UDP_GRO = 104
 MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS of older kernels (newer ones allow 128)
 MAX_BATCH_BYTES = 65000  # what one UDP datagram of IPv4 or IPv6 can carry, with room
 RECV_BUFFER = 65536
+# The socket's receive buffer: a coalesced run is dropped whole when it does not fit, and
+# the default (208 KiB on Linux, ~3 runs of 64 datagrams) overflowed in bulk transfers.
+RECEIVE_BUFFER = 1 << 21
 ENOTSUPP = 524  # the kernel's internal "not supported", seen by UDP_SEGMENT callers
 _NO_SEGMENTATION = frozenset({errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, ENOTSUPP})
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
@@ -58,6 +62,8 @@ class UdpIO:
         # Tried at the first run of two datagrams or more; off for good once refused.
         self.segmenting = hasattr(socket, "CMSG_SPACE") and sock.family in (socket.AF_INET, socket.AF_INET6)
         self.coalescing = False
+        with contextlib.suppress(OSError):  # the kernel caps it at net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         if self.segmenting:
             try:
                 sock.setsockopt(SOL_UDP, UDP_GRO, 1)
