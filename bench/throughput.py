@@ -251,8 +251,10 @@ def main() -> None:
             print(f"round {rnd + 1}: " + "  ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items() if v),
                   flush=True)
     med = {k: statistics.median(v) for k, v in times.items() if v}
+    packets = -(-len(data) // CHUNK)
     for name, seconds in med.items():
-        print(f"{name:8s} median {seconds:.3f} s  {len(data) / seconds / MIB:8.1f} MiB/s")
+        print(f"{name:8s} median {seconds:.3f} s  {len(data) / seconds / MIB:8.1f} MiB/s  "
+              f"{seconds / packets * 1e6:6.2f} us per packet")
     if args.only in (None, "floor"):
         floor = med["floor"]
         print(f"floors: udp/floor={med['udp'] / floor:.2f} gso/floor={med['gso'] / floor:.2f} "
