@@ -4,6 +4,7 @@ address (RFC 9000 §9.6) takes the client there after the handshake; the errors 
 quic_sock_connection_migrate."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import threading
@@ -12,14 +13,16 @@ from contextlib import contextmanager
 
 import pytest
 
-from quichsd import HandshakeConfig
+from quichsd import HandshakeConfig, HandshakeError
 from quichsd.abi import lib as L
 from quichsd.abi import pack_event_option
 from quichsd.handshake import quic_handshake
 from quichsd.kernel_numbers import QuicEvent
+from quichsd.quic.transport_params import TransportParameters
 from quichsd.sock import QuicSocket
 from quichsd.sock.base import RecvKind
 from quichsd.sock.sockaddr import pack_sockaddr
+from tests.sim.relay import ImpairingRelay
 from tests.sim.transfer import connected_pair
 from tests.sockets import Pki
 
@@ -67,9 +70,6 @@ def test_client_moves_to_a_new_local_address_and_the_echo_goes_on(pki: Pki) -> N
             sock.setsockopt(L.QUIC_SOCKOPT_EVENT, EVENT_ON)
         old_local = client.getsockname()
         client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(new_local))
-        with pytest.raises(OSError) as busy:  # the switch is pending
-            client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.3")))
-        assert busy.value.errno == errno.EAGAIN
         thread = threading.Thread(target=echo_once, args=(server, events["server"], True), daemon=True)
         thread.start()
         client.send(b"after the move", 0, fin=True)
@@ -82,21 +82,18 @@ def test_client_moves_to_a_new_local_address_and_the_echo_goes_on(pki: Pki) -> N
 
 
 def test_migration_errors(pki: Pki) -> None:
-    with connected_pair(*_configs(pki)) as (client, _server):
-        here = client.getsockname()
-        cases = [
-            (("127.0.0.2", 0), errno.EINVAL),  # port 0
-            (tuple(here), errno.EINVAL),  # the address in use
-            (("::1", free_udp()[1], 0, 0), errno.EINVAL),  # another family
-        ]
-        for addr, code in cases:
-            with pytest.raises(OSError) as exc:
-                client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(addr))
-            assert exc.value.errno == code, addr
-        client.close()
-        with pytest.raises(OSError) as closed:
-            client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
-        assert closed.value.errno == errno.EPIPE
+    relays: list[ImpairingRelay] = []
+
+    def route(server: tuple[str, int]) -> tuple[str, int]:
+        relays.append(ImpairingRelay(server).start())
+        return relays[0].address
+
+    try:
+        with connected_pair(*_configs(pki), route) as (client, _server):
+            _errors_on(client, relays[0])
+    finally:
+        for relay in relays:
+            relay.stop()
     listener = QuicSocket(socket.AF_INET, backend="sim")
     try:
         listener.bind(("127.0.0.1", 0))
@@ -106,6 +103,29 @@ def test_migration_errors(pki: Pki) -> None:
         assert listening.value.errno == errno.EPIPE
     finally:
         listener.close()
+
+
+def _errors_on(client: QuicSocket, relay: ImpairingRelay) -> None:
+    """The errno of socket.c quic_sock_connection_migrate on an established client."""
+    here = client.getsockname()
+    cases = [
+        (("127.0.0.2", 0), errno.EINVAL),  # port 0
+        (tuple(here), errno.EINVAL),  # the address in use
+        (("::1", free_udp()[1], 0, 0), errno.EINVAL),  # another family
+    ]
+    for addr, code in cases:
+        with pytest.raises(OSError) as exc:
+            client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(addr))
+        assert exc.value.errno == code, addr
+    relay.blackhole(1.0, "to_client")  # no PATH_RESPONSE can end the move before the next call
+    client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
+    with pytest.raises(OSError) as busy:  # the switch is pending
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.3")))
+    assert busy.value.errno == errno.EAGAIN
+    client.shutdown(socket.SHUT_RDWR)  # CLOSED: EPIPE (the QEMU tier checks the kernel's)
+    with pytest.raises(OSError) as closed:
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
+    assert closed.value.errno == errno.EPIPE
 
 
 @contextmanager
@@ -164,3 +184,35 @@ def test_client_moves_to_the_servers_preferred_address(pki: Pki) -> None:
     # As the kernel: the client's socket stays (its peer moved: 0); the server's local
     # address changed (1).
     assert events == {"client": [bytes((MIGRATION, 0))], "server": [bytes((MIGRATION, 1))]}
+
+
+def test_a_taken_preferred_address_is_refused_and_not_advertised() -> None:
+    """The simulation binds the preferred address when it is set (the kernel when the
+    handshake completes): a taken one fails there, and the server advertises nothing."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.2", 0))
+    listener = QuicSocket(socket.AF_INET, backend="sim")
+    client = QuicSocket(socket.AF_INET, backend="sim")
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(10)
+        client.connect(listener.getsockname())
+        client.settimeout(3)
+
+        def hello() -> None:  # its ClientHello makes the server connection; the rest fails
+            with contextlib.suppress(OSError, HandshakeError):
+                quic_handshake(client, HandshakeConfig(alpns=["bulk"], verify=False, timeout=3))
+
+        threading.Thread(target=hello, daemon=True).start()
+        conn, _ = listener.accept()
+        with conn:
+            with pytest.raises(OSError) as exc:
+                conn.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(taken.getsockname()))
+            assert exc.value.errno == errno.EADDRINUSE
+            blob = conn.getsockopt(L.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, 512)
+            assert TransportParameters.decode(blob, "server").preferred_address is None
+    finally:
+        client.close()
+        listener.close()
+        taken.close()

@@ -507,10 +507,14 @@ class SimQuicSocket(QuicSocketBackend):
         if _same_address(current, addr):
             raise _err(errno.EINVAL, "CONNECTION_MIGRATION to the address in use")
         if conn.state is ConnState.ESTABLISHING:
-            _sim(conn.set_preferred_address, addr)
-            # Bound now (the kernel binds it when the handshake completes): the client may
-            # come at any time after that.
-            conn.set_preferred_address(endpoint.bind_path(conn, addr))
+            _sim(conn.set_preferred_address, addr)  # EINVAL first, as the kernel checks
+            try:
+                # Bound now (the kernel binds it when the handshake completes): the client
+                # may come at any time after that.
+                conn.set_preferred_address(endpoint.bind_path(conn, addr))
+            except OSError:
+                conn.address.path.preferred_local = None  # nothing advertised
+                raise
             return
         if len(addr) != len(current):
             raise _err(errno.EINVAL, "CONNECTION_MIGRATION to another address family")

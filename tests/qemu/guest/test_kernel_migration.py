@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,7 @@ from quichsd import HandshakeConfig, QuicSocket, abi, quic_handshake
 from quichsd.abi import pack_event_option
 from quichsd.kernel_numbers import QuicEvent
 from quichsd.sock.sockaddr import pack_sockaddr
+from tests.sim.relay import ImpairingRelay
 from tests.sim.test_socket_migration import free_udp, read_until
 
 L = abi.lib
@@ -27,6 +29,7 @@ MIGRATION = int(QuicEvent.CONNECTION_MIGRATION)
 EVENT_ON = pack_event_option(QuicEvent.CONNECTION_MIGRATION, True)
 BACKENDS = [("kernel", "sim"), ("sim", "kernel")]
 IDS = ["kernel-client-sim-server", "sim-client-kernel-server"]
+BLACKHOLE = 9.0  # seconds: more than the 6 s a client probes before it gives a path up
 
 pytestmark = pytest.mark.usefixtures("quic_module")
 
@@ -35,10 +38,30 @@ Prepare = Callable[[QuicSocket], None]
 
 
 @contextmanager
-def pair(pki, client_backend: str, server_backend: str,
-         before_handshake: Prepare | None = None) -> Iterator[tuple[QuicSocket, QuicSocket]]:
+def pair_through_relay(pki, client_backend: str, server_backend: str
+                       ) -> Iterator[tuple[QuicSocket, QuicSocket, ImpairingRelay]]:
+    """pair() with the client talking to the server through tests/sim/relay.py."""
+    relays: list[ImpairingRelay] = []
+
+    def route(server: tuple[str, int]) -> tuple[str, int]:
+        relays.append(ImpairingRelay(server).start())
+        return relays[0].address
+
+    try:
+        with pair(pki, client_backend, server_backend, route=route) as (client, server):
+            yield client, server, relays[0]
+    finally:
+        for relay in relays:
+            relay.stop()
+
+
+@contextmanager
+def pair(pki, client_backend: str, server_backend: str, before_handshake: Prepare | None = None,
+         route: Callable[[tuple[str, int]], tuple[str, int]] | None = None
+         ) -> Iterator[tuple[QuicSocket, QuicSocket]]:
     """(client, accepted server connection) after both handshakes, events on; the server
-    connection gets `before_handshake(conn)` before its handshake starts."""
+    connection gets `before_handshake(conn)` before its handshake starts; `route(server)`:
+    where the client connects instead (a relay)."""
     listener = QuicSocket(socket.AF_INET, backend=server_backend)
     listener.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
     listener.bind(("127.0.0.1", 0))
@@ -68,7 +91,8 @@ def pair(pki, client_backend: str, server_backend: str,
     client.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
     client.settimeout(TCG_SLACK)
     try:
-        client.connect(listener.getsockname()[:2])
+        address = tuple(listener.getsockname()[:2])
+        client.connect(route(address) if route else address)
         client.setsockopt(L.QUIC_SOCKOPT_EVENT, EVENT_ON)
         quic_handshake(client, HandshakeConfig(alpns=["h3"], cafile=pki.ca_file, hostname="localhost",
                                                timeout=TCG_SLACK))
@@ -83,14 +107,16 @@ def pair(pki, client_backend: str, server_backend: str,
         listener.close()
 
 
-def echo_with_events(client: QuicSocket, server: QuicSocket, payload: bytes) -> tuple[bytes, list, list]:
-    """The client sends `payload`; the server echoes it once it has its data and an event;
-    the client reads the echo and its own event. (echo, client events, server events)."""
+def echo_with_events(client: QuicSocket, server: QuicSocket, payload: bytes,
+                     server_event: bool = True) -> tuple[bytes, list, list]:
+    """The client sends `payload`; the server echoes it once it has its data (and an event,
+    if `server_event`); the client reads the echo and its own event. (echo, client events,
+    server events)."""
     server_events: list[bytes] = []
     client_events: list[bytes] = []
 
     def echo() -> None:
-        data = read_until(server, server_events, want_event=True)
+        data = read_until(server, server_events, want_event=server_event)
         server.send(data, -1, fin=True)
 
     thread = threading.Thread(target=echo, daemon=True)
@@ -101,16 +127,28 @@ def echo_with_events(client: QuicSocket, server: QuicSocket, payload: bytes) -> 
     return echoed, client_events, server_events
 
 
+def sim_dcid(client: QuicSocket, server: QuicSocket) -> bytes:
+    """The destination CID the simulated end sends with."""
+    sim = client if client.backend_name == "sim" else server
+    conn = sim.backend.conn  # type: ignore[attr-defined]
+    return bytes(conn.peer_cid)
+
+
 @pytest.mark.parametrize(("client_backend", "server_backend"), BACKENDS, ids=IDS)
 def test_client_migrates_actively(pki, client_backend: str, server_backend: str) -> None:
+    """Also RFC 9000 §9.5 as the simulated end sees it: a sim client moves to the kernel
+    server's next CID; a sim server moves to the kernel client's next one, because the kernel
+    client came with a new CID of ours."""
     new_local = free_udp("127.0.0.2")
     with pair(pki, client_backend, server_backend) as (client, server):
         client.send(b"warm up", -1, new=True, fin=True)  # the server's CIDs reach the client
         read_until(server, [], want_event=False)
+        dcid = sim_dcid(client, server)
         client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(new_local))
         echoed, client_events, server_events = echo_with_events(client, server, b"after the move")
         assert tuple(client.getsockname()[:2]) == new_local
         assert tuple(server.getpeername()[:2]) == new_local
+        assert sim_dcid(client, server) != dcid
     assert echoed == b"after the move"
     assert client_events == [bytes((MIGRATION, 1))]
     assert server_events == [bytes((MIGRATION, 0))]
@@ -133,17 +171,76 @@ def test_client_moves_to_the_preferred_address(pki, client_backend: str, server_
 
 
 @pytest.mark.parametrize("backend", ["kernel", "sim"])
+def test_unanswered_migration_is_given_up(pki, backend: str) -> None:
+    """Every answer to the client is dropped while it moves (a relay's blackhole): the
+    PATH_CHALLENGE goes unanswered, the client gives the path up after its resends (the
+    kernel's PATH timer, max(2 PTO, 1.5 s) each, three resends: 6 s at least) and stays where
+    it was, without an event; a second move, once the blackhole is over, succeeds."""
+    server_peer = "sim"
+    first, second = free_udp("127.0.0.2"), free_udp("127.0.0.3")
+    with pair_through_relay(pki, backend, server_peer) as (client, server, relay):
+        client.send(b"warm up", -1, new=True, fin=True)
+        read_until(server, [], want_event=False)
+        old_local = tuple(client.getsockname()[:2])
+        relay.blackhole(BLACKHOLE, "to_client")
+        started = time.monotonic()
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(first))
+        given_up = None
+        while given_up is None and time.monotonic() - started < BLACKHOLE + 10:
+            try:
+                client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(second))
+            except OSError as exc:
+                assert exc.errno == errno.EAGAIN, exc
+                assert tuple(client.getsockname()[:2]) == old_local  # still on the old path
+                time.sleep(0.25)  # polling the socket's state: nothing else shows it
+                continue
+            given_up = time.monotonic() - started
+        assert given_up is not None and given_up >= 4 * 1.5 - 0.5, given_up
+        # The relay hides the client's address from the server: no event there.
+        echoed, client_events, _ = echo_with_events(client, server, b"second move", server_event=False)
+        assert tuple(client.getsockname()[:2]) == second
+    assert echoed == b"second move"
+    assert client_events == [bytes((MIGRATION, 1))]  # the second move only
+
+
+@pytest.mark.parametrize("backend", ["kernel", "sim"])
+def test_preferred_address_is_for_servers(pki, backend: str) -> None:
+    """ESTABLISHING: a client may not set it (EINVAL); a listener gets EPIPE."""
+    listener = QuicSocket(socket.AF_INET, backend=backend)
+    client = QuicSocket(socket.AF_INET, backend=backend)
+    try:
+        listener.setsockopt(L.QUIC_SOCKOPT_ALPN, b"h3")
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with pytest.raises(OSError) as on_listener:
+            listener.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
+        assert on_listener.value.errno == errno.EPIPE
+        client.connect(listener.getsockname()[:2])
+        with pytest.raises(OSError) as on_client:
+            client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
+        assert on_client.value.errno == errno.EINVAL
+    finally:
+        client.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("backend", ["kernel", "sim"])
 def test_migration_errors(pki, backend: str) -> None:
     """socket.c quic_sock_connection_migrate's errno, on both backends alike."""
     peer = "sim" if backend == "kernel" else "kernel"
-    with pair(pki, backend, peer) as (client, _server):
+    with pair_through_relay(pki, backend, peer) as (client, _server, relay):
         here = tuple(client.getsockname()[:2])
         for addr, code in [(("127.0.0.2", 0), errno.EINVAL), (here, errno.EINVAL),
                            (("::1", 4433, 0, 0), errno.EINVAL)]:
             with pytest.raises(OSError) as exc:
                 client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(addr))
             assert exc.value.errno == code, (addr, exc.value)
+        relay.blackhole(1.0, "to_client")  # no PATH_RESPONSE can end the move before the next call
         client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.2")))
         with pytest.raises(OSError) as busy:
             client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.3")))
         assert busy.value.errno == errno.EAGAIN
+        client.shutdown(socket.SHUT_RDWR)
+        with pytest.raises(OSError) as closed:
+            client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.3")))
+        assert closed.value.errno == errno.EPIPE
