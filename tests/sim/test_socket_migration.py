@@ -23,7 +23,7 @@ from quichsd.sock import QuicSocket
 from quichsd.sock.base import RecvKind
 from quichsd.sock.sockaddr import pack_sockaddr
 from tests.sim.relay import ImpairingRelay
-from tests.sim.transfer import connected_pair
+from tests.sim.transfer import connected_pair, payload, transfer
 from tests.sockets import Pki
 
 MIGRATION = int(QuicEvent.CONNECTION_MIGRATION)
@@ -216,3 +216,17 @@ def test_a_taken_preferred_address_is_refused_and_not_advertised() -> None:
         client.close()
         listener.close()
         taken.close()
+
+
+@pytest.mark.parametrize("upload", [True, False], ids=["upload", "download"])
+def test_a_transfer_across_the_move_arrives_intact(pki: Pki, upload: bool) -> None:
+    """The move starts as the transfer does (the new path is validated while data flows on
+    the old one); 2 MiB arrive intact and both ends end up on the new address."""
+    new_local = free_udp("127.0.0.2")
+    data = payload(2 << 20)
+    with connected_pair(*_configs(pki)) as (client, server):
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(new_local))
+        result = transfer(client, server, data, upload=upload, timeout=30)
+        assert tuple(client.getsockname()) == new_local
+        assert tuple(server.getpeername()) == new_local
+    assert result.intact

@@ -13,6 +13,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from .path import Route
+from .udp_io import UdpIO
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
@@ -23,16 +24,16 @@ log = logging.getLogger(__name__)
 
 Address = tuple[Any, ...]
 MAX_READS = 64
-RECV_BUFFER = 65536
 
 
 class LocalPaths:
-    __slots__ = ("_endpoint", "_poller", "sockets", "_users", "_epoll")
+    __slots__ = ("_endpoint", "_poller", "sockets", "_io", "_users", "_epoll")
 
     def __init__(self, endpoint: Endpoint, poller: Any) -> None:
         self._endpoint = endpoint
         self._poller = poller  # the endpoint's leader poll set
         self.sockets: dict[Address, socket.socket] = {}  # by the bound address
+        self._io: dict[Address, UdpIO] = {}  # batched I/O on each, as the endpoint's own
         self._users: dict[Any, set[Address]] = {}  # connection -> addresses it holds
         self._epoll: Any = None  # once there are other sockets: the reactor's one fd for all
 
@@ -59,6 +60,7 @@ class LocalPaths:
             raise
         bound = sock.getsockname()
         self.sockets[bound] = sock
+        self._io[bound] = UdpIO(sock)
         self._users.setdefault(conn, set()).add(bound)
         self._poller.register(sock.fileno(), select.POLLIN)
         if self._epoll is None:
@@ -76,6 +78,7 @@ class LocalPaths:
 
     def _close_one(self, bound: Address) -> None:
         sock = self.sockets.pop(bound)
+        del self._io[bound]
         with contextlib.suppress(KeyError, OSError, ValueError):
             self._poller.unregister(sock.fileno())
         if self._epoll is not None:
@@ -94,31 +97,35 @@ class LocalPaths:
     def send_routed(self, datagrams: list[tuple[bytes, Any]]) -> list[tuple[bytes, Any]]:
         """Send the datagrams of paths through these sockets; the others are returned."""
         rest = []
+        routed: dict[Address, list[tuple[bytes, Any]]] = {}
         for data, addr in datagrams:
-            if type(addr) is not Route:
+            if type(addr) is Route:
+                routed.setdefault(addr.local, []).append((data, addr.peer))
+            else:
                 rest.append((data, addr))
-                continue
-            sock = self.sockets.get(addr.local)
-            if sock is None:
-                continue  # given up meanwhile: lost as on UDP
-            try:
-                sock.sendto(data, addr.peer)
-            except OSError as exc:
-                log.debug("sendto %s from %s: %s", addr.peer, addr.local, exc)
+        for local, out in routed.items():
+            io = self._io.get(local)
+            if io is not None:  # else closed meanwhile: lost as on UDP
+                io.send(out)
         return rest
 
     def read(self, now: float, lag: float) -> None:
         """What arrived at the other addresses, each datagram marked with its path."""
-        for bound, sock in list(self.sockets.items()):
-            for _ in range(MAX_READS):
+        for bound, io in list(self._io.items()):
+            read = 0
+            while read < MAX_READS:
                 try:
-                    data, addr = sock.recvfrom(RECV_BUFFER)
+                    datagrams, addr = io.receive()
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:  # ICMP errors surface here on Linux
                     log.debug("recvfrom at %s: %s", bound, exc)
+                    read += 1
                     continue
-                try:
-                    self._endpoint.deliver_on_path(data, Route(addr, bound), now, lag)
-                except Exception:  # a datagram must not take the simulated kernel down
-                    log.exception("simulation endpoint: a datagram at %s from %s failed", bound, addr)
+                read += len(datagrams)
+                route = Route(addr, bound)
+                for data in datagrams:
+                    try:
+                        self._endpoint.deliver_on_path(data, route, now, lag)
+                    except Exception:  # a datagram must not take the simulated kernel down
+                        log.exception("simulation endpoint: a datagram at %s from %s failed", bound, addr)
