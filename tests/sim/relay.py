@@ -145,9 +145,17 @@ class ImpairingRelay:
 
     # ---- the relay's thread -------------------------------------------------------------------
 
-    def spoofer_received(self) -> list[bytes]:
-        """What the server sent to the spoofed address (read once, without waiting)."""
+    def spoofer_received(self, wait: float = 0.0) -> list[bytes]:
+        """What the server sent to the spoofed address: read once, waiting up to `wait`
+        seconds for the first datagram (a loaded machine may run the transfer to its end
+        before the server's probe has been read here)."""
         got = []
+        if wait > 0:
+            self._spoofer.settimeout(wait)
+            try:
+                got.append(self._spoofer.recv(65536))
+            except TimeoutError:
+                return got
         self._spoofer.setblocking(False)
         while True:
             try:

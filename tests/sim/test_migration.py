@@ -66,7 +66,7 @@ def test_spoofed_source_does_not_move_the_path(pki: Pki) -> None:
             result = transfer(client, server, data, upload=False, timeout=30)
             peer = server.getpeername()
             relay = relays[0]
-            probes = relay.spoofer_received()
+            probes = relay.spoofer_received(wait=5.0)
             real = relay.upstream_address()
     finally:
         for relay in relays:
