@@ -73,7 +73,9 @@ def test_spoofed_source_does_not_move_the_path(pki: Pki) -> None:
             relay.stop()
     assert result.intact
     assert tuple(peer) == real and real != relay.spoofed_from
-    assert len(probes) == 1 and len(probes[0]) <= 3 * relay.spoofed_size  # probed within the limit
+    # Probed, and within the limit for an address that sent one datagram (§8.1: what the
+    # challenge's retransmissions add counts too).
+    assert probes and sum(len(p) for p in probes) <= 3 * relay.spoofed_size
 
 
 def test_migration_event_on_the_server(pki: Pki) -> None:
