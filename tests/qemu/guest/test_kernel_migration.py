@@ -8,6 +8,7 @@ getpeername, and that the echo goes on."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from quichsd.kernel_numbers import QuicEvent
 from quichsd.sock.sockaddr import pack_sockaddr
 from tests.sim.relay import ImpairingRelay
 from tests.sim.test_socket_migration import free_udp, read_until
+from tests.sim.transfer import payload, recv_all
 
 L = abi.lib
 TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
@@ -244,3 +246,39 @@ def test_migration_errors(pki, backend: str) -> None:
         with pytest.raises(OSError) as closed:
             client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(free_udp("127.0.0.3")))
         assert closed.value.errno == errno.EPIPE
+
+
+@pytest.mark.parametrize(("client_backend", "server_backend"), BACKENDS, ids=IDS)
+def test_a_transfer_across_the_move_arrives_intact(pki, client_backend: str, server_backend: str) -> None:
+    """As tests/sim/test_socket_migration.py on the simulation alone: the move starts as the
+    upload does, the data arrives intact and both ends end up on the new address."""
+    new_local = free_udp("127.0.0.2")
+    data = payload(256 << 10)
+    with pair(pki, client_backend, server_backend) as (client, server):
+        client.setsockopt(L.QUIC_SOCKOPT_EVENT, pack_event_option(QuicEvent.CONNECTION_MIGRATION, False))
+        server.setsockopt(L.QUIC_SOCKOPT_EVENT, pack_event_option(QuicEvent.CONNECTION_MIGRATION, False))
+        client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(new_local))
+        digest = upload(client, server, data)
+        assert tuple(client.getsockname()[:2]) == new_local
+        assert tuple(server.getpeername()[:2]) == new_local
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+def upload(client: QuicSocket, server: QuicSocket, data: bytes) -> str:
+    """`data` on a new client stream (blocking sends: both backends wait for credit); the
+    server answers the SHA-256 it read, which is returned."""
+    def receive() -> None:
+        stream_id, digest, _length = recv_all(server)
+        server.send(digest.encode(), stream_id, fin=True)
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    view, sent = memoryview(data), 0
+    while sent < len(data):
+        sent += client.send(bytes(view[sent:]), -1, new=sent == 0, fin=True)
+    answer, fin = b"", False
+    while not fin:
+        chunk, _, fin = client.recv()
+        answer += chunk
+    thread.join(TCG_SLACK)
+    return answer.decode()
