@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from . import abi
+from .quic.close_text import describe_peer_close
 from .quic.errors import QuicErrorCode
 from .sock import QuicSocketBackend, SocketLike, as_backend
 from .sock.base import RecvItem
@@ -598,14 +599,16 @@ class _Driver:
             # a timeout like our own deadline's. (Its 30 s
             # run from connect(), so it fires just before a 30 s handshake deadline.)
             return self.timed_out("handshake timed out (idle timeout)")
-        detail = ""
-        if info is not None and info.errcode:
-            phrase = info.phrase.decode(errors="replace")
-            detail = f" (close code 0x{info.errcode:x}{': ' + phrase if phrase else ''})"
         code = exc.errno or errno.EIO
         if info is not None and info.errcode == QuicErrorCode.VERSION_NEGOTIATION_ERROR:
             code = errno.EPROTONOSUPPORT  # no version in common, as the kernel's select_version
-        return HandshakeError(code, f"connection closed during the handshake: {exc}{detail}")
+        if info is not None and info.errcode:
+            # The close in words once (the socket's own error may name it too); the close
+            # info has no application bit, so the code is read in the transport space.
+            why = describe_peer_close(info.errcode, info.phrase, app=None)
+        else:
+            why = exc.strerror or os.strerror(code)
+        return HandshakeError(code, f"connection closed during the handshake: {why}")
 
     def fail(self, exc: TlsError) -> None:
         """Tell the peer why (CONNECTION_CLOSE carries 0x100+alert where the backend can)."""
