@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from quichsd.kernel_numbers import QuicEvent
+from quichsd.kernel_numbers import CryptoLevel, QuicEvent
 from quichsd.quic.transport_params import TransportParameters
 from quichsd.sock.sim import SimConnection
 from quichsd.sock.sim.errors import SimError
@@ -21,6 +21,7 @@ from tests.sim.driver import ADDR_C, ADDR_S, SimAgent, SimServer, Wire, handshak
 NEW_LOCAL = ("127.0.0.9", 5000)  # the client's new local address (a Route's, never bound here)
 CLIENT_MOVED = ("127.0.0.9", 5000)  # where the server sees the client after the move
 MIGRATION = int(QuicEvent.CONNECTION_MIGRATION)
+APP = int(CryptoLevel.APP)
 
 
 def _confirmed_pair() -> tuple[SimAgent, SimServer, Wire]:
@@ -84,6 +85,30 @@ def test_nat_rebinding_keeps_the_cid() -> None:
         s.receive_datagram(data, ("127.0.0.1", 40999), wire.now)
     probes = [d for d, addr in _out(s, wire.now) if addr == ("127.0.0.1", 40999)]
     assert len(probes) == 1 and probes[0][1:9] == s_dcid
+
+
+def test_a_parked_packet_from_a_new_address_is_probed_when_replayed() -> None:
+    """A 1-RTT packet that waited for its receive key (spec §2.4) is judged on the address
+    it came from when it is replayed, as the kernel replays each buffered skb with its own:
+    from a new address, the server probes that address (it used to take the address of the
+    datagram that was being read when the key came in, and probe nothing)."""
+    client, server, wire = _confirmed_pair()
+    c, s = client.conn, server.conn
+    assert c is not None and s is not None
+    elsewhere = ("127.0.0.1", 40998)
+    c.stream_send(0, b"hello", fin=False)
+    packets = _out(c, wire.now)
+    key = s.keys.recv.pop(APP)  # as before the 1-RTT receive key is installed
+    for data, _ in packets:
+        s.receive_datagram(data, elsewhere, wire.now)
+    assert not [d for d, addr in _out(s, wire.now) if addr == elsewhere]  # parked, not read
+    c.stream_send(0, b"again", fin=False)
+    for data, _ in _out(c, wire.now):  # a later packet from the client's own address, parked too
+        s.receive_datagram(data, ADDR_C, wire.now)
+    s.keys.recv[APP] = key
+    s.receiver.replay_parked(APP)
+    probes = [d for d, addr in _out(s, wire.now) if addr == elsewhere]
+    assert len(probes) == 1 and s.peer_addr == ADDR_C  # probed; not moved before it answers
 
 
 def test_unanswered_challenge_is_resent_then_given_up() -> None:

@@ -8,6 +8,7 @@ leave nothing."""
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 from ...kernel_numbers import QuicEvent
 from ...quic.packet_protection import CIPHERS, PacketKey, UnprotectError
@@ -20,6 +21,7 @@ from .packets import PacketHeader, unprotect_packet
 __all__ = ["LevelKeys", "KeyPhase", "MAX_PARKED_PACKETS"]
 
 MAX_PARKED_PACKETS = 64  # packets parked per level while their keys are missing
+ParkedPacket = tuple[bytes, float, Any, int]
 
 
 class LevelKeys:
@@ -33,7 +35,9 @@ class LevelKeys:
         # Initial receive keys of a version the connection moved away from (RFC 9368 §2.3):
         # the peer's packets of the old version may still arrive.
         self.alt_initial_recv: dict[int, PacketKey] = {}
-        self.parked: dict[int, list[tuple[bytes, float]]] = {HANDSHAKE: [], EARLY: [], APP: []}
+        # (packet, arrival time, the datagram's source address and size): a replayed packet
+        # is judged on its own path, as the kernel replays each buffered skb with its address.
+        self.parked: dict[int, list[ParkedPacket]] = {HANDSHAKE: [], EARLY: [], APP: []}
 
     def install_initial(self, client: PacketKey, server: PacketKey, is_client: bool) -> None:
         self.send[INITIAL], self.recv[INITIAL] = (client, server) if is_client else (server, client)
@@ -65,12 +69,12 @@ class LevelKeys:
         self.parked.pop(level, None)
         return True
 
-    def park(self, level: int, packet: bytes, now: float) -> None:
+    def park(self, level: int, packet: bytes, now: float, source: Any, size: int) -> None:
         parked = self.parked.get(level)
         if parked is not None and len(parked) < MAX_PARKED_PACKETS:
-            parked.append((packet, now))
+            parked.append((packet, now, source, size))
 
-    def take_parked(self, level: int) -> list[tuple[bytes, float]]:
+    def take_parked(self, level: int) -> list[ParkedPacket]:
         parked = self.parked.get(level)
         if not parked:
             return []

@@ -136,7 +136,7 @@ class Receiver(LifecycleView):
         else:
             key = self.keys.recv.get(level)
             if key is None:
-                self.keys.park(level, data[header.start:header.end], now)
+                self.keys.park(level, data[header.start:header.end], now, self.source, self.size)
                 return False
         space = self.spaces[SPACE_OF[level]]
         if opened is not None and opened.key is key and space.largest_received < 0:
@@ -241,14 +241,18 @@ class Receiver(LifecycleView):
         if not parked:
             return
         self.lag = 0.0  # replayed from a socket call, not read late from the socket
-        for packet, when in parked:
-            if self.lifecycle.state is _CLOSED:
-                return
-            try:
-                header = parse_header(packet, 0, len(self.cids.local_cid))
-            except PacketError:
-                continue
-            self._receive_packet(packet, header, max(when, self.timers.now))
+        source, size = self.source, self.size
+        try:
+            for packet, when, self.source, self.size in parked:
+                if self.lifecycle.state is _CLOSED:
+                    return
+                try:
+                    header = parse_header(packet, 0, len(self.cids.local_cid))
+                except PacketError:
+                    continue
+                self._receive_packet(packet, header, max(when, self.timers.now))
+        finally:
+            self.source, self.size = source, size
 
     # ---- frames --------------------------------------------------------------------------------
 
