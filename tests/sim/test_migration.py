@@ -63,7 +63,10 @@ def test_spoofed_source_does_not_move_the_path(pki: Pki) -> None:
     data = payload(MIB // 2)
     try:
         with connected_pair(*_configs(pki), _through(relays, spoof_at=15)) as (client, server):
-            result = transfer(client, server, data, upload=False, timeout=30)
+            # An upload: the copied datagram is a full data packet. (In a download the client
+            # sends only ACKs, and on a fast run its 15th datagram was already its
+            # CONNECTION_CLOSE, which rightly probes nothing.)
+            result = transfer(client, server, data, upload=True, timeout=30)
             peer = server.getpeername()
             relay = relays[0]
             probes = relay.spoofer_received(wait=5.0)
