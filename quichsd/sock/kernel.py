@@ -393,13 +393,11 @@ class KernelQuicSocket(QuicSocketBackend):
         for an all-zero close: an idle timeout, or a peer's close() with no code or phrase,
         which the kernel does not tell apart. The kernel keeps no bit saying whether the
         peer's close was an application's, so the code is read in the transport space."""
-        fd = self._sock.fileno()
-        if fd < 0:
+        try:
+            info = abi.unpack_connection_close(self.getsockopt(lib.QUIC_SOCKOPT_CONNECTION_CLOSE,
+                                                               _CLOSE_INFO_SIZE))
+        except OSError:  # closed here (EBADF), or the option refused
             return None
-        buf, length = _inout_buffer(_CLOSE_INFO_SIZE)
-        if lib.quic_getsockopt_inout(fd, lib.QUIC_SOCKOPT_CONNECTION_CLOSE, buf, length) < 0:
-            return None
-        info = abi.unpack_connection_close(ffi.buffer(buf, length[0])[:])
         if not info.errcode and not info.phrase:
             return None
         return describe_peer_close(info.errcode, info.phrase, app=None)
