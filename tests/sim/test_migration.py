@@ -15,9 +15,8 @@ from quichsd.abi import lib as L
 from quichsd.abi import pack_event_option
 from quichsd.kernel_numbers import QuicEvent
 from quichsd.sock import QuicSocket
-from quichsd.sock.base import RecvKind
 from tests.sim.relay import ImpairingRelay
-from tests.sim.transfer import Address, connected_pair, payload, transfer
+from tests.sim.transfer import Address, connected_pair, payload, read_until, transfer
 from tests.sockets import Pki
 
 MIB = 1 << 20
@@ -95,7 +94,7 @@ def test_migration_event_on_the_server(pki: Pki) -> None:
             thread = threading.Thread(target=_echo_after_event, args=(server, events["server"]), daemon=True)
             thread.start()
             client.send(b"ping", 0, fin=True)
-            echoed = _read(client, events["client"])
+            echoed = read_until(client, events["client"], want_event=False)
             thread.join(10)
             assert server.getpeername() == relays[0].upstream_address()
     finally:
@@ -105,19 +104,6 @@ def test_migration_event_on_the_server(pki: Pki) -> None:
     assert events == {"server": [bytes((QuicEvent.CONNECTION_MIGRATION, 0))], "client": []}
 
 
-def _read(sock: QuicSocket, events: list[bytes], want_event: bool = False) -> bytes:
-    """Stream data to its FIN (and, if `want_event`, until an event came too)."""
-    got, fin = bytearray(), False
-    while not fin or (want_event and not events):
-        item = sock.recv_item(MIB)
-        if item.kind is RecvKind.EVENT:
-            events.append(item.data)
-        elif item.kind is RecvKind.STREAM:
-            got += item.data
-            fin = fin or bool(item.stream_flags & L.MSG_QUIC_STREAM_FIN)
-    return bytes(got)
-
-
 def _echo_after_event(sock: QuicSocket, events: list[bytes]) -> None:
-    data = _read(sock, events, want_event=True)
+    data = read_until(sock, events, want_event=True)
     sock.send(data, 0, fin=True)

@@ -20,10 +20,9 @@ from quichsd.handshake import quic_handshake
 from quichsd.kernel_numbers import QuicEvent
 from quichsd.quic.transport_params import TransportParameters
 from quichsd.sock import QuicSocket
-from quichsd.sock.base import RecvKind
 from quichsd.sock.sockaddr import pack_sockaddr
 from tests.sim.relay import ImpairingRelay
-from tests.sim.transfer import connected_pair, payload, transfer
+from tests.sim.transfer import connected_pair, echo_once, free_udp, payload, read_until, transfer
 from tests.sockets import Pki
 
 MIGRATION = int(QuicEvent.CONNECTION_MIGRATION)
@@ -35,31 +34,6 @@ def _configs(pki: Pki) -> tuple[HandshakeConfig, HandshakeConfig]:
                              timeout=10)
     client = HandshakeConfig(alpns=["bulk"], hostname="localhost", cafile=pki.ca_file, timeout=10)
     return server, client
-
-
-def free_udp(host: str = "127.0.0.1") -> tuple[str, int]:
-    """An address with a port nothing is bound to right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()
-
-
-def read_until(sock: QuicSocket, events: list[bytes], *, want_event: bool) -> bytes:
-    """Stream data to its FIN, and (if `want_event`) until an event came too."""
-    got, fin = bytearray(), False
-    while not fin or (want_event and not events):
-        item = sock.recv_item(1 << 20)
-        if item.kind is RecvKind.EVENT:
-            events.append(item.data)
-        elif item.kind is RecvKind.STREAM:
-            got += item.data
-            fin = fin or bool(item.stream_flags & L.MSG_QUIC_STREAM_FIN)
-    return bytes(got)
-
-
-def echo_once(sock: QuicSocket, events: list[bytes], want_event: bool) -> None:
-    data = read_until(sock, events, want_event=want_event)
-    sock.send(data, -1, fin=True)
 
 
 def test_client_moves_to_a_new_local_address_and_the_echo_goes_on(pki: Pki) -> None:

@@ -1,20 +1,23 @@
 """Bulk transfers between our client and our server over real UDP, for the relay tests and
 bench/throughput.py: one stream carries `size` bytes one way, with FIN; the receiver answers
-the SHA-256 of what it got on the same stream."""
+the SHA-256 of what it got on the same stream. Also the small exchanges the migration
+tests share (read to FIN and an event, echo once)."""
 from __future__ import annotations
 
 import errno
 import hashlib
+import socket
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from quichsd import HandshakeConfig, QuicSocket, abi
+from quichsd.sock.base import RecvKind
 from quichsd.sock.sim.simsocket import SimQuicSocket
 from tests.sock.pairs import Address, handshaken_pair
 
-__all__ = ["payload", "send_all", "recv_all", "TransferResult"]
+__all__ = ["payload", "send_all", "recv_all", "TransferResult", "free_udp", "read_until", "echo_once"]
 
 CHUNK = 256 * 1024
 
@@ -131,3 +134,28 @@ def transfer(client: QuicSocket, server: QuicSocket, data: bytes, *, upload: boo
     if failures:
         raise failures[0]
     return TransferResult(seconds, answer.decode() == hashlib.sha256(data).hexdigest())
+
+
+def free_udp(host: str = "127.0.0.1") -> tuple[str, int]:
+    """An address with a port nothing is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()
+
+
+def read_until(sock: QuicSocket, events: list[bytes], *, want_event: bool) -> bytes:
+    """Stream data to its FIN, and (if `want_event`) until an event came too."""
+    got, fin = bytearray(), False
+    while not fin or (want_event and not events):
+        item = sock.recv_item(1 << 20)
+        if item.kind is RecvKind.EVENT:
+            events.append(item.data)
+        elif item.kind is RecvKind.STREAM:
+            got += item.data
+            fin = fin or bool(item.stream_flags & abi.lib.MSG_QUIC_STREAM_FIN)
+    return bytes(got)
+
+
+def echo_once(sock: QuicSocket, events: list[bytes], want_event: bool) -> None:
+    data = read_until(sock, events, want_event=want_event)
+    sock.send(data, -1, fin=True)

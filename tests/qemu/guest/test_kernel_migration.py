@@ -22,8 +22,7 @@ from quichsd.abi import pack_event_option
 from quichsd.kernel_numbers import QuicEvent
 from quichsd.sock.sockaddr import pack_sockaddr
 from tests.sim.relay import ImpairingRelay
-from tests.sim.test_socket_migration import free_udp, read_until
-from tests.sim.transfer import payload, recv_all
+from tests.sim.transfer import free_udp, payload, read_until, recv_all
 
 L = abi.lib
 TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
