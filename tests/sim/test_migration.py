@@ -16,7 +16,8 @@ from quichsd.abi import pack_event_option
 from quichsd.kernel_numbers import QuicEvent
 from quichsd.sock import QuicSocket
 from tests.sim.relay import ImpairingRelay
-from tests.sim.transfer import Address, connected_pair, payload, read_until, transfer
+from tests.sim.transfer import Address, connected_pair, payload, transfer
+from tests.sock.pairs import stream_to_fin
 from tests.sockets import Pki
 
 MIB = 1 << 20
@@ -94,7 +95,7 @@ def test_migration_event_on_the_server(pki: Pki) -> None:
             thread = threading.Thread(target=_echo_after_event, args=(server, events["server"]), daemon=True)
             thread.start()
             client.send(b"ping", 0, fin=True)
-            echoed = read_until(client, events["client"], want_event=False)
+            echoed = stream_to_fin(client, events["client"], want_event=False)
             thread.join(10)
             assert server.getpeername() == relays[0].upstream_address()
     finally:
@@ -105,5 +106,5 @@ def test_migration_event_on_the_server(pki: Pki) -> None:
 
 
 def _echo_after_event(sock: QuicSocket, events: list[bytes]) -> None:
-    data = read_until(sock, events, want_event=True)
+    data = stream_to_fin(sock, events, want_event=True)
     sock.send(data, 0, fin=True)

@@ -22,7 +22,8 @@ from quichsd.quic.transport_params import TransportParameters
 from quichsd.sock import QuicSocket
 from quichsd.sock.sockaddr import pack_sockaddr
 from tests.sim.relay import ImpairingRelay
-from tests.sim.transfer import connected_pair, echo_once, free_udp, payload, read_until, transfer
+from tests.sim.transfer import connected_pair, echo_once, free_udp, payload, transfer
+from tests.sock.pairs import stream_to_fin
 from tests.sockets import Pki
 
 MIGRATION = int(QuicEvent.CONNECTION_MIGRATION)
@@ -47,7 +48,7 @@ def test_client_moves_to_a_new_local_address_and_the_echo_goes_on(pki: Pki) -> N
         thread = threading.Thread(target=echo_once, args=(server, events["server"], True), daemon=True)
         thread.start()
         client.send(b"after the move", 0, fin=True)
-        echoed = read_until(client, events["client"], want_event=True)
+        echoed = stream_to_fin(client, events["client"], want_event=True)
         thread.join(10)
         assert tuple(client.getsockname()) == new_local != tuple(old_local)
         assert tuple(server.getpeername()) == new_local
@@ -150,7 +151,7 @@ def test_client_moves_to_the_servers_preferred_address(pki: Pki) -> None:
         thread = threading.Thread(target=echo_once, args=(server, events["server"], True), daemon=True)
         thread.start()
         client.send(b"to the preferred address", 0, fin=True)
-        echoed = read_until(client, events["client"], want_event=True)
+        echoed = stream_to_fin(client, events["client"], want_event=True)
         thread.join(10)
         assert tuple(client.getpeername()) == preferred
         assert tuple(server.getsockname()) == preferred

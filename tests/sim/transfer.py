@@ -1,7 +1,7 @@
 """Bulk transfers between our client and our server over real UDP, for the relay tests and
 bench/throughput.py: one stream carries `size` bytes one way, with FIN; the receiver answers
 the SHA-256 of what it got on the same stream. Also the small exchanges the migration
-tests share (read to FIN and an event, echo once)."""
+tests share (a free address, echo once)."""
 from __future__ import annotations
 
 import errno
@@ -13,11 +13,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from quichsd import HandshakeConfig, QuicSocket, abi
-from quichsd.sock.base import RecvKind
 from quichsd.sock.sim.simsocket import SimQuicSocket
-from tests.sock.pairs import Address, handshaken_pair
+from tests.sock.pairs import Address, handshaken_pair, stream_to_fin
 
-__all__ = ["payload", "send_all", "recv_all", "TransferResult", "free_udp", "read_until", "echo_once"]
+__all__ = ["payload", "send_all", "recv_all", "TransferResult", "free_udp", "echo_once"]
 
 CHUNK = 256 * 1024
 
@@ -143,19 +142,6 @@ def free_udp(host: str = "127.0.0.1") -> tuple[str, int]:
         return probe.getsockname()
 
 
-def read_until(sock: QuicSocket, events: list[bytes], *, want_event: bool) -> bytes:
-    """Stream data to its FIN, and (if `want_event`) until an event came too."""
-    got, fin = bytearray(), False
-    while not fin or (want_event and not events):
-        item = sock.recv_item(1 << 20)
-        if item.kind is RecvKind.EVENT:
-            events.append(item.data)
-        elif item.kind is RecvKind.STREAM:
-            got += item.data
-            fin = fin or bool(item.stream_flags & abi.lib.MSG_QUIC_STREAM_FIN)
-    return bytes(got)
-
-
 def echo_once(sock: QuicSocket, events: list[bytes], want_event: bool) -> None:
-    data = read_until(sock, events, want_event=want_event)
+    data = stream_to_fin(sock, events, want_event=want_event)
     sock.send(data, -1, fin=True)

@@ -107,11 +107,12 @@ def read_streams(sock: QuicSocket, fins: int) -> dict[int, bytes]:
 
 
 def stream_to_fin(sock: QuicSocket, events: list[bytes],
-                  on_data: Callable[[int], None] | None = None) -> bytes:
+                  on_data: Callable[[int], None] | None = None, *, want_event: bool = False) -> bytes:
     """One stream's bytes up to its FIN, read a MiB at a time; the events read meanwhile go
-    to `events`, and `on_data(bytes so far)` is called after each piece."""
-    got = bytearray()
-    while True:
+    to `events`, and `on_data(bytes so far)` is called after each piece. `want_event`: after
+    the FIN, go on reading until `events` holds one too."""
+    got, fin = bytearray(), False
+    while not fin or (want_event and not events):
         item = sock.recv_item(1 << 20)
         if item.kind is RecvKind.EVENT:
             events.append(item.data)
@@ -119,5 +120,14 @@ def stream_to_fin(sock: QuicSocket, events: list[bytes],
             got += item.data
             if on_data is not None:
                 on_data(len(got))
-            if item.stream_flags & L.MSG_QUIC_STREAM_FIN:
-                return bytes(got)
+            fin = fin or bool(item.stream_flags & L.MSG_QUIC_STREAM_FIN)
+    return bytes(got)
+
+
+def read_to_fin(sock: QuicSocket) -> tuple[bytes, int]:
+    """Data through QuicSocket.recv() up to a FIN, and the stream it came on."""
+    data, fin, stream_id = b"", False, -1
+    while not fin:
+        chunk, stream_id, fin = sock.recv()
+        data += chunk
+    return data, stream_id

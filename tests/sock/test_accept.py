@@ -118,7 +118,8 @@ def test_the_test_server_survives_it(backend, pki, server_factory, monkeypatch) 
 
 @per_backend
 def test_quichsd_server_survives_it(backend, pki, monkeypatch) -> None:
-    from tests.sock.test_echo import EchoServer, read_to_fin
+    from tests.sock.pairs import read_to_fin
+    from tests.sock.test_echo import EchoServer
 
     gate = GatedAccept(monkeypatch)
     srv = EchoServer(backend, pki)

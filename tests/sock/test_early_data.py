@@ -8,6 +8,7 @@ import pytest
 
 from quichsd import abi, quic_handshake
 from quichsd.tls.session import SessionData
+from tests.sock.pairs import read_to_fin
 from tests.sock.test_handshake import client_config, server_config
 from tests.sockets import BACKENDS, client_socket, echo_upper
 
@@ -20,12 +21,6 @@ def _remembered_stream_credit(session_data: bytes) -> int:
     params = abi.unpack_transport_param(SessionData.decode(session_data).transport_parameters)
     return params["max_stream_data_bidi_remote"]
 
-def _read_to_fin(sock) -> bytes:
-    got, fin = b"", False
-    while not fin:
-        chunk, _, fin = sock.recv()
-        got += chunk
-    return got
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_early_data_beyond_the_remembered_credit(backend, pki, server_factory) -> None:
@@ -48,7 +43,7 @@ def test_early_data_beyond_the_remembered_credit(backend, pki, server_factory) -
         assert second.early_data_sent == REMEMBERED
         sock.settimeout(5)
         assert sock.send(DATA[second.early_data_sent:], -1, fin=True) == len(DATA) - REMEMBERED
-        assert _read_to_fin(sock) == DATA.upper()
+        assert read_to_fin(sock)[0] == DATA.upper()
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_early_data_within_the_credit_is_all_sent(backend, pki, server_factory) -> None:
@@ -61,4 +56,4 @@ def test_early_data_within_the_credit_is_all_sent(backend, pki, server_factory) 
                                                     early_stream_data=b"early"))
         assert second.early_data_sent == 5
         sock.settimeout(5)
-        assert _read_to_fin(sock) == b"EARLY"
+        assert read_to_fin(sock)[0] == b"EARLY"

@@ -12,6 +12,7 @@ import pytest
 
 from quichsd import HandshakeConfig, quic_handshake
 from quichsd.echo import ServerOptions, echo_streams, serve
+from tests.sock.pairs import read_to_fin
 from tests.sockets import BACKENDS, client_socket, free_port
 
 per_backend = pytest.mark.parametrize("backend", BACKENDS)
@@ -57,14 +58,6 @@ def echo_server(pki) -> Iterator[Any]:
 
 def client_config(pki) -> HandshakeConfig:
     return HandshakeConfig(alpns=["h3"], hostname="localhost", cafile=pki.ca_file, timeout=10)
-
-
-def read_to_fin(sock) -> tuple[bytes, int]:
-    data, fin, stream_id = b"", False, -1
-    while not fin:
-        chunk, stream_id, fin = sock.recv()
-        data += chunk
-    return data, stream_id
 
 
 @per_backend

@@ -22,7 +22,8 @@ from quichsd.abi import pack_event_option
 from quichsd.kernel_numbers import QuicEvent
 from quichsd.sock.sockaddr import pack_sockaddr
 from tests.sim.relay import ImpairingRelay
-from tests.sim.transfer import free_udp, payload, read_until, recv_all
+from tests.sim.transfer import free_udp, payload, recv_all
+from tests.sock.pairs import stream_to_fin
 
 L = abi.lib
 TCG_SLACK = 60.0  # Python runs 10-20x slower under TCG than on the host
@@ -117,13 +118,13 @@ def echo_with_events(client: QuicSocket, server: QuicSocket, payload: bytes,
     client_events: list[bytes] = []
 
     def echo() -> None:
-        data = read_until(server, server_events, want_event=server_event)
+        data = stream_to_fin(server, server_events, want_event=server_event)
         server.send(data, -1, fin=True)
 
     thread = threading.Thread(target=echo, daemon=True)
     thread.start()
     client.send(payload, -1, new=True, fin=True)
-    echoed = read_until(client, client_events, want_event=True)
+    echoed = stream_to_fin(client, client_events, want_event=True)
     thread.join(TCG_SLACK)
     return echoed, client_events, server_events
 
@@ -143,7 +144,7 @@ def test_client_migrates_actively(pki, client_backend: str, server_backend: str)
     new_local = free_udp("127.0.0.2")
     with pair(pki, client_backend, server_backend) as (client, server):
         client.send(b"warm up", -1, new=True, fin=True)  # the server's CIDs reach the client
-        read_until(server, [], want_event=False)
+        stream_to_fin(server, [], want_event=False)
         dcid = sim_dcid(client, server)
         client.setsockopt(L.QUIC_SOCKOPT_CONNECTION_MIGRATION, pack_sockaddr(new_local))
         echoed, client_events, server_events = echo_with_events(client, server, b"after the move")
@@ -181,7 +182,7 @@ def test_unanswered_migration_is_given_up(pki, backend: str) -> None:
     first, second = free_udp("127.0.0.2"), free_udp("127.0.0.3")
     with pair_through_relay(pki, backend, server_peer) as (client, server, relay):
         client.send(b"warm up", -1, new=True, fin=True)
-        read_until(server, [], want_event=False)
+        stream_to_fin(server, [], want_event=False)
         old_local = tuple(client.getsockname()[:2])
         relay.blackhole(BLACKHOLE, "to_client")
         started = time.monotonic()
