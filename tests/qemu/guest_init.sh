@@ -6,10 +6,18 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
+. $R/env.sh
+# /tmp and /var/tmp start empty; a checkout under one of them (a clone made in mktemp -d)
+# is bound back at its own path, or the guest would not find the tree it is to test.
+mkdir -p /run/quichsd-repo
+mount --bind "$QUICHSD_REPO" /run/quichsd-repo
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp 2>/dev/null
+if [ ! -d "$QUICHSD_REPO" ]; then
+  mkdir -p "$QUICHSD_REPO"
+  mount --bind /run/quichsd-repo "$QUICHSD_REPO"
+fi
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-. $R/env.sh
 # The guest kernel's modules stay in the host-side cache; the kernel's own request_module
 # goes through this helper too.
 cat > /run/quichsd-modprobe <<EOF

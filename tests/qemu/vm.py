@@ -24,6 +24,7 @@ from pathlib import Path
 from tests.qemu.kernel import KREL, Kernel
 
 GUEST_INIT = Path(__file__).with_name("guest_init.sh")
+REPO = Path(__file__).resolve().parents[2]  # the tree the guest runs (guest_init.sh keeps it visible)
 INITRAMFS_MODULES = ("netfs", "9pnet", "9pnet_virtio", "9p", "overlay")
 
 INIT = """#!/bin/busybox sh
@@ -97,7 +98,8 @@ class Boot:
         env_lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
         (results / "env.sh").write_text(
             f"export QUICHSD_KERNEL_ROOT={shlex.quote(str(self.kernel.root))}\n"
-            f"export QUICHSD_KREL={KREL}\n" + env_lines)
+            f"export QUICHSD_KREL={KREL}\n"
+            f"export QUICHSD_REPO={shlex.quote(str(REPO))}\n" + env_lines)
         (results / "run.sh").write_text(self.script)
         (results / "status").unlink(missing_ok=True)
         accel = "kvm:tcg" if os.environ.get("QUICHSD_QEMU_KVM") == "1" else "tcg"
